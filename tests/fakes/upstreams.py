@@ -1,0 +1,130 @@
+"""Upstream MCP servers for the gateway's tests, and a loopback uvicorn fixture helper.
+
+These are real `MCPServer`s speaking the real protocol (in memory or over Streamable HTTP);
+they hold no policy and know nothing about signoff.
+"""
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import (
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    PromptReference,
+    ResourceTemplateReference,
+    ToolAnnotations,
+)
+from starlette.types import ASGIApp
+
+__all__ = ["EverythingState", "build_everything_server", "everything_http_app", "serve_http"]
+
+TOPICS = ["approvals", "audit", "gateways", "policies"]
+
+
+@dataclass
+class EverythingState:
+    """What the everything server's side-effecting tools did, for tests to assert on."""
+
+    counter: int = 0
+    deleted_records: list[str] = field(default_factory=list)
+    dropped_tables: list[str] = field(default_factory=list)
+
+
+def build_everything_server(state: EverythingState | None = None) -> MCPServer:
+    """A server with one of each MCP feature; pass `state` to observe its side effects."""
+    state = state if state is not None else EverythingState()
+    server = MCPServer("everything", version="1.0.0")
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True), description="Echo the text back.")
+    def echo(text: str) -> str:
+        return text
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True), description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(description="Always fail with the given message.")
+    def fail(message: str) -> str:
+        raise ToolError(message)
+
+    @server.tool(description="Report `steps` progress notifications, then return.")
+    async def slow_count(steps: int, ctx: Context) -> str:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step} of {steps}")
+        return f"counted to {steps}"
+
+    @server.tool(description="Increment the server's counter and return it.")
+    def counter() -> int:
+        state.counter += 1
+        return state.counter
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True), description="Delete one record.")
+    def delete_record(record_id: str) -> str:
+        state.deleted_records.append(record_id)
+        return f"deleted record {record_id}"
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True), description="Drop a table.")
+    def drop_table(name: str) -> str:
+        state.dropped_tables.append(name)
+        return f"dropped table {name}"
+
+    @server.resource("test://greeting", name="greeting", mime_type="text/plain")
+    def greeting() -> str:
+        return "Hello from the everything server"
+
+    @server.resource("test://items/{item_id}", name="item", mime_type="text/plain")
+    def item(item_id: str) -> str:
+        return f"item {item_id}"
+
+    @server.prompt(description="Ask for a summary of a topic.")
+    def summarize(topic: str) -> str:
+        return f"Summarize what you know about {topic}."
+
+    @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # the SDK leaves this decorator untyped
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if isinstance(ref, PromptReference) and ref.name == "summarize" and argument.name == "topic":
+            return Completion(values=[t for t in TOPICS if t.startswith(argument.value)])
+        return None
+
+    return server
+
+
+def everything_http_app(state: EverythingState | None = None) -> ASGIApp:
+    """The everything server over Streamable HTTP at `/mcp`, stateful, answering with SSE.
+
+    Each call builds a new server: a session manager runs only once.
+    """
+    return build_everything_server(state).streamable_http_app(streamable_http_path="/mcp")
+
+
+@asynccontextmanager
+async def serve_http(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve any ASGI app with uvicorn on a free loopback port, lifespan on; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none")
+    server = uvicorn.Server(config)
+    with sock:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                with anyio.fail_after(10):
+                    # The one allowed poll: uvicorn exposes `started` as a flag, not an event.
+                    while not server.started:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
