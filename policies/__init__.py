@@ -1,0 +1,53 @@
+"""Pure policy logic for signoff: the policy document, its loading and validation, and deciding tool calls.
+
+No I/O, no async, and no imports from the other signoff packages.
+"""
+
+from policies.errors import Fault, PolicyError, PolicyInvalid, format_fault
+from policies.evaluate import evaluate, is_hidden, rule_for
+from policies.limits import RateLimiter
+from policies.loading import check_policy, load_policy, parse_duration
+from policies.model import (
+    Action,
+    Allow,
+    ApprovalSpec,
+    Condition,
+    Decision,
+    Deny,
+    Hidden,
+    Limit,
+    NeedsApproval,
+    Policy,
+    RateLimited,
+    Rule,
+    Scope,
+    ToolCall,
+)
+
+__all__ = [
+    "Action",
+    "Allow",
+    "ApprovalSpec",
+    "Condition",
+    "Decision",
+    "Deny",
+    "Fault",
+    "Hidden",
+    "Limit",
+    "NeedsApproval",
+    "Policy",
+    "PolicyError",
+    "PolicyInvalid",
+    "RateLimited",
+    "RateLimiter",
+    "Rule",
+    "Scope",
+    "ToolCall",
+    "check_policy",
+    "evaluate",
+    "format_fault",
+    "is_hidden",
+    "load_policy",
+    "parse_duration",
+    "rule_for",
+]

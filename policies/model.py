@@ -1,0 +1,236 @@
+"""The policy document as frozen values, the tool call it judges, and the decisions it returns.
+
+Pure data: no I/O. A `Policy` precompiles what evaluation needs (name matchers, regexes) when it is built.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+from policies.globs import NameMatcher
+
+
+class Action(StrEnum):
+    """What a rule, or the policy's default, does with a call."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    REQUIRE_APPROVAL = "require_approval"
+
+
+class Scope(StrEnum):
+    """Who shares a rate-limit budget: one agent on one server, one agent everywhere, or everyone."""
+
+    GRANT = "grant"
+    AGENT = "agent"
+    GLOBAL = "global"
+
+
+OPS: tuple[str, ...] = (
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "in",
+    "not_in",
+    "regex",
+    "not_regex",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "exists",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One `tools/call` as the policy sees it: which server, which tool, with what arguments, by whom."""
+
+    server: str
+    tool: str
+    arguments: Mapping[str, Any]
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A test on one argument: `arg` is a dotted path into the arguments (`a.b.0` indexes a list)."""
+
+    arg: str
+    op: str
+    value: Any
+    path: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", tuple(self.arg.split(".")))
+        compiled: re.Pattern[str] | None = None
+        if self.op in ("regex", "not_regex") and isinstance(self.value, str):
+            try:
+                compiled = re.compile(self.value)
+            except re.error:
+                compiled = None  # evaluation then fails closed
+        object.__setattr__(self, "pattern", compiled)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `max` calls per fixed window of `window_seconds`, counted under `counter` within `scope`."""
+
+    counter: str
+    window_seconds: float
+    max: int
+    scope: Scope = Scope.GRANT
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """Who may approve a call, how many must, and for how long the request waits before it fails closed."""
+
+    approvers: tuple[str, ...] = ()
+    quorum: int = 1
+    timeout_seconds: float = 900.0
+    channel: str | None = None
+    allow_self_approval: bool = False
+
+
+DEFAULT_APPROVAL = ApprovalSpec()
+
+
+def tool_locator(pattern: str) -> str:
+    """Return the JSON-path style locator of a `tools` entry, e.g. `tools["execute_sql"]`."""
+    return f"tools[{json.dumps(pattern, ensure_ascii=False)}]"
+
+
+def hide_locator(pattern: str) -> str:
+    """Return the locator of a `hide` entry, e.g. `hide["destroy_connection"]`."""
+    return f"hide[{json.dumps(pattern, ensure_ascii=False)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One entry of `tools`: its key (`pattern`, an exact name or a glob) and what it says.
+
+    `rate_limit` is PolicyLayer's shorthand (`{"max": N, "window": 60}`), kept apart from `limits` so decisions
+    can name it as `tools["x"].rate_limit`.
+    """
+
+    pattern: str
+    action: Action | None = None
+    reason: str | None = None
+    require: tuple[Condition, ...] = ()
+    deny_if: tuple[Condition, ...] = ()
+    approve_if: tuple[Condition, ...] = ()
+    limits: tuple[Limit, ...] = ()
+    approval: ApprovalSpec | None = None
+    redact: tuple[str, ...] = ()
+    rate_limit: Limit | None = None
+    locator: str = field(init=False, repr=False, compare=False)
+    located_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        locator = tool_locator(self.pattern)
+        object.__setattr__(self, "locator", locator)
+        located = [(f"{locator}.limits[{i}]", limit) for i, limit in enumerate(self.limits)]
+        if self.rate_limit is not None:
+            located.append((f"{locator}.rate_limit", self.rate_limit))
+        object.__setattr__(self, "located_limits", tuple(located))
+
+
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One policy document for one upstream server, compiled for evaluation.
+
+    `digest` is the first 16 hex characters of the SHA-256 of the document's canonical JSON: the policy version
+    recorded in audit rows. `source` says where the document came from (a file name).
+    """
+
+    version: str = "1"
+    default: Action = Action.DENY
+    hide: tuple[str, ...] = ()
+    all_tools_limits: tuple[Limit, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    digest: str = ""
+    source: str = "<policy>"
+    default_reason: str | None = None
+    hide_matcher: NameMatcher[str] = field(init=False, repr=False, compare=False)
+    rule_matcher: NameMatcher[Rule] = field(init=False, repr=False, compare=False)
+    located_all_tools_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
+    # tool name -> (hide entry, rule); bounded, because tool names come from agents.
+    resolved: dict[str, tuple[str | None, Rule | None]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hide_matcher", NameMatcher.build([(p, p) for p in self.hide]))
+        object.__setattr__(self, "rule_matcher", NameMatcher.build([(r.pattern, r) for r in self.rules]))
+        object.__setattr__(
+            self,
+            "located_all_tools_limits",
+            tuple((f"all_tools.limits[{i}]", limit) for i, limit in enumerate(self.all_tools_limits)),
+        )
+
+    def resolve(self, tool: str) -> tuple[str | None, Rule | None]:
+        """Return the `hide` entry that hides `tool` (or None) and the rule that governs it (or None)."""
+        hit = self.resolved.get(tool)
+        if hit is not None:
+            return hit
+        hidden = self.hide_matcher.find(tool)
+        found = self.rule_matcher.find(tool)
+        hit = (hidden[1] if hidden else None, found[1] if found else None)
+        if len(self.resolved) >= _CACHE_SIZE:
+            self.resolved.clear()
+        self.resolved[tool] = hit
+        return hit
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """The call may go upstream now."""
+
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """The call is refused; `reason` is one sentence for the agent."""
+
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hidden:
+    """The tool is hidden: not listed, and its calls are refused."""
+
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """The call would exceed `counter`'s budget; it may be retried after `retry_after` seconds."""
+
+    rule: str
+    counter: str
+    retry_after: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsApproval:
+    """The call waits for a person to approve it, as `approval` describes."""
+
+    rule: str
+    reason: str
+    approval: ApprovalSpec
+
+
+Decision: TypeAlias = Allow | Deny | Hidden | RateLimited | NeedsApproval
