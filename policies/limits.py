@@ -82,7 +82,9 @@ class RateLimiter:
         for key in stale:
             del self._windows[key]
 
-    def __len__(self) -> int:
+    @property
+    def key_count(self) -> int:
+        """How many counters are held (one per key with calls in its current or a past window)."""
         return len(self._windows)
 
 
