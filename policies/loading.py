@@ -100,9 +100,31 @@ def _choices(values: Iterable[str]) -> str:
     return ", ".join(f'"{v}"' for v in values)
 
 
+# Spellings from other policy languages, so the hint names the op meant rather than the nearest string.
+_OP_ALIASES = {
+    "==": "eq",
+    "=": "eq",
+    "equals": "eq",
+    "!=": "ne",
+    "neq": "ne",
+    "not_equals": "ne",
+    "<": "lt",
+    "<=": "le",
+    "lte": "le",
+    ">": "gt",
+    ">=": "ge",
+    "gte": "ge",
+    "matches": "regex",
+    "nin": "not_in",
+    "startswith": "starts_with",
+    "endswith": "ends_with",
+}
+
+
 def _suggest(word: str, valid: Iterable[str], what: str) -> str:
     valid = tuple(valid)
-    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
+    alias = _OP_ALIASES.get(word.lower())
+    close = [alias] if alias in valid else difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
     listing = f"valid {what}: {_choices(valid)}"
     return f'did you mean "{close[0]}"? {listing}' if close else listing
 
