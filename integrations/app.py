@@ -1,0 +1,196 @@
+"""The composition root: `create_app(settings)` wires every part, and the lifespan owns their resources.
+
+The only module that knows every part. Nothing is created at import time except `app`, for the
+Procfile, which reads its settings when the server starts it.
+"""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx2
+from sqlmodel import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from approvals.audit import AuditRecord, append
+from approvals.models import AuditKind
+from integrations.auditing import AuditWriter
+from integrations.database import create_database_engine
+from integrations.errors import ConfigError
+from integrations.gateway.endpoint import Gateway, Served
+from integrations.gateway.stdio import StdioUpstream
+from integrations.gateway.upstream import HttpUpstream, Upstream
+from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
+
+logger = logging.getLogger(__name__)
+
+
+def load_server_policy(server: ServerSettings) -> Policy:
+    """The policy file a server names, or a ConfigError that lists every fault in it."""
+    path = Path(server.policy)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"servers.{server.name}.policy: cannot read {path}: {exc.strerror}") from exc
+    try:
+        return load_policy(text, source=str(path))
+    except PolicyInvalid as exc:
+        faults = "\n".join("  " + format_fault(f, str(path)) for f in exc.faults if f.severity == "error")
+        raise ConfigError(f"servers.{server.name}.policy is invalid:\n{faults}") from exc
+
+
+def build_upstream(server: ServerSettings, client: httpx2.AsyncClient, timeout: float) -> Upstream:
+    if server.url is not None:
+        headers = {k: v.get_secret_value() for k, v in server.headers.items()}
+        return HttpUpstream(server.name, server.url, headers, client)
+    env = {k: v.get_secret_value() for k, v in server.env.items()}
+    command = server.command or ()
+    return StdioUpstream(server.name, command, env=child_environment(env), cwd=server.cwd, request_timeout=timeout)
+
+
+class _Mcp:
+    """Routes `/mcp/{server}` to the gateway built in the lifespan."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.gateway is None:
+            await PlainTextResponse("signoff is starting", status_code=503)(scope, receive, send)
+            return
+        await self.gateway(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the ASGI app; policies are loaded here so a bad one is refused before serving."""
+    policies = {server.name: load_server_policy(server) for server in settings.servers}
+    mcp = _Mcp()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_database_engine(settings.gateway.database_url)
+        with Session(engine) as session:
+            append(
+                session,
+                [
+                    AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
+                    for name, p in policies.items()
+                ],
+            )
+        audit = AuditWriter(engine)
+        timeout = settings.gateway.upstream_timeout
+        client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+            limits=httpx2.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+        servers = {
+            s.name: Served(upstream=build_upstream(s, client, timeout), policy=policies[s.name])
+            for s in settings.servers
+        }
+        gateway = Gateway(
+            servers=servers,
+            agents={a.token.get_secret_value(): a.name for a in settings.agents},
+            audit=audit,
+            limiter=RateLimiter(),
+            allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
+            max_body_bytes=settings.gateway.max_body_bytes,
+        )
+        app.state.gateway = gateway
+        app.state.audit = audit
+        app.state.engine = engine
+        try:
+            async with anyio.create_task_group() as tg:
+                audit.start(tg)
+                for served in servers.values():
+                    served.upstream.start(tg)
+                mcp.gateway = gateway
+                try:
+                    yield
+                finally:
+                    mcp.gateway = None
+                    for served in servers.values():
+                        await served.upstream.aclose()
+                    await audit.close()
+                    tg.cancel_scope.cancel()
+        finally:
+            await client.aclose()
+            engine.dispose()
+
+    async def healthz(request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        servers = {}
+        for name, served in gateway.servers.items():
+            upstream = served.upstream
+            if isinstance(upstream, StdioUpstream):
+                servers[name] = {
+                    "transport": "stdio",
+                    "ready": upstream.ready,
+                    "restarts": upstream.restarts,
+                    "last_exit": upstream.last_exit,
+                    "policy_version": served.policy.digest,
+                }
+            else:
+                servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
+        healthy = all(s["ready"] for s in servers.values())
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "degraded",
+                "servers": servers,
+                "audit_queue": request.app.state.audit.queued,
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        lines = [
+            "# HELP signoff_tool_calls_total Tool calls by server and decision.",
+            "# TYPE signoff_tool_calls_total counter",
+        ]
+        for (server, decision), count in sorted(gateway.counts.items()):
+            lines.append(f'signoff_tool_calls_total{{server="{server}",decision="{decision}"}} {count}')
+        lines += [
+            "# HELP signoff_audit_queue Audit records waiting to be written.",
+            "# TYPE signoff_audit_queue gauge",
+            f"signoff_audit_queue {request.app.state.audit.queued}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return Starlette(
+        routes=[
+            Route("/mcp/{server}", mcp, methods=None),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _app_from_environment() -> Starlette:
+    return create_app(load_settings())
+
+
+class _LazyApp:
+    """`integrations.app:app` for uvicorn and the Procfile: settings are read when the server starts."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = _app_from_environment()
+        await self._app(scope, receive, send)
+
+
+app = _LazyApp()

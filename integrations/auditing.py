@@ -1,0 +1,73 @@
+"""Writes audit records off the hot path: the gateway enqueues, one task appends them in batches.
+
+A tool call never waits for the database. Nothing is dropped: the queue is unbounded, a failed batch
+is retried, and shutdown drains what is left before the process exits.
+"""
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskGroup
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from approvals.audit import AuditRecord, append
+
+logger = logging.getLogger(__name__)
+
+
+class AuditWriter:
+    """Batches `AuditRecord`s into the chained log from one background task."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._pending: list[AuditRecord] = []
+        self._wake = anyio.Event()
+        self._closing = False
+        self._lock = anyio.Lock()
+        self.written = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue one record; returns at once."""
+        self._pending.append(record)
+        self._wake.set()
+
+    def _write(self, batch: Sequence[AuditRecord]) -> None:
+        with Session(self._engine, expire_on_commit=False) as session:
+            append(session, batch)
+
+    async def flush(self) -> None:
+        """Write everything queued so far (the CLI and tests call this to read their own writes)."""
+        async with self._lock:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                try:
+                    await anyio.to_thread.run_sync(self._write, batch)
+                except SQLAlchemyError:
+                    logger.exception("Writing %d audit records failed; retrying", len(batch))
+                    await anyio.sleep(0.5)
+                    continue
+                del self._pending[: len(batch)]
+                self.written += len(batch)
+
+    async def run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    def start(self, task_group: TaskGroup) -> None:
+        task_group.start_soon(self.run)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self.flush()

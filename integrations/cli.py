@@ -1,0 +1,179 @@
+"""The `signoff` command: serve the gateway, check policies, read and verify the audit log."""
+
+import argparse
+import csv
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import uvicorn
+from sqlmodel import Session, col, select
+
+from approvals.audit import verify_chain
+from approvals.models import AuditEvent
+from integrations.database import create_database_engine
+from integrations.errors import ConfigError
+from integrations.settings import Settings, load_settings
+from policies import check_policy, format_fault
+
+EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
+
+
+def _print_demo_banner(settings: Settings, out: TextIO) -> None:
+    agent = settings.agents[0]
+    url = f"{settings.gateway.base_url}/mcp/demo"
+    out.write(
+        "\nsignoff is running its demo: no signoff.toml here, so it serves a built-in demo upstream.\n"
+        f"  MCP endpoint : {url}\n"
+        f"  agent token  : {agent.token.get_secret_value()}   (set SIGNOFF_DEMO_TOKEN to choose it)\n"
+        f"  try          : list_connections (allowed), kill_connection pid=87 (denied), destroy_connection (hidden)\n\n"
+    )
+    out.flush()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from integrations.app import create_app
+
+    settings = load_settings(args.config)
+    if args.host:
+        settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"host": args.host})})
+    if args.port is not None:
+        settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": args.port})})
+    app = create_app(settings)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.demo:
+        _print_demo_banner(settings, sys.stdout)
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        ws="none",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+    return EXIT_OK
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    errors = warnings = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            sys.stdout.write(f"{path}: error: cannot read the file: {exc.strerror}\n")
+            errors += 1
+            continue
+        faults = check_policy(text, source=str(path))
+        for fault in faults:
+            sys.stdout.write(format_fault(fault, str(path)) + "\n")
+        file_errors = sum(1 for f in faults if f.severity == "error")
+        errors += file_errors
+        warnings += len(faults) - file_errors
+        if not faults:
+            sys.stdout.write(f"{path}: ok\n")
+    if errors or warnings:
+        sys.stdout.write(f"{errors} error(s), {warnings} warning(s) in {len(args.files)} file(s)\n")
+    return EXIT_FAULTS if errors or (args.strict and warnings) else EXIT_OK
+
+
+def _audit_rows(args: argparse.Namespace, session: Session) -> Sequence[AuditEvent]:
+    query = select(AuditEvent)
+    for field in ("server", "tool", "identity", "kind", "outcome"):
+        value = getattr(args, field, None)
+        if value:
+            query = query.where(col(getattr(AuditEvent, field)) == value)
+    return session.exec(query.order_by(col(AuditEvent.id).desc()).limit(args.limit)).all()
+
+
+_AUDIT_COLUMNS = ("id", "at", "kind", "server", "tool", "identity", "actor", "rule", "outcome", "latency_ms", "detail")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    engine = create_database_engine(settings.gateway.database_url)
+    with Session(engine) as session:
+        rows = _audit_rows(args, session)
+    out = sys.stdout
+    if args.format == "jsonl":
+        for row in rows:
+            out.write(row.model_dump_json() + "\n")
+    elif args.format == "csv":
+        writer = csv.writer(out)
+        writer.writerow(_AUDIT_COLUMNS)
+        for row in rows:
+            writer.writerow([getattr(row, c) for c in _AUDIT_COLUMNS])
+    else:
+        for row in rows:
+            latency = f"{row.latency_ms:.1f}ms" if row.latency_ms is not None else ""
+            out.write(
+                f"{row.id:>6} {row.at:%Y-%m-%d %H:%M:%S} {row.kind:<18} {row.server:<12} {row.tool:<28} "
+                f"{row.identity:<16} {row.outcome:<12} {latency:>9} {row.rule}\n"
+            )
+    engine.dispose()
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    engine = create_database_engine(settings.gateway.database_url)
+    with Session(engine) as session:
+        report = verify_chain(session)
+    engine.dispose()
+    if report.ok:
+        sys.stdout.write(f"audit chain ok: {report.checked} rows verified\n")
+        return EXIT_OK
+    sys.stdout.write(
+        f"audit chain BROKEN at row {report.first_bad_id}: {report.problem} ({report.checked} rows ok before it)\n"
+    )
+    return EXIT_FAULTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signoff", description="An MCP gateway with human sign-off.")
+    parser.add_argument("--config", help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    policy = commands.add_parser("policy", help="work with policy files").add_subparsers(
+        dest="policy_command", required=True
+    )
+    check = policy.add_parser("check", help="validate policy files and print every fault")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--strict", action="store_true", help="treat warnings as faults")
+    check.set_defaults(func=cmd_policy_check)
+
+    audit = commands.add_parser("audit", help="print or export the audit log, newest first")
+    audit.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    audit.add_argument("--limit", type=int, default=100)
+    for field in ("server", "tool", "identity", "kind", "outcome"):
+        audit.add_argument(f"--{field}")
+    audit.set_defaults(func=cmd_audit)
+    audit_commands = audit.add_subparsers(dest="audit_command")
+    verify = audit_commands.add_parser("verify", help="check the hash chain and name the first bad row")
+    verify.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"signoff: {exc}\n")
+        return EXIT_CONFIG
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The MCP endpoint `/mcp/{server}`: authenticate, check, apply the policy, forward, audit.
+
+A raw ASGI app rather than the SDK's server: the gateway forwards bytes and parses only what a policy
+needs (the JSON-RPC envelope, `tools/list` results, `tools/call` params), which keeps the hop close to
+a bare Starlette hop, and passes everything else (resources, prompts, completions, notifications,
+server-to-client requests, the GET stream) through unchanged.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.types import Receive, Scope, Send
+
+from approvals.audit import AuditRecord, canonical_json, digest_arguments
+from approvals.models import AuditKind
+from integrations.auditing import AuditWriter
+from integrations.errors import UpstreamUnavailable
+from integrations.gateway.refusals import refusal, upstream_failure
+from integrations.gateway.sse import Message, rewrite_events
+from integrations.gateway.upstream import Reply, Upstream, json_reply
+from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
+from policies.evaluate import evaluate, is_hidden, rule_for
+
+logger = logging.getLogger(__name__)
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+MAX_TRACKED_SESSIONS = 100_000
+_KIND: dict[type, AuditKind] = {
+    Deny: AuditKind.DENIED,
+    Hidden: AuditKind.HIDDEN,
+    RateLimited: AuditKind.RATE_LIMITED,
+    NeedsApproval: AuditKind.APPROVAL_REQUIRED,
+}
+
+
+@dataclass(slots=True)
+class Served:
+    """One upstream as the gateway serves it: the connection and the policy in force."""
+
+    upstream: Upstream
+    policy: Policy
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the gateway knows about one POST while it handles it."""
+
+    server: str
+    served: Served
+    identity: str
+    headers: dict[str, str]
+    message: Message
+    modern: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _error(request_id: Any, code: int, message: str) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
+    paths = tuple(paths)
+    if not paths:
+        return arguments
+    copy: Any = json.loads(canonical_json(arguments))
+    for path in paths:
+        node, *_ = copy, None
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = "[redacted]"
+    return copy
+
+
+def _origin_allowed(origin: str, allowed: frozenset[str]) -> bool:
+    if "*" in allowed or origin in allowed:
+        return True
+    host = urlsplit(origin).hostname or ""
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+class Gateway:
+    """The ASGI app mounted at `/mcp/{server}`."""
+
+    def __init__(
+        self,
+        *,
+        servers: Mapping[str, Served],
+        agents: Mapping[str, str],
+        audit: AuditWriter,
+        limiter: RateLimiter,
+        allowed_origins: Iterable[str] = (),
+        max_body_bytes: int = 4 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.servers = dict(servers)
+        # Tokens are looked up by their SHA-256 and compared with compare_digest, so neither the dict
+        # lookup nor the comparison leaks how much of a guessed token was right.
+        self._agents = {hashlib.sha256(token.encode()).digest(): name for token, name in agents.items()}
+        self._audit = audit
+        self._limiter = limiter
+        self._allowed_origins = frozenset(allowed_origins)
+        self._max_body = max_body_bytes
+        self._clock = clock
+        self._session_owner: dict[str, str] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+
+    # -- ASGI ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        server = scope.get("path_params", {}).get("server", "")
+        reply = await self._handle(scope["method"], server, headers, receive)
+        await _send_reply(reply, send, receive)
+
+    async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
+        identity = self._authenticate(headers.get("authorization", ""))
+        if identity is None:
+            return _http_error(401, "Missing or invalid bearer token", [("www-authenticate", 'Bearer realm="signoff"')])
+        origin = headers.get("origin")
+        if origin is not None and not _origin_allowed(origin, self._allowed_origins):
+            return _http_error(403, f"Origin {origin!r} is not allowed")
+        served = self.servers.get(server)
+        if served is None:
+            known = ", ".join(sorted(self.servers)) or "none"
+            return json_reply(_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
+        session_id = headers.get("mcp-session-id")
+        if session_id is not None and self._session_owner.get(session_id, identity) != identity:
+            return json_reply(_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
+        try:
+            if method == "POST":
+                return await self._post(server, served, identity, headers, receive)
+            if method == "GET":
+                return await served.upstream.get(headers, identity)
+            if method == "DELETE":
+                reply = await served.upstream.delete(headers, identity)
+                if session_id is not None and reply.status < 300:
+                    self._session_owner.pop(session_id, None)
+                return reply
+        except UpstreamUnavailable as exc:
+            return json_reply(_error(None, -32000, str(exc)), 502)
+        return _http_error(
+            405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
+        )
+
+    def _authenticate(self, authorization: str) -> str | None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        for known, name in self._agents.items():
+            if hmac.compare_digest(known, digest):
+                return name
+        return None
+
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            return None
+        chunks, size = [], 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                break
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    # -- POST ------------------------------------------------------------------------------------
+
+    async def _post(
+        self, server: str, served: Served, identity: str, headers: dict[str, str], receive: Receive
+    ) -> Reply:
+        body = await self._read_body(headers, receive)
+        if body is None:
+            return json_reply(_error(None, INVALID_REQUEST, f"Request body is larger than {self._max_body} bytes"), 413)
+        try:
+            message = json.loads(body)
+        except ValueError as exc:
+            return json_reply(_error(None, PARSE_ERROR, f"Parse error: body is not valid JSON ({exc})"), 400)
+        problem = _envelope_problem(message)
+        if problem is not None:
+            request_id = message.get("id") if isinstance(message, dict) else None
+            return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
+        version = headers.get("mcp-protocol-version")
+        exchange = _Exchange(server, served, identity, headers, message)
+        if (
+            version is not None
+            and version not in HANDSHAKE_PROTOCOL_VERSIONS
+            and "method" in message
+            and "id" in message
+        ):
+            exchange.modern = True
+            verdict = classify_inbound_request(message, headers=headers)
+            code = getattr(verdict, "code", None)
+            if code is not None:
+                status = ERROR_CODE_HTTP_STATUS.get(code, 400)
+                return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
+        method = message.get("method")
+        if method == "tools/call" and "id" in message:
+            return await self._call_tool(exchange, body)
+        reply = await served.upstream.post(body, message, headers, identity)
+        if method == "tools/list" and "id" in message:
+            return _rewrite(reply, message["id"], lambda m: self._filter_tools(m, served.policy))
+        if method == "initialize":
+            self._track_session(reply, identity)
+        return reply
+
+    def _track_session(self, reply: Reply, identity: str) -> None:
+        for name, value in reply.headers:
+            if name == "mcp-session-id":
+                if len(self._session_owner) >= MAX_TRACKED_SESSIONS:
+                    self._session_owner.pop(next(iter(self._session_owner)))
+                self._session_owner[value] = identity
+
+    @staticmethod
+    def _filter_tools(message: Message, policy: Policy) -> Message | None:
+        result = message.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return None
+        tools = [t for t in result["tools"] if not (isinstance(t, dict) and is_hidden(policy, str(t.get("name"))))]
+        return {**message, "result": {**result, "tools": tools}}
+
+    async def _call_tool(self, exchange: _Exchange, body: bytes) -> Reply:
+        message = exchange.message
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        arguments = params.get("arguments", {}) if isinstance(params, dict) else None
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            problem = "tools/call needs params.name (a string) and params.arguments (an object, if given)"
+            return json_reply(_error(message["id"], INVALID_PARAMS, problem), 200)
+        policy = exchange.served.policy
+        call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
+        decision = evaluate(policy, call, self._limiter, self._clock())
+        if not isinstance(decision, Allow):
+            self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
+            result = refusal(decision, name, policy.digest)
+            if exchange.modern:
+                result["resultType"] = "complete"
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
+        return await self._forward_call(exchange, body, call, decision)
+
+    async def _forward_call(self, exchange: _Exchange, body: bytes, call: ToolCall, decision: Allow) -> Reply:
+        served = exchange.served
+        try:
+            reply = await served.upstream.post(body, exchange.message, exchange.headers, exchange.identity)
+        except UpstreamUnavailable as exc:
+            self._record(exchange, call, decision, outcome="upstream_unavailable", detail=exc.detail)
+            result = upstream_failure(exchange.server, call.tool, str(exc))
+            return json_reply({"jsonrpc": "2.0", "id": exchange.message["id"], "result": result})
+
+        def observe(response: Message) -> None:
+            result = response.get("result")
+            if isinstance(result, dict):
+                outcome, detail = ("tool_error", _first_text(result)) if result.get("isError") else ("ok", "")
+            else:
+                error = response.get("error")
+                outcome, detail = "error", str(error.get("message", "")) if isinstance(error, dict) else ""
+            self._record(exchange, call, decision, outcome=outcome, detail=detail)
+
+        return _rewrite(reply, exchange.message["id"], observe, on_missing=lambda: observe({}))
+
+    def _record(self, exchange: _Exchange, call: ToolCall, decision: Decision, *, outcome: str, detail: str) -> None:
+        kind = _KIND.get(type(decision), AuditKind.ALLOWED)
+        key = (call.server, kind.value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        rule = rule_for(exchange.served.policy, call.tool)
+        arguments = _redacted(call.arguments, rule.redact if rule else ())
+        self._audit.record(
+            AuditRecord(
+                kind=kind,
+                server=call.server,
+                tool=call.tool,
+                identity=call.identity,
+                rule=decision.rule,
+                policy_version=exchange.served.policy.digest,
+                args_digest=digest_arguments(call.arguments),
+                arguments=canonical_json(arguments),
+                outcome=outcome,
+                detail=detail[:2000],
+                latency_ms=(time.perf_counter() - exchange.started) * 1000,
+            )
+        )
+
+
+def _envelope_problem(message: Any) -> str | None:
+    if isinstance(message, list):
+        return "JSON-RPC batches are not supported; send one message per request"
+    if not isinstance(message, dict):
+        return "A JSON-RPC message must be an object"
+    if message.get("jsonrpc") != "2.0":
+        return 'The message must have "jsonrpc": "2.0"'
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return '"method" must be a string'
+        if "id" in message and (isinstance(message["id"], bool) or not isinstance(message["id"], str | int)):
+            return '"id" must be a string or an integer'
+        if "params" in message and not isinstance(message["params"], dict):
+            return '"params" must be an object'
+        return None
+    if "id" in message and ("result" in message or "error" in message):
+        return None
+    return 'A JSON-RPC message needs "method" (a request or notification) or "result"/"error" (a response)'
+
+
+def _first_text(result: Message) -> str:
+    for block in result.get("content") or ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            return str(block.get("text", ""))
+    return ""
+
+
+def _http_error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
+    return json_reply(_error(None, INVALID_REQUEST, message), status, headers)
+
+
+def _rewrite(
+    reply: Reply,
+    request_id: Any,
+    rewrite: Callable[[Message], Message | None],
+    on_missing: Callable[[], None] | None = None,
+) -> Reply:
+    """Pass the response to `request_id` in `reply` through `rewrite`, whether it is JSON or an event stream."""
+    if reply.stream is not None:
+        seen = False
+
+        def watch(message: Message) -> Message | None:
+            nonlocal seen
+            seen = True
+            return rewrite(message)
+
+        async def events(stream: Any) -> Any:
+            try:
+                async for chunk in rewrite_events(stream, request_id, watch):
+                    yield chunk
+            finally:
+                if not seen and on_missing is not None:
+                    on_missing()
+
+        reply.stream = events(reply.stream)
+        return reply
+    if reply.content_type == "application/json" and reply.body:
+        try:
+            message = json.loads(reply.body)
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and message.get("id") == request_id:
+            replaced = rewrite(message)
+            if replaced is not None:
+                reply.body = json.dumps(replaced, separators=(",", ":")).encode()
+            return reply
+    if on_missing is not None:
+        on_missing()
+    return reply
+
+
+async def _send_reply(reply: Reply, send: Send, receive: Receive) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    if reply.stream is None:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    headers.append((b"x-accel-buffering", b"no"))
+    stream = reply.stream
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        async with anyio.create_task_group() as tg:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            tg.cancel_scope.cancel()
+    except OSError:
+        logger.debug("Client went away while streaming")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reply.close()
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -1,0 +1,54 @@
+"""What an agent reads when signoff says no: a `tools/call` result with `isError`, text and `_meta`.
+
+A refusal is an answer the model can read and adapt to, not a transport failure (ARCHITECTURE.md).
+"""
+
+from typing import Any, assert_never
+
+from policies import Allow, Decision, Deny, Hidden, NeedsApproval, RateLimited
+
+META_KEY = "signoff/decision"
+
+
+def _result(text: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True, "_meta": {META_KEY: data}}
+
+
+def refusal(decision: Decision, tool: str, policy_version: str) -> dict[str, Any]:
+    """The `tools/call` result for a decision other than `Allow`."""
+    data: dict[str, Any] = {"tool": tool, "rule": decision.rule, "policy_version": policy_version}
+    where = f"(rule {decision.rule}, policy {policy_version})"
+    match decision:
+        case Deny(reason=reason):
+            data |= {"outcome": "denied", "reason": reason}
+            return _result(f'signoff denied this call to "{tool}": {reason} {where}', data)
+        case Hidden():
+            data |= {"outcome": "hidden", "reason": "hidden by policy"}
+            return _result(
+                f'signoff denied this call: there is no tool "{tool}" available through this gateway {where}', data
+            )
+        case RateLimited(reason=reason, counter=counter, retry_after=retry_after):
+            data |= {
+                "outcome": "rate_limited",
+                "reason": reason,
+                "counter": counter,
+                "retry_after": round(retry_after, 3),
+            }
+            return _result(f'signoff rate-limited this call to "{tool}": {reason} {where}', data)
+        case NeedsApproval(reason=reason):
+            data |= {"outcome": "approval_unavailable", "reason": reason}
+            return _result(
+                f'signoff refused this call to "{tool}": it requires human approval ({reason}), and approval is not '
+                f"configured on this gateway, so the call was not forwarded {where}",
+                data,
+            )
+        case Allow():
+            raise ValueError("an allowed call is forwarded, not refused")
+        case _:
+            assert_never(decision)
+
+
+def upstream_failure(server: str, tool: str, detail: str) -> dict[str, Any]:
+    """The `tools/call` result when the upstream could not run the call at all."""
+    data = {"tool": tool, "outcome": "upstream_unavailable", "reason": detail, "server": server}
+    return _result(f'signoff could not run "{tool}": {detail}. The call may be retried.', data)

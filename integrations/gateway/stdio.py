@@ -1,0 +1,466 @@
+"""A stdio upstream: one supervised child process shared by every downstream session.
+
+The child speaks MCP over stdin/stdout and was built for one client, so this module is a small
+multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
+renumbers request ids and progress tokens so sessions cannot collide, routes each response and
+progress notification back to the request that caused it, and broadcasts the child's other
+notifications to the sessions listening on GET. A crashed child fails its in-flight requests with a
+clear error and is restarted with backoff.
+"""
+
+import itertools
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+
+from integrations.errors import UpstreamUnavailable
+from integrations.gateway.upstream import Reply, json_reply
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+MAX_LINE = 16 * 1024 * 1024
+BROADCAST_PREFIX = "notifications/"
+INITIALIZE_TIMEOUT = 30.0
+# The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
+# 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
+CACHEABLE_METHODS = frozenset(
+    {"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"}
+)
+ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+
+
+@dataclass(slots=True)
+class _Pending:
+    downstream_id: Any
+    send: MemoryObjectSendStream[Message]
+    progress_token: Any = None
+
+
+@dataclass(slots=True)
+class _Session:
+    identity: str
+    listeners: list[MemoryObjectSendStream[Message]] = field(default_factory=list)
+
+
+def _deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
+    # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
+    try:
+        send.send_nowait(message)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
+        pass
+
+
+def _error(request_id: Any, code: int, message: str) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _accepts_sse(headers: Mapping[str, str]) -> bool:
+    return "text/event-stream" in headers.get("accept", "")
+
+
+def _sse(message: Message) -> bytes:
+    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+
+
+class StdioUpstream:
+    """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        request_timeout: float = 300.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._command = list(command)
+        self._env = dict(env) if env else None
+        self._cwd = cwd
+        self._request_timeout = request_timeout
+        self._max_backoff = max_backoff
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._progress: dict[int, int] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._process: Process | None = None
+        self._ready = anyio.Event()
+        self._init_result: Message | None = None
+        self._write_lock = anyio.Lock()
+        self._closing = False
+        self.restarts = 0
+        self.last_exit: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, task_group: TaskGroup) -> None:
+        task_group.start_soon(self._supervise)
+
+    async def wait_ready(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self._ready.wait()
+        if not self._ready.is_set():
+            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is still starting")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            with anyio.move_on_after(5):
+                await self._process.wait()
+            if self._process.returncode is None:
+                self._process.kill()
+
+    async def _supervise(self) -> None:
+        backoff = 0.25
+        while not self._closing:
+            try:
+                await self._run_once()
+                backoff = 0.25
+            except Exception as exc:
+                self.last_exit = f"{type(exc).__name__}: {exc}"
+                logger.warning("Upstream %s failed: %s", self.name, self.last_exit)
+            self._ready = anyio.Event()
+            self._fail_pending(self.last_exit or "the server process exited")
+            if self._closing:
+                return
+            self.restarts += 1
+            logger.warning("Restarting upstream %s in %.2fs", self.name, backoff)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _run_once(self) -> None:
+        process = await anyio.open_process(self._command, env=self._env, cwd=self._cwd)
+        self._process = process
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drain_stderr, process)
+                tg.start_soon(self._read, process)
+                with anyio.fail_after(INITIALIZE_TIMEOUT):
+                    await self._initialize()
+                self._ready.set()
+                logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
+                code = await process.wait()
+                self.last_exit = f"the server process exited with code {code}"
+                tg.cancel_scope.cancel()
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+
+    async def _drain_stderr(self, process: Process) -> None:
+        if process.stderr is None:
+            return
+        stream = BufferedByteReceiveStream(process.stderr)
+        while True:
+            try:
+                line = await stream.receive_until(b"\n", MAX_LINE)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.ClosedResourceError):
+                return
+            logger.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
+
+    async def _read(self, process: Process) -> None:
+        if process.stdout is None:
+            return
+        stream = BufferedByteReceiveStream(process.stdout)
+        while True:
+            try:
+                line = await stream.receive_until(b"\n", MAX_LINE)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                return
+            except anyio.DelimiterNotFound:
+                logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
+                process.kill()
+                return
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                logger.warning("Upstream %s wrote a line that is not JSON: %.200r", self.name, line)
+                continue
+            if isinstance(message, dict):
+                await self._dispatch(message)
+
+    async def _initialize(self) -> None:
+        result = await self._call(
+            "initialize",
+            {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "signoff", "version": "0.1.0"},
+            },
+        )
+        self._init_result = result
+        await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _call(self, method: str, params: Message) -> Message:
+        uid = next(self._ids)
+        send, receive = anyio.create_memory_object_stream[Message](1)
+        self._pending[uid] = _Pending(downstream_id=uid, send=send)
+        try:
+            await self._write({"jsonrpc": "2.0", "id": uid, "method": method, "params": params})
+            async with receive:
+                reply = await receive.receive()
+        finally:
+            self._forget(uid)
+        if "error" in reply:
+            raise UpstreamUnavailable(self.name, f"{method} failed: {reply['error'].get('message')}")
+        result: Message = reply.get("result", {})
+        return result
+
+    async def _write(self, message: Message) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is not running")
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        async with self._write_lock:
+            try:
+                await process.stdin.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
+
+    def _fail_pending(self, reason: str) -> None:
+        for pending in list(self._pending.values()):
+            _deliver(pending.send, _error(pending.downstream_id, -32000, f"Upstream {self.name!r}: {reason}"))
+            pending.send.close()
+        self._pending.clear()
+        self._progress.clear()
+
+    # -- messages from the child -------------------------------------------------------------------
+
+    async def _dispatch(self, message: Message) -> None:
+        method = message.get("method")
+        if method is None:
+            pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            if pending is not None:
+                _deliver(pending.send, {**message, "id": pending.downstream_id})
+            return
+        if "id" in message:
+            await self._answer_child_request(message)
+            return
+        if method == "notifications/progress":
+            params = message.get("params") or {}
+            uid = self._progress.get(params.get("progressToken"))
+            pending = self._pending.get(uid) if uid is not None else None
+            if pending is not None:
+                forwarded = {**message, "params": {**params, "progressToken": pending.progress_token}}
+                _deliver(pending.send, forwarded)
+            return
+        if method == "notifications/cancelled":
+            return  # the child gave up on a request; its error response follows
+        for session in self._sessions.values():
+            for listener in session.listeners:
+                _deliver(listener, message)
+
+    async def _answer_child_request(self, message: Message) -> None:
+        # signoff initialized the child with no client capabilities, so it may only ping or ask for roots.
+        if message.get("method") == "ping":
+            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        elif message.get("method") == "roots/list":
+            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {"roots": []}})
+        else:
+            await self._write(_error(message["id"], -32601, "signoff does not relay this request to clients"))
+
+    # -- downstream ------------------------------------------------------------------------------
+
+    def owner(self, session_id: str) -> str | None:
+        session = self._sessions.get(session_id)
+        return session.identity if session else None
+
+    async def post(self, body: bytes, message: Message, headers: Mapping[str, str], identity: str) -> Reply:
+        version = headers.get("mcp-protocol-version", "")
+        modern = version in MODERN_PROTOCOL_VERSIONS
+        method = message.get("method")
+        if method is None or "id" not in message:
+            if method is not None and method != "notifications/initialized" and not modern:
+                await self.wait_ready(self._request_timeout)
+                await self._write(self._renumbered_notification(message))
+            return Reply(status=202, headers=[])
+        if method == "initialize":
+            return await self._initialize_session(message, identity)
+        if not modern:
+            session_id = headers.get("mcp-session-id")
+            if session_id is None:
+                return json_reply(_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+            if session_id not in self._sessions:
+                return json_reply(_error(message["id"], -32001, "Session not found"), 404)
+        await self.wait_ready(self._request_timeout)
+        if method == "server/discover":
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
+        return await self._request(message, headers, method if modern else None)
+
+    def _renumbered_notification(self, message: Message) -> Message:
+        if message.get("method") != "notifications/cancelled":
+            return message
+        params = message.get("params") or {}
+        for uid, pending in self._pending.items():
+            if pending.downstream_id == params.get("requestId"):
+                return {**message, "params": {**params, "requestId": uid}}
+        return message
+
+    def _discover_result(self) -> Message:
+        init = self._init_result or {}
+        result: Message = {
+            "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
+            "capabilities": init.get("capabilities", {}),
+            "resultType": "complete",
+            "ttlMs": 0,
+            "cacheScope": "private",
+        }
+        if init.get("instructions"):
+            result["instructions"] = init["instructions"]
+        return result
+
+    async def _initialize_session(self, message: Message, identity: str) -> Reply:
+        await self.wait_ready(self._request_timeout)
+        init = dict(self._init_result or {})
+        requested = (message.get("params") or {}).get("protocolVersion")
+        if requested in HANDSHAKE_PROTOCOL_VERSIONS:
+            init["protocolVersion"] = requested
+        session_id = uuid.uuid4().hex
+        self._sessions[session_id] = _Session(identity=identity)
+        return json_reply(
+            {"jsonrpc": "2.0", "id": message["id"], "result": init}, headers=[("mcp-session-id", session_id)]
+        )
+
+    async def _request(self, message: Message, headers: Mapping[str, str], modern: str | None) -> Reply:
+        """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
+        uid = next(self._ids)
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        params = message.get("params")
+        token = params.get("_meta", {}).get("progressToken") if isinstance(params, dict) else None
+        pending = _Pending(downstream_id=message["id"], send=send, progress_token=token)
+        forwarded = {**message, "id": uid}
+        if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+            meta = {k: v for k, v in params["_meta"].items() if k not in ENVELOPE_KEYS}
+            if token is not None:
+                self._progress[uid] = uid
+                meta["progressToken"] = uid
+            forwarded["params"] = {**params, "_meta": meta}
+        self._pending[uid] = pending
+        try:
+            await self._write(forwarded)
+        except UpstreamUnavailable:
+            self._forget(uid)
+            raise
+        if token is not None and _accepts_sse(headers):
+            return Reply(
+                status=200,
+                headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+                stream=self._events(uid, receive, modern),
+                close=receive.aclose,
+            )
+        async with receive:
+            final = await self._final(uid, receive)
+        return json_reply(self._finish(final, modern))
+
+    async def _final(self, uid: int, receive: MemoryObjectReceiveStream[Message]) -> Message:
+        try:
+            with anyio.fail_after(self._request_timeout):
+                async for item in receive:
+                    if "method" not in item:
+                        return item
+        except TimeoutError:
+            await self._cancel(uid, "signoff timed out waiting for the upstream")
+            return _error(self._pending_id(uid), -32001, f"Upstream {self.name!r} did not answer in time")
+        finally:
+            self._forget(uid)
+        return _error(None, -32000, f"Upstream {self.name!r} closed the request")
+
+    async def _events(
+        self, uid: int, receive: MemoryObjectReceiveStream[Message], modern: str | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            with anyio.fail_after(self._request_timeout):
+                async with receive:
+                    async for item in receive:
+                        if "method" in item:
+                            yield _sse(item)
+                            continue
+                        yield _sse(self._finish(item, modern))
+                        return
+        except TimeoutError:
+            await self._cancel(uid, "signoff timed out waiting for the upstream")
+            yield _sse(_error(self._pending_id(uid), -32001, f"Upstream {self.name!r} did not answer in time"))
+        finally:
+            self._forget(uid)
+
+    def _pending_id(self, uid: int) -> Any:
+        pending = self._pending.get(uid)
+        return pending.downstream_id if pending else None
+
+    async def _cancel(self, uid: int, reason: str) -> None:
+        try:
+            await self._write(
+                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}
+            )
+        except UpstreamUnavailable:
+            pass
+
+    def _forget(self, uid: int) -> None:
+        pending = self._pending.pop(uid, None)
+        if pending is not None:
+            pending.send.close()
+        self._progress.pop(uid, None)
+
+    @staticmethod
+    def _finish(message: Message, modern: str | None) -> Message:
+        """Give a handshake-era result the fields a 2026-07-28 client requires."""
+        if modern is None or not isinstance(message.get("result"), dict):
+            return message
+        result = {"resultType": "complete", **message["result"]}
+        if modern in CACHEABLE_METHODS:
+            result = {"ttlMs": 0, "cacheScope": "private", **result}
+        return {**message, "result": result}
+
+    async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
+        session = self._sessions.get(headers.get("mcp-session-id", ""))
+        if session is None:
+            return json_reply(_error(None, -32001, "Session not found"), 404)
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        session.listeners.append(send)
+
+        async def events() -> AsyncIterator[bytes]:
+            async with receive:
+                async for item in receive:
+                    yield _sse(item)
+
+        async def close() -> None:
+            if send in session.listeners:
+                session.listeners.remove(send)
+            send.close()
+
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=events(),
+            close=close,
+        )
+
+    async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
+        session = self._sessions.pop(headers.get("mcp-session-id", ""), None)
+        if session is None:
+            return json_reply(_error(None, -32001, "Session not found"), 404)
+        for listener in session.listeners:
+            listener.close()
+        return Reply(status=200, headers=[])

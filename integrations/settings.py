@@ -1,0 +1,217 @@
+"""Configuration: one TOML file, `${VAR}` expanded from the environment, validated once at start.
+
+This is the only module that reads the environment. Everything below `create_app(settings)` gets plain
+values, so a bad config is refused before a socket opens, with the key that is wrong.
+"""
+
+import os
+import re
+import secrets
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from integrations.errors import ConfigError
+from policies import parse_duration
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+CATALOG = Path(__file__).resolve().parent.parent / "policies" / "catalog"
+ServerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def duration(value: str | float) -> float:
+    """Seconds in "50s", "15m", "1h", "2d" or a bare number of seconds; ValueError otherwise."""
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration: use a positive number of seconds or e.g. 30s, 15m, 1h")
+    return seconds
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a stdio upstream: signoff's own (PATH, HOME for npx) plus the server's `env`."""
+    return {**os.environ, **extra}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    database_url: str = "sqlite:///signoff.db"
+    approval_hold: float = 50.0
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    upstream_timeout: float = 300.0
+
+    @field_validator("approval_hold", "upstream_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float) -> float:
+        return duration(value)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class AgentSettings(_Model):
+    name: str = Field(min_length=1)
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 8:
+            raise ValueError("an agent token must be at least 8 characters")
+        return value
+
+
+class ApproverSettings(_Model):
+    name: str = Field(min_length=1)
+    token: SecretStr | None = None
+    slack_user: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+class ServerSettings(_Model):
+    name: ServerName
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    env: dict[str, SecretStr] = Field(default_factory=dict)
+    cwd: str | None = None
+    policy: str
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> "ServerSettings":
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"server {self.name!r} needs exactly one of `command` (stdio) or `url` (Streamable HTTP)")
+        if self.command is not None and not self.command:
+            raise ValueError(f"server {self.name!r}: `command` is empty")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"server {self.name!r}: `url` must start with http:// or https://")
+        return self
+
+
+class SlackSettings(_Model):
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+class Settings(_Model):
+    gateway: GatewaySettings = GatewaySettings()
+    agents: tuple[AgentSettings, ...] = ()
+    approvers: tuple[ApproverSettings, ...] = ()
+    servers: tuple[ServerSettings, ...] = ()
+    slack: SlackSettings | None = None
+    source: str = "<defaults>"
+    demo: bool = False
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        for kind, names in (
+            ("servers", [s.name for s in self.servers]),
+            ("agents", [a.name for a in self.agents]),
+            ("approvers", [a.name for a in self.approvers]),
+        ):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind}: duplicate name(s) {', '.join(duplicates)}")
+        tokens = [a.token.get_secret_value() for a in self.agents]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("agents: two agents share a token; each needs its own")
+        return self
+
+
+def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` in every string; a variable that is not set is an error naming the key."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"{path or 'config'}: environment variable {name} is not set")
+            return environ[name]
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    token = environ.get("SIGNOFF_DEMO_TOKEN") or secrets.token_urlsafe(18)
+    return {
+        "agents": [{"name": "demo-agent", "token": token}],
+        "approvers": [
+            {"name": "demo-approver", "token": environ.get("SIGNOFF_DEMO_APPROVER_TOKEN") or "demo-approver"}
+        ],
+        "servers": [
+            {
+                "name": "demo",
+                "command": [sys.executable, "-m", "integrations.demo"],
+                "policy": str(CATALOG / "demo.json"),
+            }
+        ],
+    }
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML config at `path` (or $SIGNOFF_CONFIG, or ./signoff.toml).
+
+    With no file at all, signoff runs its demo: one stdio demo upstream, one agent whose token is
+    $SIGNOFF_DEMO_TOKEN or a fresh random one, SQLite in the working directory.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, names an unset variable, or fails validation.
+    """
+    env = os.environ if environ is None else environ
+    explicit = path is not None or "SIGNOFF_CONFIG" in env
+    config_path = Path(path if path is not None else env.get("SIGNOFF_CONFIG", "signoff.toml"))
+    if config_path.exists():
+        try:
+            raw: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+        data = expand(raw, env)
+        source = str(config_path)
+        base_dir = config_path.resolve().parent
+    elif explicit:
+        raise ConfigError(f"{config_path}: no such config file")
+    else:
+        data, source, base_dir = {}, "<defaults>", Path.cwd()
+    if not data.get("servers"):
+        demo = _demo_settings(env)
+        data = {**demo, **data, "servers": demo["servers"], "demo": True}
+    if "PORT" in env and "port" not in data.get("gateway", {}):
+        data.setdefault("gateway", {})["port"] = int(env["PORT"])
+    for server in data.get("servers", []):
+        policy = server.get("policy")
+        if isinstance(policy, str) and policy.startswith("catalog:"):
+            server["policy"] = str(CATALOG / f"{policy.removeprefix('catalog:')}.json")
+        elif isinstance(policy, str) and not Path(policy).is_absolute():
+            resolved = base_dir / policy
+            server["policy"] = str(resolved if resolved.exists() else Path.cwd() / policy)
+    try:
+        return Settings.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration:\n{_format_validation_error(exc)}") from exc

@@ -1,0 +1,105 @@
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from sqlmodel import Session, col, select
+from starlette.applications import Starlette
+
+from approvals.models import AuditEvent
+from integrations.app import create_app
+from integrations.settings import load_settings
+from tests.fakes.upstreams import serve_http
+
+AGENT_TOKEN = "agent-token-alpha"
+OTHER_TOKEN = "agent-token-bravo"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Running:
+    """A signoff served over loopback by a real uvicorn, and how to talk to it."""
+
+    url: str
+    app: Starlette
+
+    def mcp_url(self, server: str) -> str:
+        return f"{self.url}/mcp/{server}"
+
+    @asynccontextmanager
+    async def client(self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
+        """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`)."""
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            transport = streamable_http_client(self.mcp_url(server), http_client=http)
+            async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+                yield client
+
+    async def audit(self) -> list[AuditEvent]:
+        await self.app.state.audit.flush()
+        with Session(self.app.state.engine) as session:
+            return list(session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all())
+
+
+def write_config(
+    tmp_path: Path,
+    servers: list[dict[str, Any]],
+    *,
+    database_url: str | None = None,
+    extra: str = "",
+) -> Path:
+    """A signoff.toml in tmp_path; each server's `policy` may be a dict, written beside it as JSON."""
+    lines = [
+        "[gateway]",
+        f'database_url = "{database_url or "sqlite:///" + str(tmp_path / "signoff.db")}"',
+        "",
+        "[[agents]]",
+        'name = "alpha"',
+        'token = "${ALPHA_TOKEN}"',
+        "",
+        "[[agents]]",
+        'name = "bravo"',
+        f'token = "{OTHER_TOKEN}"',
+        "",
+    ]
+    for server in servers:
+        policy = server["policy"]
+        if isinstance(policy, dict):
+            path = tmp_path / f"{server['name']}.json"
+            path.write_text(json.dumps(policy))
+            policy = str(path)
+        lines += ["[[servers]]", f'name = "{server["name"]}"', f"policy = {json.dumps(policy)}"]
+        if "url" in server:
+            lines.append(f'url = "{server["url"]}"')
+        if "command" in server:
+            lines.append(f"command = {json.dumps(server['command'])}")
+        for key, value in server.get("headers", {}).items():
+            lines.append(f"headers.{key} = {json.dumps(value)}")
+        lines.append("")
+    config = tmp_path / "signoff.toml"
+    config.write_text("\n".join(lines) + extra)
+    return config
+
+
+@pytest.fixture
+def signoff(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Running]]:
+    """Factory: `async with signoff(servers) as running:` serves a real signoff over loopback."""
+
+    @asynccontextmanager
+    async def start(servers: list[dict[str, Any]], **kwargs: Any) -> AsyncIterator[Running]:
+        config = write_config(tmp_path, servers, **kwargs)
+        settings = load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN})
+        app = create_app(settings)
+        async with serve_http(app) as url:
+            yield Running(url=url, app=app)
+
+    return start
