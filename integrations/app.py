@@ -6,7 +6,8 @@ Procfile, which reads its settings when the server starts it.
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -68,8 +69,11 @@ class _Mcp:
         await self.gateway(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """Build the ASGI app; policies are loaded here so a bad one is refused before serving."""
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """Build the ASGI app; policies are loaded here so a bad one is refused before serving.
+
+    `clock` is the wall clock rate-limit windows are counted on; tests pass their own.
+    """
     policies = {server.name: load_server_policy(server) for server in settings.servers}
     mcp = _Mcp()
 
@@ -101,6 +105,7 @@ def create_app(settings: Settings) -> Starlette:
             limiter=RateLimiter(),
             allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
             max_body_bytes=settings.gateway.max_body_bytes,
+            clock=clock,
         )
         app.state.gateway = gateway
         app.state.audit = audit

@@ -122,6 +122,14 @@ def build_demo_server() -> MCPServer:
                 return f"Terminated {connection.id} (pid {pid}, user {connection.user_id})."
         raise ToolError(f"No connection with pid {pid}")
 
+    # The Postgres MCP server's name for the same tool, so the catalogue's postgres.json applies to the demo.
+    server.add_tool(
+        kill_connection,
+        name="PostgreSQL_kill_connection",
+        annotations=EXECUTE,
+        description="Terminate a specific database connection by PID.",
+    )
+
     @server.tool(annotations=WRITE, description="Disconnect all connections for a specific user.")
     def terminate_user_connections(user_id: str) -> str:
         doomed = [c.id for c in fleet.connections.values() if c.user_id == user_id]

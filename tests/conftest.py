@@ -1,4 +1,5 @@
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -95,10 +96,12 @@ def signoff(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Running
     """Factory: `async with signoff(servers) as running:` serves a real signoff over loopback."""
 
     @asynccontextmanager
-    async def start(servers: list[dict[str, Any]], **kwargs: Any) -> AsyncIterator[Running]:
+    async def start(
+        servers: list[dict[str, Any]], *, clock: Callable[[], float] = time.time, **kwargs: Any
+    ) -> AsyncIterator[Running]:
         config = write_config(tmp_path, servers, **kwargs)
         settings = load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN})
-        app = create_app(settings)
+        app = create_app(settings, clock=clock)
         async with serve_http(app) as url:
             yield Running(url=url, app=app)
 

@@ -25,7 +25,7 @@ from approvals.audit import AuditRecord, canonical_json, digest_arguments
 from approvals.models import AuditKind
 from integrations.auditing import AuditWriter
 from integrations.errors import UpstreamUnavailable
-from integrations.gateway.refusals import refusal, upstream_failure
+from integrations.gateway.refusals import META_KEY, refusal, upstream_failure
 from integrations.gateway.sse import Message, rewrite_events
 from integrations.gateway.upstream import Reply, Upstream, json_reply
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
@@ -269,6 +269,9 @@ class Gateway:
             result = response.get("result")
             if isinstance(result, dict):
                 outcome, detail = ("tool_error", _first_text(result)) if result.get("isError") else ("ok", "")
+                ours = (result.get("_meta") or {}).get(META_KEY)
+                if isinstance(ours, dict):
+                    outcome = str(ours.get("outcome", outcome))
             else:
                 error = response.get("error")
                 outcome, detail = "error", str(error.get("message", "")) if isinstance(error, dict) else ""

@@ -25,6 +25,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.upstream import Reply, json_reply
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class _Pending:
     downstream_id: Any
     send: MemoryObjectSendStream[Message]
     progress_token: Any = None
+    tool: str | None = None
 
 
 @dataclass(slots=True)
@@ -241,7 +243,12 @@ class StdioUpstream:
 
     def _fail_pending(self, reason: str) -> None:
         for pending in list(self._pending.values()):
-            _deliver(pending.send, _error(pending.downstream_id, -32000, f"Upstream {self.name!r}: {reason}"))
+            if pending.tool is not None:
+                # A tool call that died with its server is a tool error the model can read and retry.
+                result = upstream_failure(self.name, pending.tool, f"upstream server {self.name!r} failed: {reason}")
+                _deliver(pending.send, {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result})
+            else:
+                _deliver(pending.send, _error(pending.downstream_id, -32000, f"Upstream {self.name!r}: {reason}"))
             pending.send.close()
         self._pending.clear()
         self._progress.clear()
@@ -349,7 +356,8 @@ class StdioUpstream:
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         params = message.get("params")
         token = params.get("_meta", {}).get("progressToken") if isinstance(params, dict) else None
-        pending = _Pending(downstream_id=message["id"], send=send, progress_token=token)
+        tool = params.get("name") if message.get("method") == "tools/call" and isinstance(params, dict) else None
+        pending = _Pending(downstream_id=message["id"], send=send, progress_token=token, tool=tool)
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
             meta = {k: v for k, v in params["_meta"].items() if k not in ENVELOPE_KEYS}
