@@ -5,13 +5,12 @@ evaluated (its argument is missing, or has the wrong type) reports `ERROR`; the 
 always towards refusing the call.
 """
 
-import json
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
 from policies.model import Condition
+from policies.values import json_equal, json_kind, quote, show
 
 
 class Outcome(Enum):
@@ -47,109 +46,108 @@ def resolve(arguments: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
-def json_kind(value: Any) -> str:
-    """Name the JSON type of a value: null, boolean, number, string, array or object."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality with JSON types: `1 == 1.0`, but `true != 1` and `"1" != 1`."""
-    if json_kind(a) != json_kind(b):
-        return False
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Mapping):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
 def check(condition: Condition, arguments: Mapping[str, Any]) -> tuple[Outcome, Any]:
     """Test `condition` against `arguments`.
 
     Returns:
         The outcome and the argument's value (`MISSING` when absent), for explanations.
     """
-    actual = resolve(arguments, condition.path)
-    op, expected = condition.op, condition.value
-    if op == "exists":
+    path = condition.path
+    # Fast path for the common case: a top-level argument of a plain dict.
+    simple = len(path) == 1 and type(arguments) is dict
+    actual = arguments.get(path[0], MISSING) if simple else resolve(arguments, path)
+    if condition.op == "exists":
         present = actual is not MISSING
-        return (Outcome.HOLDS if present == bool(expected) else Outcome.FAILS), actual
+        return (Outcome.HOLDS if present == bool(condition.value) else Outcome.FAILS), actual
     if actual is MISSING:
         return Outcome.ERROR, actual
-    result = _compare(op, actual, expected, condition.pattern)
+    test = _TESTS.get(condition.op)
+    result = None if test is None else test(condition, actual, json_kind(actual))
     if result is None:
         return Outcome.ERROR, actual
     return (Outcome.HOLDS if result else Outcome.FAILS), actual
 
 
-def _compare(op: str, actual: Any, expected: Any, pattern: re.Pattern[str] | None) -> bool | None:
-    kind = json_kind(actual)
-    if op in ("eq", "ne"):
-        if expected is not None and kind != json_kind(expected):
-            return None
-        return json_equal(actual, expected) == (op == "eq")
-    if op in ("lt", "le", "gt", "ge"):
-        if kind not in ("number", "string") or kind != json_kind(expected):
-            return None
-        if op == "lt":
-            return bool(actual < expected)
-        if op == "le":
-            return bool(actual <= expected)
-        if op == "gt":
-            return bool(actual > expected)
-        return bool(actual >= expected)
-    if op in ("in", "not_in"):
-        if not isinstance(expected, list | tuple):
-            return None
-        if expected and kind not in {json_kind(e) for e in expected}:
-            return None
-        found = any(json_equal(actual, e) for e in expected)
-        return found == (op == "in")
-    if op in ("regex", "not_regex"):
-        if kind != "string" or pattern is None:
-            return None
-        return (pattern.search(actual) is not None) == (op == "regex")
-    if op == "contains":
-        if kind == "string" and isinstance(expected, str):
-            return expected in actual
-        if kind == "array":
-            return any(json_equal(item, expected) for item in actual)
-        if kind == "object" and isinstance(expected, str):
-            return expected in actual
+# Each test returns True/False, or None when the value cannot be tested (wrong type): the caller fails closed.
+_Test = Callable[[Condition, Any, str], bool | None]
+_SCALAR_KINDS = frozenset({"null", "boolean", "number", "string"})
+
+
+def _equal(condition: Condition, actual: Any, kind: str) -> bool | None:
+    expected = condition.value
+    if expected is not None and kind != json_kind(expected):
         return None
-    if op in ("starts_with", "ends_with"):
-        if kind != "string" or not isinstance(expected, str):
-            return None
-        text = str(actual)
-        return text.startswith(expected) if op == "starts_with" else text.endswith(expected)
+    return json_equal(actual, expected) == (condition.op == "eq")
+
+
+def _order(condition: Condition, actual: Any, kind: str) -> bool | None:
+    expected = condition.value
+    if kind not in ("number", "string") or kind != json_kind(expected):
+        return None
+    op = condition.op
+    if op == "lt":
+        return bool(actual < expected)
+    if op == "le":
+        return bool(actual <= expected)
+    if op == "gt":
+        return bool(actual > expected)
+    return bool(actual >= expected)
+
+
+def _member(condition: Condition, actual: Any, kind: str) -> bool | None:
+    expected = condition.value
+    if not isinstance(expected, list | tuple):
+        return None
+    if expected and kind not in condition.member_kinds:
+        return None
+    if condition.members is not None and kind in _SCALAR_KINDS:
+        found = (kind, actual) in condition.members
+    else:
+        found = any(json_equal(actual, e) for e in expected)
+    return found == (condition.op == "in")
+
+
+def _regex(condition: Condition, actual: Any, kind: str) -> bool | None:
+    if kind != "string" or condition.pattern is None:
+        return None
+    return (condition.pattern.search(actual) is not None) == (condition.op == "regex")
+
+
+def _contains(condition: Condition, actual: Any, kind: str) -> bool | None:
+    expected = condition.value
+    if kind == "array":
+        return any(json_equal(item, expected) for item in actual)
+    if kind in ("string", "object") and isinstance(expected, str):
+        return expected in actual
     return None
 
 
+def _affix(condition: Condition, actual: Any, kind: str) -> bool | None:
+    expected = condition.value
+    if kind != "string" or not isinstance(expected, str):
+        return None
+    text = str(actual)
+    return text.startswith(expected) if condition.op == "starts_with" else text.endswith(expected)
+
+
+_TESTS: dict[str, _Test] = {
+    "eq": _equal,
+    "ne": _equal,
+    "lt": _order,
+    "le": _order,
+    "gt": _order,
+    "ge": _order,
+    "in": _member,
+    "not_in": _member,
+    "regex": _regex,
+    "not_regex": _regex,
+    "contains": _contains,
+    "starts_with": _affix,
+    "ends_with": _affix,
+}
+
+
 _REDACTED = "[redacted]"
-_MAX_SHOWN = 80
-
-
-def show(value: Any) -> str:
-    """Render a value as short JSON for a sentence."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except ValueError:
-        text = repr(value)
-    if len(text) > _MAX_SHOWN:
-        text = text[: _MAX_SHOWN - 1] + "…"
-    return text
 
 
 def is_redacted(arg: str, redact: tuple[str, ...]) -> bool:
@@ -157,28 +155,12 @@ def is_redacted(arg: str, redact: tuple[str, ...]) -> bool:
     return any(arg == r or arg.startswith(r + ".") or r.startswith(arg + ".") for r in redact)
 
 
-_PHRASES = {
-    "in": "is in",
-    "not_in": "is not in",
-    "regex": "matches regex",
-    "not_regex": "does not match regex",
-    "contains": "contains",
-    "starts_with": "starts with",
-    "ends_with": "ends with",
-}
-
-
 def describe_test(condition: Condition) -> str:
-    """Say what the condition tests, e.g. `lt 100` or `matches regex "(?i)drop"`."""
-    if condition.op == "exists":
-        return "present" if condition.value else "absent"
-    phrase = _PHRASES.get(condition.op, f"is {condition.op}")
-    return f"{phrase} {show(condition.value)}"
+    """Say what the condition tests, e.g. `is lt 100` or `matches regex "(?i)drop"`."""
+    return condition.described
 
 
-def _which(condition: Condition) -> str:
-    """The clause after "which", e.g. `is lt 100`."""
-    return describe_test(condition)
+_which = describe_test
 
 
 def explain(
@@ -194,7 +176,7 @@ def explain(
         redact: Argument paths whose values must not be shown.
         required: Whether the condition comes from `require`.
     """
-    name = json.dumps(condition.arg, ensure_ascii=False)
+    name = quote(condition.arg)
     if actual is MISSING:
         if required:
             return f"argument {name} is missing (required by {locator})"
@@ -214,16 +196,16 @@ def explain(
     return f"argument {name} is {value}, which {_which(condition)}"
 
 
+_VERBS = {
+    "in": "be in",
+    "not_in": "not be in",
+    "regex": "match regex",
+    "not_regex": "not match regex",
+    "contains": "contain",
+    "starts_with": "start with",
+    "ends_with": "end with",
+}
+
+
 def _verb(condition: Condition) -> str:
-    phrase = _PHRASES.get(condition.op)
-    if phrase is None:
-        return f"be {condition.op} {show(condition.value)}"
-    return {
-        "is in": "be in",
-        "is not in": "not be in",
-        "matches regex": "match regex",
-        "does not match regex": "not match regex",
-        "contains": "contain",
-        "starts with": "start with",
-        "ends with": "end with",
-    }[phrase] + f" {show(condition.value)}"
+    return f"{_VERBS.get(condition.op, 'be ' + condition.op)} {show(condition.value)}"

@@ -84,44 +84,68 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     return re.compile(f"(?s:{glob_to_regex(pattern)})")
 
 
+def literal_prefix(pattern: str) -> str:
+    """Return the characters before the first glob character: every name the glob matches starts with them."""
+    for i, c in enumerate(pattern):
+        if c in _GLOB_CHARS:
+            return pattern[:i]
+    return pattern
+
+
+@dataclass(frozen=True, slots=True)
+class _Glob(Generic[T]):
+    rank: int  # position in specificity order: lower wins
+    pattern: str
+    value: T
+    regex: re.Pattern[str]
+
+
 @dataclass(frozen=True, slots=True)
 class NameMatcher(Generic[T]):
     """Finds the entry for a tool name among exact names and globs.
 
     An exact name wins over any glob; among globs a longer pattern wins over a shorter one, and ties go to the
-    earlier entry. All globs are compiled into one alternation in that order, so one `fullmatch` finds the winner.
+    earlier entry. Globs are indexed by their literal prefix (`service1_delete_` for `service1_delete_*`), so a
+    lookup tests only the few globs whose prefix the name starts with, not all of them.
     """
 
     exact: dict[str, T]
-    globs: tuple[tuple[str, T], ...]
-    regex: re.Pattern[str] | None
+    by_prefix: dict[str, tuple[_Glob[T], ...]]
+    prefix_lengths: tuple[int, ...]
 
     @classmethod
     def build(cls, entries: Sequence[tuple[str, T]]) -> "NameMatcher[T]":
         """Build a matcher from `(pattern, value)` pairs in document order; invalid globs are skipped."""
         exact: dict[str, T] = {}
-        globs: list[tuple[int, str, T, str]] = []
+        globs: list[tuple[int, str, T, re.Pattern[str]]] = []
         for index, (pattern, value) in enumerate(entries):
             if not is_glob(pattern):
                 exact.setdefault(pattern, value)
                 continue
             try:
-                source = glob_to_regex(pattern)
+                regex = compile_glob(pattern)
             except GlobSyntaxError:
                 continue
-            globs.append((index, pattern, value, source))
+            globs.append((index, pattern, value, regex))
         globs.sort(key=lambda g: (-len(g[1]), g[0]))
-        regex = re.compile("|".join(f"(?s:({g[3]}))" for g in globs)) if globs else None
-        return cls(exact, tuple((g[1], g[2]) for g in globs), regex)
+        buckets: dict[str, list[_Glob[T]]] = {}
+        for rank, (_, pattern, value, regex) in enumerate(globs):
+            buckets.setdefault(literal_prefix(pattern), []).append(_Glob(rank, pattern, value, regex))
+        by_prefix = {prefix: tuple(bucket) for prefix, bucket in buckets.items()}
+        return cls(exact, by_prefix, tuple(sorted({len(p) for p in by_prefix})))
 
     def find(self, name: str) -> tuple[str, T] | None:
         """Return the winning `(pattern, value)` for `name`, or None when nothing matches."""
-        value = self.exact.get(name)
-        if value is not None:
-            return name, value
-        if self.regex is None:
-            return None
-        match = self.regex.fullmatch(name)
-        if match is None or match.lastindex is None:
-            return None
-        return self.globs[match.lastindex - 1]
+        if name in self.exact:
+            return name, self.exact[name]
+        best: _Glob[T] | None = None
+        for length in self.prefix_lengths:
+            if length > len(name):
+                break
+            for glob in self.by_prefix.get(name[:length], ()):
+                if best is not None and glob.rank >= best.rank:
+                    break  # buckets are in rank order: nothing later in this one can win
+                if glob.regex.fullmatch(name):
+                    best = glob
+                    break
+        return None if best is None else (best.pattern, best.value)

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from policies.conditions import json_kind, show
 from policies.errors import Fault, PolicyInvalid
 from policies.globs import GlobSyntaxError, NameMatcher, glob_to_regex
 from policies.model import OPS, Action, ApprovalSpec, Condition, Limit, Policy, Rule, Scope
+from policies.values import json_kind, show
 
 __all__ = ["Fault", "check_policy", "load_policy", "parse_duration"]
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from policies.globs import NameMatcher
+from policies.values import json_kind, show
 
 
 class Action(StrEnum):
@@ -28,6 +29,8 @@ class Scope(StrEnum):
     AGENT = "agent"
     GLOBAL = "global"
 
+
+_SCALAR_KINDS = frozenset({"null", "boolean", "number", "string"})
 
 OPS: tuple[str, ...] = (
     "eq",
@@ -57,6 +60,23 @@ class ToolCall:
     identity: str
 
 
+_PHRASES = {
+    "in": "is in",
+    "not_in": "is not in",
+    "regex": "matches regex",
+    "not_regex": "does not match regex",
+    "contains": "contains",
+    "starts_with": "starts with",
+    "ends_with": "ends with",
+}
+
+
+def _describe(op: str, value: Any) -> str:
+    if op == "exists":
+        return "present" if value else "absent"
+    return f"{_PHRASES.get(op, 'is ' + op)} {show(value)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A test on one argument: `arg` is a dotted path into the arguments (`a.b.0` indexes a list)."""
@@ -66,8 +86,13 @@ class Condition:
     value: Any
     path: tuple[str, ...] = field(init=False, repr=False, compare=False)
     pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    # For in/not_in over scalars: {(json kind, value)} for a hash lookup, and the kinds present.
+    members: frozenset[tuple[str, Any]] | None = field(init=False, repr=False, compare=False)
+    member_kinds: frozenset[str] = field(init=False, repr=False, compare=False)
+    described: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "described", _describe(self.op, self.value))
         object.__setattr__(self, "path", tuple(self.arg.split(".")))
         compiled: re.Pattern[str] | None = None
         if self.op in ("regex", "not_regex") and isinstance(self.value, str):
@@ -76,6 +101,14 @@ class Condition:
             except re.error:
                 compiled = None  # evaluation then fails closed
         object.__setattr__(self, "pattern", compiled)
+        members: frozenset[tuple[str, Any]] | None = None
+        kinds: frozenset[str] = frozenset()
+        if isinstance(self.value, list | tuple):
+            kinds = frozenset(json_kind(v) for v in self.value)
+            if kinds <= _SCALAR_KINDS:
+                members = frozenset((json_kind(v), v) for v in self.value)
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "member_kinds", kinds)
 
 
 @dataclass(frozen=True, slots=True)
