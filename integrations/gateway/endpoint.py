@@ -213,7 +213,9 @@ class Gateway:
                 status = ERROR_CODE_HTTP_STATUS.get(code, 400)
                 return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
         method = message.get("method")
-        if method == "tools/call" and "id" in message:
+        if method == "tools/call":
+            if "id" not in message:  # a notification would reach the upstream without a decision
+                return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
         reply = await served.upstream.post(body, message, headers, identity)
         if method == "tools/list" and "id" in message:

@@ -8,6 +8,7 @@ notifications to the sessions listening on GET. A crashed child fails its in-fli
 clear error and is restarted with backoff.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -58,10 +59,8 @@ class _Session:
 
 def _deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
     # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
-    try:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
         send.send_nowait(message)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
-        pass
 
 
 def _error(request_id: Any, code: int, message: str) -> Message:
@@ -97,7 +96,6 @@ class StdioUpstream:
         self._max_backoff = max_backoff
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._progress: dict[int, int] = {}
         self._sessions: dict[str, _Session] = {}
         self._process: Process | None = None
         self._ready = anyio.Event()
@@ -112,8 +110,8 @@ class StdioUpstream:
     def start(self, task_group: TaskGroup) -> None:
         task_group.start_soon(self._supervise)
 
-    async def wait_ready(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
+    async def wait_ready(self, within: float) -> None:
+        with anyio.move_on_after(within):
             await self._ready.wait()
         if not self._ready.is_set():
             raise UpstreamUnavailable(self.name, self.last_exit or "the server process is still starting")
@@ -251,14 +249,14 @@ class StdioUpstream:
                 _deliver(pending.send, _error(pending.downstream_id, -32000, f"Upstream {self.name!r}: {reason}"))
             pending.send.close()
         self._pending.clear()
-        self._progress.clear()
 
     # -- messages from the child -------------------------------------------------------------------
 
     async def _dispatch(self, message: Message) -> None:
         method = message.get("method")
         if method is None:
-            pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            uid = message.get("id")
+            pending = self._pending.get(uid) if isinstance(uid, int) else None
             if pending is not None:
                 _deliver(pending.send, {**message, "id": pending.downstream_id})
             return
@@ -267,9 +265,10 @@ class StdioUpstream:
             return
         if method == "notifications/progress":
             params = message.get("params") or {}
-            uid = self._progress.get(params.get("progressToken"))
-            pending = self._pending.get(uid) if uid is not None else None
-            if pending is not None:
+            # signoff rewrote each request's progress token to its own upstream id
+            token = params.get("progressToken")
+            pending = self._pending.get(token) if isinstance(token, int) else None
+            if pending is not None and pending.progress_token is not None:
                 forwarded = {**message, "params": {**params, "progressToken": pending.progress_token}}
                 _deliver(pending.send, forwarded)
             return
@@ -362,7 +361,6 @@ class StdioUpstream:
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
             meta = {k: v for k, v in params["_meta"].items() if k not in ENVELOPE_KEYS}
             if token is not None:
-                self._progress[uid] = uid
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
         self._pending[uid] = pending
@@ -418,18 +416,14 @@ class StdioUpstream:
         return pending.downstream_id if pending else None
 
     async def _cancel(self, uid: int, reason: str) -> None:
-        try:
-            await self._write(
-                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}
-            )
-        except UpstreamUnavailable:
-            pass
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}
+        with contextlib.suppress(UpstreamUnavailable):
+            await self._write(cancel)
 
     def _forget(self, uid: int) -> None:
         pending = self._pending.pop(uid, None)
         if pending is not None:
             pending.send.close()
-        self._progress.pop(uid, None)
 
     @staticmethod
     def _finish(message: Message, modern: str | None) -> Message:

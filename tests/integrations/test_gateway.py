@@ -147,7 +147,8 @@ async def test_crashed_stdio_upstream_fails_the_call_in_flight_and_is_restarted(
             first_pid = (await client.call_tool("pid", {})).structured_content
             crashed = await client.call_tool("crash", {})
             async with httpx2.AsyncClient() as http:
-                while not (await http.get(f"{running.url}/healthz")).json()["servers"]["crashy"]["ready"]:
+                # a bounded poll of what an operator would watch: /healthz, under the fail_after above
+                while not (await http.get(f"{running.url}/healthz")).json()["servers"]["crashy"]["ready"]:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
                 health = (await http.get(f"{running.url}/healthz")).json()["servers"]["crashy"]
             echoed = await client.call_tool("echo", {"text": "still here"})

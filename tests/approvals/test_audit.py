@@ -1,0 +1,72 @@
+"""The audit log on a real database: rows append in order, chain, and any edit or removal shows."""
+
+import itertools
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from approvals.audit import GENESIS, AuditRecord, append, digest_arguments, verify_chain
+from approvals.models import AuditEvent
+
+
+def records(count: int) -> list[AuditRecord]:
+    return [
+        AuditRecord(
+            kind="allowed",
+            server="demo",
+            tool=f"tool_{i}",
+            identity="alpha",
+            rule='tools["x"]',
+            policy_version="abc",
+            args_digest=digest_arguments({"i": i}),
+            arguments=f'{{"i":{i}}}',
+            outcome="ok",
+            latency_ms=1.23456 + i,
+            at=datetime(2026, 11, 23, 12, 0, i, 123456, tzinfo=UTC),
+        )
+        for i in range(count)
+    ]
+
+
+def test_appended_rows_chain_from_genesis_and_verify(engine: Engine) -> None:
+    with Session(engine) as session:
+        append(session, records(3))
+        append(session, records(2))
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
+        report = verify_chain(session, batch=2)
+
+    assert [r.tool for r in rows] == ["tool_0", "tool_1", "tool_2", "tool_0", "tool_1"]
+    assert rows[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
+    assert report.ok and report.checked == 5
+
+
+def test_an_edited_row_is_named_by_verify(engine: Engine) -> None:
+    with Session(engine) as session:
+        rows = append(session, records(4))
+        session.execute(text("UPDATE audit_events SET outcome = 'denied' WHERE id = :id"), {"id": rows[2].id})
+        session.commit()
+        report = verify_chain(session)
+
+    assert not report.ok
+    assert report.first_bad_id == rows[2].id
+    assert report.checked == 2
+    assert "edited" in (report.problem or "")
+
+
+def test_a_removed_row_is_named_by_verify(engine: Engine) -> None:
+    with Session(engine) as session:
+        rows = append(session, records(4))
+        session.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": rows[1].id})
+        session.commit()
+        report = verify_chain(session)
+
+    assert report.first_bad_id == rows[2].id
+    assert "removed" in (report.problem or "")
+
+
+def test_argument_digest_ignores_key_order_but_not_values() -> None:
+    assert digest_arguments({"a": 1, "b": [1, 2]}) == digest_arguments({"b": [1, 2], "a": 1})
+    assert digest_arguments({"a": 1}) != digest_arguments({"a": "1"})
