@@ -155,14 +155,6 @@ def is_redacted(arg: str, redact: tuple[str, ...]) -> bool:
     return any(arg == r or arg.startswith(r + ".") or r.startswith(arg + ".") for r in redact)
 
 
-def describe_test(condition: Condition) -> str:
-    """Say what the condition tests, e.g. `is lt 100` or `matches regex "(?i)drop"`."""
-    return condition.described
-
-
-_which = describe_test
-
-
 def explain(
     condition: Condition, outcome: Outcome, actual: Any, locator: str, redact: tuple[str, ...], *, required: bool
 ) -> str:
@@ -182,7 +174,7 @@ def explain(
             return f"argument {name} is missing (required by {locator})"
         if condition.op == "exists":
             return f"argument {name} is absent, which {locator} forbids"
-        return f"argument {name} is missing, so {locator} ({_which(condition)}) counts as met"
+        return f"argument {name} is missing, so {locator} ({condition.described}) counts as met"
     value = _REDACTED if is_redacted(condition.arg, redact) else show(actual)
     if condition.op == "exists":
         if required:
@@ -190,10 +182,10 @@ def explain(
         return f"argument {name} is present, which {locator} forbids"
     if outcome is Outcome.ERROR:
         tail = f"(required by {locator})" if required else f"so {locator} counts as met"
-        return f"argument {name} is {value}, which cannot be tested with {_which(condition)} {tail}"
+        return f"argument {name} is {value}, which cannot be tested with {condition.described} {tail}"
     if required:
         return f"argument {name} is {value}, but {locator} requires that it {_verb(condition)}"
-    return f"argument {name} is {value}, which {_which(condition)}"
+    return f"argument {name} is {value}, which {condition.described}"
 
 
 _VERBS = {

@@ -469,3 +469,36 @@ def test_resolution_cache_stays_bounded() -> None:
     for i in range(10_000):
         decide(p, f"get_{i}")
     assert len(p.resolved) <= 4096
+
+
+def test_arguments_may_be_any_mapping_with_tuples_inside() -> None:
+    from types import MappingProxyType
+
+    p = policy(doc({"t": {"deny_if": [{"arg": "ips.0", "op": "in", "value": ["10.0.0.1"]}]}}))
+    arguments = MappingProxyType({"ips": ("10.0.0.1",)})
+    assert isinstance(evaluate(p, ToolCall("s", "t", arguments, "me"), RateLimiter(), T0), Deny)
+    arguments = MappingProxyType({"ips": ("8.8.8.8",)})
+    assert isinstance(evaluate(p, ToolCall("s", "t", arguments, "me"), RateLimiter(), T0), Allow)
+
+
+def test_long_argument_values_are_shortened_in_reasons() -> None:
+    p = policy(doc({"q": {"deny_if": [{"arg": "sql", "op": "contains", "value": "drop"}]}}))
+    decision = decide(p, "q", sql="drop " + "x" * 500)
+    assert isinstance(decision, Deny)
+    assert len(decision.reason) < 200
+    assert "…" in decision.reason
+
+
+def test_default_require_approval_is_rate_limited_by_all_tools_limits() -> None:
+    p = policy(
+        {
+            "version": "1",
+            "default": "require_approval",
+            "all_tools": {"limits": [{"counter": "all", "window": "minute", "max": 1, "scope": "global"}]},
+        }
+    )
+    limiter = RateLimiter()
+    assert isinstance(decide(p, "x", limiter=limiter), NeedsApproval)
+    decision = decide(p, "y", limiter=limiter)
+    assert isinstance(decision, RateLimited)
+    assert decision.rule == "all_tools.limits[0]"
