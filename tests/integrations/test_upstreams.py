@@ -58,7 +58,7 @@ async def test_demo_runs_over_stdio_as_signoff_serve_spawns_it() -> None:
             tools = await client.list_tools()
             killed = await client.call_tool("kill_connection", {"pid": 4121})
 
-    assert len(tools.tools) == 8
+    assert len(tools.tools) == 9
     assert "conn-1" in text_of(killed)
 
 
