@@ -95,10 +95,12 @@ def _lock_chain(session: Session) -> None:
 
 
 def append(session: Session, records: Iterable[AuditRecord]) -> list[AuditEvent]:
-    """Append records to the log in order, chaining each to the last row, and commit.
+    """Append records to the log in order, chaining each to the last row, in the caller's transaction.
+
+    The caller commits, so an audit row lands together with the state change it records, or not at all.
 
     Args:
-        session: an open database session; committed on success.
+        session: an open database session; flushed, not committed.
         records: the records to append, oldest first.
 
     Returns:
@@ -117,7 +119,7 @@ def append(session: Session, records: Iterable[AuditRecord]) -> list[AuditEvent]
         row.hash = prev = _row_hash(prev, row)
         session.add(row)
         rows.append(row)
-    session.commit()
+    session.flush()
     return rows
 
 

@@ -1,8 +1,10 @@
 """Every SQLModel table of signoff, in one place so migrations see the whole schema."""
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -19,6 +21,15 @@ class AuditKind(StrEnum):
     RATE_LIMITED = "rate_limited"
     APPROVAL_REQUIRED = "approval_required"
     POLICY_LOADED = "policy_loaded"
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    VOTED = "voted"
+    DECISION_REFUSED = "decision_refused"
 
 
 class AuditEvent(SQLModel, table=True):
@@ -43,3 +54,66 @@ class AuditEvent(SQLModel, table=True):
     latency_ms: float | None = None
     prev_hash: str = Field(default="", max_length=64)
     hash: str = Field(default="", max_length=64, unique=True)
+
+
+class ApprovalStatus(StrEnum):
+    """Where an approval request is in its life. Only `pending` and `approved` ever change again."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ApprovalRequest(SQLModel, table=True):
+    """A held tool call waiting for people: the row is the truth, the waiting coroutine only follows it."""
+
+    __tablename__ = "approval_requests"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    server: str = Field(index=True, max_length=64)
+    tool: str = Field(index=True, max_length=256)
+    identity: str = Field(index=True, max_length=128)
+    arguments: str
+    args_digest: str = Field(index=True, max_length=64)
+    redact: str = "[]"
+    rule: str = Field(default="", max_length=512)
+    policy_version: str = Field(default="", max_length=64)
+    reason: str = ""
+    approvers: str = "[]"
+    quorum: int = 1
+    allow_self_approval: bool = False
+    channel: str | None = Field(default=None, max_length=128)
+    status: str = Field(default=ApprovalStatus.PENDING, index=True, max_length=16)
+    requested_at: datetime = Field(default_factory=utcnow, index=True)
+    deadline: datetime = Field(index=True)
+    responded_at: datetime | None = None
+    responded_by: str | None = Field(default=None, max_length=128)
+    comment: str | None = None
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    messages: str = "{}"
+
+
+class ApprovalDecision(SQLModel, table=True):
+    """One approver's vote on one request; a person votes once per request."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (UniqueConstraint("request_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: uuid.UUID = Field(foreign_key="approval_requests.id", index=True)
+    approver: str = Field(max_length=128)
+    verdict: str = Field(max_length=16)
+    comment: str = ""
+    channel: str = Field(default="", max_length=32)
+    at: datetime = Field(default_factory=utcnow)

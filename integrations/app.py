@@ -88,6 +88,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     for name, p in policies.items()
                 ],
             )
+            session.commit()
         audit = AuditWriter(engine)
         timeout = settings.gateway.upstream_timeout
         client = httpx2.AsyncClient(

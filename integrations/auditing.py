@@ -42,6 +42,7 @@ class AuditWriter:
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         with Session(self._engine, expire_on_commit=False) as session:
             append(session, batch)
+            session.commit()
 
     async def flush(self) -> None:
         """Write everything queued so far (the CLI and tests call this to read their own writes)."""

@@ -99,6 +99,19 @@ class ServerSettings(_Model):
         return self
 
 
+class WebhookSettings(_Model):
+    url: str
+    secret: SecretStr
+    events: tuple[str, ...] = ("approval.*",)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook url must start with http:// or https://")
+        return value
+
+
 class SlackSettings(_Model):
     bot_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
@@ -113,6 +126,7 @@ class Settings(_Model):
     approvers: tuple[ApproverSettings, ...] = ()
     servers: tuple[ServerSettings, ...] = ()
     slack: SlackSettings | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
     source: str = "<defaults>"
     demo: bool = False
 

@@ -34,6 +34,7 @@ def test_appended_rows_chain_from_genesis_and_verify(engine: Engine) -> None:
     with Session(engine) as session:
         append(session, records(3))
         append(session, records(2))
+        session.commit()
         rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
         report = verify_chain(session, batch=2)
 
@@ -46,6 +47,8 @@ def test_appended_rows_chain_from_genesis_and_verify(engine: Engine) -> None:
 def test_an_edited_row_is_named_by_verify(engine: Engine) -> None:
     with Session(engine) as session:
         rows = append(session, records(4))
+        session.commit()
+        session.commit()
         session.execute(text("UPDATE audit_events SET outcome = 'denied' WHERE id = :id"), {"id": rows[2].id})
         session.commit()
         report = verify_chain(session)
@@ -59,6 +62,8 @@ def test_an_edited_row_is_named_by_verify(engine: Engine) -> None:
 def test_a_removed_row_is_named_by_verify(engine: Engine) -> None:
     with Session(engine) as session:
         rows = append(session, records(4))
+        session.commit()
+        session.commit()
         session.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": rows[1].id})
         session.commit()
         report = verify_chain(session)

@@ -87,6 +87,8 @@ def test_audit_exports_and_verify_names_a_tampered_row(tmp_path: Path, capsys: p
     with Session(engine) as session:
         written = [AuditRecord(kind="denied", server="demo", tool=f"t{i}", identity="alpha") for i in range(3)]
         rows = append(session, written)
+        session.commit()
+        session.commit()
         tampered = rows[1].id
 
     assert main(["--config", str(config), "audit", "--format", "jsonl", "--tool", "t1"]) == 0

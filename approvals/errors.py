@@ -1,0 +1,34 @@
+"""Errors of the approval domain; each says what was refused and why, in words an approver can read."""
+
+from uuid import UUID
+
+
+class ApprovalError(Exception):
+    """Root of every error raised by `approvals`."""
+
+
+class ApprovalNotFound(ApprovalError, LookupError):
+    """Raised when no approval request has the given id."""
+
+    def __init__(self, approval_id: UUID | str) -> None:
+        super().__init__(f"No approval request with id {approval_id}")
+        self.approval_id = approval_id
+
+
+class AlreadyDecided(ApprovalError, ValueError):
+    """Raised when a decision arrives for a request that is no longer pending."""
+
+    def __init__(self, approval_id: UUID, status: str) -> None:
+        super().__init__(f"Approval request {approval_id} is already {status}")
+        self.approval_id = approval_id
+        self.status = status
+
+
+class NotAllowed(ApprovalError, PermissionError):
+    """Raised when someone who may not decide a request tries to."""
+
+    def __init__(self, approval_id: UUID, approver: str, why: str) -> None:
+        super().__init__(f"{approver} may not decide approval request {approval_id}: {why}")
+        self.approval_id = approval_id
+        self.approver = approver
+        self.why = why
