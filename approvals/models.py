@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -78,6 +78,20 @@ class ApprovalRequest(SQLModel, table=True):
     """A held tool call waiting for people: the row is the truth, the waiting coroutine only follows it."""
 
     __tablename__ = "approval_requests"
+    # At most one pending request per exact call: a repeat joins it instead of asking people twice, and two
+    # replicas racing to create it cannot both win.
+    __table_args__ = (
+        Index(
+            "uq_approval_requests_pending_call",
+            "identity",
+            "server",
+            "tool",
+            "args_digest",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     server: str = Field(index=True, max_length=64)
