@@ -194,6 +194,8 @@ class Gateway:
             message = json.loads(body)
         except ValueError as exc:
             return json_reply(_error(None, PARSE_ERROR, f"Parse error: body is not valid JSON ({exc})"), 400)
+        except RecursionError:
+            return json_reply(_error(None, PARSE_ERROR, "Parse error: JSON nested too deeply"), 400)
         problem = _envelope_problem(message)
         if problem is not None:
             request_id = message.get("id") if isinstance(message, dict) else None
@@ -246,7 +248,9 @@ class Gateway:
         arguments = params.get("arguments", {}) if isinstance(params, dict) else None
         if not isinstance(name, str) or not isinstance(arguments, dict):
             problem = "tools/call needs params.name (a string) and params.arguments (an object, if given)"
-            return json_reply(_error(message["id"], INVALID_PARAMS, problem), 200)
+            # 2026-07-28 maps JSON-RPC error codes to HTTP statuses; the handshake revisions answer 200.
+            status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
+            return json_reply(_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.served.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
         decision = evaluate(policy, call, self._limiter, self._clock())

@@ -338,14 +338,6 @@ async def test_a_malformed_post_gets_a_json_rpc_error_and_has_no_effect(
     assert calls(rows) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Gateway bug: endpoint.Gateway._post catches ValueError from json.loads but not RecursionError, so a "
-        "body of 100,000 '[' then 100,000 ']' (200 kB, well under max_body_bytes) escapes the ASGI app and "
-        "uvicorn answers 500 text/plain 'Internal Server Error' instead of 400 with JSON-RPC -32700"
-    ),
-)
 async def test_a_deeply_nested_json_body_gets_a_parse_error_not_a_500(signoff: Start, http: httpx2.AsyncClient) -> None:
     nested = b"[" * 100_000 + b"]" * 100_000
     with anyio.fail_after(10):
@@ -358,14 +350,6 @@ async def test_a_deeply_nested_json_body_gets_a_parse_error_not_a_500(signoff: S
     assert response.json()["error"]["code"] == PARSE_ERROR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Gateway bug (2026-07-28 parity): for a modern tools/call whose params.arguments is not an object, "
-        "Gateway._call_tool answers HTTP 200 with -32602, but the SDK server behind it answers 400, because "
-        "mcp.shared.inbound.ERROR_CODE_HTTP_STATUS maps INVALID_PARAMS to 400 for handler-origin errors too"
-    ),
-)
 async def test_a_modern_tools_call_with_non_object_arguments_gets_the_same_status_as_from_the_upstream(
     signoff: Start, http: httpx2.AsyncClient
 ) -> None:
