@@ -19,15 +19,23 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from approvals import service
 from approvals.audit import AuditRecord, append
 from approvals.models import AuditKind
+from approvals.service import Approver
+from approvals.waiting import DecisionWaiter
+from integrations.api import build_routes
 from integrations.auditing import AuditWriter
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
 from integrations.gateway.endpoint import Gateway, Served
+from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
+from integrations.notifiers import Fanout
+from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.tokens import TokenBook
 from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
 
 logger = logging.getLogger(__name__)
@@ -108,19 +116,37 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             max_body_bytes=settings.gateway.max_body_bytes,
             clock=clock,
         )
+        notifier = Fanout()
+        desk = ApprovalDesk(
+            engine, DecisionWaiter(), notifier, hold=settings.gateway.approval_hold, base_url=settings.gateway.base_url
+        )
+        scheduler = ExpiryScheduler(desk.expire, desk.expire_overdue)
+        desk.schedule_expiry = scheduler.schedule
+        if settings.approvers:
+            gateway.desk = desk
         app.state.gateway = gateway
         app.state.audit = audit
         app.state.engine = engine
+        app.state.desk = desk
+        app.state.approvers = TokenBook(
+            (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
+        )
         try:
             async with anyio.create_task_group() as tg:
                 audit.start(tg)
+                desk.start(tg)
                 for served in servers.values():
                     served.upstream.start(tg)
+                await desk.expire_overdue()  # what came due while signoff was down fails closed first
+                scheduler.start()
+                for request in await desk.db(lambda s: service.list_requests(s, status="pending", limit=100_000)):
+                    scheduler.schedule(request.id, service.as_utc(request.deadline))
                 mcp.gateway = gateway
                 try:
                     yield
                 finally:
                     mcp.gateway = None
+                    scheduler.shutdown()
                     for served in servers.values():
                         await served.upstream.aclose()
                     await audit.close()
@@ -173,6 +199,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             Route("/mcp/{server}", mcp, methods=None),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *build_routes(),
         ],
         lifespan=lifespan,
     )

@@ -2,20 +2,23 @@
 
 import argparse
 import csv
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import httpx2
 import uvicorn
 from sqlmodel import Session, col, select
 
+from approvals import service
 from approvals.audit import verify_chain
 from approvals.models import AuditEvent
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
-from integrations.settings import Settings, load_settings
+from integrations.settings import Settings, approver_token, load_settings
 from policies import check_policy, format_fault
 
 EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
@@ -134,6 +137,60 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAULTS
 
 
+def cmd_approvals_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    engine = create_database_engine(settings.gateway.database_url)
+    with Session(engine) as session:
+        rows = service.list_requests(
+            session, status=args.status or None, server=args.server, tool=args.tool, limit=args.limit
+        )
+        views = [service.public_view(row) for row in rows]
+    engine.dispose()
+    if args.format == "json":
+        sys.stdout.write(json.dumps(views, indent=2) + "\n")
+        return EXIT_OK
+    if not views:
+        sys.stdout.write(f"no {args.status or ''} approval requests\n".replace("  ", " "))
+    for view in views:
+        sys.stdout.write(
+            f"{view['id']}  {view['status']:<9} {view['server']}/{view['tool']}  by {view['agent']}  "
+            f"deadline {view['deadline']}  {view['reason']}\n"
+        )
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, verdict: str) -> int:
+    settings = load_settings(args.config)
+    token = approver_token(args.token)
+    if not token:
+        sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
+        return EXIT_CONFIG
+    url = f"{(args.url or settings.gateway.base_url).rstrip('/')}/api/approvals/{args.id}/{verdict}"
+    try:
+        with httpx2.Client(timeout=30) as http:
+            response = http.post(url, json={"reason": args.reason or ""}, headers={"Authorization": f"Bearer {token}"})
+    except httpx2.TransportError as exc:
+        sys.stderr.write(f"signoff: cannot reach the gateway at {url}: {exc}\n")
+        return EXIT_CONFIG
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code != 200:
+        sys.stderr.write(f"signoff: {verdict} refused ({response.status_code}): {body.get('error', response.text)}\n")
+        return EXIT_FAULTS
+    if body.get("settled"):
+        sys.stdout.write(f"{args.id} is now {body['status']}\n")
+    else:
+        sys.stdout.write(f"{args.id}: your approval is recorded ({body['approvals']} of {body['quorum']})\n")
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve")
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _decide(args, "reject")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signoff", description="An MCP gateway with human sign-off.")
     parser.add_argument("--config", help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml)")
@@ -152,6 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--strict", action="store_true", help="treat warnings as faults")
     check.set_defaults(func=cmd_policy_check)
+
+    approvals = commands.add_parser("approvals", help="approval requests").add_subparsers(
+        dest="approvals_command", required=True
+    )
+    listing = approvals.add_parser("list", help="approval requests, newest first")
+    listing.add_argument("--status", default="pending", help="pending (default), approved, rejected, ... or '' for all")
+    listing.add_argument("--server")
+    listing.add_argument("--tool")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    listing.set_defaults(func=cmd_approvals_list)
+    for name, func, needs_reason in (("approve", cmd_approve, False), ("reject", cmd_reject, True)):
+        decide = commands.add_parser(name, help=f"{name} an approval request through the running gateway")
+        decide.add_argument("id")
+        decide.add_argument("--reason", required=needs_reason)
+        decide.add_argument("--token", help="your approver token (default: $SIGNOFF_APPROVER_TOKEN)")
+        decide.add_argument("--url", help="the gateway's base URL (default: [gateway] public_url)")
+        decide.set_defaults(func=func)
 
     audit = commands.add_parser("audit", help="print or export the audit log, newest first")
     audit.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")

@@ -31,6 +31,11 @@ def duration(value: str | float) -> float:
     return seconds
 
 
+def approver_token(explicit: str | None = None) -> str | None:
+    """The token `signoff approve`/`reject` sign in with: `--token`, else $SIGNOFF_APPROVER_TOKEN."""
+    return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
+
+
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The environment for a stdio upstream: signoff's own (PATH, HOME for npx) plus the server's `env`."""
     return {**os.environ, **extra}

@@ -20,6 +20,7 @@ from tests.fakes.upstreams import serve_http
 
 AGENT_TOKEN = "agent-token-alpha"
 OTHER_TOKEN = "agent-token-bravo"
+APPROVERS = {"alice": ["dba"], "bob": ["dba"], "carol": ["ops"], "alpha": []}
 
 
 @pytest.fixture
@@ -56,12 +57,18 @@ def write_config(
     servers: list[dict[str, Any]],
     *,
     database_url: str | None = None,
+    gateway: dict[str, Any] | None = None,
+    approvers: bool = False,
     extra: str = "",
 ) -> Path:
-    """A signoff.toml in tmp_path; each server's `policy` may be a dict, written beside it as JSON."""
+    """A signoff.toml in tmp_path; each server's `policy` may be a dict, written beside it as JSON.
+
+    With `approvers`, alice and bob (group dba), carol (group ops) and alpha (the agent's own name) may decide.
+    """
     lines = [
         "[gateway]",
         f'database_url = "{database_url or "sqlite:///" + str(tmp_path / "signoff.db")}"',
+        *(f"{key} = {json.dumps(value)}" for key, value in (gateway or {}).items()),
         "",
         "[[agents]]",
         'name = "alpha"',
@@ -72,6 +79,15 @@ def write_config(
         f'token = "{OTHER_TOKEN}"',
         "",
     ]
+    if approvers:
+        for name, groups in APPROVERS.items():
+            lines += [
+                "[[approvers]]",
+                f'name = "{name}"',
+                f'token = "{name}-approver-token"',
+                f"groups = {json.dumps(groups)}",
+                "",
+            ]
     for server in servers:
         policy = server["policy"]
         if isinstance(policy, dict):

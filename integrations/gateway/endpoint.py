@@ -6,8 +6,6 @@ a bare Starlette hop, and passes everything else (resources, prompts, completion
 server-to-client requests, the GET stream) through unchanged.
 """
 
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -23,11 +21,14 @@ from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, digest_arguments
 from approvals.models import AuditKind
+from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, refusal, upstream_failure
 from integrations.gateway.sse import Message, rewrite_events
 from integrations.gateway.upstream import Reply, Upstream, json_reply
+from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.evaluate import evaluate, is_hidden, rule_for
 
@@ -103,16 +104,16 @@ class Gateway:
         allowed_origins: Iterable[str] = (),
         max_body_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        desk: ApprovalDesk | None = None,
     ) -> None:
         self.servers = dict(servers)
-        # Tokens are looked up by their SHA-256 and compared with compare_digest, so neither the dict
-        # lookup nor the comparison leaks how much of a guessed token was right.
-        self._agents = {hashlib.sha256(token.encode()).digest(): name for token, name in agents.items()}
+        self._agents = TokenBook(agents.items())
         self._audit = audit
         self._limiter = limiter
         self._allowed_origins = frozenset(allowed_origins)
         self._max_body = max_body_bytes
         self._clock = clock
+        self.desk = desk
         self._session_owner: dict[str, str] = {}
         self.counts: dict[tuple[str, str], int] = {}
 
@@ -125,7 +126,7 @@ class Gateway:
         await _send_reply(reply, send, receive)
 
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
-        identity = self._authenticate(headers.get("authorization", ""))
+        identity = self._agents.lookup(headers.get("authorization", ""))
         if identity is None:
             return _http_error(401, "Missing or invalid bearer token", [("www-authenticate", 'Bearer realm="signoff"')])
         origin = headers.get("origin")
@@ -153,16 +154,6 @@ class Gateway:
         return _http_error(
             405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
         )
-
-    def _authenticate(self, authorization: str) -> str | None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        digest = hashlib.sha256(token.strip().encode()).digest()
-        for known, name in self._agents.items():
-            if hmac.compare_digest(known, digest):
-                return name
-        return None
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
@@ -215,6 +206,9 @@ class Gateway:
                 status = ERROR_CODE_HTTP_STATUS.get(code, 400)
                 return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
         method = message.get("method")
+        if method == "notifications/cancelled" and self.desk is not None and isinstance(message.get("params"), dict):
+            owner = headers.get("mcp-session-id") or identity
+            await self.desk.cancel_held(owner, message["params"].get("requestId"))
         if method == "tools/call":
             if "id" not in message:  # a notification would reach the upstream without a decision
                 return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
@@ -254,6 +248,8 @@ class Gateway:
         policy = exchange.served.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
         decision = evaluate(policy, call, self._limiter, self._clock())
+        if isinstance(decision, NeedsApproval) and self.desk is not None:
+            return await self._hold(self.desk, exchange, body, call, decision)
         if not isinstance(decision, Allow):
             self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
             result = refusal(decision, name, policy.digest)
@@ -272,18 +268,48 @@ class Gateway:
             return json_reply({"jsonrpc": "2.0", "id": exchange.message["id"], "result": result})
 
         def observe(response: Message) -> None:
-            result = response.get("result")
-            if isinstance(result, dict):
-                outcome, detail = ("tool_error", _first_text(result)) if result.get("isError") else ("ok", "")
-                ours = (result.get("_meta") or {}).get(META_KEY)
-                if isinstance(ours, dict):
-                    outcome = str(ours.get("outcome", outcome))
-            else:
-                error = response.get("error")
-                outcome, detail = "error", str(error.get("message", "")) if isinstance(error, dict) else ""
+            outcome, detail = call_outcome(response)
             self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
         return _rewrite(reply, exchange.message["id"], observe, on_missing=lambda: observe({}))
+
+    async def _hold(
+        self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
+    ) -> Reply:
+        policy = exchange.served.policy
+        rule = rule_for(policy, call.tool)
+        pending = CallForApproval(
+            call=call,
+            rule=decision.rule,
+            policy_version=policy.digest,
+            reason=decision.reason,
+            spec=decision.approval,
+            redact=rule.redact if rule else (),
+        )
+        request = await desk.open(pending)
+        self._record(exchange, call, decision, outcome="held", detail=f"approval {request.id}")
+        message, headers = exchange.message, exchange.headers
+        meta = message["params"].get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        stream = token is not None and "text/event-stream" in headers.get("accept", "")
+
+        async def execute() -> Reply:
+            started = time.perf_counter()
+            try:
+                reply = await exchange.served.upstream.post(body, message, headers, exchange.identity)
+            except UpstreamUnavailable as exc:
+                desk.finish_later(request.id, False, "upstream_unavailable", (time.perf_counter() - started) * 1000)
+                result = upstream_failure(exchange.server, call.tool, str(exc))
+                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
+
+            def observe(response: Message) -> None:
+                outcome, _ = call_outcome(response)
+                desk.finish_later(request.id, outcome == "ok", outcome, (time.perf_counter() - started) * 1000)
+
+            return _rewrite(reply, message["id"], observe, on_missing=lambda: observe({}))
+
+        owner = headers.get("mcp-session-id") or exchange.identity
+        return await desk.hold_call(request, owner, message["id"], token, stream, execute)
 
     def _record(self, exchange: _Exchange, call: ToolCall, decision: Decision, *, outcome: str, detail: str) -> None:
         kind = _KIND.get(type(decision), AuditKind.ALLOWED)
@@ -326,6 +352,19 @@ def _envelope_problem(message: Any) -> str | None:
     if "id" in message and ("result" in message or "error" in message):
         return None
     return 'A JSON-RPC message needs "method" (a request or notification) or "result"/"error" (a response)'
+
+
+def call_outcome(response: Message) -> tuple[str, str]:
+    """How a `tools/call` went, for the audit log: ok, tool_error, error or one of signoff's own outcomes."""
+    result = response.get("result")
+    if isinstance(result, dict):
+        outcome, detail = ("tool_error", _first_text(result)) if result.get("isError") else ("ok", "")
+        ours = (result.get("_meta") or {}).get(META_KEY)
+        if isinstance(ours, dict):
+            outcome = str(ours.get("outcome", outcome))
+        return outcome, detail
+    error = response.get("error")
+    return "error", str(error.get("message", "")) if isinstance(error, dict) else ""
 
 
 def _first_text(result: Message) -> str:

@@ -52,3 +52,40 @@ def upstream_failure(server: str, tool: str, detail: str) -> dict[str, Any]:
     """The `tools/call` result when the upstream could not run the call at all."""
     data = {"tool": tool, "outcome": "upstream_unavailable", "reason": detail, "server": server}
     return _result(f'signoff could not run "{tool}": {detail}. The call may be retried.', data)
+
+
+def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> dict[str, Any]:
+    """The `tools/call` result for a held call that will not run now: pending, rejected, expired, withdrawn, used."""
+    tool, status, approval_id = view["tool"], view["status"], view["id"]
+    data: dict[str, Any] = {
+        "tool": tool,
+        "rule": view["rule"],
+        "policy_version": view["policy_version"],
+        "approval_id": approval_id,
+        "approval_url": link,
+        "status": status,
+        "deadline": view["deadline"],
+    }
+    if used:
+        data["outcome"] = "approval_used"
+        text = (
+            f'the approval {approval_id} for this call to "{tool}" was already used by an earlier call; an approval '
+            "lets one call through. Call again to ask for a new approval."
+        )
+    elif status == "pending":
+        data |= {"outcome": "approval_pending", "reason": view["reason"]}
+        text = (
+            f'this call to "{tool}" is waiting for a person to approve it ({view["reason"]}). Approval request '
+            f"{approval_id}: {link}. Nothing has run. Call again with the same arguments to get the outcome; "
+            f"the request expires at {view['deadline']}."
+        )
+    elif status == "rejected":
+        data |= {"outcome": "rejected", "rejected_by": view["responded_by"], "comment": view["comment"]}
+        text = f'{view["responded_by"]} rejected this call to "{tool}": {view["comment"] or "no reason given"}. It was not run.'
+    elif status == "expired":
+        data["outcome"] = "expired"
+        text = f'nobody approved this call to "{tool}" before its deadline ({view["deadline"]}), so it was not run.'
+    else:
+        data["outcome"] = status
+        text = f'the approval request for this call to "{tool}" was {status}, so it was not run.'
+    return _result(f"signoff: {text} (rule {view['rule']}, approval {approval_id})", data)

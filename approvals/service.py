@@ -1,0 +1,417 @@
+"""The approval lifecycle: request, decide, expire, execute once. Every transition is a compare-and-set.
+
+Each function takes an open `Session` and commits its own transaction, together with the audit rows that
+record it, so a state change and its audit row land together or not at all. `UPDATE ... WHERE status = ?`
+is the only way a status changes: of two clicks, retries, replicas or a click racing the deadline, the one
+whose update touches the row wins and every other loses cleanly.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from approvals.audit import AuditRecord, append, canonical_json, digest_arguments
+from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
+from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Verdict
+from policies import ApprovalSpec, ToolCall
+
+FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Approver:
+    """A person who may decide requests, as the configuration names them."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallForApproval:
+    """A tool call that a policy sent for approval, with the rule that did."""
+
+    call: ToolCall
+    rule: str
+    policy_version: str
+    reason: str
+    spec: ApprovalSpec
+    redact: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """What a decision did: the request as it now stands, and whether this vote settled it."""
+
+    request: ApprovalRequest
+    settled: bool
+    approvals: int
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every one signoff stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _audit(session: Session, request: ApprovalRequest, kind: AuditKind, **fields: Any) -> None:
+    append(
+        session,
+        [
+            AuditRecord(
+                kind=kind,
+                server=request.server,
+                tool=request.tool,
+                identity=request.identity,
+                rule=request.rule,
+                policy_version=request.policy_version,
+                args_digest=request.args_digest,
+                detail=f"approval {request.id}" + (f": {fields.pop('detail')}" if "detail" in fields else ""),
+                **fields,
+            )
+        ],
+    )
+
+
+def _redacted_arguments(arguments: Mapping[str, Any], paths: Sequence[str]) -> str:
+    copy: Any = json.loads(canonical_json(arguments))
+    for path in paths:
+        node: Any = copy
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = "[redacted]"
+    return canonical_json(copy)
+
+
+def _cas(session: Session, request_id: UUID, expected: Sequence[str], **values: Any) -> bool:
+    result = session.execute(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.id) == request_id, col(ApprovalRequest.status).in_(list(expected)))
+        .values(**values)
+    )
+    return isinstance(result, CursorResult) and result.rowcount == 1
+
+
+def get_request(session: Session, request_id: UUID) -> ApprovalRequest:
+    """The request with `request_id`.
+
+    Raises:
+        ApprovalNotFound: no such request.
+    """
+    request = session.get(ApprovalRequest, request_id)
+    if request is None:
+        raise ApprovalNotFound(request_id)
+    return request
+
+
+def find_reusable(
+    session: Session, call: ToolCall, digest: str, now: datetime, remember: timedelta
+) -> ApprovalRequest | None:
+    """The request a repeat of `call` joins: pending or approved-not-yet-run, or refused within `remember`."""
+    query = (
+        select(ApprovalRequest)
+        .where(
+            col(ApprovalRequest.identity) == call.identity,
+            col(ApprovalRequest.server) == call.server,
+            col(ApprovalRequest.tool) == call.tool,
+            col(ApprovalRequest.args_digest) == digest,
+        )
+        .order_by(col(ApprovalRequest.requested_at).desc())
+        .limit(1)
+    )
+    latest = session.exec(query).first()
+    if latest is None:
+        return None
+    if latest.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
+        return latest
+    finished = latest.responded_at or latest.finished_at
+    if latest.status in FINAL_REFUSALS and finished is not None and as_utc(finished) >= now - remember:
+        return latest
+    return None
+
+
+def request_approval(
+    session: Session, pending: CallForApproval, now: datetime, remember: timedelta
+) -> tuple[ApprovalRequest, bool]:
+    """Record a request for `pending`, or join the one this exact call already has.
+
+    Args:
+        session: an open session; committed.
+        pending: the call and the rule that wants approval for it.
+        now: the current time (UTC).
+        remember: how long after a rejection or expiry a repeat is told that outcome instead of asking anew.
+
+    Returns:
+        The request and whether it was created by this call.
+    """
+    call = pending.call
+    digest = digest_arguments(call.arguments)
+    existing = find_reusable(session, call, digest, now, remember)
+    if existing is not None:
+        return existing, False
+    request = ApprovalRequest(
+        server=call.server,
+        tool=call.tool,
+        identity=call.identity,
+        arguments=canonical_json(call.arguments),
+        args_digest=digest,
+        redact=json.dumps(list(pending.redact)),
+        rule=pending.rule,
+        policy_version=pending.policy_version,
+        reason=pending.reason,
+        approvers=json.dumps(list(pending.spec.approvers)),
+        quorum=pending.spec.quorum,
+        allow_self_approval=pending.spec.allow_self_approval,
+        channel=pending.spec.channel,
+        requested_at=now,
+        deadline=now + timedelta(seconds=pending.spec.timeout_seconds),
+    )
+    session.add(request)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another caller or replica created the pending request for this exact call first: join it.
+        session.rollback()
+        winner = find_reusable(session, call, digest, now, remember)
+        if winner is None:
+            raise
+        return winner, False
+    _audit(session, request, AuditKind.REQUESTED, arguments=_redacted_arguments(call.arguments, pending.redact))
+    session.commit()
+    session.refresh(request)
+    return request, True
+
+
+def may_decide(request: ApprovalRequest, approver: Approver) -> str | None:
+    """Why `approver` may not decide `request`, or None when they may."""
+    if approver.name == request.identity and not request.allow_self_approval:
+        return "the agent identity that made a call can never approve it"
+    allowed: list[str] = json.loads(request.approvers)
+    if not allowed:
+        return None
+    if approver.name in allowed or any(f"group:{g}" in allowed for g in approver.groups):
+        return None
+    return f"the rule {request.rule} names {', '.join(allowed)} as approvers"
+
+
+def decide(
+    session: Session,
+    request_id: UUID,
+    approver: Approver,
+    verdict: Verdict,
+    comment: str,
+    channel: str,
+    now: datetime,
+) -> VoteResult:
+    """Record `approver`'s verdict; settle the request when a rejection or the quorum's last approval arrives.
+
+    Refused attempts are audited too. A repeated vote by the same person changes nothing.
+
+    Raises:
+        ApprovalNotFound: no such request.
+        NotAllowed: this approver may not decide it (not named by the rule, or the requester themselves).
+        AlreadyDecided: the request is no longer pending (including: its deadline has passed).
+    """
+    # Lock the row (PostgreSQL) so concurrent votes towards a quorum count each other; SQLite serialises writers.
+    request = session.exec(
+        select(ApprovalRequest).where(col(ApprovalRequest.id) == request_id).with_for_update()
+    ).first()
+    if request is None:
+        raise ApprovalNotFound(request_id)
+    refusal = may_decide(request, approver)
+    if refusal is None and request.status == ApprovalStatus.PENDING and as_utc(request.deadline) <= now:
+        _expire(session, request, now)
+        session.commit()
+        session.refresh(request)
+    if refusal is not None or request.status != ApprovalStatus.PENDING:
+        why = refusal or f"the request is already {request.status}"
+        _audit(
+            session,
+            request,
+            AuditKind.DECISION_REFUSED,
+            actor=approver.name,
+            channel=channel,
+            outcome=verdict,
+            detail=why,
+        )
+        session.commit()
+        if refusal is not None:
+            raise NotAllowed(request_id, approver.name, refusal)
+        raise AlreadyDecided(request_id, request.status)
+
+    voted = session.exec(
+        select(ApprovalDecision).where(
+            col(ApprovalDecision.request_id) == request_id, col(ApprovalDecision.approver) == approver.name
+        )
+    ).first()
+    if voted is None:
+        session.add(
+            ApprovalDecision(
+                request_id=request_id, approver=approver.name, verdict=verdict, comment=comment, channel=channel, at=now
+            )
+        )
+        session.flush()
+    approvals = session.exec(
+        select(func.count())
+        .select_from(ApprovalDecision)
+        .where(col(ApprovalDecision.request_id) == request_id, col(ApprovalDecision.verdict) == Verdict.APPROVE)
+    ).one()
+    settled = False
+    if verdict == Verdict.REJECT and voted is None:
+        settled = _cas(
+            session,
+            request_id,
+            [ApprovalStatus.PENDING],
+            status=ApprovalStatus.REJECTED,
+            responded_at=now,
+            responded_by=approver.name,
+            comment=comment,
+        )
+        kind = AuditKind.REJECTED
+    elif approvals >= request.quorum:
+        settled = _cas(
+            session,
+            request_id,
+            [ApprovalStatus.PENDING],
+            status=ApprovalStatus.APPROVED,
+            responded_at=now,
+            responded_by=approver.name,
+            comment=comment,
+        )
+        kind = AuditKind.APPROVED
+    else:
+        kind = AuditKind.VOTED
+    if voted is None or settled:
+        progress = f"{approvals} of {request.quorum} approvals" if verdict == Verdict.APPROVE else comment
+        _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=progress)
+    session.commit()
+    session.refresh(request)
+    return VoteResult(request=request, settled=settled, approvals=approvals)
+
+
+def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
+    won = _cas(session, request.id, [ApprovalStatus.PENDING], status=ApprovalStatus.EXPIRED, finished_at=now)
+    if won:
+        _audit(session, request, AuditKind.EXPIRED, actor="signoff", outcome="expired", detail="nobody decided in time")
+    return won
+
+
+def expire_overdue(session: Session, now: datetime) -> list[UUID]:
+    """Expire every pending request whose deadline has passed; timeouts fail closed.
+
+    Returns:
+        The ids this call expired (another replica's sweep may win some; those are not listed).
+    """
+    overdue = session.exec(
+        select(ApprovalRequest).where(
+            col(ApprovalRequest.status) == ApprovalStatus.PENDING, col(ApprovalRequest.deadline) <= now
+        )
+    ).all()
+    expired = [request.id for request in overdue if _expire(session, request, now)]
+    session.commit()
+    return expired
+
+
+def cancel(session: Session, request_id: UUID, now: datetime, why: str) -> bool:
+    """Withdraw a pending request (the agent cancelled its call). Returns whether this call withdrew it."""
+    request = get_request(session, request_id)
+    won = _cas(
+        session, request_id, [ApprovalStatus.PENDING], status=ApprovalStatus.CANCELLED, finished_at=now, comment=why
+    )
+    if won:
+        _audit(session, request, AuditKind.CANCELLED, actor=request.identity, outcome="cancelled", detail=why)
+    session.commit()
+    return won
+
+
+def claim_execution(session: Session, request_id: UUID) -> bool:
+    """Take the approved request's single execution; exactly one caller ever gets True."""
+    won = _cas(session, request_id, [ApprovalStatus.APPROVED], status=ApprovalStatus.EXECUTING)
+    session.commit()
+    return won
+
+
+def finish_execution(
+    session: Session, request_id: UUID, ok: bool, outcome: str, latency_ms: float, now: datetime
+) -> None:
+    """Record what the approved call did upstream."""
+    status = ApprovalStatus.EXECUTED if ok else ApprovalStatus.FAILED
+    request = get_request(session, request_id)
+    if _cas(session, request_id, [ApprovalStatus.EXECUTING], status=status, finished_at=now, outcome=outcome):
+        kind = AuditKind.EXECUTED if ok else AuditKind.FAILED
+        _audit(session, request, kind, actor=request.responded_by or "", outcome=outcome, latency_ms=latency_ms)
+    session.commit()
+
+
+def list_requests(
+    session: Session,
+    *,
+    status: str | None = None,
+    server: str | None = None,
+    tool: str | None = None,
+    identity: str | None = None,
+    limit: int = 100,
+) -> Sequence[ApprovalRequest]:
+    """Requests, newest first, filtered by whichever of the fields are given."""
+    query = select(ApprovalRequest)
+    for column, value in (
+        (ApprovalRequest.status, status),
+        (ApprovalRequest.server, server),
+        (ApprovalRequest.tool, tool),
+        (ApprovalRequest.identity, identity),
+    ):
+        if value:
+            query = query.where(col(column) == value)
+    return session.exec(query.order_by(col(ApprovalRequest.requested_at).desc()).limit(limit)).all()
+
+
+def decisions_for(session: Session, request_id: UUID) -> Sequence[ApprovalDecision]:
+    """The votes on one request, oldest first."""
+    query = select(ApprovalDecision).where(col(ApprovalDecision.request_id) == request_id)
+    return session.exec(query.order_by(col(ApprovalDecision.at))).all()
+
+
+def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] = ()) -> dict[str, Any]:
+    """The request as the API, webhooks and CLI show it; redacted arguments stay hidden."""
+    redact: list[str] = json.loads(request.redact)
+    arguments = json.loads(request.arguments)
+    return {
+        "id": str(request.id),
+        "status": request.status,
+        "server": request.server,
+        "tool": request.tool,
+        "agent": request.identity,
+        "arguments": json.loads(_redacted_arguments(arguments, redact)) if redact else arguments,
+        "args_digest": request.args_digest,
+        "rule": request.rule,
+        "policy_version": request.policy_version,
+        "reason": request.reason,
+        "approvers": json.loads(request.approvers),
+        "quorum": request.quorum,
+        "channel": request.channel,
+        "requested_at": as_utc(request.requested_at).isoformat(),
+        "deadline": as_utc(request.deadline).isoformat(),
+        "responded_at": as_utc(request.responded_at).isoformat() if request.responded_at else None,
+        "responded_by": request.responded_by,
+        "comment": request.comment,
+        "finished_at": as_utc(request.finished_at).isoformat() if request.finished_at else None,
+        "outcome": request.outcome,
+        "decisions": [
+            {
+                "approver": d.approver,
+                "verdict": d.verdict,
+                "comment": d.comment,
+                "channel": d.channel,
+                "at": as_utc(d.at).isoformat(),
+            }
+            for d in decisions
+        ],
+    }

@@ -1,0 +1,272 @@
+"""Holding a tool call for approval: record it, announce it, wait for people, then run it once or refuse.
+
+The request row is the truth and the held call only follows it: a call that outlives `approval_hold`
+answers "pending", its repeat (same agent, server, tool and arguments) picks up the outcome, and an
+approved request runs upstream exactly once, for whichever caller claims it first.
+"""
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskGroup
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from approvals import service
+from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.ports import Notifier
+from approvals.waiting import DecisionWaiter
+from integrations.gateway.refusals import approval_outcome
+from integrations.gateway.upstream import Reply, json_reply
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PROGRESS_INTERVAL = 10.0
+POLL_INTERVAL = 2.0
+Message = dict[str, Any]
+Execute = Callable[[], Awaitable[Reply]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a hold ended: run the call (`execute`), or answer with this request's state."""
+
+    request: ApprovalRequest
+    execute: bool = False
+    used: bool = False
+
+
+class ApprovalDesk:
+    """The gateway's side of approvals: request, hold, wake, execute once, expire."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        waiter: DecisionWaiter,
+        notifier: Notifier,
+        *,
+        hold: float,
+        base_url: str,
+        remember: timedelta = timedelta(minutes=10),
+        now: Callable[[], datetime] = utcnow,
+        schedule_expiry: Callable[[UUID, datetime], None] = lambda _id, _at: None,
+    ) -> None:
+        self.engine = engine
+        self.waiter = waiter
+        self.notifier = notifier
+        self.hold = hold
+        self.base_url = base_url
+        self.remember = remember
+        self.now = now
+        self.schedule_expiry = schedule_expiry
+        self._held: dict[tuple[str, Any], UUID] = {}
+        self._task_group: TaskGroup | None = None
+
+    def link(self, request_id: UUID | str) -> str:
+        return f"{self.base_url}/approvals/{request_id}"
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one service function in a worker thread with its own session."""
+
+        def run() -> T:
+            with Session(self.engine, expire_on_commit=False) as session:
+                return fn(session, *args)
+
+        return await anyio.to_thread.run_sync(run)
+
+    def view(self, request: ApprovalRequest) -> dict[str, Any]:
+        return {**service.public_view(request), "url": self.link(request.id)}
+
+    def publish(self, event: str, request: ApprovalRequest) -> None:
+        self.notifier.publish(event, self.view(request))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        task_group.start_soon(self._poll_decisions)
+
+    async def _poll_decisions(self) -> None:
+        # A decision committed by another process (a replica, the CLI on the database) rings no bell here:
+        # look at the watched rows every few seconds, in one query, and ring for those no longer pending.
+        while True:
+            await anyio.sleep(POLL_INTERVAL)
+            watched = self.waiter.watched()
+            if not watched:
+                continue
+            try:
+                settled = await self.db(_not_pending, watched)
+            except Exception:  # the scheduler-style top-level handler: log, keep polling
+                logger.exception("Polling approval requests failed")
+                continue
+            for request_id in settled:
+                self.waiter.notify(request_id)
+
+    async def expire_overdue(self) -> list[UUID]:
+        expired = await self.db(service.expire_overdue, self.now())
+        for request_id in expired:
+            self.waiter.notify(request_id)
+            self.publish("approval.expired", await self.db(service.get_request, request_id))
+        return expired
+
+    async def expire(self, request_id: UUID) -> None:
+        """The deadline job for one request; the row's deadline decides, so an early or late fire is harmless."""
+        await self.expire_overdue()
+
+    # -- decisions from the API, the CLI, Slack ------------------------------------------------------
+
+    async def decide(
+        self, request_id: UUID, approver: service.Approver, verdict: str, comment: str, channel: str
+    ) -> service.VoteResult:
+        result = await self.db(service.decide, request_id, approver, verdict, comment, channel, self.now())
+        if result.settled:
+            self.waiter.notify(request_id)
+            self.publish(f"approval.{result.request.status}", result.request)
+        else:
+            self.publish("approval.voted", result.request)
+        return result
+
+    async def cancel_held(self, owner: str, downstream_id: Any) -> bool:
+        """An explicit MCP cancellation of a held call withdraws its request."""
+        request_id = self._held.get((owner, downstream_id))
+        if request_id is None:
+            return False
+        withdrawn = await self.db(service.cancel, request_id, self.now(), "the agent cancelled the call")
+        if withdrawn:
+            self.waiter.notify(request_id)
+            self.publish("approval.cancelled", await self.db(service.get_request, request_id))
+        return withdrawn
+
+    # -- the held call ----------------------------------------------------------------------------
+
+    async def open(self, pending: service.CallForApproval) -> ApprovalRequest:
+        request, created = await self.db(service.request_approval, pending, self.now(), self.remember)
+        if created:
+            self.schedule_expiry(request.id, service.as_utc(request.deadline))
+            self.publish("approval.requested", request)
+        return request
+
+    async def settle(self, request_id: UUID, within: float) -> Settled | None:
+        """Follow the request for up to `within` seconds; None if it is still pending then."""
+        give_up = time.monotonic() + within
+        while True:
+            request = await self.db(service.get_request, request_id)
+            status = request.status
+            if status == ApprovalStatus.APPROVED:
+                if await self.db(service.claim_execution, request_id):
+                    return Settled(request, execute=True)
+                continue  # another caller claimed it a moment ago; read what it did
+            if status in (ApprovalStatus.EXECUTING, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
+                return Settled(request, used=True)
+            if status != ApprovalStatus.PENDING:
+                return Settled(request)
+            to_deadline = (service.as_utc(request.deadline) - self.now()).total_seconds()
+            if to_deadline <= 0:
+                await self.expire_overdue()
+                continue
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return None
+            await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
+
+    async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
+        await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
+        request = await self.db(service.get_request, request_id)
+        self.publish(f"approval.{request.status}", request)
+
+    def finish_later(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
+        if self._task_group is None:
+            raise RuntimeError("ApprovalDesk.start() was not called")
+        self._task_group.start_soon(self.finish, request_id, ok, outcome, latency_ms)
+
+    def answer(self, settled: Settled | None, request_id: UUID, message_id: Any, request: ApprovalRequest) -> Message:
+        shown = settled.request if settled is not None else request
+        result = approval_outcome(self.view(shown), self.link(request_id), used=settled is not None and settled.used)
+        return {"jsonrpc": "2.0", "id": message_id, "result": result}
+
+    async def hold_call(
+        self,
+        request: ApprovalRequest,
+        owner: str,
+        message_id: Any,
+        progress_token: Any,
+        stream: bool,
+        execute: Execute,
+    ) -> Reply:
+        """Hold one `tools/call` for up to `hold` seconds; answer with its outcome, or run it when approved."""
+        key = (owner, message_id)
+        self._held[key] = request.id
+        if not stream:
+            try:
+                settled = await self.settle(request.id, self.hold)
+            finally:
+                self._held.pop(key, None)
+            if settled is not None and settled.execute:
+                return await execute()
+            return json_reply(self.answer(settled, request.id, message_id, request))
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=self._held_events(request, key, message_id, progress_token, execute),
+        )
+
+    async def _held_events(
+        self, request: ApprovalRequest, key: tuple[str, Any], message_id: Any, token: Any, execute: Execute
+    ) -> AsyncIterator[bytes]:
+        # Progress notifications keep clients that reset their timeout on progress waiting for the decision.
+        started = time.monotonic()
+        settled: Settled | None = None
+        try:
+            while (left := self.hold - (time.monotonic() - started)) > 0:
+                settled = await self.settle(request.id, min(left, PROGRESS_INTERVAL))
+                if settled is not None:
+                    break
+                waited = time.monotonic() - started
+                yield _event(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {
+                            "progressToken": token,
+                            "progress": round(waited, 1),
+                            "message": f"waiting for approval {request.id} ({self.link(request.id)})",
+                        },
+                    }
+                )
+        finally:
+            self._held.pop(key, None)
+        if settled is None or not settled.execute:
+            yield _event(self.answer(settled, request.id, message_id, request))
+            return
+        reply = await execute()
+        try:
+            if reply.stream is not None:
+                async for chunk in reply.stream:
+                    yield chunk
+            else:
+                yield b"event: message\ndata: " + reply.body + b"\n\n"
+        finally:
+            await reply.close()
+
+
+def _event(message: Message) -> bytes:
+    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _not_pending(session: Session, ids: list[UUID]) -> list[UUID]:
+    query = select(ApprovalRequest.id).where(
+        col(ApprovalRequest.id).in_(ids), col(ApprovalRequest.status) != ApprovalStatus.PENDING
+    )
+    return list(session.exec(query).all())
