@@ -258,7 +258,12 @@ def decide(
                 request_id=request_id, approver=approver.name, verdict=verdict, comment=comment, channel=channel, at=now
             )
         )
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            # The same person's other click got there first: that vote stands, this one is a repeat.
+            session.rollback()
+            return decide(session, request_id, approver, verdict, comment, channel, now)
     approvals = session.exec(
         select(func.count())
         .select_from(ApprovalDecision)
@@ -289,6 +294,21 @@ def decide(
         kind = AuditKind.APPROVED
     else:
         kind = AuditKind.VOTED
+    if kind != AuditKind.VOTED and not settled and voted is None:
+        # Another decision settled the request between our read and our update: this one lost the race.
+        session.rollback()
+        current = get_request(session, request_id)
+        _audit(
+            session,
+            current,
+            AuditKind.DECISION_REFUSED,
+            actor=approver.name,
+            channel=channel,
+            outcome=verdict,
+            detail=f"the request is already {current.status}",
+        )
+        session.commit()
+        raise AlreadyDecided(request_id, current.status)
     if voted is None or settled:
         progress = f"{approvals} of {request.quorum} approvals" if verdict == Verdict.APPROVE else comment
         _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=progress)

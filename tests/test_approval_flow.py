@@ -1,0 +1,298 @@
+"""End to end: a real MCP client through a real signoff to a real upstream, with people deciding."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp_types import CallToolResult, TextContent
+
+from integrations.cli import main
+from tests.conftest import Running
+from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
+
+pytestmark = pytest.mark.anyio
+
+GUARDED = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "delete_record": {
+            "action": "require_approval",
+            "reason": "Deletes a customer record",
+            "approval": {"approvers": ["group:dba", "carol"], "timeout": "10m"},
+        },
+        "drop_table": {
+            "action": "require_approval",
+            "reason": "Drops a table",
+            "approval": {"approvers": ["alice", "bob"], "quorum": 2, "timeout": "10m"},
+        },
+        "counter": {"action": "require_approval", "approval": {"approvers": ["alpha"], "timeout": "10m"}},
+        "echo": {
+            "approve_if": [{"arg": "text", "op": "contains", "value": "prod"}],
+            "approval": {"approvers": ["alice"], "timeout": "1s"},
+        },
+    },
+}
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+def meta(result: CallToolResult) -> dict[str, Any]:
+    decision: dict[str, Any] = (result.meta or {}).get("signoff/decision", {})
+    return decision
+
+
+@asynccontextmanager
+async def guarded(signoff: Any, state: EverythingState, hold: str = "20s") -> AsyncIterator[Running]:
+    async with serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": GUARDED}]
+        async with signoff(servers, approvers=True, gateway={"approval_hold": hold}) as running:
+            yield running
+
+
+async def api(running: Running, method: str, path: str, token: str | None = None, **body: Any) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+        return await http.request(method, path, headers=headers, json=body if method == "POST" else None)
+
+
+async def wait_for_pending(running: Running, tool: str) -> str:
+    """The id of the pending request for `tool`, as an approver would find it in the list."""
+    while True:  # bounded by the caller's fail_after
+        listing = (await api(running, "GET", f"/api/approvals?status=pending&tool={tool}")).json()["approvals"]
+        if listing:
+            return str(listing[0]["id"])
+        await anyio.sleep(0.02)
+
+
+async def test_approved_call_runs_once_and_the_held_client_gets_the_upstream_result(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state) as running, running.client("ev") as client:
+        results: list[CallToolResult] = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    results.append(await client.call_tool("delete_record", {"record_id": "r-17"}))
+
+                tg.start_soon(call)
+                approval_id = await wait_for_pending(running, "delete_record")
+                assert state.deleted_records == []  # held: nothing ran yet
+                response = await api(
+                    running, "POST", f"/api/approvals/{approval_id}/approve", "alice-approver-token", reason="ticket 42"
+                )
+        detail = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+        rows = await running.audit()
+
+    assert response.status_code == 200 and response.json()["status"] == "approved"
+    assert not results[0].is_error
+    assert state.deleted_records == ["r-17"]
+    assert detail["status"] == "executed" and detail["outcome"] == "ok"
+    assert detail["decisions"][0]["approver"] == "alice" and detail["decisions"][0]["comment"] == "ticket 42"
+    kinds = [r.kind for r in rows if r.tool == "delete_record"]
+    assert kinds == ["requested", "approval_required", "approved", "executed"]
+    approved = next(r for r in rows if r.kind == "approved")
+    assert (approved.actor, approved.channel) == ("alice", "api")
+
+
+async def test_rejection_from_the_cli_names_who_and_why_and_nothing_runs(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state) as running, running.client("ev") as client:
+        results: list[CallToolResult] = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    results.append(await client.call_tool("delete_record", {"record_id": "r-9"}))
+
+                tg.start_soon(call)
+                approval_id = await wait_for_pending(running, "delete_record")
+                argv = [
+                    "reject",
+                    approval_id,
+                    "--reason",
+                    "wrong customer",
+                    "--url",
+                    running.url,
+                    "--token",
+                    "bob-approver-token",
+                ]
+                code = await anyio.to_thread.run_sync(main, argv)
+            repeat = await client.call_tool("delete_record", {"record_id": "r-9"})
+
+    assert code == 0
+    assert results[0].is_error
+    assert "bob rejected this call" in text(results[0]) and "wrong customer" in text(results[0])
+    assert meta(results[0])["outcome"] == "rejected" and meta(results[0])["rejected_by"] == "bob"
+    assert meta(repeat)["outcome"] == "rejected"  # a repeat is told the same, and nothing runs
+    assert state.deleted_records == []
+
+
+async def test_nobody_deciding_in_time_expires_the_request_and_fails_closed(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state) as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            harmless = await client.call_tool("echo", {"text": "hello"})
+            risky = await client.call_tool("echo", {"text": "restart prod"})
+        rows = await running.audit()
+
+    assert text(harmless) == "hello"  # approve_if did not hold: the call went straight through
+    assert risky.is_error and meta(risky)["outcome"] == "expired"
+    assert "nobody approved this call" in text(risky)
+    expired = [r for r in rows if r.kind == "expired"]
+    assert len(expired) == 1 and expired[0].actor == "signoff"
+
+
+async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_collects_the_outcome(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.3s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            first = await client.call_tool("delete_record", {"record_id": "r-1"})
+            joined = await client.call_tool("delete_record", {"record_id": "r-1"})
+            approval_id = meta(first)["approval_id"]
+            await api(running, "POST", f"/api/approvals/{approval_id}/approve", "carol-approver-token")
+            collected = await client.call_tool("delete_record", {"record_id": "r-1"})
+            again = await client.call_tool("delete_record", {"record_id": "r-1"})
+            other = await client.call_tool("delete_record", {"record_id": "r-2"})
+        pending = (await api(running, "GET", "/api/approvals?status=pending")).json()["approvals"]
+
+    assert meta(first)["outcome"] == "approval_pending"
+    assert f"/approvals/{approval_id}" in text(first)  # a link an approver can open
+    assert "Call again with the same arguments" in text(first)
+    assert meta(joined)["approval_id"] == approval_id  # one request, not two
+    assert not collected.is_error and state.deleted_records == ["r-1"]
+    # approvals are single-use and bound to the exact arguments
+    assert meta(again)["outcome"] == "approval_pending" and meta(again)["approval_id"] != approval_id
+    assert meta(other)["outcome"] == "approval_pending"
+    assert state.deleted_records == ["r-1"]
+    assert {p["arguments"]["record_id"] for p in pending} == {"r-1", "r-2"}
+
+
+async def test_fifty_concurrent_decisions_give_one_outcome_and_at_most_one_execution(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.2s") as running, running.client("ev") as client:
+        with anyio.fail_after(30):
+            first = await client.call_tool("delete_record", {"record_id": "r-50"})
+            approval_id = meta(first)["approval_id"]
+            statuses: list[int] = []
+            voters = ["alice", "bob", "carol"]
+            async with httpx2.AsyncClient(base_url=running.url, timeout=20) as http:
+
+                async def decide(i: int) -> None:
+                    verdict = "approve" if i % 2 else "reject"
+                    headers = {"Authorization": f"Bearer {voters[i % 3]}-approver-token"}
+                    path = f"/api/approvals/{approval_id}/{verdict}"
+                    response = await http.post(path, json={"reason": f"vote {i}"}, headers=headers)
+                    statuses.append(response.status_code)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(50):
+                        tg.start_soon(decide, i)
+
+            async def repeat() -> None:
+                await client.call_tool("delete_record", {"record_id": "r-50"})
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(repeat)
+        detail = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+        rows = await running.audit()
+
+    settled = [r.kind for r in rows if r.kind in ("approved", "rejected")]
+    assert len(settled) == 1
+    assert statuses.count(200) >= 1 and set(statuses) <= {200, 409}
+    if settled == ["approved"]:
+        assert state.deleted_records == ["r-50"] and detail["status"] == "executed"
+    else:
+        assert state.deleted_records == [] and detail["status"] == "rejected"
+    assert len([r for r in rows if r.kind == "executed"]) == len(state.deleted_records)
+
+
+async def test_approver_rules_unknown_not_named_self_approval_and_quorum(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.2s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            drop = meta(await client.call_tool("drop_table", {"name": "users"}))["approval_id"]
+            count = meta(await client.call_tool("counter", {}))["approval_id"]
+            unknown = await api(running, "POST", f"/api/approvals/{drop}/approve", "not-a-token")
+            not_named = await api(running, "POST", f"/api/approvals/{drop}/approve", "carol-approver-token")
+            self_approval = await api(running, "POST", f"/api/approvals/{count}/approve", "alpha-approver-token")
+            first = await api(running, "POST", f"/api/approvals/{drop}/approve", "alice-approver-token")
+            twice = await api(running, "POST", f"/api/approvals/{drop}/approve", "alice-approver-token")
+            second = await api(running, "POST", f"/api/approvals/{drop}/approve", "bob-approver-token")
+            late = await api(
+                running, "POST", f"/api/approvals/{drop}/reject", "alice-approver-token", reason="changed my mind"
+            )
+            no_reason = await api(running, "POST", f"/api/approvals/{count}/reject", "alpha-approver-token")
+            dropped = await client.call_tool("drop_table", {"name": "users"})
+        rows = await running.audit()
+
+    assert unknown.status_code == 401
+    assert not_named.status_code == 403 and "names alice, bob" in not_named.json()["error"]
+    assert self_approval.status_code == 403 and "can never approve it" in self_approval.json()["error"]
+    assert first.status_code == 200 and first.json()["status"] == "pending" and first.json()["approvals"] == 1
+    assert twice.json()["approvals"] == 1  # one person counts once towards a quorum
+    assert second.json()["status"] == "approved" and second.json()["approvals"] == 2
+    assert late.status_code == 409
+    assert no_reason.status_code == 400
+    assert not dropped.is_error and state.dropped_tables == ["users"]
+    refused = [(r.actor, r.detail.split(": ", 1)[1]) for r in rows if r.kind == "decision_refused"]
+    assert ("carol", 'the rule tools["drop_table"] names alice, bob as approvers') in refused
+    assert ("alpha", "the agent identity that made a call can never approve it") in refused
+    assert ("alice", "the request is already executing") in refused or (
+        "alice",
+        "the request is already approved",
+    ) in refused
+    assert [r.detail.split(": ", 1)[1] for r in rows if r.kind == "voted"] == ["1 of 2 approvals"]
+
+
+async def test_mcp_cancellation_withdraws_the_held_request(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state) as running:
+        with anyio.fail_after(20):
+            async with httpx2.AsyncClient(base_url=running.url, timeout=20) as http:
+                headers = {
+                    "Authorization": "Bearer agent-token-alpha",
+                    "Accept": "application/json, text/event-stream",
+                    "MCP-Protocol-Version": "2025-11-25",
+                }
+                init = {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                }
+                opened = await http.post(
+                    "/mcp/ev", headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}
+                )
+                headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+                call = {
+                    "jsonrpc": "2.0",
+                    "id": 7,
+                    "method": "tools/call",
+                    "params": {"name": "delete_record", "arguments": {"record_id": "r-3"}},
+                }
+                answers: list[httpx2.Response] = []
+                async with anyio.create_task_group() as tg:
+
+                    async def held() -> None:
+                        answers.append(await http.post("/mcp/ev", headers=headers, json=call))
+
+                    tg.start_soon(held)
+                    approval_id = await wait_for_pending(running, "delete_record")
+                    cancel = {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "user hit stop"},
+                    }
+                    await http.post("/mcp/ev", headers=headers, json=cancel)
+        detail = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+
+    assert detail["status"] == "cancelled"
+    assert json.loads(answers[0].text)["result"]["_meta"]["signoff/decision"]["outcome"] == "cancelled"
+    assert state.deleted_records == []
