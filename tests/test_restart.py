@@ -1,0 +1,132 @@
+"""A `signoff serve` killed with SIGKILL while calls wait for people loses nothing."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import AGENT_TOKEN, write_config
+from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
+
+pytestmark = pytest.mark.anyio
+
+POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "delete_record": {"action": "require_approval", "approval": {"approvers": ["alice"], "timeout": "10m"}},
+        "drop_table": {"action": "require_approval", "approval": {"approvers": ["alice"], "timeout": "1s"}},
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_process(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "ALPHA_TOKEN": AGENT_TOKEN}
+    argv = [
+        sys.executable,
+        "-m",
+        "integrations.cli",
+        "--config",
+        str(config),
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def until_healthy(base: str) -> None:
+    async with httpx2.AsyncClient(timeout=2) as http:
+        while True:  # bounded by the caller's fail_after
+            try:
+                if (await http.get(f"{base}/healthz")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            await anyio.sleep(0.05)
+
+
+async def call(base: str, tool: str, arguments: dict[str, Any]) -> Any:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {AGENT_TOKEN}"}, timeout=20) as http:
+        async with Client(streamable_http_client(f"{base}/mcp/ev", http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
+            return await client.call_tool(tool, arguments)
+
+
+async def test_sigkill_with_pending_requests_loses_none_and_expires_the_overdue(tmp_path: Path) -> None:
+    state = EverythingState()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with serve_http(everything_http_app(state)) as upstream:
+        config = write_config(
+            tmp_path,
+            [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
+            gateway={"approval_hold": "0.2s"},
+            approvers=True,
+        )
+        with anyio.fail_after(60):
+            with serve_process(config, port) as process:
+                await until_healthy(base)
+                kept = (await call(base, "delete_record", {"record_id": "r-1"})).meta["signoff/decision"]["approval_id"]
+                other = (await call(base, "delete_record", {"record_id": "r-2"})).meta["signoff/decision"][
+                    "approval_id"
+                ]
+                short = (await call(base, "drop_table", {"name": "t"})).meta["signoff/decision"]["approval_id"]
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+            await anyio.sleep(1.2)  # the short request's deadline passes while signoff is down
+
+            with serve_process(config, port):
+                await until_healthy(base)
+                async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
+                    statuses = {
+                        i: (await http.get(f"/api/approvals/{i}")).json()["status"] for i in (kept, other, short)
+                    }
+                    approve = await http.post(
+                        f"/api/approvals/{kept}/approve",
+                        json={},
+                        headers={"Authorization": "Bearer alice-approver-token"},
+                    )
+                collected = await call(base, "delete_record", {"record_id": "r-1"})
+                refused = await call(base, "drop_table", {"name": "t"})
+        verify = subprocess.run(
+            [sys.executable, "-m", "integrations.cli", "--config", str(config), "audit", "verify"],
+            env={**os.environ, "ALPHA_TOKEN": AGENT_TOKEN},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert statuses == {kept: "pending", other: "pending", short: "expired"}
+    assert approve.status_code == 200
+    assert not collected.is_error and state.deleted_records == ["r-1"]
+    assert refused.meta["signoff/decision"]["outcome"] == "expired"
+    assert state.dropped_tables == []
+    assert verify.returncode == 0 and "audit chain ok" in verify.stdout
