@@ -1,0 +1,385 @@
+"""Outgoing webhooks: the `Notifier` that POSTs signed approval events to the URLs in `[[webhooks]]`.
+
+`publish()` only queues; one background task per URL delivers, in order, with retries, so a dead receiver
+never delays a healthy one and a tool call never waits for a webhook. It must not log secrets or bodies.
+
+Every delivery is a POST of compact UTF-8 JSON::
+
+    {"id": "<delivery uuid>", "event": "approval.requested", "created_at": "2026-01-01T00:00:00.000Z", "request": {...}}
+
+with the headers ``Signoff-Event``, ``Signoff-Delivery`` (the same uuid, constant across retries, so receivers
+can deduplicate) and ``Signoff-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``, the
+scheme Stripe uses (https://docs.stripe.com/webhooks#verify-manually). A receiver checks it with
+`verify_signature`, which also rejects a timestamp more than `tolerance` seconds from its clock (a replay)::
+
+    from integrations.webhooks import verify_signature
+
+    body = await request.body()  # the raw bytes, before any JSON parsing
+    if not verify_signature(secret, request.headers.get("Signoff-Signature", ""), body, now=time.time()):
+        return Response(status_code=401)
+
+A 2xx answer is a delivery. Connection errors, timeouts, 408, 429 and 5xx are retried with exponential
+backoff (a `Retry-After` on 429 or 503 is honoured), up to `max_attempts`; any other status is final.
+"""
+
+import fnmatch
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import httpx2
+from anyio.abc import TaskGroup
+from anyio.lowlevel import EventLoopToken
+
+from integrations.settings import WebhookSettings
+
+__all__ = ["WebhookNotifier", "signature_header", "verify_signature"]
+
+logger = logging.getLogger(__name__)
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _digest(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Signoff-Signature` value for `body` sent at `timestamp` (unix seconds)."""
+    return f"t={timestamp},v1={_digest(secret, timestamp, body)}"
+
+
+def verify_signature(secret: str, header: str, body: bytes, now: float, tolerance: float = 300) -> bool:
+    """Whether `header` (a `Signoff-Signature` value) signs `body` with `secret` within `tolerance` seconds of `now`.
+
+    Never raises: a malformed header is simply not valid. Several `v1=` parts may match (as during a secret
+    rotation); parts with other names are ignored. Digests are compared in constant time.
+    """
+    timestamps: list[str] = []
+    digests: list[str] = []
+    for part in header.split(","):
+        key, equals, value = part.partition("=")
+        if not equals:
+            return False
+        if key.strip() == "t":
+            timestamps.append(value.strip())
+        elif key.strip() == "v1":
+            digests.append(value.strip())
+        # Other schemes (a future v2) are ignored, as Stripe's libraries do.
+    if len(timestamps) != 1 or not digests or _TIMESTAMP.fullmatch(timestamps[0]) is None:
+        return False
+    timestamp = int(timestamps[0])
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = _digest(secret, timestamp, body).encode()
+    # Check every candidate rather than stopping at the first match, so timing says nothing about which matched.
+    valid = False
+    for digest in digests:
+        if _HEX_DIGEST.fullmatch(digest) is not None and hmac.compare_digest(expected, digest.encode()):
+            valid = True
+    return valid
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@dataclass(slots=True)
+class _Delivery:
+    id: uuid.UUID
+    event: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    url: str
+    host: str  # the only part of the URL we log: paths and queries often carry tokens
+    secret: str
+    events: tuple[str, ...]
+    queue: deque[_Delivery] = field(default_factory=deque)
+    wake: anyio.Event | None = None
+
+    def wants(self, event: str) -> bool:
+        # fnmatchcase: fnmatch.fnmatch would fold case on Windows.
+        return any(fnmatch.fnmatchcase(event, pattern) for pattern in self.events)
+
+
+class WebhookNotifier:
+    """Delivers each published event to every webhook whose `events` globs match it; implements `Notifier`.
+
+    Call `start(task_group)` once, and `await close()` at shutdown to drain the queue. `delivered`, `failed`
+    and `pending` count deliveries (one per matching webhook per event) for /healthz.
+    """
+
+    def __init__(
+        self,
+        webhooks: Sequence[WebhookSettings],
+        client: httpx2.AsyncClient,
+        *,
+        max_attempts: int = 8,
+        first_backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        close_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        if first_backoff < 0 or max_backoff < first_backoff:
+            raise ValueError(f"need 0 <= first_backoff <= max_backoff, not {first_backoff} and {max_backoff}")
+        self._endpoints = [
+            _Endpoint(
+                url=webhook.url,
+                host=urlsplit(webhook.url).hostname or "?",
+                secret=webhook.secret.get_secret_value(),
+                events=webhook.events,
+            )
+            for webhook in webhooks
+        ]
+        self._client = client
+        self._max_attempts = max_attempts
+        self._first_backoff = first_backoff
+        self._max_backoff = max_backoff
+        self._close_timeout = close_timeout
+        self._clock = clock
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self._stopped: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._loop_thread: int | None = None
+        self._token: EventLoopToken | None = None
+        self.delivered = 0
+        self.failed = 0
+
+    @property
+    def pending(self) -> int:
+        """Deliveries queued or in flight (including those waiting to retry)."""
+        return sum(len(endpoint.queue) for endpoint in self._endpoints)
+
+    def publish(self, event: str, request: dict[str, Any]) -> None:
+        """Queue `event` for every matching webhook; returns at once and never raises.
+
+        Call it from the event loop's thread or from an AnyIO worker thread.
+        """
+        endpoints = [endpoint for endpoint in self._endpoints if endpoint.wants(event)]
+        if not endpoints:
+            return
+        if self._closed:
+            logger.warning("Webhooks are closed; not delivering %s to %d webhook(s)", event, len(endpoints))
+            return
+        created_at = datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="milliseconds")
+        deliveries: list[tuple[_Endpoint, _Delivery]] = []
+        try:
+            for endpoint in endpoints:
+                delivery_id = uuid.uuid4()
+                envelope = {
+                    "id": str(delivery_id),
+                    "event": event,
+                    "created_at": created_at.replace("+00:00", "Z"),
+                    "request": request,
+                }
+                # Serialized now, since the caller may change `request` after we return.
+                body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+                deliveries.append((endpoint, _Delivery(delivery_id, event, body.encode())))
+        except (TypeError, ValueError) as exc:
+            logger.error("Cannot serialize %s for webhooks (%s); not delivered", event, exc)
+            self.failed += len(endpoints)
+            return
+        for endpoint, delivery in deliveries:
+            endpoint.queue.append(delivery)
+            self._wake(endpoint)
+
+    def _wake(self, endpoint: _Endpoint) -> None:
+        wake = endpoint.wake
+        if wake is None:  # its worker has not started, and will look at the queue when it does
+            return
+        if threading.get_ident() == self._loop_thread:
+            wake.set()
+            return
+        # anyio.Event is not thread-safe; run `set` on the loop's thread.
+        try:
+            anyio.from_thread.run_sync(wake.set, token=self._token)
+        except RuntimeError:
+            logger.warning("Webhook delivery queued from a thread while the event loop is stopping; it may wait")
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Start one delivery worker per webhook in `task_group`."""
+        if self._started:
+            raise RuntimeError("WebhookNotifier.start() was already called")
+        self._started = True
+        self._stopped = anyio.Event()
+        self._scope = anyio.CancelScope()
+        task_group.start_soon(self._run)
+
+    async def _run(self) -> None:
+        if self._stopped is None or self._scope is None:
+            raise RuntimeError("WebhookNotifier._run() before start()")
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as task_group:
+                    for endpoint in self._endpoints:
+                        task_group.start_soon(self._serve, endpoint)
+        finally:
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Deliver what is queued for up to `close_timeout` seconds, then drop the rest (logged, counted as failed)."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            if self._started:
+                await self._drain()
+            else:
+                async with anyio.create_task_group() as task_group:
+                    self.start(task_group)
+                    await self._drain()
+            self._closed = True
+            dropped = self.pending
+            if dropped:
+                logger.error("Dropping %d undelivered webhook deliveries at shutdown", dropped)
+                self.failed += dropped
+                for endpoint in self._endpoints:
+                    endpoint.queue.clear()
+
+    async def _drain(self) -> None:
+        if self._stopped is None or self._scope is None:
+            raise RuntimeError("WebhookNotifier._drain() before start()")
+        for endpoint in self._endpoints:
+            if endpoint.wake is not None:
+                endpoint.wake.set()
+        with anyio.move_on_after(self._close_timeout):
+            await self._stopped.wait()
+        self._scope.cancel()
+        # Bounded too: if the task group was cancelled before `_run` began, `_stopped` is never set.
+        with anyio.move_on_after(1):
+            await self._stopped.wait()
+
+    async def _serve(self, endpoint: _Endpoint) -> None:
+        while True:
+            # A fresh event before looking at the queue: a publish() from here on sets this one.
+            endpoint.wake = anyio.Event()
+            if endpoint.queue:
+                delivery = endpoint.queue[0]
+                try:
+                    await self._deliver(endpoint, delivery)
+                except Exception:
+                    # The worker's top-level handler: one bad delivery must not stop the webhook or the app.
+                    logger.exception(
+                        "Webhook %s %s to %s failed unexpectedly", delivery.event, delivery.id, endpoint.host
+                    )
+                    self.failed += 1
+                endpoint.queue.popleft()
+            elif self._closing:
+                return
+            else:
+                await endpoint.wake.wait()
+
+    async def _deliver(self, endpoint: _Endpoint, delivery: _Delivery) -> None:
+        outcome = ""
+        for attempt in range(1, self._max_attempts + 1):
+            timestamp = int(self._clock())
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "signoff",
+                "Signoff-Event": delivery.event,
+                "Signoff-Delivery": str(delivery.id),
+                "Signoff-Signature": signature_header(endpoint.secret, delivery.body, timestamp),
+            }
+            retry_after: float | None = None
+            try:
+                # Streamed and never read: a receiver's answer body is of no interest, however large.
+                async with self._client.stream(
+                    "POST", endpoint.url, content=delivery.body, headers=headers
+                ) as response:
+                    status = response.status_code
+                    if status in (429, 503):
+                        retry_after = self._retry_after(response.headers.get("Retry-After"))
+            except httpx2.TransportError as exc:
+                outcome = type(exc).__name__
+            else:
+                if 200 <= status < 300:
+                    self.delivered += 1
+                    logger.info(
+                        "Delivered webhook %s %s to %s (status %d, attempt %d)",
+                        delivery.event,
+                        delivery.id,
+                        endpoint.host,
+                        status,
+                        attempt,
+                    )
+                    return
+                if not (status in (408, 429) or status >= 500):
+                    self.failed += 1
+                    logger.error(
+                        "Webhook %s %s to %s refused with status %d; not retrying",
+                        delivery.event,
+                        delivery.id,
+                        endpoint.host,
+                        status,
+                    )
+                    return
+                outcome = f"status {status}"
+            if attempt == self._max_attempts:
+                break
+            backoff = self._first_backoff * 2 ** (attempt - 1) if retry_after is None else retry_after
+            delay = min(backoff, self._max_backoff)
+            logger.warning(
+                "Webhook %s %s to %s failed (%s, attempt %d of %d); retrying in %.2f s",
+                delivery.event,
+                delivery.id,
+                endpoint.host,
+                outcome,
+                attempt,
+                self._max_attempts,
+                delay,
+            )
+            await anyio.sleep(delay)
+        self.failed += 1
+        logger.error(
+            "Webhook %s %s to %s failed (%s) after %d attempts; giving up",
+            delivery.event,
+            delivery.id,
+            endpoint.host,
+            outcome,
+            self._max_attempts,
+        )
+
+    def _retry_after(self, value: str | None) -> float | None:
+        """Seconds to wait from a `Retry-After` header: delay-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+        if value is None:
+            return None
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            return float(value)
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - self._clock())
