@@ -6,12 +6,12 @@ this row's canonical content. Writers pass a database session; this module never
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from approvals.models import AuditEvent
@@ -78,10 +78,10 @@ def digest_arguments(arguments: Any) -> str:
     return hashlib.sha256(canonical_json(arguments).encode()).hexdigest()
 
 
-def _row_hash(prev_hash: str, event: AuditEvent) -> str:
-    content = {name: getattr(event, name) for name in _CHAINED}
-    at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)
-    content["at"] = at.astimezone(UTC).isoformat()
+def _row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    content = {name: row[name] for name in _CHAINED}
+    at: datetime = content["at"]
+    content["at"] = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     if content["latency_ms"] is not None:
         content["latency_ms"] = round(float(content["latency_ms"]), 3)
     return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
@@ -94,33 +94,41 @@ def _lock_chain(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(7305924)"))
 
 
-def append(session: Session, records: Iterable[AuditRecord]) -> list[AuditEvent]:
+def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
+    """The rows for `records`, each linked to the one before, the first to `prev_hash`."""
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {name: getattr(record, name) for name in _CHAINED}
+        row["at"] = record.at.astimezone(UTC)
+        if record.latency_ms is not None:
+            row["latency_ms"] = round(record.latency_ms, 3)
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = _row_hash(prev_hash, row)
+        rows.append(row)
+    return rows
+
+
+def append(session: Session, records: Iterable[AuditRecord]) -> list[int]:
     """Append records to the log in order, chaining each to the last row, in the caller's transaction.
 
     The caller commits, so an audit row lands together with the state change it records, or not at all.
+    One multi-row INSERT, without ORM objects: the gateway appends a row for every tool call.
 
     Args:
-        session: an open database session; flushed, not committed.
+        session: an open database session; not committed.
         records: the records to append, oldest first.
 
     Returns:
-        The rows written, with ids and hashes.
+        The ids of the rows written, in order.
     """
     _lock_chain(session)
     last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    prev = last or GENESIS
-    rows = []
-    for record in records:
-        row = AuditEvent(**{name: getattr(record, name) for name in _CHAINED})
-        row.at = row.at.astimezone(UTC)
-        if row.latency_ms is not None:
-            row.latency_ms = round(row.latency_ms, 3)
-        row.prev_hash = prev
-        row.hash = prev = _row_hash(prev, row)
-        session.add(row)
-        rows.append(row)
-    session.flush()
-    return rows
+    rows = chain(last or GENESIS, records)
+    if not rows:
+        return []
+    table = AuditEvent.__table__  # type: ignore[attr-defined]
+    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    return [row_id for (row_id,) in result]
 
 
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
@@ -140,6 +148,6 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
             row_id = row.id or 0
             if row.prev_hash != prev:
                 return ChainReport(checked, row_id, "prev_hash does not match the row before: a row was removed")
-            if _row_hash(prev, row) != row.hash:
+            if _row_hash(prev, row.model_dump()) != row.hash:
                 return ChainReport(checked, row_id, "content does not match its hash: the row was edited")
             prev, checked, after = row.hash, checked + 1, row_id

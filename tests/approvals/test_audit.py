@@ -49,12 +49,12 @@ def test_an_edited_row_is_named_by_verify(engine: Engine) -> None:
         rows = append(session, records(4))
         session.commit()
         session.commit()
-        session.execute(text("UPDATE audit_events SET outcome = 'denied' WHERE id = :id"), {"id": rows[2].id})
+        session.execute(text("UPDATE audit_events SET outcome = 'denied' WHERE id = :id"), {"id": rows[2]})
         session.commit()
         report = verify_chain(session)
 
     assert not report.ok
-    assert report.first_bad_id == rows[2].id
+    assert report.first_bad_id == rows[2]
     assert report.checked == 2
     assert "edited" in (report.problem or "")
 
@@ -64,11 +64,11 @@ def test_a_removed_row_is_named_by_verify(engine: Engine) -> None:
         rows = append(session, records(4))
         session.commit()
         session.commit()
-        session.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": rows[1].id})
+        session.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": rows[1]})
         session.commit()
         report = verify_chain(session)
 
-    assert report.first_bad_id == rows[2].id
+    assert report.first_bad_id == rows[2]
     assert "removed" in (report.problem or "")
 
 

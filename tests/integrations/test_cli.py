@@ -89,7 +89,7 @@ def test_audit_exports_and_verify_names_a_tampered_row(tmp_path: Path, capsys: p
         rows = append(session, written)
         session.commit()
         session.commit()
-        tampered = rows[1].id
+        tampered = rows[1]
 
     assert main(["--config", str(config), "audit", "--format", "jsonl", "--tool", "t1"]) == 0
     exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
