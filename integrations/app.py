@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from pathlib import Path
 
 import anyio
@@ -36,6 +37,7 @@ from integrations.notifiers import Fanout
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.tokens import TokenBook
+from integrations.webhooks import WebhookNotifier
 from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             max_body_bytes=settings.gateway.max_body_bytes,
             clock=clock,
         )
-        notifier = Fanout()
+        hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
+        webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
+        notifier = Fanout(*([webhooks] if webhooks else []))
         desk = ApprovalDesk(
             engine, DecisionWaiter(), notifier, hold=settings.gateway.approval_hold, base_url=settings.gateway.base_url
         )
@@ -128,6 +132,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         app.state.audit = audit
         app.state.engine = engine
         app.state.desk = desk
+        app.state.webhooks = webhooks
         app.state.approvers = TokenBook(
             (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
         )
@@ -135,6 +140,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             async with anyio.create_task_group() as tg:
                 audit.start(tg)
                 desk.start(tg)
+                if webhooks is not None:
+                    webhooks.start(tg)
                 for served in servers.values():
                     served.upstream.start(tg)
                 await desk.expire_overdue()  # what came due while signoff was down fails closed first
@@ -150,8 +157,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     for served in servers.values():
                         await served.upstream.aclose()
                     await audit.close()
+                    if webhooks is not None:
+                        await webhooks.close()
                     tg.cancel_scope.cancel()
         finally:
+            await hooks_client.aclose()
             await client.aclose()
             engine.dispose()
 
@@ -171,13 +181,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             else:
                 servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
         healthy = all(s["ready"] for s in servers.values())
-        return JSONResponse(
-            {
-                "status": "ok" if healthy else "degraded",
-                "servers": servers,
-                "audit_queue": request.app.state.audit.queued,
-            }
-        )
+        detail: dict[str, Any] = {
+            "status": "ok" if healthy else "degraded",
+            "servers": servers,
+            "audit_queue": request.app.state.audit.queued,
+        }
+        hooks: WebhookNotifier | None = request.app.state.webhooks
+        if hooks is not None:
+            detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
+        return JSONResponse(detail)
 
     async def metrics(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway

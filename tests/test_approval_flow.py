@@ -13,6 +13,7 @@ from mcp_types import CallToolResult, TextContent
 from integrations.cli import main
 from tests.conftest import Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
+from tests.fakes.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +297,30 @@ async def test_mcp_cancellation_withdraws_the_held_request(signoff: Any) -> None
     assert detail["status"] == "cancelled"
     assert json.loads(answers[0].text)["result"]["_meta"]["signoff/decision"]["outcome"] == "cancelled"
     assert state.deleted_records == []
+
+
+async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(signoff: Any) -> None:
+    state = EverythingState()
+    receiver = WebhookReceiver(secret="hook-secret-1", fail_first=1, fail_status=503, retry_after="0")
+    async with serve_http(receiver.app) as hooks, serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": GUARDED}]
+        extra = f'\n[[webhooks]]\nurl = "{hooks}/hook"\nsecret = "hook-secret-1"\n'
+        async with signoff(servers, approvers=True, gateway={"approval_hold": "0.2s"}, extra=extra) as running:
+            async with running.client("ev") as client:
+                with anyio.fail_after(30):
+                    first = await client.call_tool("delete_record", {"record_id": "r-8"})
+                    approval_id = meta(first)["approval_id"]
+                    await receiver.wait_for(1)
+                    await api(
+                        running, "POST", f"/api/approvals/{approval_id}/approve", "alice-approver-token", reason="ok"
+                    )
+                    await client.call_tool("delete_record", {"record_id": "r-8"})
+                    deliveries = await receiver.wait_for(3)
+
+    events = [d.json()["event"] for d in deliveries]
+    assert events == ["approval.requested", "approval.approved", "approval.executed"]
+    assert all(d.signature_valid for d in deliveries)
+    assert deliveries[0].json()["request"]["id"] == approval_id
+    assert deliveries[0].json()["request"]["arguments"] == {"record_id": "r-8"}
+    assert deliveries[1].json()["request"]["responded_by"] == "alice"
+    assert len(receiver.requests) == 4  # the first attempt got a 503 and was retried
