@@ -21,6 +21,7 @@ from mcp_types import (
     ResourceTemplateReference,
     ToolAnnotations,
 )
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 __all__ = ["EverythingState", "build_everything_server", "everything_http_app", "serve_http"]
@@ -35,6 +36,10 @@ class EverythingState:
     counter: int = 0
     deleted_records: list[str] = field(default_factory=list)
     dropped_tables: list[str] = field(default_factory=list)
+
+
+class Confirmation(BaseModel):
+    confirmed: bool
 
 
 def build_everything_server(state: EverythingState | None = None) -> MCPServer:
@@ -74,6 +79,13 @@ def build_everything_server(state: EverythingState | None = None) -> MCPServer:
     def drop_table(name: str) -> str:
         state.dropped_tables.append(name)
         return f"dropped table {name}"
+
+    @server.tool(description="Ask the user to confirm through elicitation, then say what they answered.")
+    async def confirm(question: str, ctx: Context) -> str:
+        answer = await ctx.elicit(question, Confirmation)
+        if answer.action == "accept" and answer.data is not None:
+            return f"confirmed={answer.data.confirmed}"
+        return f"action={answer.action}"
 
     @server.resource("test://greeting", name="greeting", mime_type="text/plain")
     def greeting() -> str:

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import PromptReference
+from mcp_types import ElicitRequestParams, ElicitResult, PromptReference
 
 from tests.conftest import Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
@@ -49,6 +49,26 @@ async def client_script(client: Client) -> dict[str, Any]:
         ),
         "progress": progress,
     }
+
+
+async def test_server_to_client_elicitation_passes_through_the_gateway(signoff: Any) -> None:
+    asked: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"confirmed": True})
+
+    async with serve_http(everything_http_app()) as upstream:
+        async with signoff([{"name": "everything", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]) as running:
+            async with httpx2.AsyncClient(headers={"Authorization": "Bearer agent-token-alpha"}, timeout=30) as http:
+                transport = streamable_http_client(running.mcp_url("everything"), http_client=http)
+                async with Client(transport, mode="legacy", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+                    with anyio.fail_after(20):
+                        result = await client.call_tool("confirm", {"question": "Delete record r-1?"})
+
+    assert asked == ["Delete record r-1?"]
+    assert not result.is_error
+    assert result.content[0].text == "confirmed=True"  # type: ignore[union-attr]
 
 
 @asynccontextmanager
