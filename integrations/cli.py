@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from approvals import service
 from approvals.audit import verify_chain
 from approvals.models import AuditEvent
-from integrations.database import create_database_engine
+from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.errors import ConfigError
 from integrations.settings import Settings, approver_token, load_settings
 from policies import check_policy, format_fault
@@ -191,6 +191,33 @@ def cmd_reject(args: argparse.Namespace) -> int:
     return _decide(args, "reject")
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    upgrade(settings.gateway.database_url)
+    sys.stdout.write(f"database upgraded to {head_revision()} (head)\n")
+    return EXIT_OK
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    engine = create_database_engine(settings.gateway.database_url, migrate=False)
+    current = current_revision(engine)
+    engine.dispose()
+    head = head_revision()
+    sys.stdout.write(f"current: {current or '(none)'}\nhead:    {head}\n")
+    return EXIT_OK if current == head else EXIT_FAULTS
+
+
+def _add_db_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    db = commands.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply every pending migration (the Procfile's release step)").set_defaults(
+        func=cmd_db_upgrade
+    )
+    db.add_parser("current", help="print the database's migration and the newest; exit 1 when behind").set_defaults(
+        func=cmd_db_current
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signoff", description="An MCP gateway with human sign-off.")
     parser.add_argument("--config", help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml)")
@@ -237,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_commands = audit.add_subparsers(dest="audit_command")
     verify = audit_commands.add_parser("verify", help="check the hash chain and name the first bad row")
     verify.set_defaults(func=cmd_audit_verify)
+    _add_db_commands(commands)
     return parser
 
 

@@ -1,12 +1,37 @@
-"""The database engine: SQLite by default, PostgreSQL (`postgresql+psycopg://`) for more than one replica."""
+"""The database engine and its schema: SQLite by default, PostgreSQL (`postgresql+psycopg://`) for several replicas.
 
+Tables are created and changed only by the Alembic migrations in `integrations/migrations/`, never by `create_all`.
+"""
+
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
 import approvals.models  # noqa: F401 - registers every table on SQLModel.metadata
+from integrations.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Any constant shared by every signoff process; replicas that start together take turns migrating.
+_MIGRATION_LOCK_KEY = 0x5160FF
+
+
+class UnversionedDatabase(ConfigError):
+    """Raised when the database has signoff's tables but no Alembic revision: it predates migrations."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(
+            f"gateway.database_url: the database has tables ({', '.join(tables)}) but no alembic_version; "
+            "it was created before signoff used migrations, so move it aside or drop those tables and start again"
+        )
+        self.tables = tables
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -19,8 +44,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_database_engine(url: str) -> Engine:
-    """An engine for `url` with the tables created; SQLite gets WAL and a busy timeout."""
+def create_database_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine for `url`, migrated to head unless `migrate` is false; SQLite gets WAL and a busy timeout."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -28,5 +53,51 @@ def create_database_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    SQLModel.metadata.create_all(engine)
+    if migrate:
+        upgrade(engine)
     return engine
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code: the migrations ship inside the package and no alembic.ini exists.
+
+    Migrations run on `connection` (see `migrations/env.py`). To write a new one after changing `approvals/models.py`:
+    `with engine.begin() as c: alembic.command.revision(alembic_config(c), "what changed", autogenerate=True)`.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine_or_url: Engine | str) -> None:
+    """Bring the database to the newest migration; at the newest already, it changes nothing."""
+    engine = create_database_engine(engine_or_url, migrate=False) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Held until this transaction ends: a second replica waits here, then finds the schema at head.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            if MigrationContext.configure(connection).get_current_revision() is None:
+                existing = sorted(set(inspect(connection).get_table_names()) & set(SQLModel.metadata.tables))
+                if existing:
+                    raise UnversionedDatabase(existing)
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at, or None when it has none yet."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version of signoff."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS}")
+    return head
