@@ -3,10 +3,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from integrations.database import create_database_engine
+from integrations.database import create_database_engine, upgrade
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -18,9 +19,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         url = os.environ.get("SIGNOFF_TEST_DATABASE_URL")
         if url is None:
             pytest.skip("SIGNOFF_TEST_DATABASE_URL is not set")
-    engine = create_database_engine(url)
+    engine = create_database_engine(url, migrate=False)
     SQLModel.metadata.drop_all(engine)
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(engine)  # the schema the migrations build, as in production
     yield engine
     checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
     SQLModel.metadata.drop_all(engine)
