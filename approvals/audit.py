@@ -73,6 +73,22 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
+    """A copy of `arguments` with the value at each dotted path replaced by "[redacted]" (the digest keeps them)."""
+    paths = tuple(paths)
+    if not paths:
+        return arguments
+    copy: Any = json.loads(canonical_json(arguments))
+    for path in paths:
+        node: Any = copy
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = "[redacted]"
+    return copy
+
+
 def digest_arguments(arguments: Any) -> str:
     """SHA-256 of the canonical JSON of a call's arguments: binds approvals and audit rows to exact arguments."""
     return hashlib.sha256(canonical_json(arguments).encode()).hexdigest()

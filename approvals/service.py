@@ -7,7 +7,7 @@ whose update touches the row wins and every other loses cleanly.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from approvals.audit import AuditRecord, append, canonical_json, digest_arguments
+from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, redacted
 from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Verdict
 from policies import ApprovalSpec, ToolCall
@@ -77,18 +77,6 @@ def _audit(session: Session, request: ApprovalRequest, kind: AuditKind, **fields
             )
         ],
     )
-
-
-def _redacted_arguments(arguments: Mapping[str, Any], paths: Sequence[str]) -> str:
-    copy: Any = json.loads(canonical_json(arguments))
-    for path in paths:
-        node: Any = copy
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node:
-            node[parts[-1]] = "[redacted]"
-    return canonical_json(copy)
 
 
 def _cas(session: Session, request_id: UUID, expected: Sequence[str], **values: Any) -> bool:
@@ -184,7 +172,7 @@ def request_approval(
         if winner is None:
             raise
         return winner, False
-    _audit(session, request, AuditKind.REQUESTED, arguments=_redacted_arguments(call.arguments, pending.redact))
+    _audit(session, request, AuditKind.REQUESTED, arguments=canonical_json(redacted(call.arguments, pending.redact)))
     session.commit()
     session.refresh(request)
     return request, True
@@ -409,7 +397,7 @@ def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] 
         "server": request.server,
         "tool": request.tool,
         "agent": request.identity,
-        "arguments": json.loads(_redacted_arguments(arguments, redact)) if redact else arguments,
+        "arguments": redacted(arguments, redact),
         "args_digest": request.args_digest,
         "rule": request.rule,
         "policy_version": request.policy_version,

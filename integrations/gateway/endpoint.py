@@ -19,7 +19,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
-from approvals.audit import AuditRecord, canonical_json, digest_arguments
+from approvals.audit import AuditRecord, canonical_json, digest_arguments, redacted
 from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
@@ -67,21 +67,6 @@ class _Exchange:
 
 def _error(request_id: Any, code: int, message: str) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-
-
-def _redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
-    paths = tuple(paths)
-    if not paths:
-        return arguments
-    copy: Any = json.loads(canonical_json(arguments))
-    for path in paths:
-        node, *_ = copy, None
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node:
-            node[parts[-1]] = "[redacted]"
-    return copy
 
 
 def _origin_allowed(origin: str, allowed: frozenset[str]) -> bool:
@@ -316,7 +301,7 @@ class Gateway:
         key = (call.server, kind.value)
         self.counts[key] = self.counts.get(key, 0) + 1
         rule = rule_for(exchange.served.policy, call.tool)
-        arguments = _redacted(call.arguments, rule.redact if rule else ())
+        arguments = redacted(call.arguments, rule.redact if rule else ())
         self._audit.record(
             AuditRecord(
                 kind=kind,
