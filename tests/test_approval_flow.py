@@ -324,3 +324,30 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
     assert deliveries[0].json()["request"]["arguments"] == {"record_id": "r-8"}
     assert deliveries[1].json()["request"]["responded_by"] == "alice"
     assert len(receiver.requests) == 4  # the first attempt got a 503 and was retried
+
+
+async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(signoff: Any) -> None:
+    state = EverythingState()
+    progress: list[str | None] = []
+    got_progress = anyio.Event()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+        got_progress.set()
+
+    async with guarded(signoff, state, hold="5s") as running, running.client("ev") as client:
+        results: list[CallToolResult] = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    arguments = {"record_id": "r-5"}
+                    results.append(await client.call_tool("delete_record", arguments, progress_callback=on_progress))
+
+                tg.start_soon(call)
+                await got_progress.wait()
+                approval_id = await wait_for_pending(running, "delete_record")
+                await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
+
+    assert progress and f"waiting for approval {approval_id}" in (progress[0] or "")
+    assert not results[0].is_error and state.deleted_records == ["r-5"]

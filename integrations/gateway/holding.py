@@ -62,6 +62,7 @@ class ApprovalDesk:
         remember: timedelta = timedelta(minutes=10),
         now: Callable[[], datetime] = utcnow,
         schedule_expiry: Callable[[UUID, datetime], None] = lambda _id, _at: None,
+        progress_interval: float | None = None,
     ) -> None:
         self.engine = engine
         self.waiter = waiter
@@ -71,6 +72,8 @@ class ApprovalDesk:
         self.remember = remember
         self.now = now
         self.schedule_expiry = schedule_expiry
+        # Often enough that a client resetting its timeout on progress never gives up, at most every 10 s.
+        self.progress_interval = progress_interval or min(PROGRESS_INTERVAL, max(0.5, hold / 5))
         self._held: dict[tuple[str, Any], UUID] = {}
         self._task_group: TaskGroup | None = None
 
@@ -230,7 +233,7 @@ class ApprovalDesk:
         settled: Settled | None = None
         try:
             while (left := self.hold - (time.monotonic() - started)) > 0:
-                settled = await self.settle(request.id, min(left, PROGRESS_INTERVAL))
+                settled = await self.settle(request.id, min(left, self.progress_interval))
                 if settled is not None:
                     break
                 waited = time.monotonic() - started
