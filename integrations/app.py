@@ -37,6 +37,7 @@ from integrations.notifiers import Fanout
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.tokens import TokenBook
+from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
 from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
 
@@ -212,6 +213,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             *build_routes(),
+            *build_web_routes(settings),  # the web page: /login, /approvals, /audit
         ],
         lifespan=lifespan,
     )

@@ -125,6 +125,19 @@ class SlackSettings(_Model):
     api_url: str = "https://slack.com/api/"
 
 
+class WebSettings(_Model):
+    # Signs the web page's session cookies. Unset: a random one per process (a warning at start), so
+    # sign-ins end at a restart and do not carry across replicas.
+    session_secret: SecretStr | None = None
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the session secret must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+
 class Settings(_Model):
     gateway: GatewaySettings = GatewaySettings()
     agents: tuple[AgentSettings, ...] = ()
@@ -132,6 +145,7 @@ class Settings(_Model):
     servers: tuple[ServerSettings, ...] = ()
     slack: SlackSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
+    web: WebSettings = WebSettings()
     source: str = "<defaults>"
     demo: bool = False
 

@@ -1,0 +1,170 @@
+"""The approval pages: what waits for a decision, one request in full, and the Approve and Reject forms.
+
+A decision made here goes through `ApprovalDesk.decide` with the channel "web", exactly like the API's and
+Slack's, so the held call wakes, the audit log records who decided, and a lost race is refused, not counted.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute
+
+from approvals import service
+from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
+from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
+from integrations.api import MAX_REASON
+from integrations.web.identity import Identity
+from integrations.web.pages import Pages
+
+RECENT = 30
+STATUS_WORDS = {
+    ApprovalStatus.PENDING: "waiting for a decision",
+    ApprovalStatus.APPROVED: "approved, about to run",
+    ApprovalStatus.EXECUTING: "approved, running now",
+    ApprovalStatus.EXECUTED: "approved and run",
+    ApprovalStatus.FAILED: "approved, but the call failed",
+    ApprovalStatus.REJECTED: "rejected",
+    ApprovalStatus.EXPIRED: "expired: nobody decided in time",
+    ApprovalStatus.CANCELLED: "withdrawn by the agent",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One request as the list shows it, with whether the viewer may decide it and the votes so far."""
+
+    request: ApprovalRequest
+    refusal: str | None
+    approvals: int
+
+
+def _request_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.path_params["id"])
+    except ValueError:
+        return None
+
+
+def _overview(session: Session) -> tuple[list[ApprovalRequest], list[ApprovalRequest], dict[uuid.UUID, int]]:
+    pending = sorted(service.list_requests(session, status=ApprovalStatus.PENDING, limit=500), key=lambda r: r.deadline)
+    recent = [r for r in service.list_requests(session, limit=RECENT + len(pending)) if r.status != "pending"]
+    votes = {
+        r.id: sum(d.verdict == Verdict.APPROVE for d in service.decisions_for(session, r.id))
+        for r in pending
+        if r.quorum > 1
+    }
+    return pending, recent[:RECENT], votes
+
+
+def _detail(session: Session, request_id: uuid.UUID) -> tuple[ApprovalRequest, list[ApprovalDecision]]:
+    return service.get_request(session, request_id), list(service.decisions_for(session, request_id))
+
+
+def build_decision_routes(pages: Pages) -> list[BaseRoute]:
+    async def overview_context(request: Request, identity: Identity) -> dict[str, Any]:
+        pending, recent, votes = await pages.desk(request).db(_overview)
+        listed = [Listed(r, service.may_decide(r, identity.approver), votes.get(r.id, 0)) for r in pending]
+        return {"pending": listed, "recent": recent, "status_words": STATUS_WORDS, "section": "approvals"}
+
+    async def overview(request: Request, identity: Identity) -> Response:
+        context = await overview_context(request, identity)
+        return pages.render(request, "approvals.html", context, identity=identity)
+
+    async def overview_live(request: Request, identity: Identity) -> Response:
+        context = await overview_context(request, identity)
+        return pages.render(request, "_approvals_live.html", context, identity=identity)
+
+    async def detail_context(identity: Identity, row: ApprovalRequest, votes: list[ApprovalDecision]) -> dict[str, Any]:
+        view = service.public_view(row, votes)
+        mine = next((v for v in votes if v.approver == identity.approver.name), None)
+        approvals = sum(v.verdict == Verdict.APPROVE for v in votes)
+        return {
+            "row": row,
+            "view": view,
+            "arguments": json.dumps(view["arguments"], indent=2, ensure_ascii=False),
+            "redacted_paths": json.loads(row.redact),
+            "votes": votes,
+            "approvals": approvals,
+            "mine": mine,
+            "refusal": service.may_decide(row, identity.approver),
+            "status_words": STATUS_WORDS,
+            "max_reason": MAX_REASON,
+            "section": "approvals",
+        }
+
+    async def render_detail(
+        request: Request,
+        identity: Identity,
+        *,
+        template: str = "approval.html",
+        status_code: int = 200,
+        error: str | None = None,
+        reason: str = "",
+    ) -> Response:
+        request_id = _request_id(request)
+        if request_id is None:
+            return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
+        try:
+            row, votes = await pages.desk(request).db(_detail, request_id)
+        except ApprovalNotFound:
+            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
+        context = {**await detail_context(identity, row, votes), "error": error, "reason": reason}
+        return pages.render(request, template, context, status_code=status_code, identity=identity)
+
+    async def detail(request: Request, identity: Identity) -> Response:
+        return await render_detail(request, identity)
+
+    async def detail_live(request: Request, identity: Identity) -> Response:
+        return await render_detail(request, identity, template="_approval_state.html")
+
+    async def vote(request: Request, identity: Identity, verdict: Verdict) -> Response:
+        request_id = _request_id(request)
+        if request_id is None:
+            return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
+        form = await request.form()
+        raw = form.get("reason", "")
+        reason = raw.strip() if isinstance(raw, str) else ""
+        if verdict == Verdict.REJECT and not reason:
+            error = "A rejection needs a reason: the agent and the audit log will show it."
+            return await render_detail(request, identity, status_code=400, error=error)
+        if len(reason) > MAX_REASON:
+            error = f"The reason is too long: at most {MAX_REASON} characters."
+            return await render_detail(request, identity, status_code=400, error=error, reason=reason[:MAX_REASON])
+        try:
+            result = await pages.desk(request).decide(request_id, identity.approver, verdict, reason, "web")
+        except ApprovalNotFound:
+            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
+        except NotAllowed as exc:
+            return await render_detail(request, identity, status_code=403, error=f"You may not decide this: {exc.why}.")
+        except AlreadyDecided as exc:
+            error = f"Nothing was recorded: this request is already {exc.status}."
+            return await render_detail(request, identity, status_code=409, error=error)
+        if verdict == Verdict.REJECT:
+            request.session["flash"] = "You rejected this request; the agent is told why."
+        elif result.settled:
+            request.session["flash"] = "You approved this request; the call runs now."
+        else:
+            request.session["flash"] = (
+                f"Your approval is recorded: {result.approvals} of {result.request.quorum} needed so far."
+            )
+        return RedirectResponse(f"/approvals/{request_id}", status_code=303)
+
+    async def approve(request: Request, identity: Identity) -> Response:
+        return await vote(request, identity, Verdict.APPROVE)
+
+    async def reject(request: Request, identity: Identity) -> Response:
+        return await vote(request, identity, Verdict.REJECT)
+
+    return [
+        pages.route("/approvals", pages.page(overview), name="approvals"),
+        pages.route("/approvals/live", pages.fragment(overview_live), name="approvals_live"),
+        pages.route("/approvals/{id}", pages.page(detail), name="approval"),
+        pages.route("/approvals/{id}/live", pages.fragment(detail_live), name="approval_live"),
+        pages.route("/approvals/{id}/approve", pages.form(approve), name="approve", post=True),
+        pages.route("/approvals/{id}/reject", pages.form(reject), name="reject", post=True),
+    ]
