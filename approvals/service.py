@@ -423,3 +423,34 @@ def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] 
             for d in decisions
         ],
     }
+
+
+def record_message(session: Session, request_id: UUID, system: str, message: dict[str, str]) -> None:
+    """Remember where the request was announced in `system` (e.g. "slack": its channel and ts), to update it later.
+
+    Raises:
+        ApprovalNotFound: no such request.
+    """
+    request = get_request(session, request_id)
+    messages: dict[str, Any] = json.loads(request.messages or "{}")
+    messages[system] = message
+    session.execute(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.id) == request_id)
+        .values(messages=json.dumps(messages, sort_keys=True))
+    )
+    session.commit()
+
+
+def refuse_unknown(session: Session, request_id: UUID, who: str, verdict: Verdict, channel: str, why: str) -> None:
+    """Audit a decision attempt by someone who is not a configured approver; nothing else changes.
+
+    Args:
+        who: how the channel names them (e.g. "slack:U0123ABCD").
+
+    Raises:
+        ApprovalNotFound: no such request.
+    """
+    request = get_request(session, request_id)
+    _audit(session, request, AuditKind.DECISION_REFUSED, actor=who, channel=channel, outcome=verdict, detail=why)
+    session.commit()

@@ -36,6 +36,7 @@ from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.slack import SlackIntegration, slack_approvers
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     """
     policies = {server.name: load_server_policy(server) for server in settings.servers}
     mcp = _Mcp()
+    slack = SlackIntegration(settings.slack, slack_approvers(settings.approvers)) if settings.slack else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,6 +127,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         desk = ApprovalDesk(
             engine, DecisionWaiter(), notifier, hold=settings.gateway.approval_hold, base_url=settings.gateway.base_url
         )
+        if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
+            notifier.channels.append(slack.attach(desk))
         scheduler = ExpiryScheduler(desk.expire, desk.expire_overdue)
         desk.schedule_expiry = scheduler.schedule
         if settings.approvers:
@@ -145,6 +149,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     webhooks.start(tg)
                 for served in servers.values():
                     served.upstream.start(tg)
+                if slack is not None:
+                    await slack.start(tg)
                 await desk.expire_overdue()  # what came due while signoff was down fails closed first
                 scheduler.start()
                 for request in await desk.db(lambda s: service.list_requests(s, status="pending", limit=100_000)):
@@ -160,6 +166,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     await audit.close()
                     if webhooks is not None:
                         await webhooks.close()
+                    if slack is not None:
+                        await slack.close()
                     tg.cancel_scope.cancel()
         finally:
             await hooks_client.aclose()
@@ -190,6 +198,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         hooks: WebhookNotifier | None = request.app.state.webhooks
         if hooks is not None:
             detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
+        if slack is not None:
+            detail["slack"] = slack.health()
         return JSONResponse(detail)
 
     async def metrics(request: Request) -> Response:
@@ -212,6 +222,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             Route("/mcp/{server}", mcp, methods=None),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
             *build_routes(),
             *build_web_routes(settings),  # the web page: /login, /approvals, /audit
         ],

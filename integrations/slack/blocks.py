@@ -1,0 +1,301 @@
+"""Block Kit for approval requests: the channel message in each state, and the note and reason modals.
+
+Pure functions from a request (as the API shows it) to Slack's JSON: no I/O, no Slack client. Everything
+an agent controls (tool names, arguments, reasons) is escaped, so a crafted argument cannot ping the
+channel (`<!channel>`) or break out of its code block.
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "APPROVE",
+    "APPROVE_NOTE",
+    "NOTE_VIEW",
+    "REASON_ACTION",
+    "REASON_BLOCK",
+    "REJECT",
+    "REJECT_VIEW",
+    "Card",
+    "Message",
+    "check_message",
+    "note_modal",
+    "reject_modal",
+    "request_message",
+]
+
+APPROVE = "signoff_approve"
+APPROVE_NOTE = "signoff_approve_note"
+REJECT = "signoff_reject"
+NOTE_VIEW = "signoff_approve_note_view"
+REJECT_VIEW = "signoff_reject_view"
+REASON_BLOCK = "signoff_reason"
+REASON_ACTION = "signoff_reason_input"
+
+MAX_ARGUMENTS = 1200  # characters of pretty JSON shown; Slack's limit for a section is 3000
+MAX_ARGUMENT_LINES = 30
+MAX_TEXT = 2800
+MAX_REASON = 2000
+
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    approver: str
+    verdict: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What the message shows of one request; decoded from the request's public JSON by `from_view`."""
+
+    id: str
+    status: str
+    server: str
+    tool: str
+    agent: str
+    arguments: Any
+    rule: str
+    reason: str
+    approvers: tuple[str, ...]
+    quorum: int
+    deadline: datetime
+    url: str
+    responded_by: str | None = None
+    responded_at: datetime | None = None
+    comment: str | None = None
+    outcome: str | None = None
+    risk: str | None = None
+    votes: tuple[Vote, ...] = ()
+
+    @classmethod
+    def from_view(cls, view: Mapping[str, Any]) -> "Card":
+        responded = view.get("responded_at")
+        return cls(
+            id=str(view["id"]),
+            status=str(view["status"]),
+            server=str(view["server"]),
+            tool=str(view["tool"]),
+            agent=str(view["agent"]),
+            arguments=view.get("arguments"),
+            rule=str(view.get("rule") or ""),
+            reason=str(view.get("reason") or ""),
+            approvers=tuple(str(a) for a in view.get("approvers") or ()),
+            quorum=int(view.get("quorum") or 1),
+            deadline=datetime.fromisoformat(str(view["deadline"])),
+            url=str(view.get("url") or ""),
+            responded_by=view.get("responded_by"),
+            responded_at=datetime.fromisoformat(responded) if responded else None,
+            comment=view.get("comment"),
+            outcome=view.get("outcome"),
+            risk=view.get("risk"),
+            votes=tuple(
+                Vote(str(d["approver"]), str(d["verdict"]), str(d.get("comment") or ""))
+                for d in view.get("decisions") or ()
+            ),
+        )
+
+    @property
+    def approvals(self) -> tuple[Vote, ...]:
+        return tuple(v for v in self.votes if v.verdict == "approve")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A chat.postMessage / chat.update body: `text` is the notification and screen-reader fallback."""
+
+    text: str
+    blocks: list[Block]
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping (https://api.slack.com/reference/surfaces/formatting#escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _plain(text: str, most: int = 150) -> Block:
+    return {"type": "plain_text", "text": _clip(text, most), "emoji": True}
+
+
+def _mrkdwn(text: str) -> Block:
+    return {"type": "mrkdwn", "text": _clip(text, MAX_TEXT)}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _date(moment: datetime) -> str:
+    # Shown in each reader's own time zone; the fallback is for clients that cannot format dates.
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in escape(text).splitlines() or [""])
+
+
+def _arguments(card: Card) -> str:
+    pretty = json.dumps(card.arguments, indent=2, ensure_ascii=False, sort_keys=True)
+    # A run of three backticks would end the code block early.
+    pretty = escape(pretty).replace("```", "`\u200b``")
+    lines = pretty.splitlines()
+    truncated = len(pretty) > MAX_ARGUMENTS or len(lines) > MAX_ARGUMENT_LINES
+    if truncated:
+        pretty = "\n".join(lines[:MAX_ARGUMENT_LINES])[:MAX_ARGUMENTS] + "\n…"
+    text = f"*Arguments*\n```{pretty}```"
+    if truncated:
+        text += f"\n_Truncated: <{card.url}|see all arguments on the web page>._" if card.url else "\n_Truncated._"
+    return text
+
+
+def _who_may_decide(card: Card) -> str:
+    who = ", ".join(escape(a) for a in card.approvers) if card.approvers else "any approver"
+    need = f"{card.quorum} approvals" if card.quorum > 1 else "1 approval"
+    return f"{who} · needs {need}"
+
+
+def _progress(card: Card) -> str:
+    names = ", ".join(escape(v.approver) for v in card.approvals)
+    return f":ballot_box_with_check: *{len(card.approvals)} of {card.quorum} approvals*" + (
+        f" ({names})" if names else ""
+    )
+
+
+def _decided(card: Card, verb: str) -> str:
+    line = f"*{verb}* by {escape(card.responded_by or 'someone')}"
+    if card.responded_at is not None:
+        line += f" · {_date(card.responded_at)}"
+    if card.comment:
+        line += "\n" + _quote(card.comment)
+    return line
+
+
+def _state(card: Card) -> tuple[str, str, str]:
+    """The header, the status section and the notification text for the request's state."""
+    call = f"{card.agent}'s {card.server}/{card.tool}"
+    status = card.status
+    if status == "pending":
+        text = f"Approval needed: {card.agent} wants to run {card.server}/{card.tool}"
+        line = f":hourglass_flowing_sand: Waiting for a decision · deadline {_date(card.deadline)}"
+        if card.quorum > 1:
+            line += "\n" + _progress(card)
+        return "Approval needed", line, text
+    if status in ("approved", "executing", "executed", "failed"):
+        line = ":white_check_mark: " + _decided(card, "Approved")
+        if card.quorum > 1:
+            line += "\n" + _progress(card)
+        if status == "executed":
+            line += f"\n:arrow_forward: The call ran upstream: {escape(card.outcome or 'ok')}"
+        elif status == "failed":
+            line += f"\n:warning: The call failed upstream: {escape(card.outcome or 'error')}"
+        else:
+            line += "\n:arrows_counterclockwise: Waiting for the agent's call to run it…"
+        header = {"executed": "Approved and run", "failed": "Approved, failed upstream"}.get(status, "Approved")
+        return header, line, f"{header} ({card.responded_by}): {call}"
+    if status == "rejected":
+        return "Rejected", ":no_entry: " + _decided(card, "Rejected"), f"Rejected by {card.responded_by}: {call}"
+    if status == "expired":
+        line = f":alarm_clock: *Expired*: nobody decided by {_date(card.deadline)}, so the call was refused."
+        return "Expired", line, f"Expired: {call}"
+    if status == "cancelled":
+        why = escape(card.comment or "the agent cancelled the call")
+        return "Withdrawn", f":leftwards_arrow_with_hook: *Withdrawn*: {why}.", f"Withdrawn: {call}"
+    return status.capitalize(), f"*{escape(status)}*", f"{status}: {call}"
+
+
+def _buttons(card: Card) -> Block:
+    elements: list[Block] = [
+        {"type": "button", "action_id": APPROVE, "value": card.id, "style": "primary", "text": _plain("Approve")},
+        {"type": "button", "action_id": APPROVE_NOTE, "value": card.id, "text": _plain("Approve with note…")},
+        {"type": "button", "action_id": REJECT, "value": card.id, "style": "danger", "text": _plain("Reject…")},
+    ]
+    if card.url:
+        elements.append({"type": "button", "action_id": "signoff_open", "url": card.url, "text": _plain("Open")})
+    return {"type": "actions", "block_id": f"signoff_decide_{card.id}", "elements": elements}
+
+
+def request_message(card: Card) -> Message:
+    """The channel message for `card` in its current state; buttons only while it is pending."""
+    header, status_line, text = _state(card)
+    facts = [
+        f"*Agent*\n{escape(card.agent)}",
+        f"*Server*\n{escape(card.server)}",
+        f"*Tool*\n`{escape(card.tool)}`",
+        f"*Approvers*\n{_who_may_decide(card)}",
+    ]
+    if card.risk:
+        facts.append(f"*Risk*\n{escape(card.risk)}")
+    why = escape(card.reason) if card.reason else "_The policy gave no reason._"
+    if card.rule:
+        why += f"\n_Rule: {escape(card.rule)}_"
+    blocks: list[Block] = [
+        {"type": "header", "text": _plain(f"{header}: {card.tool}")},
+        {"type": "section", "fields": [_mrkdwn(f) for f in facts]},
+        _section(f"*Why it needs approval*\n{why}"),
+        _section(_arguments(card)),
+        _section(status_line),
+    ]
+    if card.status == "pending":
+        blocks.append(_buttons(card))
+    context = f"Request `{card.id}`"
+    if card.url:
+        context += f" · <{card.url}|web page>"
+    blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
+    return Message(text=_clip(text, 3000), blocks=blocks)
+
+
+def _modal(card: Card, callback_id: str, title: str, submit: str, label: str, optional: bool, meta: str) -> Block:
+    summary = f"*{escape(card.agent)}* wants to run `{escape(card.tool)}` on *{escape(card.server)}*."
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": meta,
+        "title": _plain(title, 24),
+        "submit": _plain(submit, 24),
+        "close": _plain("Cancel", 24),
+        "blocks": [
+            _section(summary),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "optional": optional,
+                "label": _plain(label, 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_ACTION,
+                    "multiline": True,
+                    "max_length": MAX_REASON,
+                },
+            },
+        ],
+    }
+
+
+def reject_modal(card: Card, channel: str) -> Block:
+    """The modal Reject opens: a reason is required, since the agent and the audit log show it."""
+    meta = json.dumps({"id": card.id, "channel": channel})
+    label = "Why? The agent reads this, and the audit log keeps it."
+    return _modal(card, REJECT_VIEW, "Reject the call", "Reject", label, optional=False, meta=meta)
+
+
+def note_modal(card: Card, channel: str) -> Block:
+    """The modal "Approve with note…" opens: the note is optional and lands in the audit log."""
+    meta = json.dumps({"id": card.id, "channel": channel})
+    label = "Note (optional): a ticket, a reason, a condition"
+    return _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+
+
+def check_message(team: str, bot: str) -> Message:
+    """What `signoff slack test` posts."""
+    text = f"signoff can post here: connected to {team} as @{bot}. Approval requests will appear in this channel."
+    return Message(text=text, blocks=[_section(":white_check_mark: " + escape(text))])

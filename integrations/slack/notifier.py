@@ -1,0 +1,270 @@
+"""SlackNotifier: one message per approval request in its channel, kept up to date with `chat.update`.
+
+`publish()` only marks the request as needing a sync, so a tool call never waits for Slack. A worker per
+request then renders the request as it now stands in the database (so a burst of events becomes one update,
+and the message can never show an older state than the last one it showed) and posts or updates it. Rate
+limits (429 + Retry-After) hold every call until Slack says; other failures are retried with backoff for as
+long as the request is pending. The request itself never depends on Slack: the web page and the API work
+whatever happens here, and failures are logged and counted for /healthz. It must not log tokens or arguments.
+"""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import aiohttp
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+from anyio.lowlevel import EventLoopToken
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlmodel import Session
+
+from approvals import service
+from approvals.errors import ApprovalNotFound
+from integrations.gateway.holding import ApprovalDesk
+from integrations.slack.blocks import Card, request_message
+from integrations.slack.diagnosis import explain
+
+__all__ = ["DeskRecords", "Posted", "Records", "SlackNotifier"]
+
+logger = logging.getLogger(__name__)
+
+Posted = dict[str, str]  # {"channel": "C0123", "ts": "1700000000.000100"}: where a request's message is
+
+
+class Records(Protocol):
+    """Where the notifier reads requests and keeps the Slack message of each."""
+
+    async def load(self, request_id: UUID) -> tuple[dict[str, Any], Posted | None]:
+        """The request as the API shows it (with its votes and "url"), and its Slack message if it has one."""
+        ...
+
+    async def save(self, request_id: UUID, posted: Posted) -> None: ...
+
+    async def unposted(self) -> list[UUID]:
+        """Pending requests that have no Slack message yet (announced while Slack was down, or before a crash)."""
+        ...
+
+
+class DeskRecords:
+    """`Records` on the approval database, through the desk's worker-thread sessions."""
+
+    def __init__(self, desk: ApprovalDesk) -> None:
+        self.desk = desk
+
+    async def load(self, request_id: UUID) -> tuple[dict[str, Any], Posted | None]:
+        def read(session: Session) -> tuple[dict[str, Any], Posted | None]:
+            request = service.get_request(session, request_id)
+            view = service.public_view(request, service.decisions_for(session, request_id))
+            posted = json.loads(request.messages or "{}").get("slack")
+            return {**view, "url": self.desk.link(request_id)}, posted
+
+        return await self.desk.db(read)
+
+    async def save(self, request_id: UUID, posted: Posted) -> None:
+        await self.desk.db(service.record_message, request_id, "slack", posted)
+
+    async def unposted(self) -> list[UUID]:
+        def read(session: Session) -> list[UUID]:
+            pending = service.list_requests(session, status="pending", limit=10_000)
+            return [r.id for r in pending if "slack" not in json.loads(r.messages or "{}")]
+
+        return await self.desk.db(read)
+
+
+class SlackNotifier:
+    """Implements `Notifier` for Slack. Call `start(task_group)` once and `await close()` at shutdown.
+
+    `posted`, `updated`, `failed`, `retries`, `syncing` and `last_error` are for /healthz.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        records: Records,
+        channel: str | None,
+        *,
+        first_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        final_attempts: int = 6,
+        close_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._records = records
+        self._channel = channel
+        self._first_backoff = first_backoff
+        self._max_backoff = max_backoff
+        self._final_attempts = final_attempts
+        self._close_timeout = close_timeout
+        self._clock = clock
+        self._dirty: set[UUID] = set()
+        self._running: set[UUID] = set()
+        self._where: dict[UUID, Posted] = {}  # what we posted, in case saving it failed
+        self._not_before = 0.0  # a 429 holds every call until then (Slack's limits are per app and method)
+        self._task_group: TaskGroup | None = None
+        self._loop_thread: int | None = None
+        self._token: EventLoopToken | None = None
+        self._idle: anyio.Event | None = None
+        self.posted = 0
+        self.updated = 0
+        self.failed = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+
+    @property
+    def syncing(self) -> int:
+        """Requests whose message is being posted or updated, or waiting to retry."""
+        return len(self._running | self._dirty)
+
+    def publish(self, event: str, request: dict[str, Any]) -> None:
+        """Mark the request's message as needing a sync; returns at once and never raises."""
+        try:
+            request_id = UUID(str(request["id"]))
+        except (KeyError, ValueError):
+            logger.error("Slack: %s without a request id; ignored", event)
+            return
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            self._mark(request_id)
+            return
+        try:
+            anyio.from_thread.run_sync(self._mark, request_id, token=self._token)
+        except RuntimeError:
+            logger.warning("Slack: %s for %s arrived while stopping; not shown in Slack", event, request_id)
+
+    def _mark(self, request_id: UUID) -> None:
+        self._dirty.add(request_id)
+        if self._task_group is not None and request_id not in self._running:
+            self._running.add(request_id)
+            self._task_group.start_soon(self._worker, request_id)
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Start syncing: what was published before now, and every pending request that has no message yet."""
+        if self._task_group is not None:
+            raise RuntimeError("SlackNotifier.start() was already called")
+        self._task_group = task_group
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        for request_id in list(self._dirty):
+            self._mark(request_id)
+        task_group.start_soon(self._catch_up)
+
+    async def _catch_up(self) -> None:
+        try:
+            unposted = await self._records.unposted()
+        except Exception:  # a background job's top-level handler: log it; new requests still get posted
+            logger.exception("Slack: cannot list the pending requests that have no message yet")
+            return
+        for request_id in unposted:
+            self._mark(request_id)
+
+    async def close(self) -> None:
+        """Let syncs in flight finish for up to `close_timeout` seconds; what is left is logged."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout):
+            while self._running:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        if self._running:
+            logger.warning("Slack: %d message(s) not brought up to date at shutdown", len(self._running))
+
+    async def _worker(self, request_id: UUID) -> None:
+        try:
+            while request_id in self._dirty:
+                self._dirty.discard(request_id)
+                try:
+                    await self._sync(request_id)
+                except Exception:  # the worker's top-level handler: one bad request must not stop the others
+                    logger.exception("Slack: updating the message of %s failed unexpectedly", request_id)
+                    self.failed += 1
+        finally:
+            self._running.discard(request_id)
+            if not self._running and self._idle is not None:
+                self._idle.set()
+
+    async def _sync(self, request_id: UUID) -> None:
+        attempt = 0
+        repost = False
+        while True:
+            try:
+                view, posted = await self._records.load(request_id)
+            except ApprovalNotFound:
+                logger.error("Slack: request %s is gone; no message to show", request_id)
+                return
+            posted = None if repost else self._where.get(request_id) or posted
+            message = request_message(Card.from_view(view))
+            channel = (posted or {}).get("channel") or view.get("channel") or self._channel
+            if not channel:
+                self._error("no channel", "set [slack] channel, or approval.channel in the rule")
+                self.failed += 1
+                return
+            await self._gate()
+            try:
+                if posted is None:
+                    response = await self._client.chat_postMessage(
+                        channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+                    )
+                    where = {"channel": str(response["channel"]), "ts": str(response["ts"])}
+                    self._where[request_id] = where
+                    self.posted += 1
+                    logger.info("Slack: posted %s to %s (%s)", request_id, channel, where["ts"])
+                    await self._records.save(request_id, where)
+                else:
+                    await self._client.chat_update(
+                        channel=posted["channel"], ts=posted["ts"], text=message.text, blocks=message.blocks
+                    )
+                    self.updated += 1
+                    logger.info("Slack: updated %s (%s)", request_id, view["status"])
+                return
+            except SlackApiError as exc:
+                error = str(exc.response.get("error") or f"status {exc.response.status_code}")
+                needed = exc.response.get("needed")
+                method = "chat.postMessage" if posted is None else "chat.update"
+                self._error(f"{method}: {error}", explain(error, channel=channel, needed=needed))
+                if exc.response.status_code == 429:
+                    self._hold(exc.response.headers.get("Retry-After"))
+                    delay = 0.0
+                elif error == "message_not_found" and posted is not None:
+                    repost, delay = True, 0.0  # someone deleted the message: post it again
+                else:
+                    attempt += 1
+                    delay = self._backoff(attempt)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                attempt += 1
+                delay = self._backoff(attempt)
+                self._error(type(exc).__name__, "cannot reach Slack")
+            if view["status"] != "pending" and attempt >= self._final_attempts:
+                # A pending request keeps trying (someone must see it); a finished one gives up in the end.
+                logger.error("Slack: giving up on the message of %s after %d attempts", request_id, attempt)
+                self.failed += 1
+                return
+            self.retries += 1
+            logger.warning(
+                "Slack: message of %s not synced (attempt %d); retrying in %.1f s", request_id, attempt, delay
+            )
+            await anyio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self._first_backoff * 2 ** (attempt - 1), self._max_backoff))
+
+    def _hold(self, retry_after: str | None) -> None:
+        seconds = float(retry_after) if retry_after and retry_after.strip().isdigit() else self._first_backoff
+        self._not_before = max(self._not_before, self._clock() + min(seconds, self._max_backoff * 5))
+
+    async def _gate(self) -> None:
+        wait = self._not_before - self._clock()
+        if wait > 0:
+            await anyio.sleep(wait)
+
+    def _error(self, what: str, why: str) -> None:
+        self.last_error = f"{what}: {why}"
+        self.last_error_at = datetime.now(UTC).isoformat(timespec="seconds")
+        logger.error("Slack: %s", self.last_error)
