@@ -174,6 +174,7 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
         page = await pages.desk(request).db(
             _read_page, wanted, _int(params.get("before")), _int(params.get("after")), size
         )
+        keep = {"limit": size} if size != PAGE else {}
         report, checked_at = await chain.current(request, pages, force=params.get("verify") == "now")
         context = {
             "wanted": wanted,
@@ -185,9 +186,9 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
             "kinds": [k.value for k in AuditKind],
             "outcomes": OUTCOMES,
             "export_query": wanted.query_string(),
-            "older_query": wanted.query_string(before=page.older) if page.older else None,
-            "newer_query": wanted.query_string(after=page.newer) if page.newer else None,
-            "newest_query": wanted.query_string(),
+            "older_query": wanted.query_string(**keep, before=page.older) if page.older else None,
+            "newer_query": wanted.query_string(**keep, after=page.newer) if page.newer else None,
+            "newest_query": wanted.query_string(**keep),
             "section": "audit",
         }
         status = 400 if problems else 200
