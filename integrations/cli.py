@@ -218,6 +218,19 @@ def _add_db_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
+def cmd_slack_test(args: argparse.Namespace) -> int:
+    from integrations.slack.check import check_slack
+
+    return check_slack(load_settings(args.config), args.channel, sys.stdout)
+
+
+def _add_slack_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    slack = commands.add_parser("slack", help="the Slack app").add_subparsers(dest="slack_command", required=True)
+    test = slack.add_parser("test", help="check the [slack] settings and post a test message; say what is wrong")
+    test.add_argument("--channel", help="post the test message here (default: [slack] channel)")
+    test.set_defaults(func=cmd_slack_test)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signoff", description="An MCP gateway with human sign-off.")
     parser.add_argument("--config", help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml)")
@@ -265,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="check the hash chain and name the first bad row")
     verify.set_defaults(func=cmd_audit_verify)
     _add_db_commands(commands)
+    _add_slack_commands(commands)
     return parser
 
 

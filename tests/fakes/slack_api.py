@@ -84,9 +84,10 @@ class FakeSlack:
         method = request.path_params["method"]
         args: dict[str, Any] = dict(request.query_params)
         body = await request.body()
-        if request.headers.get("content-type", "").startswith("application/json"):
+        is_json = request.headers.get("content-type", "").startswith("application/json")
+        if body.strip() and is_json:
             args.update(json.loads(body))
-        elif body:
+        elif body.strip():
             args.update((await request.form()).items())
         token = request.headers.get("authorization", "").removeprefix("Bearer ") or str(args.pop("token", ""))
         self.calls.append(Call(method, args, token))
