@@ -4,6 +4,7 @@ Pages are server-rendered Jinja2 with autoescaping on, so a tool argument, a rea
 never as markup. This module decides nothing about approvals; the route modules call the domain through the desk.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from integrations.gateway.holding import ApprovalDesk
 from integrations.web.identity import Identities, Identity, csrf_ok, csrf_token
 
 HERE = Path(__file__).parent
+_APPROVAL = re.compile(r"approval ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")
 Handler = Callable[[Request, Identity], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -90,6 +92,12 @@ def time_left(deadline: datetime | str, now: datetime) -> str:
     return f"{seconds} s left"
 
 
+def approval_id(detail: str) -> str:
+    """The approval request an audit row's detail names ("approval <id>: ..."), or ""."""
+    match = _APPROVAL.match(detail)
+    return match.group(1) if match else ""
+
+
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only, never another site (an open redirect)."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
@@ -104,7 +112,7 @@ class Pages:
         self.identities = identities
         self.middleware = list(middleware)
         self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.filters.update(when=when, iso=iso)
+        self.templates.env.filters.update(when=when, iso=iso, approval_id=approval_id)
         self.templates.env.globals.update(time_left=time_left)
 
     def route(self, path: str, endpoint: Endpoint, *, name: str | None = None, post: bool = False) -> Route:
