@@ -59,10 +59,10 @@ def load_server_policy(server: ServerSettings) -> Policy:
         raise ConfigError(f"servers.{server.name}.policy is invalid:\n{faults}") from exc
 
 
-def build_upstream(server: ServerSettings, client: httpx2.AsyncClient, timeout: float) -> Upstream:
+def build_upstream(server: ServerSettings, timeout: float) -> Upstream:
     if server.url is not None:
         headers = {k: v.get_secret_value() for k, v in server.headers.items()}
-        return HttpUpstream(server.name, server.url, headers, client)
+        return HttpUpstream(server.name, server.url, headers, timeout=timeout, connect_timeout=10.0)
     env = {k: v.get_secret_value() for k, v in server.env.items()}
     command = server.command or ()
     return StdioUpstream(server.name, command, env=child_environment(env), cwd=server.cwd, request_timeout=timeout)
@@ -104,12 +104,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             session.commit()
         audit = AuditWriter(engine)
         timeout = settings.gateway.upstream_timeout
-        client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=10.0),
-            limits=httpx2.Limits(max_connections=512, max_keepalive_connections=128),
-        )
         servers = {
-            s.name: Served(upstream=build_upstream(s, client, timeout), policy=policies[s.name])
+            s.name: Served(upstream=build_upstream(s, timeout), policy=policies[s.name])
             for s in settings.servers
         }
         gateway = Gateway(
@@ -171,7 +167,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     tg.cancel_scope.cancel()
         finally:
             await hooks_client.aclose()
-            await client.aclose()
             engine.dispose()
 
     async def healthz(request: Request) -> Response:

@@ -6,14 +6,15 @@ child process. Both answer with a `Reply` the gateway can send, inspect or rewri
 """
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx2
 from anyio.abc import TaskGroup
 
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.connections import ConnectionPool, Headers, Response, TransportError
 
 # Request headers a client may send that mean something to an MCP server; everything else (the agent's
 # Authorization, cookies, Origin) stays at the gateway.
@@ -21,6 +22,10 @@ FORWARDED_REQUEST_HEADERS = frozenset(
     {"accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"}
 )
 FORWARDED_RESPONSE_HEADERS = frozenset({"content-type", "mcp-session-id", "mcp-protocol-version", "cache-control"})
+_FORWARDED_RESPONSE_BYTES = frozenset(name.encode() for name in FORWARDED_RESPONSE_HEADERS)
+# Framing is the pool's business: a configured header cannot set these.
+_POOL_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+USER_AGENT = b"signoff"
 
 
 async def _nothing() -> None:
@@ -71,57 +76,93 @@ class Upstream(Protocol):
 
 
 class HttpUpstream:
-    """A Streamable HTTP upstream; requests and responses pass through unchanged."""
+    """A Streamable HTTP upstream; requests and responses pass through unchanged.
 
-    def __init__(self, name: str, url: str, headers: Mapping[str, str], client: httpx2.AsyncClient) -> None:
+    Requests go over the upstream's own keep-alive pool (`connections.ConnectionPool`), which
+    explains what is retried and why. Close it with `aclose()`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self._url = url
-        self._headers = dict(headers)
-        self._client = client
+        self._pool = ConnectionPool(
+            url,
+            connect_timeout=connect_timeout,
+            read_timeout=timeout,
+            max_connections=max_connections,
+            ssl_context=ssl_context,
+        )
+        self._target = self._pool.target.encode("ascii")
+        self._headers = {k.lower(): v.strip() for k, v in headers.items()}
+        configured = [(k.encode("ascii"), v.encode()) for k, v in self._headers.items() if k not in _POOL_HEADERS]
+        if "user-agent" not in self._headers:
+            configured.insert(0, (b"user-agent", USER_AGENT))
+        self._configured: Headers = configured
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
 
     def start(self, task_group: TaskGroup) -> None:
         return None
 
     async def aclose(self) -> None:
-        return None
+        await self._pool.aclose()
 
-    def _request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        out = {k: v for k, v in headers.items() if k in FORWARDED_REQUEST_HEADERS or k.startswith("mcp-param-")}
-        out.update(self._headers)
+    def _request_headers(self, headers: Mapping[str, str]) -> Headers:
+        """The agent's MCP headers (never its credentials), then the configured ones, which win."""
+        configured = self._headers
+        out = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in headers.items()
+            if (k in FORWARDED_REQUEST_HEADERS or k.startswith("mcp-param-")) and k not in configured
+        ]
+        out += self._configured
         return out
 
-    async def _send(self, method: str, headers: Mapping[str, str], body: bytes | None = None) -> Reply:
-        request = self._client.build_request(method, self._url, headers=self._request_headers(headers), content=body)
+    async def _send(self, method: bytes, headers: Mapping[str, str], body: bytes | None = None) -> Reply:
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx2.TransportError as exc:
+            response = await self._pool.request(method, self._target, self._request_headers(headers), body)
+        except TransportError as exc:
             raise UpstreamUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
-        reply_headers = [(k, v) for k, v in response.headers.items() if k in FORWARDED_RESPONSE_HEADERS]
-        reply = Reply(status=response.status_code, headers=reply_headers)
+        reply_headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers if k in _FORWARDED_RESPONSE_BYTES
+        ]
+        reply = Reply(status=response.status, headers=reply_headers)
         if reply.content_type == "text/event-stream":
             reply.stream = self._stream(response)
             reply.close = response.aclose
             return reply
         try:
-            reply.body = await response.aread()
-        except httpx2.TransportError as exc:
+            reply.body = await response.read()
+        except TransportError as exc:
             raise UpstreamUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            await response.aclose()
         return reply
 
-    async def _stream(self, response: httpx2.Response) -> AsyncIterator[bytes]:
+    async def _stream(self, response: Response) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.stream():
                 yield chunk
-        except httpx2.TransportError:
+        except TransportError:
             return  # the upstream dropped the stream; the client sees it end, as it would without us
+        finally:
+            await response.aclose()
 
     async def post(self, body: bytes, message: dict[str, Any], headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send("POST", headers, body)
+        return await self._send(b"POST", headers, body)
 
     async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send("GET", headers)
+        return await self._send(b"GET", headers)
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send("DELETE", headers)
+        return await self._send(b"DELETE", headers)
