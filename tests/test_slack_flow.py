@@ -22,6 +22,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from tests.conftest import Running
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_socket import SlackSocket
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -502,3 +503,29 @@ async def test_a_bot_outside_the_channel_is_explained_in_healthz_and_retried(sig
     assert "not_in_channel" in health["slack"]["last_error"]
     assert "/invite @signoff" in health["slack"]["last_error"]
     assert health["slack"]["posted"] == 1
+
+
+async def test_socket_mode_takes_clicks_over_the_websocket_without_a_public_url(signoff: Any) -> None:
+    slack, state, socket = FakeSlack(), EverythingState(), SlackSocket()
+    async with socket.serve() as wss, serve_http(slack.app) as api, serve_http(everything_http_app(state)) as upstream:
+        slack.socket_url = wss
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}]
+        extra = slack_config(api).replace(f'signing_secret = "{SECRET}"', 'app_token = "xapp-test-token"')
+        async with signoff(servers, gateway={"approval_hold": "0.3s"}, extra=extra) as running:
+            flow = Flow(running, slack, state)
+            async with running.client("ev") as client:
+                with anyio.fail_after(20):
+                    first = await client.call_tool("delete_record", {"record_id": "r-6"})
+                    message = await posted(flow, "delete_record")
+                    body = form(click_payload(message, "signoff_approve", "alice"))
+                    ack = await socket.send(click_payload(message, "signoff_approve", "carol"))
+                    await message.shows("Approved", "carol")
+                    collected = await client.call_tool("delete_record", {"record_id": "r-6"})
+                    http_mode = await flow.http("POST", "/slack/events", content=body, headers=signed(body))
+            health = (await flow.http("GET", "/healthz")).json()
+
+    assert meta(first)["outcome"] == "approval_pending"
+    assert ack["envelope_id"] and slack.called("apps.connections.open")[0].token == "xapp-test-token"
+    assert not collected.is_error and state.deleted_records == ["r-6"]
+    assert http_mode.status_code == 404  # no signing secret: no HTTP mode to forge requests against
+    assert health["slack"]["mode"] == "socket" and health["slack"]["socket_connected"] is True

@@ -55,7 +55,7 @@ class SlackIntegration:
             )
         self.settings = settings
         self.approvers = approvers
-        self.events = SlackEvents()
+        self.events = SlackEvents(enabled=settings.signing_secret is not None)
         self.notifier: SlackNotifier | None = None
         self.decisions: SlackDecisions | None = None
         self._socket: AsyncSocketModeHandler | None = None

@@ -286,7 +286,8 @@ def build_bolt_app(client: AsyncWebClient, signing_secret: str, decisions: Slack
 class SlackEvents:
     """`POST /slack/events`: Slack's HTTP mode. Answers 503 until the lifespan sets `handler` and `secret`."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.time) -> None:
+        self.enabled = enabled  # without a signing secret (Socket Mode only) there is no HTTP mode
         self.handler: AsyncSlackRequestHandler | None = None
         self.secret: str | None = None
         self.clock = clock
@@ -299,8 +300,10 @@ class SlackEvents:
         await response(scope, receive, send)
 
     async def respond(self, request: Request) -> Response:
+        if not self.enabled:
+            return JSONResponse({"error": "Slack HTTP mode is off: [slack] has no signing_secret"}, status_code=404)
         if self.handler is None or self.secret is None:
-            return JSONResponse({"error": "Slack HTTP mode is not ready (or has no signing_secret)"}, status_code=503)
+            return JSONResponse({"error": "signoff is starting"}, status_code=503)
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > MAX_BODY:
             return JSONResponse({"error": "body too large"}, status_code=413)
