@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from starlette.types import ASGIApp
 
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.connections import ConnectionPool
 from integrations.gateway.upstream import HttpUpstream, Reply
 from tests.fakes.upstreams import everything_http_app, serve_http
 
@@ -730,3 +731,18 @@ async def test_https_upstreams_verify_the_certificate_and_send_sni(tls: Certific
             assert caught.value.detail.startswith("ConnectError") and "CERTIFICATE_VERIFY_FAILED" in caught.value.detail
         finally:
             await untrusting.aclose()
+
+
+async def test_a_connection_idle_past_the_keepalive_expiry_is_replaced() -> None:
+    async with raw_server(keep_alive) as server:
+        pool = ConnectionPool(server.url, keepalive_expiry=0.2)
+        try:
+            for pause in (0, 0, 0.4, 0):
+                await anyio.sleep(pause)
+                response = await pool.request(b"POST", b"/mcp", [], b"{}")
+                await response.read()
+            assert server.accepted == 2
+            assert [r.number for r in server.requests] == [1, 2, 1, 2]
+            assert pool.open_connections == 1
+        finally:
+            await pool.aclose()
