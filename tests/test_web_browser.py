@@ -175,7 +175,6 @@ async def test_no_session_and_a_forged_csrf_token_get_nowhere(signoff: Any, chro
             await stranger.goto(f"{running.url}/approvals/{approval_id}")
             await expect(stranger.get_by_role("heading", name="Sign in")).to_be_visible()
             await expect(stranger.get_by_role("button", name="Approve")).to_have_count(0)
-            await screenshot(stranger, "login")
 
             page = await new_page(browser)
             await sign_in(page, running, "carol", f"/approvals/{approval_id}")
