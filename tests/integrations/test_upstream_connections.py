@@ -746,3 +746,36 @@ async def test_a_connection_idle_past_the_keepalive_expiry_is_replaced() -> None
             assert pool.open_connections == 1
         finally:
             await pool.aclose()
+
+
+async def test_a_large_stream_read_slowly_arrives_whole_and_the_connection_is_kept() -> None:
+    event = b"event: message\ndata: " + b"x" * 16_000 + b"\n\n"
+    count = 64  # ~1 MiB: reading pauses at 256 KiB unconsumed and resumes as the consumer catches up
+
+    async def large(request: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        if request.number > 1:
+            return await keep_alive(request, writer)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(count):
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    with anyio.fail_after(20):
+        async with raw_server(large) as server:
+            upstream = HttpUpstream("raw", server.url, {})
+            try:
+                reply = await post(upstream, rpc("tools/call"))
+                assert reply.stream is not None
+                received = bytearray()
+                async for chunk in reply.stream:
+                    received += chunk
+                    await anyio.sleep(0.002)
+                await reply.close()
+                assert bytes(received) == event * count
+                assert (await post(upstream, rpc("ping", request_id=2))).status == 200
+                assert server.accepted == 1
+            finally:
+                await upstream.aclose()
