@@ -9,6 +9,7 @@ CSRF token: never the approver token.
 
 import hmac
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -62,16 +63,20 @@ class Identities:
         self.directory: Mapping[str, Approver] = {a.name: a for a in approvers}
 
     def current(self, request: Request) -> Identity | None:
-        name = request.session.get("approver")
+        name, since = request.session.get("approver"), request.session.get("since")
         approver = self.directory.get(name) if isinstance(name, str) else None
-        if approver is None:
+        # The cookie's own signature age restarts whenever the session is rewritten (a flash message does);
+        # the sign-in time does not, so a session ends SESSION_HOURS after sign-in whatever happened since.
+        if approver is None or not isinstance(since, int | float) or time.time() - since > SESSION_HOURS * 3600:
             return None
         return Identity(approver, str(request.session.get("method", "")))
 
     def sign_in(self, request: Request, approver: Approver, method: str) -> None:
         # A fresh session (and CSRF token) at every sign-in: nothing from before it carries over.
         request.session.clear()
-        request.session.update({"approver": approver.name, "method": method, "csrf": secrets.token_urlsafe(32)})
+        request.session.update(
+            {"approver": approver.name, "method": method, "since": int(time.time()), "csrf": secrets.token_urlsafe(32)}
+        )
 
     def sign_out(self, request: Request) -> None:
         request.session.clear()

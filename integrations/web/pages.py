@@ -100,7 +100,14 @@ def approval_id(detail: str) -> str:
 
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only, never another site (an open redirect)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
+    # Browsers drop tabs and newlines inside URLs and read a backslash as a slash, so "/\t/evil" is "//evil".
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(c < " " or c == "\x7f" for c in target)
+    ):
         return "/approvals"
     return target
 
@@ -134,7 +141,8 @@ class Pages:
         status_code: int = 200,
         identity: Identity | None = None,
     ) -> Response:
-        flash = request.session.pop("flash", None)
+        # A fragment fetched by a page's script must not take the flash meant for the next full page.
+        flash = None if template.startswith("_") else request.session.pop("flash", None)
         return self.templates.TemplateResponse(
             request,
             template,

@@ -4,9 +4,11 @@ A real signoff (uvicorn, lifespan, SQLite) in front of a real MCP upstream; a re
 held while the test decides; httpx2 as the browser, keeping the session cookie.
 """
 
+import base64
 import csv
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx2
 import pytest
+from itsdangerous import TimestampSigner
 from mcp_types import CallToolResult, TextContent
 from sqlalchemy import text
 from sqlmodel import Session
@@ -101,13 +104,14 @@ async def test_sign_in_gives_a_signed_httponly_samesite_cookie_and_sign_out_ends
 async def test_sign_in_only_redirects_to_this_site(signoff: Any) -> None:
     async with guarded(signoff, EverythingState()) as running, browser(running) as http:
         targets = []
-        for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/audit?tool=echo"):
+        hostile = ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/\t/evil.example", "/\n/evil")
+        for target in (*hostile, "/audit?tool=echo"):
             form = await http.get("/login")
             data = {"csrf": csrf_of(form.text), "token": "bob-approver-token", "next": target}
             targets.append((await http.post("/login", data=data)).headers["location"])
             await http.post("/logout", data={"csrf": csrf_of((await http.get("/approvals")).text)})
 
-    assert targets == ["/approvals", "/approvals", "/approvals", "/audit?tool=echo"]
+    assert targets == ["/approvals"] * len(hostile) + ["/audit?tool=echo"]
 
 
 async def test_approving_through_the_form_runs_the_held_call_and_records_the_web_channel(signoff: Any) -> None:
@@ -346,6 +350,23 @@ async def test_a_configured_session_secret_keeps_sign_ins_across_a_restart(signo
 
     assert again.status_code == 200 and "Signed in as <strong>bob</strong>" in again.text
     assert random_secret.status_code == 303
+
+
+async def test_a_session_ends_twelve_hours_after_sign_in(signoff: Any) -> None:
+    extra = f'\n[web]\nsession_secret = "{SESSION_SECRET}"\n'
+    signer = TimestampSigner(SESSION_SECRET)
+
+    def cookie(since: float) -> str:
+        data = {"approver": "alice", "method": "token", "since": int(since), "csrf": "c"}
+        return signer.sign(base64.b64encode(json.dumps(data).encode())).decode()
+
+    async with guarded(signoff, EverythingState(), extra=extra) as running, browser(running) as http:
+        set_cookie(http, cookie(time.time() - 11 * 3600))
+        fresh = await http.get("/approvals")
+        set_cookie(http, cookie(time.time() - 13 * 3600))
+        stale = await http.get("/approvals")
+
+    assert fresh.status_code == 200 and stale.status_code == 303
 
 
 def test_a_short_session_secret_is_refused(tmp_path: Any) -> None:
