@@ -244,6 +244,15 @@ async def ephemeral(flow: Flow, user: str, count: int = 1) -> str:
     return ephemerals(flow, user)[count - 1]
 
 
+async def healthz_until(flow: Flow, key: str) -> dict[str, Any]:
+    """/healthz once its slack detail has `key` set (the caller bounds the wait)."""
+    while True:
+        health: dict[str, Any] = (await flow.http("GET", "/healthz")).json()
+        if health["slack"].get(key):
+            return health
+        await anyio.sleep(0.05)
+
+
 def text(result: CallToolResult) -> str:
     return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
@@ -529,3 +538,29 @@ async def test_socket_mode_takes_clicks_over_the_websocket_without_a_public_url(
     assert not collected.is_error and state.deleted_records == ["r-6"]
     assert http_mode.status_code == 404  # no signing secret: no HTTP mode to forge requests against
     assert health["slack"]["mode"] == "socket" and health["slack"]["socket_connected"] is True
+
+
+async def test_a_request_made_while_slack_was_unreachable_is_posted_when_signoff_starts_again(signoff: Any) -> None:
+    state = EverythingState()
+    async with serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}]
+        async with serve_http(FakeSlack().app) as gone:
+            pass  # a port where nothing listens any more: Slack is down
+        down = slack_config(gone)
+        async with signoff(servers, gateway={"approval_hold": "0.3s"}, extra=down) as running:
+            async with running.client("ev") as client:
+                with anyio.fail_after(20):
+                    first = await client.call_tool("delete_record", {"record_id": "r-7"})
+                    health = await healthz_until(Flow(running, FakeSlack(), state), "last_error")
+        slack = FakeSlack()
+        async with serve_http(slack.app) as api, signoff(servers, extra=slack_config(api)) as running:
+            flow = Flow(running, slack, state)
+            with anyio.fail_after(20):
+                message = await posted(flow, "delete_record")
+                await click(flow, message, "signoff_approve", "alice")
+                await message.shows("Approved")
+            detail = await flow.approval(meta(first)["approval_id"])
+
+    assert meta(first)["outcome"] == "approval_pending"  # the request never waited for Slack
+    assert health["slack"]["posted"] == 0 and "cannot reach Slack" in health["slack"]["last_error"]
+    assert detail["status"] == "approved" and detail["decisions"][0]["channel"] == "slack"

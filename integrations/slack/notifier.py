@@ -114,6 +114,7 @@ class SlackNotifier:
         self._loop_thread: int | None = None
         self._token: EventLoopToken | None = None
         self._idle: anyio.Event | None = None
+        self._stopping = anyio.Event()  # set by close(): waits for a retry end at once
         self.posted = 0
         self.updated = 0
         self.failed = 0
@@ -168,7 +169,11 @@ class SlackNotifier:
             self._mark(request_id)
 
     async def close(self) -> None:
-        """Let syncs in flight finish for up to `close_timeout` seconds; what is left is logged."""
+        """Let calls in flight finish for up to `close_timeout` seconds (retries stop); what is left is logged.
+
+        Nothing is lost: the next start posts every pending request that has no message yet.
+        """
+        self._stopping.set()
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout):
             while self._running:
                 self._idle = anyio.Event()
@@ -206,7 +211,8 @@ class SlackNotifier:
                 self._error("no channel", "set [slack] channel, or approval.channel in the rule")
                 self.failed += 1
                 return
-            await self._gate()
+            if not await self._gate():
+                return
             try:
                 if posted is None:
                     response = await self._client.chat_postMessage(
@@ -250,7 +256,9 @@ class SlackNotifier:
             logger.warning(
                 "Slack: message of %s not synced (attempt %d); retrying in %.1f s", request_id, attempt, delay
             )
-            await anyio.sleep(delay)
+            if not await self._pause(delay):
+                logger.warning("Slack: stopping; the message of %s is not up to date", request_id)
+                return
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self._first_backoff * 2 ** (attempt - 1), self._max_backoff))
@@ -259,10 +267,15 @@ class SlackNotifier:
         seconds = float(retry_after) if retry_after and retry_after.strip().isdigit() else self._first_backoff
         self._not_before = max(self._not_before, self._clock() + min(seconds, self._max_backoff * 5))
 
-    async def _gate(self) -> None:
-        wait = self._not_before - self._clock()
-        if wait > 0:
-            await anyio.sleep(wait)
+    async def _gate(self) -> bool:
+        return await self._pause(self._not_before - self._clock())
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` unless signoff is stopping first; whether to go on."""
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self._stopping.wait()
+        return not self._stopping.is_set()
 
     def _error(self, what: str, why: str) -> None:
         self.last_error = f"{what}: {why}"
