@@ -422,8 +422,10 @@ async def test_double_clicks_slack_retries_and_replays_change_nothing_twice(sign
             replay = await flow.http("POST", "/slack/events", content=body, headers=headers)
             await message.shows("Approved")
             retried = {**signed(second), "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+            updates = len(flow.slack.called("chat.update"))
             again = await flow.http("POST", "/slack/events", content=second, headers=retried)
             told = await ephemeral(flow, "alice")
+            await flow.slack.wait_for("chat.update", updates + 1)  # a click on stale buttons refreshes the message
             collected = await client.call_tool("delete_record", {"record_id": "r-2"})
         rows = await flow.running.audit()
 

@@ -70,7 +70,7 @@ class SlackIntegration:
         bot_token = self.settings.bot_token.get_secret_value() if self.settings.bot_token else ""
         client = AsyncWebClient(token=bot_token, base_url=api_base_url(self.settings), timeout=10)
         self.notifier = SlackNotifier(client, DeskRecords(desk), self.settings.channel)
-        self.decisions = SlackDecisions(desk, client, self.approvers)
+        self.decisions = SlackDecisions(desk, client, self.approvers, refresh=self.notifier.refresh)
         secret = self.settings.signing_secret
         # Without a signing secret (Socket Mode only) nothing can verify against this random one.
         app = build_bolt_app(client, secret.get_secret_value() if secret else secrets.token_hex(32), self.decisions)

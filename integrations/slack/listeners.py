@@ -97,10 +97,17 @@ class ViewSubmission(_Payload):
 class SlackDecisions:
     """What a click or a modal submission does; `approvers` maps Slack user ids to approvers."""
 
-    def __init__(self, desk: ApprovalDesk, client: AsyncWebClient, approvers: Mapping[str, service.Approver]) -> None:
+    def __init__(
+        self,
+        desk: ApprovalDesk,
+        client: AsyncWebClient,
+        approvers: Mapping[str, service.Approver],
+        refresh: Callable[[UUID], None] = lambda _id: None,
+    ) -> None:
         self.desk = desk
         self.client = client
         self.approvers = dict(approvers)
+        self.refresh = refresh  # brings a request's message up to date (a click on buttons that should be gone)
         self.decided = 0
         self.refused = 0
 
@@ -145,6 +152,8 @@ class SlackDecisions:
             result = await self.desk.decide(request_id, approver, verdict, comment, CHANNEL)
         except ApprovalError as exc:
             self.refused += 1
+            if isinstance(exc, AlreadyDecided):
+                self.refresh(request_id)
             await self._tell(channel, user, refusal(exc))
             return
         self.decided += 1

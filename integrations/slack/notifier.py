@@ -142,6 +142,10 @@ class SlackNotifier:
         except RuntimeError:
             logger.warning("Slack: %s for %s arrived while stopping; not shown in Slack", event, request_id)
 
+    def refresh(self, request_id: UUID) -> None:
+        """Bring the request's message up to date (from the event loop's thread)."""
+        self._mark(request_id)
+
     def _mark(self, request_id: UUID) -> None:
         self._dirty.add(request_id)
         if self._task_group is not None and request_id not in self._running:
