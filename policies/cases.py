@@ -1,0 +1,217 @@
+"""Declarative test cases for a policy, kept beside it (`policy.tests.json`), and running them.
+
+Pure: case JSON text in, results out. A case file is a JSON array of cases:
+
+    {"name": "kill of a system pid is denied", "identity": "alice", "tool": "kill_connection",
+     "arguments": {"pid": 87}, "expect": "deny", "rule": "tools[\\"kill_connection\\"].deny_if[0]"}
+
+`expect` is allow, deny, hidden, rate_limited or require_approval. `rule` (optional) must match the deciding rule's
+locator, or a leading part of it (`tools["x"]` matches `tools["x"].deny_if[0]`); a bare tools key `x` stands for
+`tools["x"]`. `repeat: N` (optional) makes the call N times at one instant and checks the last decision, to test
+limits. Each case runs with fresh counters and a fixed clock, so cases never affect each other.
+"""
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policies.errors import Fault, PolicyError, format_fault
+from policies.evaluate import evaluate
+from policies.explain import DecisionKind, kind_of
+from policies.limits import RateLimiter
+from policies.model import Decision, Policy, ToolCall, tool_locator
+from policies.values import json_kind, show
+
+__all__ = ["CASE_KEYS", "Case", "CaseResult", "CasesInvalid", "load_cases", "match_rule", "run_cases"]
+
+CASE_KEYS = ("name", "identity", "tool", "arguments", "expect", "rule", "repeat", "server")
+DEFAULT_IDENTITY = "test-agent"
+DEFAULT_SERVER = "test"
+MAX_REPEAT = 100_000
+# A fixed instant at the start of a UTC day, so every window (second to day) starts exactly here.
+CLOCK = 1_800_028_800.0
+
+
+class CasesInvalid(PolicyError, ValueError):
+    """Raised when a case file has at least one fault; `.faults` lists them all, each with its JSON path."""
+
+    def __init__(self, source: str, faults: list[Fault]) -> None:
+        lines = "\n".join(format_fault(f, source) for f in faults)
+        noun = "error" if len(faults) == 1 else "errors"
+        super().__init__(f"{source}: test cases are invalid ({len(faults)} {noun}):\n{lines}")
+        self.source = source
+        self.faults = faults
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One expected decision: `identity` calls `tool` with `arguments` (`repeat` times) and expects `expect`."""
+
+    name: str
+    tool: str
+    expect: DecisionKind
+    identity: str = DEFAULT_IDENTITY
+    arguments: Mapping[str, Any] | None = None
+    rule: str | None = None
+    repeat: int = 1
+    server: str = DEFAULT_SERVER
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """What happened to a case: the last decision, whether it was the expected one, and why not if it failed."""
+
+    case: Case
+    decision: Decision
+    passed: bool
+    problem: str = ""
+    tally: tuple[tuple[DecisionKind, int], ...] = ()
+
+    @property
+    def got(self) -> DecisionKind:
+        """The kind of the last decision."""
+        return kind_of(self.decision)
+
+    def describe(self) -> str:
+        """One line: what the policy did (with its rule and reason) and, for repeats, what each call got."""
+        reason = getattr(self.decision, "reason", None)
+        text = f"{self.got} by {self.decision.rule}" + (f": {reason}" if reason else "")
+        if self.case.repeat > 1:
+            counts = ", ".join(f"{kind} x{n}" for kind, n in self.tally)
+            text += f" (call {self.case.repeat} of {self.case.repeat}; {counts})"
+        return text
+
+
+def _path(index: int, key: str | None = None) -> str:
+    if key is None:
+        return f"$[{index}]"
+    return f"$[{index}].{key}" if key.isidentifier() else f"$[{index}][{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> Case | None:
+    at = _path(index)
+    before = len(faults)
+
+    def fault(key: str | None, message: str, hint: str | None = None) -> None:
+        faults.append(Fault(_path(index, key), message, hint))
+
+    if not isinstance(raw, dict):
+        fault(None, f"expected a case object, got {json_kind(raw)} {show(raw)}", _EXAMPLE)
+        return None
+    for key in raw:
+        if key not in CASE_KEYS:
+            valid = ", ".join(f'"{k}"' for k in CASE_KEYS)
+            fault(key, f"unknown key {show(key)}", f"valid keys: {valid}")
+    for key in ("name", "tool", "expect"):
+        if key not in raw:
+            faults.append(Fault(at, f'missing required key "{key}"', f"e.g. {_EXAMPLE}"))
+    for key in ("name", "tool", "identity", "rule", "server"):
+        value = raw.get(key, "-")
+        if not isinstance(value, str) or not value:
+            fault(key, f"expected a non-empty string, got {json_kind(value)} {show(value)}")
+    if not isinstance(raw.get("arguments", {}), dict):
+        fault("arguments", f"expected an object, got {json_kind(raw['arguments'])} {show(raw['arguments'])}")
+    if "expect" in raw and raw["expect"] not in tuple(DecisionKind):
+        kinds = ", ".join(f'"{k}"' for k in DecisionKind)
+        fault("expect", f"invalid expect {show(raw['expect'])}", f"use one of {kinds}")
+    repeat = raw.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+        fault("repeat", f"repeat must be a whole number from 1 to {MAX_REPEAT}, got {show(repeat)}")
+    name = raw.get("name")
+    if isinstance(name, str) and name:
+        if name in names:
+            fault("name", f"case $[{names[name]}] has the same name {show(name)}", "give each case its own name")
+        else:
+            names[name] = index
+    if len(faults) > before:
+        return None
+    return Case(
+        name=raw["name"],
+        tool=raw["tool"],
+        expect=DecisionKind(raw["expect"]),
+        identity=raw.get("identity", DEFAULT_IDENTITY),
+        arguments=raw.get("arguments", {}),
+        rule=raw.get("rule"),
+        repeat=repeat,
+        server=raw.get("server", DEFAULT_SERVER),
+    )
+
+
+_EXAMPLE = '{"name": "reads are allowed", "tool": "list_items", "arguments": {}, "expect": "allow"}'
+
+
+def load_cases(text: str | bytes, *, source: str = "<cases>") -> tuple[Case, ...]:
+    """Parse and check a case file.
+
+    Args:
+        text: The JSON text: an array of case objects.
+        source: Where it came from, for messages.
+
+    Returns:
+        The cases, in file order.
+
+    Raises:
+        CasesInvalid: The text is not JSON, not an array, or any case is malformed; every fault is listed.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            message = f"the file is not UTF-8 text (bad byte at offset {exc.start})"
+            raise CasesInvalid(source, [Fault("$", message)]) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise CasesInvalid(source, [Fault("$", message)]) from exc
+    except RecursionError as exc:
+        raise CasesInvalid(source, [Fault("$", "the file is nested too deeply to read")]) from exc
+    if not isinstance(doc, list):
+        message = f"expected an array of cases, got {json_kind(doc)}"
+        raise CasesInvalid(source, [Fault("$", message, f"[{_EXAMPLE}]")])
+    faults: list[Fault] = []
+    names: dict[str, int] = {}
+    cases = [_case(i, raw, faults, names) for i, raw in enumerate(doc)]
+    if faults:
+        raise CasesInvalid(source, faults)
+    return tuple(c for c in cases if c is not None)
+
+
+def match_rule(expected: str, locator: str) -> bool:
+    """Whether a case's `rule` names the deciding `locator`: the same, a leading part of it, or its bare tools key."""
+    if not expected.startswith(("tools[", "hide[", "all_tools")) and expected not in ("default", "error"):
+        expected = tool_locator(expected)
+    return locator == expected or (locator.startswith(expected) and locator[len(expected)] in ".[")
+
+
+def run_cases(policy: Policy, cases: tuple[Case, ...] | list[Case]) -> list[CaseResult]:
+    """Run every case against `policy`, each with fresh counters at the same fixed instant.
+
+    Args:
+        policy: The compiled policy under test.
+        cases: The cases to run.
+
+    Returns:
+        One result per case, in order.
+    """
+    results = []
+    for case in cases:
+        limiter = RateLimiter()
+        call = ToolCall(case.server, case.tool, case.arguments or {}, case.identity)
+        kinds: Counter[DecisionKind] = Counter()
+        decision: Decision | None = None
+        for _ in range(case.repeat):
+            decision = evaluate(policy, call, limiter, CLOCK)
+            kinds[kind_of(decision)] += 1
+        if decision is None:  # repeat >= 1 is checked on load; a Case built by hand may say 0
+            raise ValueError(f"case {case.name!r}: repeat must be at least 1")
+        got = kind_of(decision)
+        problem = ""
+        if got is not case.expect:
+            problem = f"expected {case.expect}, got {got}"
+        elif case.rule is not None and not match_rule(case.rule, decision.rule):
+            problem = f"expected rule {case.rule}, got {decision.rule}"
+        results.append(CaseResult(case, decision, not problem, problem, tuple(sorted(kinds.items()))))
+    return results

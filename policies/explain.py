@@ -1,0 +1,328 @@
+"""Why a policy decided one call the way it did: a trace of every step of evaluation, in evaluation's order.
+
+Pure apart from the rate-limit counters it is handed. The decision is `evaluate`'s own (the call is counted against
+limits as a real call would be); the trace reads the same compiled policy (`Policy.resolve`, `conditions.check`,
+`RateLimiter.remaining`) and marks as deciding the step whose locator `evaluate` returned, so the two cannot
+disagree: steps before it passed, steps after it were not reached.
+"""
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, assert_never
+
+from policies.conditions import MISSING, Outcome, check, is_redacted
+from policies.evaluate import evaluate
+from policies.globs import GlobSyntaxError, compile_glob, is_glob
+from policies.limits import RateLimiter, describe_window, format_seconds
+from policies.model import (
+    DEFAULT_APPROVAL,
+    Action,
+    Allow,
+    ApprovalSpec,
+    Condition,
+    Decision,
+    Deny,
+    Hidden,
+    Limit,
+    NeedsApproval,
+    Policy,
+    RateLimited,
+    Rule,
+    ToolCall,
+    hide_locator,
+)
+from policies.values import show
+
+__all__ = ["DecisionKind", "Step", "StepOutcome", "Trace", "explain_call", "format_trace", "kind_of"]
+
+
+class DecisionKind(StrEnum):
+    """A decision's kind, as test cases and reports name it."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    HIDDEN = "hidden"
+    RATE_LIMITED = "rate_limited"
+    REQUIRE_APPROVAL = "require_approval"
+
+
+def kind_of(decision: Decision) -> DecisionKind:
+    """Return the kind of a decision."""
+    match decision:
+        case Allow():
+            return DecisionKind.ALLOW
+        case Deny():
+            return DecisionKind.DENY
+        case Hidden():
+            return DecisionKind.HIDDEN
+        case RateLimited():
+            return DecisionKind.RATE_LIMITED
+        case NeedsApproval():
+            return DecisionKind.REQUIRE_APPROVAL
+        case _:
+            assert_never(decision)
+
+
+class StepOutcome(StrEnum):
+    """What one step of evaluation did with the call."""
+
+    PASSED = "passed"
+    DECIDED = "decided"
+    NOT_REACHED = "not reached"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step: its short `label` (e.g. `deny_if[0]`), its policy `locator`, its outcome and a sentence."""
+
+    label: str
+    locator: str
+    outcome: StepOutcome
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """A call, the decision `evaluate` made, and every step that led to it."""
+
+    call: ToolCall
+    decision: Decision
+    steps: tuple[Step, ...]
+    redact: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> DecisionKind:
+        """The decision's kind."""
+        return kind_of(self.decision)
+
+    @property
+    def deciding(self) -> Step | None:
+        """The step that decided the call (None only if evaluation failed unexpectedly)."""
+        return next((s for s in self.steps if s.outcome is StepOutcome.DECIDED), None)
+
+
+class _Walk:
+    """Collects steps in evaluation order; the first one that matches the decision decides."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.kind = kind_of(decision)
+        self.steps: list[Step] = []
+        self.reached = True
+
+    def step(
+        self, label: str, locator: str, kind: DecisionKind | None, text: Callable[[bool], str], unreached: str = ""
+    ) -> None:
+        """Add a step: `kind` is what it decides if it is the decider; `text(decides)` says what it found."""
+        if not self.reached:
+            self.steps.append(Step(label, locator, StepOutcome.NOT_REACHED, unreached))
+            return
+        decides = kind is not None and kind is self.kind and locator == self.decision.rule
+        self.steps.append(Step(label, locator, StepOutcome.DECIDED if decides else StepOutcome.PASSED, text(decides)))
+        if decides:
+            self.reached = False
+
+
+def _matches(pattern: str, tool: str) -> bool:
+    if not is_glob(pattern):
+        return pattern == tool
+    try:
+        return compile_glob(pattern).fullmatch(tool) is not None
+    except GlobSyntaxError:
+        return False
+
+
+def _name(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _hide_text(policy: Policy, tool: str, hidden: str | None) -> str:
+    if hidden is None:
+        return f"no hide entry matches {_name(tool)}"
+    others = [p for p in policy.hide if p != hidden and _matches(p, tool)]
+    also = f" (also matched by {', '.join(_name(p) for p in others)})" if others else ""
+    return f"hidden by hide entry {_name(hidden)}{also}: not listed, and every call is refused"
+
+
+def _match_text(policy: Policy, tool: str, rule: Rule | None) -> str:
+    if rule is None:
+        return f"no tools key matches {_name(tool)}, so the default applies ({policy.default})"
+    if not is_glob(rule.pattern):
+        head = f"{rule.locator} matches {_name(tool)} exactly"
+    else:
+        head = f"{rule.locator} matches {_name(tool)} as a glob"
+    beaten: dict[str, list[str]] = {}
+    for other in policy.rules:
+        if other is rule or not _matches(other.pattern, tool):
+            continue
+        if not is_glob(rule.pattern):
+            why = "an exact name wins over any glob"
+        elif len(other.pattern) < len(rule.pattern):
+            why = "a longer glob wins"
+        else:
+            why = "same length, and the earlier key in the file wins"
+        beaten.setdefault(why, []).append(_name(other.pattern))
+    return head + "".join(f"; it beats {', '.join(names)} ({why})" for why, names in beaten.items())
+
+
+def _test_text(condition: Condition) -> str:
+    if condition.op == "exists":
+        return f"{condition.arg} {'exists' if condition.value else 'is absent'}"
+    return f"{condition.arg} {condition.op} {show(condition.value)}"
+
+
+def _condition_text(
+    condition: Condition, outcome: Outcome, actual: Any, redact: tuple[str, ...], effect: str, decides: bool
+) -> str:
+    test = _test_text(condition)
+    if actual is MISSING:
+        found = f"argument {_name(condition.arg)} is missing"
+    else:
+        value = "[redacted]" if is_redacted(condition.arg, redact) else show(actual)
+        found = f"argument {_name(condition.arg)} is {value}"
+    result = {
+        Outcome.HOLDS: "holds",
+        Outcome.FAILS: "does not hold",
+        Outcome.ERROR: "cannot be tested (fails closed)",
+    }[outcome]
+    return f"{test}: {found}, so it {result}" + (f", and {effect}" if decides else "")
+
+
+def _limit_head(limit: Limit) -> str:
+    calls = "call" if limit.max == 1 else "calls"
+    window = describe_window(limit.window_seconds)
+    return f"counter {_name(limit.counter)} allows {limit.max} {calls} per {window} (scope {limit.scope})"
+
+
+def _limit_text(limit: Limit, before: int, after: int, decision: Decision, decides: bool) -> str:
+    head = _limit_head(limit)
+    if decides and isinstance(decision, RateLimited):
+        return f"{head}: none left, so the call is rate-limited; retry in {format_seconds(decision.retry_after)}"
+    if isinstance(decision, RateLimited):
+        return f"{head}: {before} left; not counted, because another limit is exhausted"
+    return f"{head}: {before} left before this call, {after} after"
+
+
+def _approval_text(approval: ApprovalSpec) -> str:
+    who = ", ".join(approval.approvers) if approval.approvers else "any configured approver"
+    return f"approvers: {who}; quorum {approval.quorum}; timeout {format_seconds(approval.timeout_seconds)}"
+
+
+def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -> Trace:
+    """Decide one call with `evaluate` and trace every step that led there.
+
+    Args:
+        policy: The compiled policy of the call's server.
+        call: The call to explain.
+        limiter: The counters rate limits consume; the call is counted as a real call would be.
+        now: Seconds since the epoch.
+
+    Returns:
+        The decision and its steps: hide, the matching tools key (and the keys it beat), each condition with the
+        argument's value and outcome, each limit with its remaining budget, the action, and the final word.
+    """
+    tool, arguments = call.tool, call.arguments
+    hidden, rule = policy.resolve(tool)
+    limits = policy.located_all_tools_limits + (rule.located_limits if rule is not None else ())
+    before = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
+    decision = evaluate(policy, call, limiter, now)
+    after = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
+
+    walk = _Walk(decision)
+    hide_at = hide_locator(hidden) if hidden is not None else "hide"
+    walk.step("hide", hide_at, DecisionKind.HIDDEN, lambda d: _hide_text(policy, tool, hidden))
+    match_text = _match_text(policy, tool, rule)
+    walk.step("tools", rule.locator if rule else "tools", None, lambda d: match_text, match_text)
+
+    def limit_steps(prefix: str) -> None:
+        for locator, limit in limits:
+
+            def text(d: bool, limit: Limit = limit, locator: str = locator) -> str:
+                return _limit_text(limit, before[locator], after[locator], decision, d)
+
+            unreached = f"{_limit_head(limit)}: {before[locator]} left; not counted"
+            walk.step(locator.removeprefix(prefix), locator, DecisionKind.RATE_LIMITED, text, unreached)
+
+    if rule is None:
+        if policy.default is not Action.DENY:
+            limit_steps("")
+        default_kind = {
+            Action.DENY: DecisionKind.DENY,
+            Action.ALLOW: DecisionKind.ALLOW,
+            Action.REQUIRE_APPROVAL: DecisionKind.REQUIRE_APPROVAL,
+        }[policy.default]
+        walk.step("default", "default", default_kind, lambda d: f"the policy's default is {policy.default}")
+        return _finish(call, decision, walk)
+
+    loc = rule.locator
+    if rule.action is Action.DENY:
+        walk.step("action", loc, DecisionKind.DENY, lambda d: "action is deny: every call is refused")
+    denied = "the call is denied"
+    for i, condition in enumerate(rule.require):
+        _condition_step(walk, rule, f"require[{i}]", condition, arguments, DecisionKind.DENY, denied)
+    for i, condition in enumerate(rule.deny_if):
+        _condition_step(walk, rule, f"deny_if[{i}]", condition, arguments, DecisionKind.DENY, denied)
+    limit_steps(loc + ".")
+    approval = _approval_text(rule.approval or DEFAULT_APPROVAL)
+    if rule.action is Action.REQUIRE_APPROVAL:
+        text = f"action is require_approval: a person must approve ({approval})"
+        walk.step("action", loc, DecisionKind.REQUIRE_APPROVAL, lambda d: text)
+    for i, condition in enumerate(rule.approve_if):
+        effect = f"a person must approve ({approval})"
+        _condition_step(walk, rule, f"approve_if[{i}]", condition, arguments, DecisionKind.REQUIRE_APPROVAL, effect)
+    walk.step("allow", loc, DecisionKind.ALLOW, lambda d: "nothing refused the call, so the rule allows it")
+    return _finish(call, decision, walk, rule)
+
+
+def _condition_step(
+    walk: _Walk, rule: Rule, label: str, condition: Condition, arguments: Any, kind: DecisionKind, effect: str
+) -> None:
+    locator = f"{rule.locator}.{label}"
+    if not walk.reached:
+        walk.step(label, locator, kind, str, _test_text(condition))
+        return
+    outcome, actual = check(condition, arguments)
+    walk.step(label, locator, kind, lambda d: _condition_text(condition, outcome, actual, rule.redact, effect, d))
+
+
+def _finish(call: ToolCall, decision: Decision, walk: _Walk, rule: Rule | None = None) -> Trace:
+    if walk.reached:
+        # No step matched the decision (evaluation failed unexpectedly): the decision stands, and the trace says so.
+        walk.steps.append(Step("error", decision.rule, StepOutcome.DECIDED, _decision_text(decision)))
+    return Trace(call, decision, tuple(walk.steps), rule.redact if rule is not None else ())
+
+
+def _decision_text(decision: Decision) -> str:
+    kind = kind_of(decision)
+    reason = getattr(decision, "reason", None)
+    return f"{kind}, by {decision.rule}" + (f": {reason}" if reason else "")
+
+
+def _redacted(value: Any, path: tuple[str, ...]) -> Any:
+    """A copy of `value` with the value at `path` replaced by `[redacted]` (JSON-shaped values only)."""
+    if not path:
+        return "[redacted]"
+    head, rest = path[0], path[1:]
+    if isinstance(value, Mapping) and head in value:
+        return {k: _redacted(v, rest) if k == head else v for k, v in value.items()}
+    if isinstance(value, list | tuple) and head.isdigit() and int(head) < len(value):
+        return [_redacted(v, rest) if i == int(head) else v for i, v in enumerate(value)]
+    return value
+
+
+def format_trace(trace: Trace) -> list[str]:
+    """Render a trace as lines: the call (redacted as its rule says), one line per step, then the decision."""
+    call = trace.call
+    arguments: Any = dict(call.arguments)
+    for path in trace.redact:
+        arguments = _redacted(arguments, tuple(path.split(".")))
+    args = json.dumps(arguments, ensure_ascii=False, sort_keys=True, default=str)
+    lines = [f"call: {_name(call.tool)} by {_name(call.identity)} on server {_name(call.server)} with {args}"]
+    width = max((len(s.label) for s in trace.steps), default=0)
+    for step in trace.steps:
+        text = f"  {step.label:<{width}}  {step.outcome:<11}  {step.text}".rstrip()
+        lines.append(text)
+    lines.append(f"decision: {_decision_text(trace.decision)}")
+    return lines
