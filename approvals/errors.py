@@ -18,10 +18,11 @@ class ApprovalNotFound(ApprovalError, LookupError):
 class AlreadyDecided(ApprovalError, ValueError):
     """Raised when a decision arrives for a request that is no longer pending."""
 
-    def __init__(self, approval_id: UUID, status: str) -> None:
+    def __init__(self, approval_id: UUID, status: str, *, expired_now: bool = False) -> None:
         super().__init__(f"Approval request {approval_id} is already {status}")
         self.approval_id = approval_id
         self.status = status
+        self.expired_now = expired_now  # this very decision found the deadline passed and expired the request
 
 
 class NotAllowed(ApprovalError, PermissionError):

@@ -215,8 +215,9 @@ def decide(
     if request is None:
         raise ApprovalNotFound(request_id)
     refusal = may_decide(request, approver)
+    expired_now = False
     if refusal is None and request.status == ApprovalStatus.PENDING and as_utc(request.deadline) <= now:
-        _expire(session, request, now)
+        expired_now = _expire(session, request, now)
         session.commit()
         session.refresh(request)
     if refusal is not None or request.status != ApprovalStatus.PENDING:
@@ -233,7 +234,7 @@ def decide(
         session.commit()
         if refusal is not None:
             raise NotAllowed(request_id, approver.name, refusal)
-        raise AlreadyDecided(request_id, request.status)
+        raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
 
     voted = session.exec(
         select(ApprovalDecision).where(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from approvals import service
+from approvals.errors import AlreadyDecided
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
@@ -133,7 +134,13 @@ class ApprovalDesk:
     async def decide(
         self, request_id: UUID, approver: service.Approver, verdict: str, comment: str, channel: str
     ) -> service.VoteResult:
-        result = await self.db(service.decide, request_id, approver, verdict, comment, channel, self.now())
+        try:
+            result = await self.db(service.decide, request_id, approver, verdict, comment, channel, self.now())
+        except AlreadyDecided as exc:
+            if exc.expired_now:  # the decision came after the deadline and expired the request itself
+                self.waiter.notify(request_id)
+                self.publish("approval.expired", await self.db(service.get_request, request_id))
+            raise
         if result.settled:
             self.waiter.notify(request_id)
             self.publish(f"approval.{result.request.status}", result.request)

@@ -138,7 +138,7 @@ def test_overdue_requests_expire_and_a_late_decision_loses(engine: Engine) -> No
         statuses = {r.id: r.status for r in service.list_requests(session)}
         report = verify_chain(session)
 
-    assert late.value.status == "expired"
+    assert late.value.status == "expired" and late.value.expired_now
     assert expired == [overdue.id] and again == []
     assert statuses == {overdue.id: "expired", current.id: "pending", racing.id: "expired"}
     assert report.ok
