@@ -8,8 +8,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -105,8 +105,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         audit = AuditWriter(engine)
         timeout = settings.gateway.upstream_timeout
         servers = {
-            s.name: Served(upstream=build_upstream(s, timeout), policy=policies[s.name])
-            for s in settings.servers
+            s.name: Served(upstream=build_upstream(s, timeout), policy=policies[s.name]) for s in settings.servers
         }
         gateway = Gateway(
             servers=servers,
