@@ -18,6 +18,7 @@ from approvals.audit import verify_chain
 from approvals.models import AuditEvent
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.errors import ConfigError
+from integrations.policy_tools import add_policy_commands
 from integrations.settings import Settings, approver_token, load_settings
 from policies import check_policy, format_fault
 
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--strict", action="store_true", help="treat warnings as faults")
     check.set_defaults(func=cmd_policy_check)
+    add_policy_commands(policy)
 
     approvals = commands.add_parser("approvals", help="approval requests").add_subparsers(
         dest="approvals_command", required=True
