@@ -81,7 +81,8 @@ def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> 
         )
     elif status == "rejected":
         data |= {"outcome": "rejected", "rejected_by": view["responded_by"], "comment": view["comment"]}
-        text = f'{view["responded_by"]} rejected this call to "{tool}": {view["comment"] or "no reason given"}. It was not run.'
+        why = view["comment"] or "no reason given"
+        text = f'{view["responded_by"]} rejected this call to "{tool}": {why}. It was not run.'
     elif status == "expired":
         data["outcome"] = "expired"
         text = f'nobody approved this call to "{tool}" before its deadline ({view["deadline"]}), so it was not run.'
