@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mcp import Client
     from mcp_types import Tool
 
-__all__ = ["add_policy_commands", "list_tools", "tool_info"]
+__all__ = ["add_policy_commands", "cases_path", "list_tools", "tool_info"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 LIST_TIMEOUT = 60.0  # seconds to start the server and list its tools; npx may fetch a package first

@@ -3,10 +3,11 @@
 Pure functions over a tool's name, description and MCP annotations; no I/O, and nothing here is trusted more than
 it must be. The rules, in the order they are applied:
 
-1. **Words.** The name is split into words (`PostgreSQL_kill_connection` -> postgre, sql, kill, connection) and every
-   word that is a known verb counts. In the description, the first word of each clause counts, and the danger
-   words (delete, destroy, drop, purge, kill, terminate, revoke, disconnect, clean up, ...) count wherever they
-   stand, unless negated ("does not delete"). Each verb gives one piece of evidence:
+1. **Words.** The name is split into words (`PostgreSQL_kill_connection` -> postgre, sql, kill, connection); its
+   first known verb counts (in `get_post`, "post" is the object of "get"), and so does every danger word (delete,
+   destroy, drop, purge, kill, terminate, revoke, disconnect, clean up, ...). In the description, the first word
+   of each clause counts, and danger words count wherever they stand, unless negated ("does not delete"). Each
+   verb gives one piece of evidence:
 
    - read (list, get, search, show, count, convert, ...): it only reads or computes. Risk low.
    - write (create, update, set, add, rename, archive, close an issue, ...): it changes stored data, which can
