@@ -97,7 +97,9 @@ async def test_approved_call_runs_once_and_the_held_client_gets_the_upstream_res
     assert detail["status"] == "executed" and detail["outcome"] == "ok"
     assert detail["decisions"][0]["approver"] == "alice" and detail["decisions"][0]["comment"] == "ticket 42"
     kinds = [r.kind for r in rows if r.tool == "delete_record"]
-    assert kinds == ["requested", "approval_required", "approved", "executed"]
+    # the gateway's own decision row is written off the hot path, so only the lifecycle's order is fixed
+    assert [k for k in kinds if k != "approval_required"] == ["requested", "approved", "executed"]
+    assert kinds.count("approval_required") == 1
     approved = next(r for r in rows if r.kind == "approved")
     assert (approved.actor, approved.channel) == ("alice", "api")
 
