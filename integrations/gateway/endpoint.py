@@ -271,9 +271,10 @@ class Gateway:
             spec=decision.approval,
             redact=rule.redact if rule else (),
         )
-        request = await desk.open(pending)
-        self._record(exchange, call, decision, outcome="held", detail=f"approval {request.id}")
         message, headers = exchange.message, exchange.headers
+        owner = headers.get("mcp-session-id") or exchange.identity
+        request = await desk.open(pending, (owner, message["id"]))
+        self._record(exchange, call, decision, outcome="held", detail=f"approval {request.id}")
         meta = message["params"].get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
@@ -293,7 +294,6 @@ class Gateway:
 
             return _rewrite(reply, message["id"], observe, on_missing=lambda: observe({}))
 
-        owner = headers.get("mcp-session-id") or exchange.identity
         return await desk.hold_call(request, owner, message["id"], token, stream, execute)
 
     def _record(self, exchange: _Exchange, call: ToolCall, decision: Decision, *, outcome: str, detail: str) -> None:

@@ -75,7 +75,8 @@ class ApprovalDesk:
         self.schedule_expiry = schedule_expiry
         # Often enough that a client resetting its timeout on progress never gives up, at most every 10 s.
         self.progress_interval = progress_interval or min(PROGRESS_INTERVAL, max(0.5, hold / 5))
-        self._held: dict[tuple[str, Any], UUID] = {}
+        self._held: dict[tuple[str, Any], UUID | None] = {}
+        self._cancelled_early: set[tuple[str, Any]] = set()
         self._task_group: TaskGroup | None = None
 
     def link(self, request_id: UUID | str) -> str:
@@ -150,9 +151,16 @@ class ApprovalDesk:
 
     async def cancel_held(self, owner: str, downstream_id: Any) -> bool:
         """An explicit MCP cancellation of a held call withdraws its request."""
-        request_id = self._held.get((owner, downstream_id))
-        if request_id is None:
+        key = (owner, downstream_id)
+        if key not in self._held:
             return False
+        request_id = self._held[key]
+        if request_id is None:  # the request is still being recorded: withdraw it as soon as it is
+            self._cancelled_early.add(key)
+            return True
+        return await self._withdraw(request_id)
+
+    async def _withdraw(self, request_id: UUID) -> bool:
         withdrawn = await self.db(service.cancel, request_id, self.now(), "the agent cancelled the call")
         if withdrawn:
             self.waiter.notify(request_id)
@@ -161,11 +169,25 @@ class ApprovalDesk:
 
     # -- the held call ----------------------------------------------------------------------------
 
-    async def open(self, pending: service.CallForApproval) -> ApprovalRequest:
-        request, created = await self.db(service.request_approval, pending, self.now(), self.remember)
+    async def open(self, pending: service.CallForApproval, key: tuple[str, Any]) -> ApprovalRequest:
+        """Record (or join) the request for a held call; `key` (owner, JSON-RPC id) lets a cancellation find it.
+
+        The key is known before the request is, so a cancellation that arrives while the row is being
+        written is not lost: it withdraws the request as soon as it exists.
+        """
+        self._held[key] = None
+        try:
+            request, created = await self.db(service.request_approval, pending, self.now(), self.remember)
+        except BaseException:
+            self._held.pop(key, None)
+            raise
+        self._held[key] = request.id
         if created:
             self.schedule_expiry(request.id, service.as_utc(request.deadline))
             self.publish("approval.requested", request)
+        if key in self._cancelled_early:
+            self._cancelled_early.discard(key)
+            await self._withdraw(request.id)
         return request
 
     async def settle(self, request_id: UUID, within: float) -> Settled | None:
@@ -217,7 +239,6 @@ class ApprovalDesk:
     ) -> Reply:
         """Hold one `tools/call` for up to `hold` seconds; answer with its outcome, or run it when approved."""
         key = (owner, message_id)
-        self._held[key] = request.id
         if not stream:
             try:
                 settled = await self.settle(request.id, self.hold)
