@@ -95,7 +95,7 @@ def _evaluate(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) 
     approval = rule.approval or DEFAULT_APPROVAL
     if rule.action is Action.REQUIRE_APPROVAL:
         reason = rule.reason or f'{rule.locator} requires a person to approve every call to "{tool}"'
-        return NeedsApproval(rule.locator, reason, approval)
+        return NeedsApproval(rule.locator, reason, approval, rule.grant_max_seconds)
     for i, condition in enumerate(rule.approve_if):
         outcome, actual = check(condition, arguments)
         if outcome is not Outcome.FAILS:
@@ -104,7 +104,7 @@ def _evaluate(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) 
                 explain(condition, outcome, actual, locator, rule.redact, required=False)
                 + ", so a person must approve the call"
             )
-            return NeedsApproval(f"{rule.locator}.{locator}", reason, approval)
+            return NeedsApproval(f"{rule.locator}.{locator}", reason, approval, rule.grant_max_seconds)
     return Allow(rule.locator)
 
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, assert_never
 
 from policies.conditions import MISSING, Outcome, check, is_redacted
+from policies.drift import is_shadowed
 from policies.evaluate import evaluate
 from policies.globs import GlobSyntaxError, compile_glob, is_glob
 from policies.limits import RateLimiter, describe_window, format_seconds
@@ -91,6 +92,7 @@ class Trace:
     decision: Decision
     steps: tuple[Step, ...]
     redact: tuple[str, ...] = ()
+    shadow: bool = False
 
     @property
     def kind(self) -> DecisionKind:
@@ -254,7 +256,7 @@ def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: floa
             Action.REQUIRE_APPROVAL: DecisionKind.REQUIRE_APPROVAL,
         }[policy.default]
         walk.step("default", "default", default_kind, lambda d: f"the policy's default is {policy.default}")
-        return _finish(call, decision, walk)
+        return _finish(policy, call, decision, walk)
 
     loc = rule.locator
     if rule.action is Action.DENY:
@@ -273,7 +275,7 @@ def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: floa
         effect = f"a person must approve ({approval})"
         _condition_step(walk, rule, f"approve_if[{i}]", condition, arguments, DecisionKind.REQUIRE_APPROVAL, effect)
     walk.step("allow", loc, DecisionKind.ALLOW, lambda d: "nothing refused the call, so the rule allows it")
-    return _finish(call, decision, walk, rule)
+    return _finish(policy, call, decision, walk, rule)
 
 
 def _condition_step(
@@ -287,11 +289,12 @@ def _condition_step(
     walk.step(label, locator, kind, lambda d: _condition_text(condition, outcome, actual, rule.redact, effect, d))
 
 
-def _finish(call: ToolCall, decision: Decision, walk: _Walk, rule: Rule | None = None) -> Trace:
+def _finish(policy: Policy, call: ToolCall, decision: Decision, walk: _Walk, rule: Rule | None = None) -> Trace:
     if walk.reached:
         # No step matched the decision (evaluation failed unexpectedly): the decision stands, and the trace says so.
         walk.steps.append(Step("error", decision.rule, StepOutcome.DECIDED, _decision_text(decision)))
-    return Trace(call, decision, tuple(walk.steps), rule.redact if rule is not None else ())
+    redact = rule.redact if rule is not None else ()
+    return Trace(call, decision, tuple(walk.steps), redact, is_shadowed(policy, call.tool))
 
 
 def _decision_text(decision: Decision) -> str:
@@ -325,4 +328,10 @@ def format_trace(trace: Trace) -> list[str]:
         text = f"  {step.label:<{width}}  {step.outcome:<11}  {step.text}".rstrip()
         lines.append(text)
     lines.append(f"decision: {_decision_text(trace.decision)}")
+    if trace.shadow and not isinstance(trace.decision, Allow):
+        lines.append("shadow: this decision is only audited (as shadow_*); the call runs as if allowed")
+    if isinstance(trace.decision, NeedsApproval) and trace.decision.grant_max is not None:
+        lines.append(
+            f"grants: an approver may instead allow this tool for up to {format_seconds(trace.decision.grant_max)}"
+        )
     return lines

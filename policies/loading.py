@@ -14,12 +14,12 @@ from typing import Any
 
 from policies.errors import Fault, PolicyInvalid
 from policies.globs import GlobSyntaxError, NameMatcher, glob_to_regex
-from policies.model import OPS, Action, ApprovalSpec, Condition, Limit, Policy, Rule, Scope
+from policies.model import OPS, Action, ApprovalSpec, Condition, DriftAction, Limit, Policy, Rule, Scope
 from policies.values import json_kind, show
 
 __all__ = ["Fault", "check_policy", "load_policy", "parse_duration"]
 
-TOP_KEYS = ("version", "default", "default_reason", "hide", "all_tools", "tools")
+TOP_KEYS = ("version", "default", "default_reason", "hide", "all_tools", "tools", "shadow", "on_drift")
 ALL_TOOLS_KEYS = ("limits",)
 RULE_KEYS = (
     "action",
@@ -31,6 +31,9 @@ RULE_KEYS = (
     "rate_limit",
     "approval",
     "redact",
+    "shadow",
+    "on_drift",
+    "grant_max",
 )
 CONDITION_KEYS = ("arg", "op", "value")
 LIMIT_KEYS = ("counter", "window", "max", "scope")
@@ -38,6 +41,7 @@ RATE_LIMIT_KEYS = ("max", "window")
 APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval")
 
 ACTIONS = tuple(a.value for a in Action)
+DRIFT_ACTIONS = tuple(a.value for a in DriftAction)
 SCOPES = tuple(s.value for s in Scope)
 WINDOWS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -255,6 +259,13 @@ class _Checker:
             if all_tools is not None:
                 all_tools_limits = self.items(all_tools, "limits", "$.all_tools", self.limit)
 
+        shadow: bool | None = False
+        if "shadow" in doc:
+            shadow = self.boolean(doc["shadow"], "$.shadow")
+        on_drift: str | None = DriftAction.REQUIRE_APPROVAL.value
+        if "on_drift" in doc:
+            on_drift = self.choice(doc["on_drift"], "$.on_drift", DRIFT_ACTIONS, "on_drift")
+
         rules: list[Rule] = []
         if "tools" in doc:
             tools = self.obj(doc["tools"], "$.tools", ())
@@ -265,6 +276,8 @@ class _Checker:
 
         if self.failed or default is None or hide is None or all_tools_limits is None:
             return None
+        if shadow is None or on_drift is None:
+            return None
         policy = Policy(
             version="1",
             default=Action(default),
@@ -274,6 +287,8 @@ class _Checker:
             digest=digest,
             source=source,
             default_reason=default_reason,
+            shadow=shadow,
+            on_drift=DriftAction(on_drift),
         )
         self.policy_warnings(policy)
         return policy
@@ -317,6 +332,11 @@ class _Checker:
         redact: tuple[str, ...] | None = ()
         if "redact" in body:
             redact = self.strings(body["redact"], f"{path}.redact")
+        shadow = self.boolean(body["shadow"], f"{path}.shadow") if "shadow" in body else False
+        on_drift = None
+        if "on_drift" in body:
+            on_drift = self.choice(body["on_drift"], f"{path}.on_drift", DRIFT_ACTIONS, "on_drift")
+        grant_max = self.grant_max(body, path, action, approve_if, approval)
 
         # An approval block that failed to parse was already reported; don't pile a warning on top.
         no_approvers = (approval is None and "approval" not in body) or (
@@ -336,7 +356,11 @@ class _Checker:
                 'add "approval": {"approvers": ["alice", "group:ops"]}',
             )
         if action == Action.DENY:
-            unused = [k for k in ("require", "deny_if", "approve_if", "limits", "rate_limit", "approval") if k in body]
+            unused = [
+                k
+                for k in ("require", "deny_if", "approve_if", "limits", "rate_limit", "approval", "grant_max")
+                if k in body
+            ]
             if unused:
                 self.warn(
                     f"{path}.action",
@@ -358,6 +382,8 @@ class _Checker:
             return None
         if "reason" in body and reason is None:
             return None
+        if shadow is None or ("on_drift" in body and on_drift is None) or ("grant_max" in body and grant_max is None):
+            return None
         return Rule(
             pattern=name,
             action=Action(action) if action else None,
@@ -369,7 +395,41 @@ class _Checker:
             approval=approval,
             redact=redact or (),
             rate_limit=rate_limit,
+            shadow=shadow,
+            on_drift=DriftAction(on_drift) if on_drift else None,
+            grant_max_seconds=grant_max,
         )
+
+    def grant_max(
+        self,
+        body: dict[str, Any],
+        path: str,
+        action: str | None,
+        approve_if: tuple[Any, ...] | None,
+        approval: ApprovalSpec | None,
+    ) -> float | None:
+        if "grant_max" not in body:
+            return None
+        seconds = parse_duration(body["grant_max"])
+        if seconds is None:
+            self.error(f"{path}.grant_max", f"invalid grant_max {show(body['grant_max'])}", TIMEOUT_HINT)
+            return None
+        if action == Action.DENY:
+            pass  # reported with the rule's other unused keys
+        elif action != Action.REQUIRE_APPROVAL and not approve_if:
+            self.warn(
+                f"{path}.grant_max",
+                "grant_max is never used: the rule neither requires approval nor has approve_if",
+                'add "action": "require_approval" or an approve_if condition, or remove grant_max',
+            )
+        elif approval is not None and approval.quorum > 1:
+            self.warn(
+                f"{path}.grant_max",
+                f"no grant can be given: a grant lets later calls through on one person's word, and this rule's "
+                f"quorum is {approval.quorum}",
+                "lower the quorum to 1, or remove grant_max",
+            )
+        return seconds
 
     def condition(self, value: Any, path: str) -> Condition | None:
         body = self.obj(value, path, CONDITION_KEYS)

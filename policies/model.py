@@ -22,6 +22,20 @@ class Action(StrEnum):
     REQUIRE_APPROVAL = "require_approval"
 
 
+class DriftAction(StrEnum):
+    """What happens to calls of a tool whose definition changed upstream since it was pinned.
+
+    `require_approval`, `deny` and `hide` hold until the policy is re-checked (a new policy version, or an approver
+    accepting the change); `allow` only audits the change; `ignore` does not track the tool at all.
+    """
+
+    REQUIRE_APPROVAL = "require_approval"
+    DENY = "deny"
+    HIDE = "hide"
+    ALLOW = "allow"
+    IGNORE = "ignore"
+
+
 class Scope(StrEnum):
     """Who shares a rate-limit budget: one agent on one server, one agent everywhere, or everyone."""
 
@@ -150,7 +164,8 @@ class Rule:
     """One entry of `tools`: its key (`pattern`, an exact name or a glob) and what it says.
 
     `rate_limit` is PolicyLayer's shorthand (`{"max": N, "window": 60}`), kept apart from `limits` so decisions
-    can name it as `tools["x"].rate_limit`.
+    can name it as `tools["x"].rate_limit`. `shadow` audits the rule's refusals without enforcing them; `on_drift`
+    overrides the policy's; `grant_max_seconds` is the longest time-boxed grant an approver may give (None: none).
     """
 
     pattern: str
@@ -163,6 +178,9 @@ class Rule:
     approval: ApprovalSpec | None = None
     redact: tuple[str, ...] = ()
     rate_limit: Limit | None = None
+    shadow: bool = False
+    on_drift: DriftAction | None = None
+    grant_max_seconds: float | None = None
     locator: str = field(init=False, repr=False, compare=False)
     located_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
 
@@ -183,7 +201,8 @@ class Policy:
     """One policy document for one upstream server, compiled for evaluation.
 
     `digest` is the first 16 hex characters of the SHA-256 of the document's canonical JSON: the policy version
-    recorded in audit rows. `source` says where the document came from (a file name).
+    recorded in audit rows. `source` says where the document came from (a file name). With `shadow`, every refusal
+    is audited and not enforced; `on_drift` applies to tools whose rule names none.
     """
 
     version: str = "1"
@@ -194,6 +213,8 @@ class Policy:
     digest: str = ""
     source: str = "<policy>"
     default_reason: str | None = None
+    shadow: bool = False
+    on_drift: DriftAction = DriftAction.REQUIRE_APPROVAL
     hide_matcher: NameMatcher[str] = field(init=False, repr=False, compare=False)
     rule_matcher: NameMatcher[Rule] = field(init=False, repr=False, compare=False)
     located_all_tools_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
@@ -259,11 +280,16 @@ class RateLimited:
 
 @dataclass(frozen=True, slots=True)
 class NeedsApproval:
-    """The call waits for a person to approve it, as `approval` describes."""
+    """The call waits for a person to approve it, as `approval` describes.
+
+    `grant_max` is the longest time-boxed grant an approver may give instead (seconds), from the deciding rule's
+    `grant_max`; None when grants are not allowed.
+    """
 
     rule: str
     reason: str
     approval: ApprovalSpec
+    grant_max: float | None = None
 
 
 Decision: TypeAlias = Allow | Deny | Hidden | RateLimited | NeedsApproval
