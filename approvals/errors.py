@@ -33,3 +33,29 @@ class NotAllowed(ApprovalError, PermissionError):
         self.approval_id = approval_id
         self.approver = approver
         self.why = why
+
+
+class GrantNotAllowed(ApprovalError, ValueError):
+    """Raised when an approver asks for a grant that the request's rule does not allow (or not for that long)."""
+
+    def __init__(self, approval_id: UUID, why: str) -> None:
+        super().__init__(f"No grant with approval request {approval_id}: {why}")
+        self.approval_id = approval_id
+        self.why = why
+
+
+class GrantNotFound(ApprovalError, LookupError):
+    """Raised when no grant has the given id."""
+
+    def __init__(self, grant_id: UUID | str) -> None:
+        super().__init__(f"No grant with id {grant_id}")
+        self.grant_id = grant_id
+
+
+class GrantEnded(ApprovalError, ValueError):
+    """Raised when a grant to revoke has already expired or been revoked."""
+
+    def __init__(self, grant_id: UUID, status: str) -> None:
+        super().__init__(f"Grant {grant_id} is already {status}")
+        self.grant_id = grant_id
+        self.status = status

@@ -21,6 +21,15 @@ class AuditKind(StrEnum):
     RATE_LIMITED = "rate_limited"
     APPROVAL_REQUIRED = "approval_required"
     POLICY_LOADED = "policy_loaded"
+    POLICY_RELOADED = "policy_reloaded"
+    POLICY_REFUSED = "policy_refused"
+    TOOL_PINNED = "tool_pinned"
+    TOOL_DRIFT = "tool_drift"
+    DRIFT_ACCEPTED = "drift_accepted"
+    GRANT_CREATED = "grant_created"
+    GRANT_USED = "grant_used"
+    GRANT_REVOKED = "grant_revoked"
+    GRANT_EXPIRED = "grant_expired"
     REQUESTED = "requested"
     APPROVED = "approved"
     REJECTED = "rejected"
@@ -116,6 +125,7 @@ class ApprovalRequest(SQLModel, table=True):
     finished_at: datetime | None = None
     outcome: str | None = None
     messages: str = "{}"
+    grant_max: float | None = None  # seconds: the longest grant an approver may give with this request; None: none
 
 
 class ApprovalDecision(SQLModel, table=True):
@@ -131,3 +141,54 @@ class ApprovalDecision(SQLModel, table=True):
     comment: str = ""
     channel: str = Field(default="", max_length=32)
     at: datetime = Field(default_factory=utcnow)
+
+
+class ToolPin(SQLModel, table=True):
+    """A tool's definition as the gateway first saw it upstream, and any later change not yet re-checked.
+
+    `digest` is the SHA-256 of the canonical JSON `definition` (description, input schema, annotations), pinned
+    under `policy_version`. A different digest seen since is the drift (`drift_digest`), which holds until the
+    policy changes or an approver accepts it.
+    """
+
+    __tablename__ = "tool_pins"
+
+    server: str = Field(primary_key=True, max_length=64)
+    tool: str = Field(primary_key=True, max_length=256)
+    digest: str = Field(max_length=64)
+    definition: str
+    policy_version: str = Field(default="", max_length=64)
+    pinned_at: datetime = Field(default_factory=utcnow)
+    drift_digest: str | None = Field(default=None, max_length=64)
+    drift_definition: str | None = None
+    drifted_at: datetime | None = None
+
+
+class GrantStatus(StrEnum):
+    """A grant is active until it expires or is revoked; neither comes back."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class Grant(SQLModel, table=True):
+    """A time-boxed grant: calls by `identity` to `tool` on `server` that would need approval run until `expires_at`."""
+
+    __tablename__ = "grants"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    server: str = Field(index=True, max_length=64)
+    tool: str = Field(index=True, max_length=256)
+    identity: str = Field(index=True, max_length=128)
+    request_id: uuid.UUID = Field(foreign_key="approval_requests.id", index=True)
+    rule: str = Field(default="", max_length=512)
+    policy_version: str = Field(default="", max_length=64)
+    granted_by: str = Field(max_length=128)
+    comment: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    status: str = Field(default=GrantStatus.ACTIVE, index=True, max_length=16)
+    ended_at: datetime | None = None
+    ended_by: str | None = Field(default=None, max_length=128)
+    end_reason: str | None = None

@@ -19,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, redacted
-from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
-from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Verdict
+from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, NotAllowed
+from approvals.grants import create_grant, grant_refusal
+from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
 from policies import ApprovalSpec, ToolCall
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
@@ -44,15 +45,17 @@ class CallForApproval:
     reason: str
     spec: ApprovalSpec
     redact: tuple[str, ...] = ()
+    grant_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class VoteResult:
-    """What a decision did: the request as it now stands, and whether this vote settled it."""
+    """What a decision did: the request as it now stands, whether this vote settled it, and the grant it gave."""
 
     request: ApprovalRequest
     settled: bool
     approvals: int
+    grant: Grant | None = None
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -161,6 +164,7 @@ def request_approval(
         channel=pending.spec.channel,
         requested_at=now,
         deadline=now + timedelta(seconds=pending.spec.timeout_seconds),
+        grant_max=pending.grant_max,
     )
     session.add(request)
     try:
@@ -198,15 +202,18 @@ def decide(
     comment: str,
     channel: str,
     now: datetime,
+    grant_seconds: float | None = None,
 ) -> VoteResult:
     """Record `approver`'s verdict; settle the request when a rejection or the quorum's last approval arrives.
 
-    Refused attempts are audited too. A repeated vote by the same person changes nothing.
+    Refused attempts are audited too. A repeated vote by the same person changes nothing. With `grant_seconds`,
+    the approval that settles the request also grants its agent the tool for that long, in the same transaction.
 
     Raises:
         ApprovalNotFound: no such request.
         NotAllowed: this approver may not decide it (not named by the rule, or the requester themselves).
         AlreadyDecided: the request is no longer pending (including: its deadline has passed).
+        GrantNotAllowed: a grant was asked for with a rejection, or beyond what the request's rule allows.
     """
     # Lock the row (PostgreSQL) so concurrent votes towards a quorum count each other; SQLite serialises writers.
     request = session.exec(
@@ -235,6 +242,12 @@ def decide(
         if refusal is not None:
             raise NotAllowed(request_id, approver.name, refusal)
         raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
+    if grant_seconds is not None:
+        no_grant = (
+            "a grant comes with an approval" if verdict == Verdict.REJECT else grant_refusal(request, grant_seconds)
+        )
+        if no_grant is not None:
+            raise GrantNotAllowed(request_id, no_grant)
 
     voted = session.exec(
         select(ApprovalDecision).where(
@@ -252,7 +265,7 @@ def decide(
         except IntegrityError:
             # The same person's other click got there first: that vote stands, this one is a repeat.
             session.rollback()
-            return decide(session, request_id, approver, verdict, comment, channel, now)
+            return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds)
     approvals = session.exec(
         select(func.count())
         .select_from(ApprovalDecision)
@@ -301,9 +314,14 @@ def decide(
     if voted is None or settled:
         progress = f"{approvals} of {request.quorum} approvals" if verdict == Verdict.APPROVE else comment
         _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=progress)
+    grant = None
+    if settled and kind == AuditKind.APPROVED and grant_seconds is not None:
+        grant = create_grant(session, request, approver.name, grant_seconds, comment, channel, now)
     session.commit()
     session.refresh(request)
-    return VoteResult(request=request, settled=settled, approvals=approvals)
+    if grant is not None:
+        session.refresh(grant)
+    return VoteResult(request=request, settled=settled, approvals=approvals, grant=grant)
 
 
 def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
@@ -413,6 +431,7 @@ def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] 
         "comment": request.comment,
         "finished_at": as_utc(request.finished_at).isoformat() if request.finished_at else None,
         "outcome": request.outcome,
+        "grant_max": request.grant_max,
         "decisions": [
             {
                 "approver": d.approver,
