@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import Connection, insert, text
 from sqlmodel import Session, col, select
 
 from approvals.models import AuditEvent
@@ -33,6 +33,9 @@ _CHAINED = (
     "detail",
     "latency_ms",
 )
+# json.dumps builds a new encoder on every call that passes options; one shared encoder spells the same.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+_LAST_HASH = "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ class ChainReport:
 
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for digests: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(value)
 
 
 def redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
@@ -103,10 +106,11 @@ def _row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
 
 
-def _lock_chain(session: Session) -> None:
+def _lock_chain(session: Session | Connection) -> None:
     # Two replicas appending at once would fork the chain; on PostgreSQL a transaction-scoped advisory
     # lock serialises appenders. SQLite serialises writers by itself.
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
+    if dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7305924)"))
 
 
@@ -145,6 +149,23 @@ def append(session: Session, records: Iterable[AuditRecord]) -> list[int]:
     table = AuditEvent.__table__  # type: ignore[attr-defined]
     result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return [row_id for (row_id,) in result]
+
+
+def append_rows(connection: Connection, records: Sequence[AuditRecord]) -> int:
+    """`append` for a Core connection that does not need the ids back: the gateway's audit writer.
+
+    The same lock, chain and rows as `append`, in the caller's transaction (the caller commits), with one
+    `executemany` INSERT instead of an INSERT ... RETURNING and no ORM session around it.
+
+    Returns:
+        How many rows were written.
+    """
+    _lock_chain(connection)
+    last = connection.exec_driver_sql(_LAST_HASH).scalar()
+    rows = chain(last or GENESIS, records)
+    if rows:
+        connection.execute(insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
+    return len(rows)
 
 
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:

@@ -2,6 +2,10 @@
 
 A tool call never waits for the database. Nothing is dropped: the queue is unbounded, a failed batch
 is retried, and shutdown drains what is left before the process exits.
+
+Each batch is one transaction on a connection the writer keeps (`approvals.audit.append_rows`: one
+`executemany`, no ORM), in a worker thread; after a database error the connection is dropped and a new
+one is taken for the retry.
 """
 
 import logging
@@ -9,11 +13,11 @@ from collections.abc import Sequence
 
 import anyio
 from anyio.abc import TaskGroup
+from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
-from approvals.audit import AuditRecord, append
+from approvals.audit import AuditRecord, append_rows
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class AuditWriter:
         self._wake = anyio.Event()
         self._closing = False
         self._lock = anyio.Lock()
+        self._connection: Connection | None = None
         self.written = 0
 
     @property
@@ -41,9 +46,25 @@ class AuditWriter:
         self._wake.set()
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
-        with Session(self._engine, expire_on_commit=False) as session:
-            append(session, batch)
-            session.commit()
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._engine.connect()
+        try:
+            append_rows(connection, batch)
+            connection.commit()
+        except BaseException:
+            self._connection = None
+            try:
+                connection.rollback()
+                connection.close()
+            except SQLAlchemyError:
+                logger.debug("Closing the audit writer's connection failed", exc_info=True)
+            raise
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     async def flush(self) -> None:
         """Write everything queued so far (the CLI and tests call this to read their own writes)."""
@@ -75,3 +96,5 @@ class AuditWriter:
         self._wake.set()
         with anyio.CancelScope(shield=True):
             await self.flush()
+            async with self._lock:
+                await anyio.to_thread.run_sync(self._disconnect)
