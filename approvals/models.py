@@ -23,7 +23,6 @@ class AuditKind(StrEnum):
     POLICY_LOADED = "policy_loaded"
     POLICY_RELOADED = "policy_reloaded"
     POLICY_REFUSED = "policy_refused"
-    TOOL_PINNED = "tool_pinned"
     TOOL_DRIFT = "tool_drift"
     DRIFT_ACCEPTED = "drift_accepted"
     GRANT_CREATED = "grant_created"

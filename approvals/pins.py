@@ -35,6 +35,8 @@ def record_pin(
 ) -> bool:
     """Pin a tool seen for the first time; a tool already pinned (by another replica, say) keeps its pin.
 
+    Not audited: a first sighting is not an event worth a row per tool; the pin's `pinned_at` records it.
+
     Returns:
         Whether this call pinned it.
     """
@@ -55,20 +57,6 @@ def record_pin(
     except IntegrityError:
         session.rollback()
         return False
-    append(
-        session,
-        [
-            AuditRecord(
-                kind=AuditKind.TOOL_PINNED,
-                server=server,
-                tool=tool,
-                policy_version=policy_version,
-                actor="signoff",
-                outcome="pinned",
-                detail=f"definition {short(digest)}",
-            )
-        ],
-    )
     session.commit()
     return True
 

@@ -1,4 +1,4 @@
-"""The JSON API: list and read approval requests, approve or reject them, read the audit log.
+"""The JSON API: approval requests and their decisions (with grants), grants, tool drift, policy reloads, audit.
 
 Adapters only: decode the request, call one domain function through the desk, encode the answer. Domain
 errors map to HTTP statuses here and nowhere else.
@@ -13,11 +13,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from approvals import service
-from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
-from approvals.models import AuditEvent, Verdict
+from approvals import grants, service
+from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantEnded, GrantNotAllowed, GrantNotFound, NotAllowed
+from approvals.models import AuditEvent, GrantStatus, ToolPin, Verdict
+from integrations.gateway.drift import ToolWatch
+from integrations.gateway.endpoint import Gateway
 from integrations.gateway.holding import ApprovalDesk
+from integrations.reloading import Check, PolicyWatcher
 from integrations.tokens import TokenBook
+from policies import parse_duration
 
 MAX_REASON = 2000
 
@@ -41,6 +45,52 @@ def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
 def _desk(request: Request) -> ApprovalDesk:
     desk: ApprovalDesk = request.app.state.desk
     return desk
+
+
+def _approver(request: Request) -> service.Approver | Response:
+    """The approver whose token the request carries, or the 401 to answer."""
+    approvers: TokenBook[service.Approver] = request.app.state.approvers
+    approver = approvers.lookup(request.headers.get("authorization", ""))
+    if approver is None:
+        response = _problem(401, "Missing or invalid approver token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="signoff"'
+        return response
+    return approver
+
+
+async def _body(request: Request) -> dict[str, Any] | None:
+    """The JSON object body (empty when there is none), or None when it is not one."""
+    body = await request.body()
+    try:
+        payload = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _grant_seconds(payload: dict[str, Any]) -> float | Response | None:
+    """The `grant` of an approval body in seconds ("15m", "1h", or seconds), None when absent, or the 400."""
+    if payload.get("grant") is None:
+        return None
+    seconds = parse_duration(payload["grant"])
+    if seconds is None:
+        return _problem(400, '"grant" must be a duration such as "15m", "1h" or a number of seconds')
+    return seconds
+
+
+def _pin_view(pin: ToolPin) -> dict[str, Any]:
+    return {
+        "server": pin.server,
+        "tool": pin.tool,
+        "digest": pin.digest,
+        "policy_version": pin.policy_version,
+        "pinned_at": service.as_utc(pin.pinned_at).isoformat(),
+        "drifted": pin.drift_digest is not None,
+        "drift_digest": pin.drift_digest,
+        "drifted_at": service.as_utc(pin.drifted_at).isoformat() if pin.drifted_at else None,
+        "definition": json.loads(pin.definition) if pin.definition else None,
+        "drift_definition": json.loads(pin.drift_definition) if pin.drift_definition else None,
+    }
 
 
 def build_routes() -> list[Route]:
@@ -76,36 +126,37 @@ def build_routes() -> list[Route]:
 
     async def vote(request: Request, verdict: Verdict) -> Response:
         desk = _desk(request)
-        approvers: TokenBook[service.Approver] = request.app.state.approvers
-        approver = approvers.lookup(request.headers.get("authorization", ""))
-        if approver is None:
-            response = _problem(401, "Missing or invalid approver token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="signoff"'
-            return response
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
         request_id = _request_id(request)
         if request_id is None:
             return _problem(404, "No approval request with that id")
-        body = await request.body()
-        try:
-            payload = json.loads(body) if body.strip() else {}
-        except ValueError:
+        payload = await _body(request)
+        if payload is None:
             return _problem(400, 'The body must be JSON like {"reason": "..."}')
-        reason = payload.get("reason", "") if isinstance(payload, dict) else None
+        reason = payload.get("reason", "")
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
         if verdict == Verdict.REJECT and not reason.strip():
             return _problem(400, 'A rejection needs a "reason": the agent and the audit log will show it')
+        seconds = _grant_seconds(payload)
+        if isinstance(seconds, Response):
+            return seconds
         try:
-            result = await desk.decide(request_id, approver, verdict, reason.strip(), "api")
+            result = await desk.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
         except ApprovalNotFound as exc:
             return _problem(404, str(exc))
         except NotAllowed as exc:
             return _problem(403, str(exc))
         except AlreadyDecided as exc:
             return _problem(409, str(exc), status=exc.status)
+        except GrantNotAllowed as exc:
+            return _problem(422, str(exc))
         decisions = await desk.db(service.decisions_for, request_id)
         view = {**service.public_view(result.request, decisions), "url": desk.link(request_id)}
-        return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals})
+        grant = grants.grant_view(result.grant, desk.now()) if result.grant is not None else None
+        return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
 
     async def approve(request: Request) -> Response:
         return await vote(request, Verdict.APPROVE)
@@ -128,10 +179,93 @@ def build_routes() -> list[Route]:
         rows = await _desk(request).db(read)
         return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
 
+    async def list_grants(request: Request) -> Response:
+        desk = _desk(request)
+        params = request.query_params
+        status = params.get("status", GrantStatus.ACTIVE)
+        now = desk.now()
+        if status == GrantStatus.ACTIVE:
+            rows = await desk.db(grants.active_grants, now)
+        else:
+            rows = await desk.db(
+                lambda s: grants.list_grants(
+                    s, status=None if status == "all" else status, server=params.get("server"), limit=_limit(request)
+                )
+            )
+        views = [grants.grant_view(g, now) for g in rows if params.get("server") in (None, g.server)]
+        return JSONResponse({"grants": views})
+
+    async def revoke_grant(request: Request) -> Response:
+        desk = _desk(request)
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
+        grant_id = _request_id(request)
+        if grant_id is None:
+            return _problem(404, "No grant with that id")
+        payload = await _body(request)
+        reason = payload.get("reason", "") if payload is not None else None
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            return _problem(400, f'The body must be JSON like {{"reason": "..."}} of at most {MAX_REASON} characters')
+        try:
+            grant = await desk.revoke_grant(grant_id, approver.name, reason.strip(), "api")
+        except GrantNotFound as exc:
+            return _problem(404, str(exc))
+        except GrantEnded as exc:
+            return _problem(409, str(exc), status=exc.status)
+        return JSONResponse(grants.grant_view(grant, desk.now()))
+
+    async def list_drift(request: Request) -> Response:
+        params = request.query_params
+
+        def read(session: Session) -> list[ToolPin]:
+            query = select(ToolPin)
+            if params.get("server"):
+                query = query.where(col(ToolPin.server) == params["server"])
+            if params.get("all") not in ("1", "true"):
+                query = query.where(col(ToolPin.drift_digest).is_not(None))
+            return list(session.exec(query.order_by(col(ToolPin.server), col(ToolPin.tool))).all())
+
+        rows = await _desk(request).db(read)
+        return JSONResponse({"tools": [_pin_view(pin) for pin in rows]})
+
+    async def accept_drift(request: Request) -> Response:
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
+        gateway: Gateway = request.app.state.gateway
+        tools: ToolWatch = request.app.state.tools
+        server, tool = request.path_params["server"], request.path_params.get("tool")
+        served = gateway.servers.get(server)
+        if served is None:
+            return _problem(404, f"No server named {server!r}")
+        accepted = await tools.accept(server, tool, approver.name, "api", served.policy.digest)
+        return JSONResponse({"server": server, "accepted": accepted, "policy_version": served.policy.digest})
+
+    async def reload_policies(request: Request) -> Response:
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
+        gateway: Gateway = request.app.state.gateway
+        watcher: PolicyWatcher = request.app.state.watcher
+        results = await watcher.check_all(force=True)
+        servers = {
+            name: {"result": result, **watcher.files[name].health(gateway.servers[name].policy)}
+            for name, result in results.items()
+        }
+        refused = any(r is Check.REFUSED for r in results.values())
+        return JSONResponse({"servers": servers}, status_code=422 if refused else 200)
+
     return [
         Route("/api/approvals", list_approvals),
         Route("/api/approvals/{id}", get_approval),
         Route("/api/approvals/{id}/approve", approve, methods=["POST"]),
         Route("/api/approvals/{id}/reject", reject, methods=["POST"]),
         Route("/api/audit", audit),
+        Route("/api/grants", list_grants),
+        Route("/api/grants/{id}/revoke", revoke_grant, methods=["POST"]),
+        Route("/api/drift", list_drift),
+        Route("/api/drift/{server}/accept", accept_drift, methods=["POST"]),
+        Route("/api/drift/{server}/{tool}/accept", accept_drift, methods=["POST"]),
+        Route("/api/policies/reload", reload_policies, methods=["POST"]),
     ]

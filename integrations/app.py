@@ -4,10 +4,13 @@ The only module that knows every part. Nothing is created at import time except 
 Procfile, which reads its settings when the server starts it.
 """
 
+import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,8 @@ from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan, Receive, Scope, Send
 
 from approvals import service
 from approvals.audit import AuditRecord, append
@@ -29,11 +32,13 @@ from integrations.api import build_routes
 from integrations.auditing import AuditWriter
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
+from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
-from integrations.gateway.holding import ApprovalDesk
+from integrations.gateway.holding import ApprovalDesk, utcnow
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
+from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.slack import SlackIntegration, slack_approvers
@@ -81,10 +86,36 @@ class _Mcp:
         await self.gateway(scope, receive, send)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
+class _App(Starlette):
+    """Starlette, except that `/mcp/{server}`, the hot path, skips the middleware stack and the router.
+
+    The gateway answers every request there itself (an unexpected error still gets uvicorn's 500), so they
+    would add only a dozen Python calls to each tool call; every other path, `/mcp/a/b` too, goes the usual way.
+    """
+
+    def __init__(self, mcp: _Mcp, *, routes: list[BaseRoute], lifespan: Lifespan[Starlette]) -> None:
+        super().__init__(routes=routes, lifespan=lifespan)
+        self._mcp = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path: str = scope["path"]
+            server = path[5:]
+            if path.startswith("/mcp/") and server and "/" not in server:
+                scope["app"] = self
+                scope["path_params"] = {"server": server}
+                await self._mcp(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] = time.time, now: Callable[[], datetime] = utcnow
+) -> Starlette:
     """Build the ASGI app; policies are loaded here so a bad one is refused before serving.
 
-    `clock` is the wall clock rate-limit windows are counted on; tests pass their own.
+    `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
+    pins are; tests pass their own.
     """
     policies = {server.name: load_server_policy(server) for server in settings.servers}
     mcp = _Mcp()
@@ -107,6 +138,41 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         servers = {
             s.name: Served(upstream=build_upstream(s, timeout), policy=policies[s.name]) for s in settings.servers
         }
+        tools = ToolWatch(engine, now)
+        await tools.load({name: p.digest for name, p in policies.items()})
+
+        def reloaded(server: str, old: Policy, new: Policy) -> None:
+            audit.record(
+                AuditRecord(
+                    kind=AuditKind.POLICY_RELOADED,
+                    server=server,
+                    policy_version=new.digest,
+                    actor="signoff",
+                    outcome="reloaded",
+                    detail=f"{new.source}: version {new.digest} replaces {old.digest}",
+                )
+            )
+            tools.recheck(server, new.digest)  # a new policy version re-checks drifted tools
+
+        def refused(server: str, error: str) -> None:
+            audit.record(
+                AuditRecord(
+                    kind=AuditKind.POLICY_REFUSED,
+                    server=server,
+                    policy_version=servers[server].policy.digest,
+                    actor="signoff",
+                    outcome="refused",
+                    detail=f"the previous policy keeps serving: {error}"[:2000],
+                )
+            )
+
+        watcher = PolicyWatcher(
+            servers,
+            {s.name: Path(s.policy) for s in settings.servers},
+            on_reload=reloaded,
+            on_refused=refused,
+            interval=settings.gateway.policy_poll,
+        )
         gateway = Gateway(
             servers=servers,
             agents={a.token.get_secret_value(): a.name for a in settings.agents},
@@ -115,12 +181,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
             max_body_bytes=settings.gateway.max_body_bytes,
             clock=clock,
+            tools=tools,
         )
         hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
         webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
         notifier = Fanout(*([webhooks] if webhooks else []))
         desk = ApprovalDesk(
-            engine, DecisionWaiter(), notifier, hold=settings.gateway.approval_hold, base_url=settings.gateway.base_url
+            engine,
+            DecisionWaiter(),
+            notifier,
+            hold=settings.gateway.approval_hold,
+            base_url=settings.gateway.base_url,
+            now=now,
         )
         if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
             notifier.channels.append(slack.attach(desk))
@@ -133,13 +205,19 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         app.state.engine = engine
         app.state.desk = desk
         app.state.webhooks = webhooks
+        app.state.tools = tools
+        app.state.watcher = watcher
         app.state.approvers = TokenBook(
             (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
         )
         try:
             async with anyio.create_task_group() as tg:
                 audit.start(tg)
+                tools.start(tg)
+                await desk.load_grants()
                 desk.start(tg)
+                watcher.start(tg)
+                hangup = _Hangup(watcher.wake)
                 if webhooks is not None:
                     webhooks.start(tg)
                 for served in servers.values():
@@ -155,9 +233,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     yield
                 finally:
                     mcp.gateway = None
+                    hangup.close()
                     scheduler.shutdown()
                     for served in servers.values():
                         await served.upstream.aclose()
+                    await tools.close()
                     await audit.close()
                     if webhooks is not None:
                         await webhooks.close()
@@ -170,7 +250,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     async def healthz(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
-        servers = {}
+        watcher: PolicyWatcher = request.app.state.watcher
+        servers: dict[str, dict[str, Any]] = {}
         for name, served in gateway.servers.items():
             upstream = served.upstream
             if isinstance(upstream, StdioUpstream):
@@ -183,11 +264,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 }
             else:
                 servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
+            servers[name]["policy"] = watcher.files[name].health(served.policy)
         healthy = all(s["ready"] for s in servers.values())
+        drifted = sorted(f"{server}/{tool}" for server, tool in request.app.state.tools.drifted)
         detail: dict[str, Any] = {
             "status": "ok" if healthy else "degraded",
             "servers": servers,
             "audit_queue": request.app.state.audit.queued,
+            "drifted_tools": drifted,
+            "active_grants": len(request.app.state.desk.grants),
         }
         hooks: WebhookNotifier | None = request.app.state.webhooks
         if hooks is not None:
@@ -211,9 +296,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    return Starlette(
+    return _App(
+        mcp,
         routes=[
-            Route("/mcp/{server}", mcp, methods=None),
+            Route("/mcp/{server}", mcp, methods=None),  # reached only under a root path (see _App)
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
@@ -222,6 +308,21 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         ],
         lifespan=lifespan,
     )
+
+
+class _Hangup:
+    """SIGHUP asks for an immediate policy check, as daemons reload on it; a no-op where signals can't be caught."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        try:
+            self._loop.add_signal_handler(signal.SIGHUP, callback)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # Windows, or not the main thread
+            self._loop = None
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _origin(url: str) -> str:

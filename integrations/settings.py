@@ -54,8 +54,9 @@ class GatewaySettings(_Model):
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     upstream_timeout: float = 300.0
+    policy_poll: float = 1.0  # how often policy files are checked for edits (SIGHUP checks at once)
 
-    @field_validator("approval_hold", "upstream_timeout", mode="before")
+    @field_validator("approval_hold", "upstream_timeout", "policy_poll", mode="before")
     @classmethod
     def _duration(cls, value: str | float) -> float:
         return duration(value)

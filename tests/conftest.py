@@ -3,6 +3,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 
 from approvals.models import AuditEvent
 from integrations.app import create_app
+from integrations.gateway.holding import utcnow
 from integrations.settings import load_settings
 from tests.fakes.upstreams import serve_http
 
@@ -109,15 +111,22 @@ def write_config(
 
 @pytest.fixture
 def signoff(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Running]]:
-    """Factory: `async with signoff(servers) as running:` serves a real signoff over loopback."""
+    """Factory: `async with signoff(servers) as running:` serves a real signoff over loopback.
+
+    `clock` is the rate-limit clock (seconds); `now` the approvals' clock (deadlines, grants).
+    """
 
     @asynccontextmanager
     async def start(
-        servers: list[dict[str, Any]], *, clock: Callable[[], float] = time.time, **kwargs: Any
+        servers: list[dict[str, Any]],
+        *,
+        clock: Callable[[], float] = time.time,
+        now: Callable[[], datetime] = utcnow,
+        **kwargs: Any,
     ) -> AsyncIterator[Running]:
         config = write_config(tmp_path, servers, **kwargs)
         settings = load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN})
-        app = create_app(settings, clock=clock)
+        app = create_app(settings, clock=clock, now=now)
         async with serve_http(app) as url:
             yield Running(url=url, app=app)
 

@@ -24,12 +24,15 @@ from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.drift import ToolWatch
+from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, refusal, upstream_failure
 from integrations.gateway.sse import Message, rewrite_events
 from integrations.gateway.upstream import Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
+from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
 
 logger = logging.getLogger(__name__)
@@ -46,7 +49,10 @@ _KIND: dict[type, AuditKind] = {
 
 @dataclass(slots=True)
 class Served:
-    """One upstream as the gateway serves it: the connection and the policy in force."""
+    """One upstream as the gateway serves it: the connection and the policy in force.
+
+    A policy reload replaces `policy` (one assignment); each request reads it once, when it starts.
+    """
 
     upstream: Upstream
     policy: Policy
@@ -61,6 +67,7 @@ class _Exchange:
     identity: str
     headers: dict[str, str]
     message: Message
+    policy: Policy  # the policy in force when the request arrived, kept for its whole life
     modern: bool = False
     started: float = field(default_factory=time.perf_counter)
 
@@ -90,6 +97,7 @@ class Gateway:
         max_body_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
         desk: ApprovalDesk | None = None,
+        tools: ToolWatch | None = None,
     ) -> None:
         self.servers = dict(servers)
         self._agents = TokenBook(agents.items())
@@ -99,6 +107,7 @@ class Gateway:
         self._max_body = max_body_bytes
         self._clock = clock
         self.desk = desk
+        self.tools = tools
         self._session_owner: dict[str, str] = {}
         self.counts: dict[tuple[str, str], int] = {}
 
@@ -177,7 +186,7 @@ class Gateway:
             request_id = message.get("id") if isinstance(message, dict) else None
             return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get("mcp-protocol-version")
-        exchange = _Exchange(server, served, identity, headers, message)
+        exchange = _Exchange(server, served, identity, headers, message, served.policy)
         if (
             version is not None
             and version not in HANDSHAKE_PROTOCOL_VERSIONS
@@ -200,7 +209,7 @@ class Gateway:
             return await self._call_tool(exchange, body)
         reply = await served.upstream.post(body, message, headers, identity)
         if method == "tools/list" and "id" in message:
-            return _rewrite(reply, message["id"], lambda m: self._filter_tools(m, served.policy))
+            return _rewrite(reply, message["id"], lambda m: self._filter_tools(m, server, exchange.policy))
         if method == "initialize":
             self._track_session(reply, identity)
         return reply
@@ -212,12 +221,24 @@ class Gateway:
                     self._session_owner.pop(next(iter(self._session_owner)))
                 self._session_owner[value] = identity
 
-    @staticmethod
-    def _filter_tools(message: Message, policy: Policy) -> Message | None:
+    def _filter_tools(self, message: Message, server: str, policy: Policy) -> Message | None:
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return None
-        tools = [t for t in result["tools"] if not (isinstance(t, dict) and is_hidden(policy, str(t.get("name"))))]
+        listed = result["tools"]
+        drifted = self.tools.observe(server, policy, listed) if self.tools is not None else frozenset()
+        if policy.shadow:  # nothing is enforced, so nothing is left out
+            return None
+
+        def left_out(tool: Any) -> bool:
+            if not isinstance(tool, dict):
+                return False
+            name = str(tool.get("name"))
+            return is_hidden(policy, name) or (name in drifted and not is_shadowed(policy, name))
+
+        tools = [t for t in listed if not left_out(t)]
+        if len(tools) == len(listed):
+            return None
         return {**message, "result": {**result, "tools": tools}}
 
     async def _call_tool(self, exchange: _Exchange, body: bytes) -> Reply:
@@ -230,38 +251,70 @@ class Gateway:
             # 2026-07-28 maps JSON-RPC error codes to HTTP statuses; the handshake revisions answer 200.
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
             return json_reply(_error(message["id"], INVALID_PARAMS, problem), status)
-        policy = exchange.served.policy
+        policy = exchange.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
         decision = evaluate(policy, call, self._limiter, self._clock())
+        if self.tools is not None:
+            drift = self.tools.drifted.get((exchange.server, name))
+            if drift is not None:
+                decision = apply_drift(policy, drift, decision)
+        if isinstance(decision, Allow):
+            return await self._forward_call(exchange, body, call, decision)
+        if is_shadowed(policy, name):  # audited as what it would have been; the call runs
+            return await self._forward_call(exchange, body, call, decision, shadow=True)
         if isinstance(decision, NeedsApproval) and self.desk is not None:
+            if decision.grant_max is not None:
+                grant = self.desk.find_grant(exchange.server, name, exchange.identity)
+                if grant is not None:  # a grant replaces only the approval step: deny rules and limits passed
+                    return await self._forward_call(exchange, body, call, decision, grant=grant)
             return await self._hold(self.desk, exchange, body, call, decision)
-        if not isinstance(decision, Allow):
-            self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
-            result = refusal(decision, name, policy.digest)
-            if exchange.modern:
-                result["resultType"] = "complete"
-            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
-        return await self._forward_call(exchange, body, call, decision)
+        self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
+        result = refusal(decision, name, policy.digest)
+        if exchange.modern:
+            result["resultType"] = "complete"
+        return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
-    async def _forward_call(self, exchange: _Exchange, body: bytes, call: ToolCall, decision: Allow) -> Reply:
+    async def _forward_call(
+        self,
+        exchange: _Exchange,
+        body: bytes,
+        call: ToolCall,
+        decision: Decision,
+        *,
+        shadow: bool = False,
+        grant: ActiveGrant | None = None,
+    ) -> Reply:
         served = exchange.served
+
+        def record(outcome: str, detail: str) -> None:
+            if shadow:
+                why = getattr(decision, "reason", "hidden by policy")
+                self._record(
+                    exchange, call, decision, outcome=shadow_outcome(decision), detail=f"{why}; ran: {outcome}"
+                )
+            elif grant is not None:
+                until = grant.expires_at.isoformat(timespec="seconds")
+                used = f"grant {grant.id} from {grant.granted_by} until {until}" + (f": {detail}" if detail else "")
+                self._record(exchange, call, decision, outcome=outcome, detail=used, kind=AuditKind.GRANT_USED)
+            else:
+                self._record(exchange, call, decision, outcome=outcome, detail=detail)
+
         try:
             reply = await served.upstream.post(body, exchange.message, exchange.headers, exchange.identity)
         except UpstreamUnavailable as exc:
-            self._record(exchange, call, decision, outcome="upstream_unavailable", detail=exc.detail)
+            record("upstream_unavailable", exc.detail)
             result = upstream_failure(exchange.server, call.tool, str(exc))
             return json_reply({"jsonrpc": "2.0", "id": exchange.message["id"], "result": result})
 
         def observe(response: Message) -> None:
-            outcome, detail = call_outcome(response)
-            self._record(exchange, call, decision, outcome=outcome, detail=detail)
+            record(*call_outcome(response))
 
         return _rewrite(reply, exchange.message["id"], observe, on_missing=lambda: observe({}))
 
     async def _hold(
         self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
     ) -> Reply:
-        policy = exchange.served.policy
+        policy = exchange.policy
         rule = rule_for(policy, call.tool)
         pending = CallForApproval(
             call=call,
@@ -270,6 +323,7 @@ class Gateway:
             reason=decision.reason,
             spec=decision.approval,
             redact=rule.redact if rule else (),
+            grant_max=decision.grant_max,
         )
         message, headers = exchange.message, exchange.headers
         owner = headers.get("mcp-session-id") or exchange.identity
@@ -296,11 +350,20 @@ class Gateway:
 
         return await desk.hold_call(request, owner, message["id"], token, stream, execute)
 
-    def _record(self, exchange: _Exchange, call: ToolCall, decision: Decision, *, outcome: str, detail: str) -> None:
-        kind = _KIND.get(type(decision), AuditKind.ALLOWED)
-        key = (call.server, kind.value)
+    def _record(
+        self,
+        exchange: _Exchange,
+        call: ToolCall,
+        decision: Decision,
+        *,
+        outcome: str,
+        detail: str,
+        kind: AuditKind | None = None,
+    ) -> None:
+        kind = kind or _KIND.get(type(decision), AuditKind.ALLOWED)
+        key = (call.server, outcome if outcome.startswith("shadow_") else kind.value)
         self.counts[key] = self.counts.get(key, 0) + 1
-        rule = rule_for(exchange.served.policy, call.tool)
+        rule = rule_for(exchange.policy, call.tool)
         arguments = redacted(call.arguments, rule.redact if rule else ())
         self._audit.record(
             AuditRecord(
@@ -309,7 +372,7 @@ class Gateway:
                 tool=call.tool,
                 identity=call.identity,
                 rule=decision.rule,
-                policy_version=exchange.served.policy.digest,
+                policy_version=exchange.policy.digest,
                 args_digest=digest_arguments(call.arguments),
                 arguments=canonical_json(arguments),
                 outcome=outcome,

@@ -19,11 +19,12 @@ from anyio.abc import TaskGroup
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from approvals import service
+from approvals import grants, service
 from approvals.errors import AlreadyDecided
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.models import ApprovalRequest, ApprovalStatus, Grant
 from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
+from integrations.gateway.grants import ActiveGrant, GrantBook
 from integrations.gateway.refusals import approval_outcome
 from integrations.gateway.upstream import Reply, json_reply
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_INTERVAL = 10.0
 POLL_INTERVAL = 2.0
+GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
 Message = dict[str, Any]
 Execute = Callable[[], Awaitable[Reply]]
 
@@ -78,6 +80,7 @@ class ApprovalDesk:
         self._held: dict[tuple[str, Any], UUID | None] = {}
         self._cancelled_early: set[tuple[str, Any]] = set()
         self._task_group: TaskGroup | None = None
+        self.grants = GrantBook()
 
     def link(self, request_id: UUID | str) -> str:
         return f"{self.base_url}/approvals/{request_id}"
@@ -102,6 +105,7 @@ class ApprovalDesk:
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
         task_group.start_soon(self._poll_decisions)
+        task_group.start_soon(self._refresh_grants)
 
     async def _poll_decisions(self) -> None:
         # A decision committed by another process (a replica, the CLI on the database) rings no bell here:
@@ -124,24 +128,66 @@ class ApprovalDesk:
         for request_id in expired:
             self.waiter.notify(request_id)
             self.publish("approval.expired", await self.db(service.get_request, request_id))
+        for grant_id in await self.db(grants.expire_overdue_grants, self.now()):
+            self.grants.remove(grant_id)
         return expired
 
     async def expire(self, request_id: UUID) -> None:
         """The deadline job for one request; the row's deadline decides, so an early or late fire is harmless."""
         await self.expire_overdue()
 
+    # -- grants ----------------------------------------------------------------------------------------
+
+    async def load_grants(self) -> None:
+        """Hold every active grant (at start; the refresh loop keeps the book in step with other replicas)."""
+        version = self.grants.version
+        active = await self.db(grants.active_grants, self.now())
+        if self.grants.version == version:  # a grant made or revoked here meanwhile: the next refresh sees it
+            self.grants.replace(active)
+
+    async def _refresh_grants(self) -> None:
+        while True:
+            await anyio.sleep(GRANT_REFRESH)
+            try:
+                await self.load_grants()
+            except Exception:  # a background loop's top-level handler: log, keep the book, try again
+                logger.exception("Reloading grants failed")
+
+    def find_grant(self, server: str, tool: str, identity: str) -> ActiveGrant | None:
+        """The grant that lets this agent's call to this tool skip approval now; one dict lookup, no database."""
+        grant, expired = self.grants.find((server, tool, identity), self.now())
+        for grant_id in expired:  # stopped already; record the expiry once, off the call's path
+            if self._task_group is not None:
+                self._task_group.start_soon(self.db, grants.expire_grant, grant_id, self.now())
+        return grant
+
+    async def revoke_grant(self, grant_id: UUID, by: str, reason: str, channel: str) -> Grant:
+        grant = await self.db(grants.revoke_grant, grant_id, by, reason, channel, self.now())
+        self.grants.remove(grant_id)
+        return grant
+
     # -- decisions from the API, the CLI, Slack ------------------------------------------------------
 
     async def decide(
-        self, request_id: UUID, approver: service.Approver, verdict: str, comment: str, channel: str
+        self,
+        request_id: UUID,
+        approver: service.Approver,
+        verdict: str,
+        comment: str,
+        channel: str,
+        grant_seconds: float | None = None,
     ) -> service.VoteResult:
         try:
-            result = await self.db(service.decide, request_id, approver, verdict, comment, channel, self.now())
+            result = await self.db(
+                service.decide, request_id, approver, verdict, comment, channel, self.now(), grant_seconds
+            )
         except AlreadyDecided as exc:
             if exc.expired_now:  # the decision came after the deadline and expired the request itself
                 self.waiter.notify(request_id)
                 self.publish("approval.expired", await self.db(service.get_request, request_id))
             raise
+        if result.grant is not None:
+            self.grants.add(result.grant)
         if result.settled:
             self.waiter.notify(request_id)
             self.publish(f"approval.{result.request.status}", result.request)

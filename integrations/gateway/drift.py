@@ -1,0 +1,182 @@
+"""Noticing tool drift: pin each upstream tool's definition the first time a `tools/list` shows it, compare later.
+
+A tool's definition is its description, input schema and annotations; its digest is the SHA-256 of their canonical
+JSON. The live state is in memory, so a call costs one dict lookup and a change takes effect at once; each change
+is then made durable in the background, in order, with its audit row (`approvals.pins`), so a restart remembers.
+"""
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from approvals import pins
+from approvals.audit import canonical_json
+from policies import Policy
+from policies.drift import Drift, drift_action
+from policies.model import DriftAction
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # server, tool
+Job = tuple[Callable[..., object], tuple[Any, ...]]  # an approvals.pins function and its arguments after the session
+MAX_ATTEMPTS = 3
+
+
+def tool_definition(tool: Mapping[str, Any]) -> tuple[str, str]:
+    """The digest and canonical JSON of what a tool tells the model: description, input schema, annotations."""
+    definition = canonical_json(
+        {k: tool.get(k) for k in ("description", "inputSchema", "annotations")},
+    )
+    return hashlib.sha256(definition.encode()).hexdigest(), definition
+
+
+class ToolWatch:
+    """Pinned tool definitions and drifted tools, by (server, tool), kept in memory and written behind."""
+
+    def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._now = now
+        self.pinned: dict[Key, str] = {}
+        self.drifted: dict[Key, Drift] = {}
+        self._jobs: list[Job] = []
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self._closing = False
+
+    # -- start, write behind, stop -------------------------------------------------------------------------------
+
+    def _run_job(self, job: Job) -> None:
+        fn, args = job
+        with Session(self._engine, expire_on_commit=False) as session:
+            fn(session, *args)
+
+    async def load(self, versions: Mapping[str, str]) -> None:
+        """Re-check every server's pins under its policy version now (a changed file is a re-check), then hold them."""
+
+        def read(session: Session) -> list[Any]:
+            now = self._now()
+            for server, version in versions.items():
+                pins.recheck_pins(session, server, version, now)
+            return list(pins.load_pins(session))
+
+        rows = await anyio.to_thread.run_sync(lambda: self._with_session(read))
+        for pin in rows:
+            key = (pin.server, pin.tool)
+            self.pinned[key] = pin.digest
+            if pin.drift_digest is not None:
+                self.drifted[key] = Drift(pin.tool, pin.digest, pin.drift_digest)
+
+    def _with_session(self, fn: Callable[[Session], Any]) -> Any:
+        with Session(self._engine, expire_on_commit=False) as session:
+            return fn(session)
+
+    def _enqueue(self, fn: Callable[..., object], *args: Any) -> None:
+        self._jobs.append((fn, args))
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        attempts = 0
+        while self._jobs:
+            try:
+                await anyio.to_thread.run_sync(self._run_job, self._jobs[0])
+            except SQLAlchemyError:
+                attempts += 1
+                logger.exception("Recording a tool pin failed (attempt %d of %d)", attempts, MAX_ATTEMPTS)
+                if attempts < MAX_ATTEMPTS:
+                    await anyio.sleep(0.5)
+                    continue
+            attempts = 0
+            self._jobs.pop(0)
+
+    async def flush(self) -> None:
+        """Write every change noticed so far."""
+        async with self._lock:
+            await self._drain()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    def start(self, task_group: TaskGroup) -> None:
+        task_group.start_soon(self._run)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self.flush()
+
+    # -- the gateway's side ---------------------------------------------------------------------------------------
+
+    def observe(self, server: str, policy: Policy, tools: Iterable[Any]) -> frozenset[str]:
+        """Compare a `tools/list` page with the pins; pin new tools, record drift. Returns the tools to leave out.
+
+        A tool's policy says what drift means for it (`on_drift`): `ignore` tools are not tracked at all, and a
+        drifted `hide` tool is left out of the list until the drift is re-checked.
+        """
+        hidden: set[str] = set()
+        for tool in tools:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            if not isinstance(name, str):
+                continue
+            action = drift_action(policy, name)
+            if action is DriftAction.IGNORE:
+                continue
+            digest, definition = tool_definition(tool)
+            key = (server, name)
+            pinned = self.pinned.get(key)
+            if pinned is None:
+                self.pinned[key] = digest
+                self._enqueue(pins.record_pin, server, name, digest, definition, policy.digest, self._now())
+                continue
+            drift = self.drifted.get(key)
+            if digest != pinned and (drift is None or drift.current != digest):
+                drift = self.drifted[key] = Drift(name, pinned, digest)
+                logger.warning(
+                    "Tool %s on %s changed upstream (definition %s is now %s); on_drift %s",
+                    name,
+                    server,
+                    pins.short(pinned),
+                    pins.short(digest),
+                    action,
+                )
+                now = self._now()
+                self._enqueue(pins.record_drift, server, name, pinned, digest, definition, policy.digest, action, now)
+            if drift is not None and action is DriftAction.HIDE:
+                hidden.add(name)
+        return frozenset(hidden)
+
+    def recheck(self, server: str, policy_version: str) -> list[str]:
+        """`server`'s policy changed: what each drifted tool shows now is its pin. Returns those tools."""
+        accepted = self._accept_in_memory(server, None)
+        self._enqueue(pins.recheck_pins, server, policy_version, self._now())
+        return accepted
+
+    async def accept(self, server: str, tool: str | None, actor: str, channel: str, policy_version: str) -> list[str]:
+        """An approver accepts the drift of `tool` (or of every drifted tool of `server`). Returns the tools."""
+        accepted = set(self._accept_in_memory(server, tool))
+        async with self._lock:
+            await self._drain()  # a drift still being written must land before it is accepted
+
+            def write(session: Session) -> list[str]:
+                return pins.accept_drift(session, server, tool, actor, channel, policy_version, self._now())
+
+            accepted |= set(await anyio.to_thread.run_sync(lambda: self._with_session(write)))
+        return sorted(accepted)
+
+    def _accept_in_memory(self, server: str, tool: str | None) -> list[str]:
+        accepted = []
+        for key in [k for k in self.drifted if k[0] == server and tool in (None, k[1])]:
+            self.pinned[key] = self.drifted.pop(key).current
+            accepted.append(key[1])
+        return sorted(accepted)

@@ -1,0 +1,173 @@
+"""Hot reload of policy files: watch each server's policy file and swap its policy in place when it changes.
+
+A swap is one assignment to `Served.policy`: a call in flight keeps the policy it started with, the next call gets
+the new one, and rate-limit counters (kept by counter name, outside any policy) carry on. An invalid edit is
+refused: the previous policy keeps serving, and the faults are logged and kept for `/healthz`. Files are polled
+(modification time, size and inode, then a digest of the content), so no platform file-watching API is needed.
+Only policy files reload; changes to signoff.toml itself need a restart.
+"""
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from integrations.gateway.endpoint import Served
+from policies import Policy, PolicyInvalid, format_fault, load_policy
+
+logger = logging.getLogger(__name__)
+
+Stat = tuple[int, int, int]  # mtime_ns, size, inode
+
+
+class Check(StrEnum):
+    """What checking one policy file found."""
+
+    UNCHANGED = "unchanged"
+    RELOADED = "reloaded"
+    REFUSED = "refused"
+
+
+@dataclass(slots=True)
+class PolicyFile:
+    """One server's policy file as last read, and the last refusal, if the file is still refused."""
+
+    server: str
+    path: Path
+    stat: Stat | None
+    content: str
+    loaded_at: datetime
+    reloads: int = 0
+    error: str | None = None
+    error_at: datetime | None = None
+
+    def health(self, policy: Policy) -> dict[str, Any]:
+        return {
+            "version": policy.digest,
+            "source": str(self.path),
+            "loaded_at": self.loaded_at.isoformat(),
+            "reloads": self.reloads,
+            "error": self.error,
+            "error_at": self.error_at.isoformat() if self.error_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a worker thread found in one file: its stat, its content digest, and the policy or the faults."""
+
+    stat: Stat | None
+    content: str
+    policy: Policy | None = None
+    error: str | None = None
+
+
+def _stat(path: Path) -> Stat | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read(path: Path, known: PolicyFile, force: bool) -> _Read | None:
+    """Read and load the file if it may have changed; None when it has not."""
+    stat = _stat(path)
+    if stat is not None and stat == known.stat and not force:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _Read(None, "", error=f"cannot read {path}: {exc.strerror}")
+    content = hashlib.sha256(data).hexdigest()
+    if content == known.content and known.error is None:
+        return _Read(stat, content)
+    try:
+        return _Read(stat, content, policy=load_policy(data, source=str(path)))
+    except PolicyInvalid as exc:
+        faults = "; ".join(format_fault(f, str(path)) for f in exc.faults if f.severity == "error")
+        return _Read(stat, content, error=faults)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PolicyWatcher:
+    """Polls every server's policy file every `interval` seconds, or at once when woken (SIGHUP, the API)."""
+
+    def __init__(
+        self,
+        servers: Mapping[str, Served],
+        paths: Mapping[str, Path],
+        *,
+        on_reload: Callable[[str, Policy, Policy], None],
+        on_refused: Callable[[str, str], None],
+        interval: float = 1.0,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self._servers = servers
+        self._on_reload = on_reload
+        self._on_refused = on_refused
+        self._interval = interval
+        self._now = now
+        # Nothing is known of the files yet, so the first check reads them all: an edit made between loading the
+        # policies and starting to watch them is not missed.
+        started = now()
+        self.files = {name: PolicyFile(name, path, None, "", started) for name, path in paths.items()}
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+
+    def wake(self) -> None:
+        """Check every file now (the SIGHUP handler)."""
+        self._wake.set()
+
+    def start(self, task_group: TaskGroup) -> None:
+        task_group.start_soon(self._poll)
+
+    async def _poll(self) -> None:
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._wake.wait()
+            force = self._wake.is_set()
+            self._wake = anyio.Event()
+            try:
+                await self.check_all(force=force)
+            except Exception:  # the poller's top-level handler: log, keep watching
+                logger.exception("Checking policy files failed")
+
+    async def check_all(self, *, force: bool = False) -> dict[str, Check]:
+        """Check every policy file; reload those that changed and are valid. `force` reads them even if unchanged."""
+        async with self._lock:
+            return {name: await self._check(name, force) for name in self.files}
+
+    async def _check(self, name: str, force: bool) -> Check:
+        known = self.files[name]
+        read = await anyio.to_thread.run_sync(_read, known.path, known, force)
+        if read is None:
+            return Check.UNCHANGED
+        served = self._servers[name]
+        if read.error is not None:
+            known.stat, known.content = read.stat, read.content
+            if read.error != known.error:  # report each refusal once, not at every poll
+                known.error, known.error_at = read.error, self._now()
+                logger.error("Policy for %s not reloaded; the previous one keeps serving: %s", name, read.error)
+                self._on_refused(name, read.error)
+            return Check.REFUSED
+        known.stat, known.content = read.stat, read.content
+        known.error = known.error_at = None
+        if read.policy is None or read.policy.digest == served.policy.digest:
+            return Check.UNCHANGED
+        old, served.policy = served.policy, read.policy
+        known.loaded_at = self._now()
+        known.reloads += 1
+        logger.info("Policy for %s reloaded: version %s replaces %s", name, read.policy.digest, old.digest)
+        self._on_reload(name, old, read.policy)
+        return Check.RELOADED
