@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from approvals import pins
@@ -87,7 +86,7 @@ class ToolWatch:
         while self._jobs:
             try:
                 await anyio.to_thread.run_sync(self._run_job, self._jobs[0])
-            except SQLAlchemyError:
+            except Exception:  # the writer's top-level handler: retry, then drop the one write that keeps failing
                 attempts += 1
                 logger.exception("Recording a tool pin failed (attempt %d of %d)", attempts, MAX_ATTEMPTS)
                 if attempts < MAX_ATTEMPTS:

@@ -158,8 +158,14 @@ class ApprovalDesk:
         grant, expired = self.grants.find((server, tool, identity), self.now())
         for grant_id in expired:  # stopped already; record the expiry once, off the call's path
             if self._task_group is not None:
-                self._task_group.start_soon(self.db, grants.expire_grant, grant_id, self.now())
+                self._task_group.start_soon(self._record_expiry, grant_id)
         return grant
+
+    async def _record_expiry(self, grant_id: UUID) -> None:
+        try:
+            await self.db(grants.expire_grant, grant_id, self.now())
+        except Exception:  # a background task's top-level handler: the periodic sweep records it instead
+            logger.exception("Recording the expiry of grant %s failed", grant_id)
 
     async def revoke_grant(self, grant_id: UUID, by: str, reason: str, channel: str) -> Grant:
         grant = await self.db(grants.revoke_grant, grant_id, by, reason, channel, self.now())
