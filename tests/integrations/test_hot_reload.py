@@ -106,6 +106,7 @@ async def test_rewrites_under_load_switch_decisions_without_a_failed_call(signof
                 for _ in range(3):
                     tg.start_soon(load, "echo", {"text": "hi"})
                     tg.start_soon(load, "add", {"a": 1, "b": 2})
+                await answered(12)  # calls under the first policy too, before any edit
                 for index, document in enumerate(versions[1:], start=1):
                     write(path, "{ not json")  # an invalid edit first: refused, the previous policy keeps serving
                     refused = await refusal_shown(running, "ev")
