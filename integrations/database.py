@@ -3,6 +3,8 @@
 Tables are created and changed only by the Alembic migrations in `integrations/migrations/`, never by `create_all`.
 """
 
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # second process wait for the write lock instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+_SQLITE_WRITERS = threading.Lock()
+
+
+def serialised(engine: Engine) -> AbstractContextManager[object]:
+    """A lock to hold around a transaction: SQLite has one writer at a time, so threads of this process take turns
+    here instead of timing out on the database lock; PostgreSQL's own row locks need no such help."""
+    return _SQLITE_WRITERS if engine.dialect.name == "sqlite" else nullcontext()
 
 
 def create_database_engine(url: str, *, migrate: bool = True) -> Engine:

@@ -24,6 +24,7 @@ from approvals.errors import AlreadyDecided
 from approvals.models import ApprovalRequest, ApprovalStatus, Grant
 from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
+from integrations.database import serialised
 from integrations.gateway.grants import ActiveGrant, GrantBook
 from integrations.gateway.refusals import approval_outcome
 from integrations.gateway.upstream import Reply, json_reply
@@ -89,7 +90,7 @@ class ApprovalDesk:
         """Run one service function in a worker thread with its own session."""
 
         def run() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with serialised(self.engine), Session(self.engine, expire_on_commit=False) as session:
                 return fn(session, *args)
 
         return await anyio.to_thread.run_sync(run)
@@ -266,9 +267,17 @@ class ApprovalDesk:
             await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
 
     async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
-        await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
-        request = await self.db(service.get_request, request_id)
-        self.publish(f"approval.{request.status}", request)
+        """Record what an approved call did; retried, because a request left `executing` could never run again."""
+        for attempt in range(1, 11):
+            try:
+                await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
+                request = await self.db(service.get_request, request_id)
+            except Exception:  # a background task's top-level handler: log, retry, never end the task group
+                logger.exception("Recording the outcome of approval %s failed (attempt %d)", request_id, attempt)
+                await anyio.sleep(min(0.1 * 2**attempt, 10.0))
+                continue
+            self.publish(f"approval.{request.status}", request)
+            return
 
     def finish_later(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
         if self._task_group is None:
