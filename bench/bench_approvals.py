@@ -238,7 +238,8 @@ class Approver:
 async def http_get(port: int, path: str) -> tuple[int, Any]:
     reader, writer = await open_connection(port)
     try:
-        writer.write(request_bytes("GET", path, port, {"Connection": "close"}, b""))
+        headers = {"Connection": "close", "Authorization": f"Bearer {APPROVER_TOKEN}"}
+        writer.write(request_bytes("GET", path, port, headers, b""))
         status, _, body = await read_response(reader)
         return status, json.loads(body) if body else None
     finally:

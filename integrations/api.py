@@ -6,6 +6,7 @@ errors map to HTTP statuses here and nowhere else.
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -56,6 +57,18 @@ def _approver(request: Request) -> service.Approver | Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="signoff"'
         return response
     return approver
+
+
+def _approvers_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Reading requests and the audit log needs an approver's token too: arguments and decisions are sensitive."""
+
+    async def guarded(request: Request) -> Response:
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
+        return await endpoint(request)
+
+    return guarded
 
 
 async def _body(request: Request) -> dict[str, Any] | None:
@@ -257,14 +270,14 @@ def build_routes() -> list[Route]:
         return JSONResponse({"servers": servers}, status_code=422 if refused else 200)
 
     return [
-        Route("/api/approvals", list_approvals),
-        Route("/api/approvals/{id}", get_approval),
+        Route("/api/approvals", _approvers_only(list_approvals)),
+        Route("/api/approvals/{id}", _approvers_only(get_approval)),
         Route("/api/approvals/{id}/approve", approve, methods=["POST"]),
         Route("/api/approvals/{id}/reject", reject, methods=["POST"]),
-        Route("/api/audit", audit),
-        Route("/api/grants", list_grants),
+        Route("/api/audit", _approvers_only(audit)),
+        Route("/api/grants", _approvers_only(list_grants)),
         Route("/api/grants/{id}/revoke", revoke_grant, methods=["POST"]),
-        Route("/api/drift", list_drift),
+        Route("/api/drift", _approvers_only(list_drift)),
         Route("/api/drift/{server}/accept", accept_drift, methods=["POST"]),
         Route("/api/drift/{server}/{tool}/accept", accept_drift, methods=["POST"]),
         Route("/api/policies/reload", reload_policies, methods=["POST"]),

@@ -22,6 +22,7 @@ from tests.fakes.upstreams import serve_http
 
 AGENT_TOKEN = "agent-token-alpha"
 OTHER_TOKEN = "agent-token-bravo"
+READER = {"Authorization": "Bearer carol-approver-token"}  # any approver may read /api
 APPROVERS = {"alice": ["dba"], "bob": ["dba"], "carol": ["ops"], "alpha": []}
 
 

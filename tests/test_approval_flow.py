@@ -11,7 +11,7 @@ import pytest
 from mcp_types import CallToolResult, TextContent
 
 from integrations.cli import main
-from tests.conftest import Running
+from tests.conftest import READER, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 from tests.fakes.webhook_receiver import WebhookReceiver
 
@@ -58,7 +58,7 @@ async def guarded(signoff: Any, state: EverythingState, hold: str = "20s") -> As
 
 
 async def api(running: Running, method: str, path: str, token: str | None = None, **body: Any) -> httpx2.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else (READER if method == "GET" else {})
     async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
         return await http.request(method, path, headers=headers, json=body if method == "POST" else None)
 
@@ -353,3 +353,18 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
 
     assert progress and f"waiting for approval {approval_id}" in (progress[0] or "")
     assert not results[0].is_error and state.deleted_records == ["r-5"]
+
+
+async def test_reading_approvals_and_the_audit_log_needs_an_approver_token(signoff: Any) -> None:
+    async with guarded(signoff, EverythingState()) as running:
+        async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+            with anyio.fail_after(10):
+                anonymous = [
+                    (await http.get(path)).status_code for path in ("/api/approvals", "/api/audit", "/api/grants")
+                ]
+                agent = await http.get("/api/audit", headers={"Authorization": "Bearer agent-token-alpha"})
+                approver = await http.get("/api/audit", headers=READER)
+
+    assert anonymous == [401, 401, 401]
+    assert agent.status_code == 401  # an agent's token is not an approver's
+    assert approver.status_code == 200 and approver.json()["events"][0]["kind"] == "policy_loaded"

@@ -12,7 +12,7 @@ import pytest
 from mcp_types import CallToolResult
 
 from integrations.cli import main
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, Running
+from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, READER, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +62,7 @@ async def api(running: Running, path: str, token: str | None = None, **body: Any
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
         if token is None and not body:
-            return await http.get(path)
+            return await http.get(path, headers=READER)
         return await http.post(path, headers=headers, json=body)
 
 

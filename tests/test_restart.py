@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import AGENT_TOKEN, write_config
+from tests.conftest import AGENT_TOKEN, READER, write_config
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -104,7 +104,7 @@ async def test_sigkill_with_pending_requests_loses_none_and_expires_the_overdue(
 
             with serve_process(config, port):
                 await until_healthy(base)
-                async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
+                async with httpx2.AsyncClient(base_url=base, timeout=10, headers=READER) as http:
                     statuses = {
                         i: (await http.get(f"/api/approvals/{i}")).json()["status"] for i in (kept, other, short)
                     }

@@ -20,7 +20,7 @@ import pytest
 from mcp_types import CallToolResult, TextContent
 from slack_sdk.signature import SignatureVerifier
 
-from tests.conftest import Running
+from tests.conftest import READER, Running
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_socket import SlackSocket
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
@@ -86,7 +86,7 @@ class Flow:
             return await http.request(method, path, **kwargs)
 
     async def approval(self, approval_id: str) -> dict[str, Any]:
-        detail: dict[str, Any] = (await self.http("GET", f"/api/approvals/{approval_id}")).json()
+        detail: dict[str, Any] = (await self.http("GET", f"/api/approvals/{approval_id}", headers=READER)).json()
         return detail
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import httpx2
 
-from tests.conftest import Running
+from tests.conftest import READER, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 POLICY = {
@@ -67,7 +67,7 @@ async def pending_id(running: Running, tool: str) -> str:
     """The id of the pending request for `tool`, once the held call has created it."""
     async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
         while True:  # bounded by the caller's fail_after
-            listing = (await http.get(f"/api/approvals?status=pending&tool={tool}")).json()["approvals"]
+            listing = (await http.get(f"/api/approvals?status=pending&tool={tool}", headers=READER)).json()["approvals"]
             if listing:
                 return str(listing[0]["id"])
             await anyio.sleep(0.02)
@@ -75,4 +75,4 @@ async def pending_id(running: Running, tool: str) -> str:
 
 async def status_of(running: Running, approval_id: str) -> str:
     async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
-        return str((await http.get(f"/api/approvals/{approval_id}")).json()["status"])
+        return str((await http.get(f"/api/approvals/{approval_id}", headers=READER)).json()["status"])

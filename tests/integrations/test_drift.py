@@ -13,7 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 
 from integrations.cli import main
-from tests.conftest import Running
+from tests.conftest import READER, Running
 from tests.fakes.upstreams import serve_http
 
 pytestmark = pytest.mark.anyio
@@ -97,7 +97,7 @@ async def changing(signoff: Any, upstream: MCPServer, policy: dict[str, Any] = P
 
 
 async def api(running: Running, method: str, path: str, token: str | None = None) -> httpx2.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else (READER if method == "GET" else {})
     async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
         return await http.request(method, path, headers=headers)
 

@@ -10,7 +10,7 @@ import pytest
 from mcp_types import CallToolResult
 
 from integrations.cli import main
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, READER
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +43,7 @@ async def test_shadow_policy_audits_what_it_would_do_and_every_call_runs(signoff
                 dropped = await client.call_tool("drop_table", {"name": "users"})
                 deleted = await client.call_tool("delete_record", {"record_id": "r-1"})
                 counted = [await client.call_tool("counter", {}) for _ in range(2)]
-                async with httpx2.AsyncClient(base_url=running.url) as http:
+                async with httpx2.AsyncClient(base_url=running.url, headers=READER) as http:
                     requests = (await http.get("/api/approvals?status=")).json()["approvals"]
                     metrics = (await http.get("/metrics")).text
             rows = await running.audit()
