@@ -40,6 +40,7 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from integrations.app import create_app
+    from integrations.serving import http_protocol
 
     settings = load_settings(args.config)
     if args.host:
@@ -58,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         ws="none",
+        http=http_protocol(),  # each response in one write (integrations/serving.py)
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()
