@@ -5,11 +5,12 @@ is retried, and shutdown drains what is left before the process exits.
 
 Each batch is one transaction on a connection the writer keeps (`approvals.audit.append_rows`: one
 `executemany`, no ORM), in a worker thread; after a database error the connection is dropped and a new
-one is taken for the retry.
+one is taken for the retry. A record may be queued as a function that builds it: the gateway defers
+the canonical JSON, digest and redaction of a call's arguments to the writer's thread that way.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
@@ -21,6 +22,8 @@ from approvals.audit import AuditRecord, append_rows
 
 logger = logging.getLogger(__name__)
 
+Recordable = AuditRecord | Callable[[], AuditRecord]
+
 
 class AuditWriter:
     """Batches `AuditRecord`s into the chained log from one background task."""
@@ -29,7 +32,7 @@ class AuditWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._gather = gather
-        self._pending: list[AuditRecord] = []
+        self._pending: list[Recordable] = []
         self._wake = anyio.Event()
         self._closing = False
         self._lock = anyio.Lock()
@@ -40,17 +43,18 @@ class AuditWriter:
     def queued(self) -> int:
         return len(self._pending)
 
-    def record(self, record: AuditRecord) -> None:
-        """Queue one record; returns at once."""
+    def record(self, record: Recordable) -> None:
+        """Queue one record, or a function that builds it (called later, in the writer's thread); returns at once."""
         self._pending.append(record)
         self._wake.set()
 
-    def _write(self, batch: Sequence[AuditRecord]) -> None:
+    def _write(self, batch: Sequence[Recordable]) -> None:
+        records = [r if isinstance(r, AuditRecord) else r() for r in batch]
         connection = self._connection
         if connection is None:
             connection = self._connection = self._engine.connect()
         try:
-            append_rows(connection, batch)
+            append_rows(connection, records)
             connection.commit()
         except BaseException:
             self._connection = None

@@ -6,11 +6,14 @@ a bare Starlette hop, and passes everything else (resources, prompts, completion
 server-to-client requests, the GET stream) through unchanged.
 """
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +22,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
-from approvals.audit import AuditRecord, canonical_json, digest_arguments, redacted
+from approvals.audit import AuditRecord, canonical_json, redacted
 from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
@@ -364,22 +367,50 @@ class Gateway:
         key = (call.server, outcome if outcome.startswith("shadow_") else kind.value)
         self.counts[key] = self.counts.get(key, 0) + 1
         rule = rule_for(exchange.policy, call.tool)
-        arguments = redacted(call.arguments, rule.redact if rule else ())
+        latency_ms = (time.perf_counter() - exchange.started) * 1000
+        # Built in the audit writer's thread: the arguments' canonical JSON and digest stay off the reply's path.
         self._audit.record(
-            AuditRecord(
-                kind=kind,
-                server=call.server,
-                tool=call.tool,
-                identity=call.identity,
-                rule=decision.rule,
-                policy_version=exchange.policy.digest,
-                args_digest=digest_arguments(call.arguments),
-                arguments=canonical_json(arguments),
-                outcome=outcome,
-                detail=detail[:2000],
-                latency_ms=(time.perf_counter() - exchange.started) * 1000,
+            partial(
+                _call_record,
+                kind,
+                call,
+                decision.rule,
+                exchange.policy.digest,
+                rule.redact if rule else (),
+                outcome,
+                detail[:2000],
+                latency_ms,
+                datetime.now(UTC),
             )
         )
+
+
+def _call_record(
+    kind: AuditKind,
+    call: ToolCall,
+    rule: str,
+    policy_version: str,
+    redact: tuple[str, ...],
+    outcome: str,
+    detail: str,
+    latency_ms: float,
+    at: datetime,
+) -> AuditRecord:
+    canonical = canonical_json(call.arguments)  # digest_arguments' own spelling, computed once
+    return AuditRecord(
+        kind=kind,
+        server=call.server,
+        tool=call.tool,
+        identity=call.identity,
+        rule=rule,
+        policy_version=policy_version,
+        args_digest=hashlib.sha256(canonical.encode()).hexdigest(),
+        arguments=canonical_json(redacted(call.arguments, redact)) if redact else canonical,
+        outcome=outcome,
+        detail=detail,
+        latency_ms=latency_ms,
+        at=at,
+    )
 
 
 def _envelope_problem(message: Any) -> str | None:
