@@ -107,11 +107,14 @@ def _row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
 
 
 def _lock_chain(session: Session | Connection) -> None:
-    # Two replicas appending at once would fork the chain; on PostgreSQL a transaction-scoped advisory
-    # lock serialises appenders. SQLite serialises writers by itself.
+    # Two appenders that read the same last hash would fork the chain, so the head is read only while
+    # holding the database's write lock: on PostgreSQL a transaction-scoped advisory lock; on SQLite a
+    # write statement (that changes nothing) takes the one write lock before the read, across processes too.
     dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
     if dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7305924)"))
+    elif dialect.name == "sqlite":
+        session.execute(text("UPDATE audit_events SET id = id WHERE 0 = 1"))
 
 
 def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]]:

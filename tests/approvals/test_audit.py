@@ -1,6 +1,7 @@
 """The audit log on a real database: rows append in order, chain, and any edit or removal shows."""
 
 import itertools
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -129,3 +130,21 @@ async def test_the_writer_appends_everything_recorded_and_survives_a_failed_batc
 
     assert report.ok and report.checked == 8
     assert writer.written == 8 and writer.queued == 0
+
+
+def test_appenders_racing_in_threads_never_fork_the_chain(engine: Engine) -> None:
+    def work(worker: int) -> None:
+        for i in range(20):
+            with Session(engine) as session:
+                append(session, [AuditRecord(kind="allowed", tool=f"w{worker}-{i}")])
+                session.commit()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    with Session(engine) as session:
+        report = verify_chain(session)
+
+    assert report.ok and report.checked == 120
