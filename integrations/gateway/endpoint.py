@@ -287,8 +287,6 @@ class Gateway:
         shadow: bool = False,
         grant: ActiveGrant | None = None,
     ) -> Reply:
-        served = exchange.served
-
         def record(outcome: str, detail: str) -> None:
             if shadow:
                 why = getattr(decision, "reason", "hidden by policy")
@@ -302,17 +300,7 @@ class Gateway:
             else:
                 self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
-        try:
-            reply = await served.upstream.post(body, exchange.message, exchange.headers, exchange.identity)
-        except UpstreamUnavailable as exc:
-            record("upstream_unavailable", exc.detail)
-            result = upstream_failure(exchange.server, call.tool, str(exc))
-            return json_reply({"jsonrpc": "2.0", "id": exchange.message["id"], "result": result})
-
-        def observe(response: Message) -> None:
-            record(*call_outcome(response))
-
-        return _rewrite(reply, exchange.message["id"], observe, on_missing=lambda: observe({}))
+        return await _send_call(exchange, body, call, record)
 
     async def _hold(
         self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
@@ -338,18 +326,11 @@ class Gateway:
 
         async def execute() -> Reply:
             started = time.perf_counter()
-            try:
-                reply = await exchange.served.upstream.post(body, message, headers, exchange.identity)
-            except UpstreamUnavailable as exc:
-                desk.finish_later(request.id, False, "upstream_unavailable", (time.perf_counter() - started) * 1000)
-                result = upstream_failure(exchange.server, call.tool, str(exc))
-                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
-            def observe(response: Message) -> None:
-                outcome, _ = call_outcome(response)
+            def finish(outcome: str, _detail: str) -> None:
                 desk.finish_later(request.id, outcome == "ok", outcome, (time.perf_counter() - started) * 1000)
 
-            return _rewrite(reply, message["id"], observe, on_missing=lambda: observe({}))
+            return await _send_call(exchange, body, call, finish)
 
         return await desk.hold_call(request, owner, message["id"], token, stream, execute)
 
@@ -431,6 +412,22 @@ def _envelope_problem(message: Any) -> str | None:
     if "id" in message and ("result" in message or "error" in message):
         return None
     return 'A JSON-RPC message needs "method" (a request or notification) or "result"/"error" (a response)'
+
+
+async def _send_call(exchange: _Exchange, body: bytes, call: ToolCall, report: Callable[[str, str], None]) -> Reply:
+    """Forward a decided `tools/call` upstream and `report(outcome, detail)` once its answer is seen."""
+    message = exchange.message
+    try:
+        reply = await exchange.served.upstream.post(body, message, exchange.headers, exchange.identity)
+    except UpstreamUnavailable as exc:
+        report("upstream_unavailable", exc.detail)
+        result = upstream_failure(exchange.server, call.tool, str(exc))
+        return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
+
+    def observe(response: Message) -> None:
+        report(*call_outcome(response))
+
+    return _rewrite(reply, message["id"], observe, on_missing=lambda: observe({}))
 
 
 def call_outcome(response: Message) -> tuple[str, str]:
