@@ -46,16 +46,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-HOST = "127.0.0.1"
+from harness import (
+    HERE,
+    HOST,
+    ROOT,
+    cpu_seconds,
+    free_port,
+    machine_busy,
+    percentile,
+    processes,
+    start,
+    wait_http,
+)
+
 VERSION = "2026-07-28"
 AGENT_TOKEN = "bench-agent-token-0123456789"  # noqa: S105 - a throwaway loopback token
 APPROVER_TOKEN = "bench-alice-approver-token-0123456789"  # noqa: S105 - likewise
 SERVER = "fast"
 MEMORY_GOAL_MB = 300.0
 P99_GOAL_MS = 50.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLICY = {
     "version": "1",
     "default": "allow",
@@ -249,12 +258,6 @@ async def http_get(port: int, path: str) -> tuple[int, Any]:
 # -- processes and /proc ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def proc_status(pid: int) -> dict[str, str]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -279,17 +282,6 @@ def open_fds(pid: int) -> int:
         return -1
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent not idle (from /proc/stat)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
-
-
 def raise_nofile(needed: int) -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
@@ -299,47 +291,6 @@ def raise_nofile(needed: int) -> tuple[int, int]:
     if soft < needed:
         raise SystemExit(f"RLIMIT_NOFILE is {soft} (hard {hard}); {needed} descriptors are needed for these --calls")
     return soft, hard
-
-
-@contextmanager
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def start(procs: list[subprocess.Popen[bytes]], args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    procs.append(proc)
-    return proc
-
-
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before serving on port {port}")
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0) as sock:
-                sock.sendall(request)
-                if sock.recv(64).startswith(b"HTTP/1.1 200") or path != "/healthz":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing served on {HOST}:{port}{path} within {timeout}s")
 
 
 def write_config(tmp: Path, port: int, upstream_port: int) -> tuple[Path, Path]:
@@ -396,12 +347,6 @@ class Rows:
 
 
 # -- the phases ---------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @dataclass

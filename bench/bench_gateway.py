@@ -45,14 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-HOST = "127.0.0.1"
+from harness import (
+    HERE,
+    HOST,
+    cpu_seconds,
+    free_port,
+    machine_busy,
+    percentile,
+    processes,
+    start,
+    wait_http,
+)
+
 PROTOCOL_VERSION = "2025-11-25"
 TOKEN = "bench-agent-token-0123456789"  # noqa: S105 - a throwaway token for a loopback benchmark
 ADDED_MS_GOAL = 1.5
 RATIO_GOAL = 0.45
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # -- a small, honest HTTP/1.1 + MCP client ------------------------------------------------------
@@ -218,34 +226,8 @@ class McpClient:
 # -- processes ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (0 where there is no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def self_cpu() -> float:
     return time.process_time()
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent not idle, from /proc/stat (0 where there is none)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    ticks = [int(x) for x in fields[:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
 
 
 def wait_quiet(limit: float, threshold: float = 0.2) -> float:
@@ -258,48 +240,6 @@ def wait_quiet(limit: float, threshold: float = 0.2) -> float:
         if busy < threshold or time.monotonic() >= deadline:
             return busy
         print(f"  waiting for a quiet machine: other processes use {busy:.2f} cores", flush=True)
-
-
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Until GET `path` answers with any HTTP status (bounded; fails if the process dies)."""
-    deadline = time.monotonic() + timeout
-    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before serving on port {port}")
-        try:
-            with socket.create_connection((HOST, port), timeout=1.0) as sock:
-                sock.sendall(request)
-                if sock.recv(64).startswith(b"HTTP/1.1 200") or path != "/healthz":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing served on {HOST}:{port}{path} within {timeout}s")
-
-
-@contextmanager
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def start(procs: list[subprocess.Popen[bytes]], args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    procs.append(proc)
-    return proc
 
 
 def write_config(tmp: Path, port: int, upstreams: dict[str, int]) -> tuple[Path, Path]:
@@ -349,12 +289,6 @@ class Target:
     rate: float = 0.0
     conc_ms: list[float] = field(default_factory=list)
     conc_cpu_us: dict[str, float] = field(default_factory=dict)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def cpu_snapshot(target: Target, names: list[str]) -> dict[str, float]:
