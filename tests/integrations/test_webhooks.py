@@ -243,7 +243,12 @@ async def test_publish_from_a_worker_thread_is_delivered() -> None:
         async with notifier_for([webhook(url)]) as notifier:
             with anyio.fail_after(5):
                 await anyio.to_thread.run_sync(notifier.publish, "approval.requested", REQUEST)
-                await receiver.wait_for(1)
+                (delivery,) = await receiver.wait_for(1)
+
+    assert delivery.signature_valid
+    assert delivery.json()["event"] == "approval.requested"
+    assert delivery.json()["request"]["id"] == str(APPROVAL_ID)
+    assert delivery.json()["request"]["arguments_note"] == "café-marker"
 
 
 async def test_unserializable_request_is_logged_and_counted_not_raised(caplog: pytest.LogCaptureFixture) -> None:
