@@ -191,3 +191,21 @@ class Grant(SQLModel, table=True):
     ended_at: datetime | None = None
     ended_by: str | None = Field(default=None, max_length=128)
     end_reason: str | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A sign-in to the web page: the server's record of it, so that signing out ends it on every replica.
+
+    The cookie carries a random session id; the row keeps only that id's SHA-256 (`id`), so reading the database
+    does not let anyone present a session. A session counts while `ended_at` is null and it is younger than the
+    web page's session lifetime; rows older than that are deleted at later sign-ins.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    approver: str = Field(max_length=128)
+    method: str = Field(max_length=32)
+    signed_in_at: datetime
+    ended_at: datetime | None = None
+    end_reason: str | None = Field(default=None, max_length=32)
