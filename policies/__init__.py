@@ -3,10 +3,11 @@
 No I/O, no async, and no imports from the other signoff packages.
 """
 
+from policies.durations import parse_duration
 from policies.errors import Fault, PolicyError, PolicyInvalid, format_fault
 from policies.evaluate import evaluate, is_hidden, rule_for
 from policies.limits import RateLimiter
-from policies.loading import check_policy, load_policy, parse_duration
+from policies.loading import check_policy, load_policy
 from policies.model import (
     Action,
     Allow,

@@ -7,17 +7,17 @@ any of them is an error. Every PolicyLayer v1 document loads and means the same 
 import difflib
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from policies.durations import TIMEOUT_HINT, WINDOW_HINT, parse_duration, parse_window
 from policies.errors import Fault, PolicyInvalid
 from policies.globs import GlobSyntaxError, NameMatcher, glob_to_regex
 from policies.model import OPS, Action, ApprovalSpec, Condition, DriftAction, Limit, Policy, Rule, Scope
 from policies.values import json_kind, show
 
-__all__ = ["Fault", "check_policy", "load_policy", "parse_duration"]
+__all__ = ["Fault", "check_policy", "load_policy"]
 
 TOP_KEYS = ("version", "default", "default_reason", "hide", "all_tools", "tools", "shadow", "on_drift")
 ALL_TOOLS_KEYS = ("limits",)
@@ -43,33 +43,6 @@ APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approv
 ACTIONS = tuple(a.value for a in Action)
 DRIFT_ACTIONS = tuple(a.value for a in DriftAction)
 SCOPES = tuple(s.value for s in Scope)
-WINDOWS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-WINDOW_HINT = 'use "second", "minute", "hour", "day", or a positive number of seconds'
-TIMEOUT_HINT = 'use a duration such as "30s", "15m", "1h" or "2d", or a positive number of seconds'
-
-
-def parse_duration(value: Any) -> float | None:
-    """Return seconds for `"30s"`, `"15m"`, `"1h"`, `"2d"`, `"1h30m"` or a positive number; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
-    else:
-        return None
-    return seconds if seconds > 0 and math.isfinite(seconds) else None
-
-
-def _parse_window(value: Any) -> float | None:
-    if isinstance(value, str) and value in WINDOWS:
-        return WINDOWS[value]
-    return parse_duration(value)
 
 
 class _JSONObject(dict[str, Any]):
@@ -529,7 +502,7 @@ class _Checker:
         return Limit(f"{tool}_rate", window, most, Scope.GRANT)
 
     def window(self, value: Any, path: str) -> float | None:
-        seconds = _parse_window(value)
+        seconds = parse_window(value)
         if seconds is None:
             self.error(path, f"invalid window {show(value)}", WINDOW_HINT)
         return seconds
