@@ -20,6 +20,7 @@ from typing import Any
 from policies.errors import Fault, PolicyError, format_fault
 from policies.evaluate import evaluate
 from policies.explain import DecisionKind, kind_of
+from policies.jsontext import read_json
 from policies.limits import RateLimiter
 from policies.model import Decision, Policy, ToolCall, tool_locator
 from policies.values import json_kind, show
@@ -155,19 +156,9 @@ def load_cases(text: str | bytes, *, source: str = "<cases>") -> tuple[Case, ...
     Raises:
         CasesInvalid: The text is not JSON, not an array, or any case is malformed; every fault is listed.
     """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            message = f"the file is not UTF-8 text (bad byte at offset {exc.start})"
-            raise CasesInvalid(source, [Fault("$", message)]) from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        raise CasesInvalid(source, [Fault("$", message)]) from exc
-    except RecursionError as exc:
-        raise CasesInvalid(source, [Fault("$", "the file is nested too deeply to read")]) from exc
+    doc, fault = read_json(text, "the file")
+    if fault is not None:
+        raise CasesInvalid(source, [fault])
     if not isinstance(doc, list):
         message = f"expected an array of cases, got {json_kind(doc)}"
         raise CasesInvalid(source, [Fault("$", message, f"[{_EXAMPLE}]")])

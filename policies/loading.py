@@ -14,6 +14,7 @@ from typing import Any
 from policies.durations import TIMEOUT_HINT, WINDOW_HINT, parse_duration, parse_window
 from policies.errors import Fault, PolicyInvalid
 from policies.globs import GlobSyntaxError, NameMatcher, glob_to_regex
+from policies.jsontext import read_json
 from policies.model import OPS, Action, ApprovalSpec, Condition, DriftAction, Limit, Policy, Rule, Scope
 from policies.values import json_kind, show
 
@@ -43,28 +44,6 @@ APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approv
 ACTIONS = tuple(a.value for a in Action)
 DRIFT_ACTIONS = tuple(a.value for a in DriftAction)
 SCOPES = tuple(s.value for s in Scope)
-
-
-class _JSONObject(dict[str, Any]):
-    """A parsed JSON object that remembers keys it saw more than once."""
-
-    duplicates: tuple[str, ...] = ()
-
-
-def _object_pairs(pairs: list[tuple[str, Any]]) -> _JSONObject:
-    obj = _JSONObject()
-    duplicates = []
-    for key, value in pairs:
-        if key in obj:
-            duplicates.append(key)
-        obj[key] = value
-    if duplicates:
-        obj.duplicates = tuple(duplicates)
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _key_path(path: str, key: str) -> str:
@@ -558,19 +537,9 @@ class _Checker:
 
 
 def _parse(text: str | bytes, checker: _Checker) -> tuple[Any, str] | None:
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            checker.error("$", f"the policy is not UTF-8 text (bad byte at offset {exc.start})")
-            return None
-    try:
-        doc = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        checker.error("$", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
-        return None
-    except ValueError as exc:
-        checker.error("$", f"invalid JSON: {exc}", "NaN and Infinity are not JSON numbers")
+    doc, fault = read_json(text, "the policy", strict=True)
+    if fault is not None:
+        checker.faults.append(fault)
         return None
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return doc, hashlib.sha256(canonical.encode()).hexdigest()[:16]
