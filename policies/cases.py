@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policies.errors import Fault, PolicyError, format_fault
+from policies.errors import CasesInvalid, Fault
 from policies.evaluate import evaluate
 from policies.explain import DecisionKind, kind_of
 from policies.jsontext import read_json
@@ -33,17 +33,6 @@ DEFAULT_SERVER = "test"
 MAX_REPEAT = 100_000
 # A fixed instant at the start of a UTC day, so every window (second to day) starts exactly here.
 CLOCK = 1_800_028_800.0
-
-
-class CasesInvalid(PolicyError, ValueError):
-    """Raised when a case file has at least one fault; `.faults` lists them all, each with its JSON path."""
-
-    def __init__(self, source: str, faults: list[Fault]) -> None:
-        lines = "\n".join(format_fault(f, source) for f in faults)
-        noun = "error" if len(faults) == 1 else "errors"
-        super().__init__(f"{source}: test cases are invalid ({len(faults)} {noun}):\n{lines}")
-        self.source = source
-        self.faults = faults
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,13 +46,25 @@ class PolicyError(Exception):
     """Root of every error raised by the policies package."""
 
 
+def _invalid(source: str, what: str, listed: list[Fault]) -> str:
+    lines = "\n".join(format_fault(f, source) for f in listed)
+    noun = "error" if len(listed) == 1 else "errors"
+    return f"{source}: {what} ({len(listed)} {noun}):\n{lines}"
+
+
 class PolicyInvalid(PolicyError, ValueError):
-    """Raised when a policy document has at least one error-severity fault."""
+    """Raised when a policy document has at least one error-severity fault; `.faults` holds warnings too."""
 
     def __init__(self, source: str, faults: list[Fault]) -> None:
-        errors = [f for f in faults if f.severity == "error"]
-        lines = "\n".join(format_fault(f, source) for f in errors)
-        noun = "error" if len(errors) == 1 else "errors"
-        super().__init__(f"{source}: policy is invalid ({len(errors)} {noun}):\n{lines}")
+        super().__init__(_invalid(source, "policy is invalid", [f for f in faults if f.severity == "error"]))
+        self.source = source
+        self.faults = faults
+
+
+class CasesInvalid(PolicyError, ValueError):
+    """Raised when a case file has at least one fault; `.faults` lists them all, each with its JSON path."""
+
+    def __init__(self, source: str, faults: list[Fault]) -> None:
+        super().__init__(_invalid(source, "test cases are invalid", faults))
         self.source = source
         self.faults = faults
