@@ -11,12 +11,12 @@ locator, or a leading part of it (`tools["x"]` matches `tools["x"].deny_if[0]`);
 limits. Each case runs with fresh counters and a fixed clock, so cases never affect each other.
 """
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from policies.checker import choices, key_path
 from policies.errors import CasesInvalid, Fault
 from policies.evaluate import evaluate
 from policies.explain import DecisionKind, kind_of
@@ -75,9 +75,7 @@ class CaseResult:
 
 
 def _path(index: int, key: str | None = None) -> str:
-    if key is None:
-        return f"$[{index}]"
-    return f"$[{index}].{key}" if key.isidentifier() else f"$[{index}][{json.dumps(key, ensure_ascii=False)}]"
+    return f"$[{index}]" if key is None else key_path(f"$[{index}]", key)
 
 
 def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> Case | None:
@@ -92,8 +90,7 @@ def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> C
         return None
     for key in raw:
         if key not in CASE_KEYS:
-            valid = ", ".join(f'"{k}"' for k in CASE_KEYS)
-            fault(key, f"unknown key {show(key)}", f"valid keys: {valid}")
+            fault(key, f"unknown key {show(key)}", f"valid keys: {choices(CASE_KEYS)}")
     for key in ("name", "tool", "expect"):
         if key not in raw:
             faults.append(Fault(at, f'missing required key "{key}"', f"e.g. {_EXAMPLE}"))
@@ -104,8 +101,7 @@ def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> C
     if not isinstance(raw.get("arguments", {}), dict):
         fault("arguments", f"expected an object, got {json_kind(raw['arguments'])} {show(raw['arguments'])}")
     if "expect" in raw and raw["expect"] not in tuple(DecisionKind):
-        kinds = ", ".join(f'"{k}"' for k in DecisionKind)
-        fault("expect", f"invalid expect {show(raw['expect'])}", f"use one of {kinds}")
+        fault("expect", f"invalid expect {show(raw['expect'])}", f"use one of {choices(DecisionKind)}")
     repeat = raw.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
         fault("repeat", f"repeat must be a whole number from 1 to {MAX_REPEAT}, got {show(repeat)}")
