@@ -16,6 +16,7 @@ from policies.model import (
     Decision,
     Deny,
     Hidden,
+    Limit,
     NeedsApproval,
     Policy,
     RateLimited,
@@ -85,12 +86,9 @@ def _evaluate(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) 
             reason = rule.reason or explain(condition, outcome, actual, locator, rule.redact, required=False)
             return Deny(f"{rule.locator}.{locator}", reason)
 
-    limits = policy.located_all_tools_limits + rule.located_limits
-    if limits:
-        exhausted = limiter.try_acquire(call, limits, now)
-        if exhausted is not None:
-            locator, limit, retry_after = exhausted
-            return RateLimited(locator, limit.counter, retry_after, describe_limit(limit, retry_after))
+    limited = _rate_limited(call, policy.located_all_tools_limits + rule.located_limits, limiter, now)
+    if limited is not None:
+        return limited
 
     approval = rule.approval or DEFAULT_APPROVAL
     if rule.action is Action.REQUIRE_APPROVAL:
@@ -112,12 +110,21 @@ def _default(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -
     name = json.dumps(call.tool, ensure_ascii=False)
     if policy.default is Action.DENY:
         return Deny("default", policy.default_reason or f"no rule allows {name} and the policy's default is deny")
-    if policy.located_all_tools_limits:
-        exhausted = limiter.try_acquire(call, policy.located_all_tools_limits, now)
-        if exhausted is not None:
-            locator, limit, retry_after = exhausted
-            return RateLimited(locator, limit.counter, retry_after, describe_limit(limit, retry_after))
+    limited = _rate_limited(call, policy.located_all_tools_limits, limiter, now)
+    if limited is not None:
+        return limited
     if policy.default is Action.REQUIRE_APPROVAL:
         reason = policy.default_reason or f"no rule covers {name} and the policy's default is require_approval"
         return NeedsApproval("default", reason, DEFAULT_APPROVAL)
     return Allow("default")
+
+
+def _rate_limited(
+    call: ToolCall, limits: tuple[tuple[str, Limit], ...], limiter: RateLimiter, now: float
+) -> RateLimited | None:
+    """Count the call against `limits` if all have room; otherwise refuse it, naming the first exhausted one."""
+    exhausted = limiter.try_acquire(call, limits, now) if limits else None
+    if exhausted is None:
+        return None
+    locator, limit, retry_after = exhausted
+    return RateLimited(locator, limit.counter, retry_after, describe_limit(limit, retry_after))
