@@ -1,5 +1,6 @@
 import hashlib
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -156,6 +157,19 @@ def test_nan_is_not_json() -> None:
 
 def test_non_utf8_bytes_are_a_fault() -> None:
     assert check_policy(b"\xff\xfe{}")[0].message.startswith("the policy is not UTF-8 text")
+
+
+def test_a_document_nested_too_deeply_is_a_fault_at_any_depth_never_a_crash() -> None:
+    # Just under the parser's limit, reading succeeds and the digest or a message can still run out of stack;
+    # far beyond it, reading itself fails. Either way the answer is this fault, not a RecursionError.
+    prefix = '{"version": "1", "default": "deny", "tools": {"t": {"deny_if": [{"arg": "a", "op": "lt", "value": '
+    limit = sys.getrecursionlimit()
+    for depth in [*range(limit - 100, limit + 10), 100_000]:
+        text = prefix + "[" * depth + "]" * depth + "}]}}}"
+        at_root = [f.message for f in check_policy(text) if f.path == "$"]
+        assert at_root in ([], ["the policy is nested too deeply to read"]), depth
+        with pytest.raises(PolicyInvalid):
+            load_policy(text)
 
 
 def test_document_must_be_an_object() -> None:
