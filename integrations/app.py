@@ -304,7 +304,7 @@ def create_app(
             Route("/metrics", metrics),
             *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
             *build_routes(),
-            *build_web_routes(settings),  # the web page: /login, /approvals, /audit
+            *build_web_routes(settings, clock=clock),  # the web page: /login, /approvals, /audit
         ],
         lifespan=lifespan,
     )

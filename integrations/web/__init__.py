@@ -6,6 +6,8 @@ security-header middleware, so `/mcp` and the JSON API never pay for cookies the
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.middleware import Middleware
@@ -17,8 +19,9 @@ from approvals.service import Approver
 from integrations.settings import Settings
 from integrations.web.auditlog import build_audit_routes
 from integrations.web.decisions import build_decision_routes
-from integrations.web.identity import SESSION_HOURS, Identities
+from integrations.web.identity import Identities
 from integrations.web.pages import Pages, SecurityHeaders
+from integrations.web.sessions import SESSION_HOURS, SessionBook
 from integrations.web.signin import build_signin_routes
 
 __all__ = ["build_web_routes"]
@@ -27,8 +30,11 @@ logger = logging.getLogger(__name__)
 SESSION_COOKIE = "signoff_session"
 
 
-def build_web_routes(settings: Settings) -> list[BaseRoute]:
-    """The page routes and their static files, each page behind a signed session cookie."""
+def build_web_routes(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[BaseRoute]:
+    """The page routes and their static files, each page behind a signed session cookie.
+
+    `clock` is the one sessions age on; tests pass their own.
+    """
     configured = settings.web.session_secret
     if configured is None:
         logger.warning(
@@ -47,7 +53,8 @@ def build_web_routes(settings: Settings) -> list[BaseRoute]:
         ),
         Middleware(SecurityHeaders),
     ]
-    pages = Pages(Identities(Approver(a.name, a.groups) for a in settings.approvers), middleware)
+    approvers = (Approver(a.name, a.groups) for a in settings.approvers)
+    pages = Pages(Identities(approvers, SessionBook(clock)), middleware)
     static = StaticFiles(directory=Path(__file__).parent / "static")
     return [
         *build_signin_routes(pages),

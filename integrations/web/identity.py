@@ -3,23 +3,22 @@
 Pages only ever ask `Identities.current(request)`. A sign-in method proves who someone is and calls
 `Identities.sign_in`; the approver token is the first method, and an OIDC single sign-on would be a second
 one (its redirect and callback routes map the verified subject to an approver name) without a page changing.
-The session cookie is signed by Starlette's `SessionMiddleware` and holds only a name, the method and a
-CSRF token: never the approver token.
+The session cookie is signed by Starlette's `SessionMiddleware` and holds only a random session id and a CSRF
+token, never the approver token; whether that session still counts is the server's record (`sessions.py`).
 """
 
 import hmac
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 from approvals.service import Approver
 from integrations.tokens import TokenBook
-
-SESSION_HOURS = 12
+from integrations.web.sessions import EndReason, SessionBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,32 +53,70 @@ class TokenSignIn:
 
 
 class Identities:
-    """Sessions to approvers. A session names an approver; the config, read at each request, says who that is.
+    """Sessions to approvers. The cookie names a session, the server's record says whether it still counts, and
+    the config says who its approver is.
 
-    So an approver removed from the config (or moved to another group) is signed out (or changed) at once.
+    So a sign-out ends the session for every copy of its cookie, and an approver removed from the config is
+    signed out at once, and stays signed out if they are added back later.
     """
 
-    def __init__(self, approvers: Iterable[Approver]) -> None:
+    def __init__(self, approvers: Iterable[Approver], book: SessionBook) -> None:
         self.directory: Mapping[str, Approver] = {a.name: a for a in approvers}
+        self.book = book
+        self._swept = False
 
-    def current(self, request: Request) -> Identity | None:
-        name, since = request.session.get("approver"), request.session.get("since")
-        approver = self.directory.get(name) if isinstance(name, str) else None
-        # The cookie's own signature age restarts whenever the session is rewritten (a flash message does);
-        # the sign-in time does not, so a session ends SESSION_HOURS after sign-in whatever happened since.
-        if approver is None or not isinstance(since, int | float) or time.time() - since > SESSION_HOURS * 3600:
-            return None
-        return Identity(approver, str(request.session.get("method", "")))
+    async def current(self, request: Request) -> Identity | None:
+        """Who this request's cookie signs in, looked up once per request."""
+        if not hasattr(request.state, "identity"):
+            request.state.identity = await self._look_up(request)
+        identity: Identity | None = request.state.identity
+        return identity
 
-    def sign_in(self, request: Request, approver: Approver, method: str) -> None:
+    @staticmethod
+    def looked_up(request: Request) -> Identity | None:
+        """`current`'s answer for this request, without another lookup (None if it was never asked)."""
+        identity: Identity | None = getattr(request.state, "identity", None)
+        return identity
+
+    async def sign_in(self, request: Request, approver: Approver, method: str) -> None:
+        await self._end(request, EndReason.SIGNED_OUT)  # the session this browser had, if any
+        session_id = await self.book.start(_engine(request), approver.name, method)
         # A fresh session (and CSRF token) at every sign-in: nothing from before it carries over.
         request.session.clear()
-        request.session.update(
-            {"approver": approver.name, "method": method, "since": int(time.time()), "csrf": secrets.token_urlsafe(32)}
-        )
+        request.session.update({"sid": session_id, "csrf": secrets.token_urlsafe(32)})
+        request.state.identity = Identity(approver, method)
 
-    def sign_out(self, request: Request) -> None:
+    async def sign_out(self, request: Request) -> None:
+        await self._end(request, EndReason.SIGNED_OUT)
         request.session.clear()
+        request.state.identity = None
+
+    async def _look_up(self, request: Request) -> Identity | None:
+        session_id = request.session.get("sid")
+        if not isinstance(session_id, str):
+            return None
+        engine = _engine(request)
+        if not self._swept:
+            # Once per process, on first use (the engine exists only once the app has started): approvers this
+            # config no longer names lose their sessions for good, on every replica.
+            await self.book.end_all_but(engine, self.directory.keys())
+            self._swept = True
+        found = await self.book.find(engine, session_id)
+        approver = self.directory.get(found.approver) if found is not None else None
+        if found is None or approver is None:
+            del request.session["sid"]  # the browser may as well forget it
+            return None
+        return Identity(approver, found.method)
+
+    async def _end(self, request: Request, reason: EndReason) -> None:
+        session_id = request.session.get("sid")
+        if isinstance(session_id, str):
+            await self.book.end(_engine(request), session_id, reason)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def csrf_token(request: Request) -> str:

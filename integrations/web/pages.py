@@ -157,7 +157,7 @@ class Pages:
         )
 
     def refuse(self, request: Request, status_code: int, title: str, message: str) -> Response:
-        identity = self.identities.current(request)
+        identity = self.identities.looked_up(request)
         context = {"title": title, "message": message}
         return self.render(request, "error.html", context, status_code=status_code, identity=identity)
 
@@ -165,7 +165,7 @@ class Pages:
         """A page that needs a signed-in approver: without one, GET goes to sign-in and anything else is refused."""
 
         async def endpoint(request: Request) -> Response:
-            identity = self.identities.current(request)
+            identity = await self.identities.current(request)
             if identity is None:
                 if request.method in ("GET", "HEAD"):
                     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -179,7 +179,7 @@ class Pages:
         """A piece of a page that its script fetches: a plain 401 without a session, so the script can say so."""
 
         async def endpoint(request: Request) -> Response:
-            identity = self.identities.current(request)
+            identity = await self.identities.current(request)
             if identity is None:
                 return PlainTextResponse("Your session has ended: sign in again.", status_code=401)
             return await handler(request, identity)

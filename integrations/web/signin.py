@@ -22,7 +22,7 @@ def build_signin_routes(pages: Pages) -> list[BaseRoute]:
 
     async def login_form(request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
-        if pages.identities.current(request) is not None:
+        if await pages.identities.current(request) is not None:
             return RedirectResponse(target, status_code=303)
         return pages.render(request, "login.html", {"next": target})
 
@@ -38,11 +38,11 @@ def build_signin_routes(pages: Pages) -> list[BaseRoute]:
         if approver is None:
             error = "That is not an approver token in this signoff's configuration."
             return pages.render(request, "login.html", {"next": target, "error": error}, status_code=401)
-        pages.identities.sign_in(request, approver, method.name)
+        await pages.identities.sign_in(request, approver, method.name)
         return RedirectResponse(target, status_code=303)
 
     async def logout(request: Request, identity: Identity) -> Response:
-        pages.identities.sign_out(request)
+        await pages.identities.sign_out(request)
         request.session["flash"] = "You are signed out."
         return RedirectResponse("/login", status_code=303)
 
