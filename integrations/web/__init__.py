@@ -23,6 +23,7 @@ from integrations.web.identity import Identities
 from integrations.web.pages import Pages, SecurityHeaders
 from integrations.web.sessions import SESSION_HOURS, SessionBook
 from integrations.web.signin import build_signin_routes
+from integrations.web.throttle import SignInThrottle
 
 __all__ = ["build_web_routes"]
 
@@ -33,7 +34,7 @@ SESSION_COOKIE = "signoff_session"
 def build_web_routes(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[BaseRoute]:
     """The page routes and their static files, each page behind a signed session cookie.
 
-    `clock` is the one sessions age on; tests pass their own.
+    `clock` is the one sessions age and failed sign-ins are counted on; tests pass their own.
     """
     configured = settings.web.session_secret
     if configured is None:
@@ -57,7 +58,7 @@ def build_web_routes(settings: Settings, *, clock: Callable[[], float] = time.ti
     pages = Pages(Identities(approvers, SessionBook(clock)), middleware)
     static = StaticFiles(directory=Path(__file__).parent / "static")
     return [
-        *build_signin_routes(pages),
+        *build_signin_routes(pages, SignInThrottle(clock=clock)),
         *build_decision_routes(pages),
         *build_audit_routes(pages),
         Mount("/static", app=static, name="static"),

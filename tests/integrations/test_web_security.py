@@ -1,12 +1,14 @@
-"""The web page against stolen cookies: sessions the server can end.
+"""The web page against guessing and stolen cookies: throttled sign-in, and sessions the server can end.
 
-A real signoff (uvicorn, lifespan, a real database) over loopback, httpx2 as the browser. The clock that
-sessions age on is the test's.
+A real signoff (uvicorn, lifespan, a real database) over loopback, httpx2 as the browser. Other client
+addresses come from X-Forwarded-For, which uvicorn believes from loopback by default (`FORWARDED_ALLOW_IPS`).
+The clock that sessions age and failures are counted on is the test's.
 """
 
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from itsdangerous import TimestampSigner
@@ -22,11 +25,12 @@ from sqlmodel import Session, select
 from approvals.models import WebSession
 from tests.conftest import APPROVERS, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
-from tests.webpage import POLICY, SESSION_SECRET, guarded, sign_in, status_of
+from tests.webpage import POLICY, SESSION_SECRET, csrf_of, guarded, sign_in, status_of
 
 pytestmark = pytest.mark.anyio
 
 SECRET = f'\n[web]\nsession_secret = "{SESSION_SECRET}"\n'
+ELSEWHERE = {"x-forwarded-for": "203.0.113.7"}
 
 
 class Clock:
@@ -64,6 +68,17 @@ def carry(http: httpx2.AsyncClient, cookie: str) -> None:
     http.cookies.set("signoff_session", cookie)
 
 
+async def attempt(http: httpx2.AsyncClient, token: str, headers: dict[str, str] | None = None) -> httpx2.Response:
+    form = await http.get("/login", headers=headers)
+    return await http.post("/login", data={"csrf": csrf_of(form.text), "token": token}, headers=headers)
+
+
+async def attempt_anew(running: Running, token: str, headers: dict[str, str] | None = None) -> httpx2.Response:
+    """A sign-in attempt from a browser of its own (so an earlier success in another one changes nothing)."""
+    async with browser(running) as http:
+        return await attempt(http, token, headers)
+
+
 def session_id(cookie: str) -> str:
     """The session id inside a session cookie (Starlette's cookie is base64 JSON, then its signature)."""
     payload = cookie.split(".", 1)[0]
@@ -79,6 +94,83 @@ def forged(data: dict[str, Any]) -> str:
 def rows(running: Running) -> list[WebSession]:
     with Session(running.app.state.engine) as session:
         return list(session.exec(select(WebSession)).all())
+
+
+# -- sign-in throttling ---------------------------------------------------------------------------------------
+
+
+async def test_five_failed_sign_ins_from_an_address_get_429_without_checking_the_token(
+    signoff: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    caplog.set_level(logging.INFO, logger="integrations.web")
+    async with served(signoff, clock) as running, browser(running) as http:
+        failures = [await attempt(http, f"guess-{i}") for i in range(5)]
+        blocked = await attempt(http, "alice-approver-token")  # the right token, but nobody looks at it
+        after_blocked = await http.get("/approvals")
+        elsewhere = await attempt_anew(running, "bob-approver-token", ELSEWHERE)
+        clock.now += 120
+        later = await attempt(http, "alice-approver-token")
+        clock.now += 180
+        in_time = await attempt(http, "alice-approver-token")
+
+    assert [f.status_code for f in failures] == [401] * 5
+    assert blocked.status_code == 429 and blocked.headers["retry-after"] == "300"
+    assert "Too many failed sign-ins from your address" in blocked.text and "try again in 5 min" in blocked.text
+    assert 'name="token"' in blocked.text  # the form stays, for when the wait is over
+    assert after_blocked.status_code == 303  # the right token did not sign anyone in while blocked
+    assert elsewhere.status_code == 303  # another address is not held back by this one's failures
+    assert later.status_code == 429 and later.headers["retry-after"] == "180" and "3 min" in later.text
+    assert in_time.status_code == 303 and in_time.headers["location"] == "/approvals"
+    messages = [r.getMessage() for r in caplog.records]
+    failed = [m for m in messages if m.startswith("Web sign-in failed from 127.0.0.1")]
+    assert len(failed) == 5 and "(5 of 5 failures allowed in 300 s)" in failed[-1]
+    assert any("127.0.0.1 reached its own limit" in m for m in messages)
+    assert "Web sign-in: bob (token) from 203.0.113.7" in messages
+    assert not [m for m in messages if "guess-" in m or "approver-token" in m]  # never a token in the logs
+
+
+async def test_failures_from_many_addresses_pause_sign_in_except_for_addresses_that_signed_in_before(
+    signoff: Any,
+) -> None:
+    clock = Clock()
+    known = {"x-forwarded-for": "198.51.100.1"}
+    async with served(signoff, clock) as running, browser(running) as http:
+        before = await attempt_anew(running, "carol-approver-token", known)
+        csrf = csrf_of((await http.get("/login")).text)
+        statuses: set[int] = set()
+
+        async def guess(address: int) -> None:  # 4 guesses from each of 25 addresses: under each one's own limit
+            for i in range(4):
+                data = {"csrf": csrf, "token": f"guess-{address}-{i}"}
+                response = await http.post("/login", data=data, headers={"x-forwarded-for": f"192.0.2.{address}"})
+                statuses.add(response.status_code)
+
+        with anyio.fail_after(8):
+            async with anyio.create_task_group() as tg:
+                for address in range(25):
+                    tg.start_soon(guess, address)
+        paused = await attempt_anew(running, "alice-approver-token", ELSEWHERE)
+        carol = await attempt_anew(running, "carol-approver-token", known)
+        clock.now += 301
+        resumed = await attempt_anew(running, "alice-approver-token", ELSEWHERE)
+
+    assert before.status_code == 303 and statuses == {401}
+    assert paused.status_code == 429 and paused.headers["retry-after"] == "300"
+    assert "sign-in is paused" in paused.text and "Sessions already signed in keep working" in paused.text
+    assert carol.status_code == 303  # she signed in from there before the flood: the guessers cannot lock her out
+    assert resumed.status_code == 303
+
+
+async def test_an_ipv6_guesser_cannot_escape_the_limit_by_changing_addresses_within_its_64(signoff: Any) -> None:
+    async with served(signoff, Clock()) as running, browser(running) as http:
+        for i in range(5):
+            await attempt(http, f"guess-{i}", {"x-forwarded-for": f"2001:db8:1:2::{i + 1}"})
+        same_64 = await attempt(http, "alice-approver-token", {"x-forwarded-for": "2001:db8:1:2:ffff::9"})
+        other_64 = await attempt(http, "alice-approver-token", {"x-forwarded-for": "2001:db8:1:3::1"})
+
+    assert same_64.status_code == 429
+    assert other_64.status_code == 303
 
 
 # -- sessions the server ends ---------------------------------------------------------------------------------
