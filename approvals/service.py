@@ -56,6 +56,16 @@ class VoteResult:
     settled: bool
     approvals: int
     grant: Grant | None = None
+    decisions: Sequence[ApprovalDecision] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where a request stands, as a held call needs it each time it wakes; `claimed`: this call runs it now."""
+
+    status: str
+    deadline: datetime
+    claimed: bool = False
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -321,7 +331,9 @@ def decide(
     session.refresh(request)
     if grant is not None:
         session.refresh(grant)
-    return VoteResult(request=request, settled=settled, approvals=approvals, grant=grant)
+    return VoteResult(
+        request=request, settled=settled, approvals=approvals, grant=grant, decisions=decisions_for(session, request_id)
+    )
 
 
 def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
@@ -359,6 +371,51 @@ def cancel(session: Session, request_id: UUID, now: datetime, why: str) -> bool:
     return won
 
 
+def standing(session: Session, request_id: UUID) -> Standing:
+    """Where the request stands, without loading the row; if it is approved, claim its execution for this caller.
+
+    Reading and claiming in one transaction is one trip to the database per wake-up of a held call. Of many
+    callers, exactly one sees `claimed`; the others then see `executing` (or what followed).
+
+    Raises:
+        ApprovalNotFound: no such request.
+    """
+    row = session.execute(
+        select(ApprovalRequest.status, ApprovalRequest.deadline).where(col(ApprovalRequest.id) == request_id)
+    ).first()
+    if row is None:
+        raise ApprovalNotFound(request_id)
+    status, deadline = row
+    if status == ApprovalStatus.APPROVED:
+        if claim_execution(session, request_id):
+            return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), claimed=True)
+        return standing(session, request_id)
+    return Standing(status, as_utc(deadline))
+
+
+def next_deadline(session: Session) -> datetime | None:
+    """The earliest deadline of any pending request: when the next expiry is due, or None if nothing waits."""
+    earliest = session.execute(
+        select(func.min(ApprovalRequest.deadline)).where(col(ApprovalRequest.status) == ApprovalStatus.PENDING)
+    ).scalar()
+    return as_utc(earliest) if earliest is not None else None
+
+
+def decided_since(session: Session, after: int | None) -> tuple[int, list[UUID]]:
+    """The requests voted on since decision row `after`, and the newest decision row's id (`after` None: only that).
+
+    Decisions taken by another replica reach this process only through the database; reading the decision rows
+    added since the last look costs the same whether ten or ten thousand calls are held.
+    """
+    if after is None:
+        return session.execute(select(func.max(ApprovalDecision.id))).scalar() or 0, []
+    rows = session.execute(
+        select(ApprovalDecision.id, ApprovalDecision.request_id).where(col(ApprovalDecision.id) > after)
+    ).all()
+    newest = max((row[0] for row in rows), default=after)
+    return newest, list({row[1] for row in rows})
+
+
 def claim_execution(session: Session, request_id: UUID) -> bool:
     """Take the approved request's single execution; exactly one caller ever gets True."""
     won = _cas(session, request_id, [ApprovalStatus.APPROVED], status=ApprovalStatus.EXECUTING)
@@ -368,14 +425,16 @@ def claim_execution(session: Session, request_id: UUID) -> bool:
 
 def finish_execution(
     session: Session, request_id: UUID, ok: bool, outcome: str, latency_ms: float, now: datetime
-) -> None:
-    """Record what the approved call did upstream."""
+) -> ApprovalRequest:
+    """Record what the approved call did upstream; returns the request as it now stands."""
     status = ApprovalStatus.EXECUTED if ok else ApprovalStatus.FAILED
     request = get_request(session, request_id)
     if _cas(session, request_id, [ApprovalStatus.EXECUTING], status=status, finished_at=now, outcome=outcome):
         kind = AuditKind.EXECUTED if ok else AuditKind.FAILED
         _audit(session, request, kind, actor=request.responded_by or "", outcome=outcome, latency_ms=latency_ms)
     session.commit()
+    session.refresh(request)
+    return request
 
 
 def list_requests(

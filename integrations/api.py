@@ -166,8 +166,7 @@ def build_routes() -> list[Route]:
             return _problem(409, str(exc), status=exc.status)
         except GrantNotAllowed as exc:
             return _problem(422, str(exc))
-        decisions = await desk.db(service.decisions_for, request_id)
-        view = {**service.public_view(result.request, decisions), "url": desk.link(request_id)}
+        view = {**service.public_view(result.request, result.decisions), "url": desk.link(request_id)}
         grant = grants.grant_view(result.grant, desk.now()) if result.grant is not None else None
         return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
 

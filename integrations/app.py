@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan, Receive, Scope, Send
 
-from approvals import service
 from approvals.audit import AuditRecord, append
 from approvals.models import AuditKind
 from approvals.service import Approver
@@ -41,11 +40,13 @@ from integrations.notifiers import Fanout
 from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
-from integrations.slack import SlackIntegration, slack_approvers
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
 from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
+
+if TYPE_CHECKING:
+    from integrations.slack import SlackIntegration
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +105,18 @@ class _App(Starlette):
             if path.startswith("/mcp/") and server and "/" not in server:
                 scope["app"] = self
                 scope["path_params"] = {"server": server}
-                await self._mcp(scope, receive, send)
+                await (self._mcp.gateway or self._mcp)(scope, receive, send)  # one frame fewer per held call
                 return
         await super().__call__(scope, receive, send)
+
+
+def _slack(settings: Settings) -> "SlackIntegration | None":
+    """Slack, if configured; imported only then, since slack_bolt, slack_sdk and aiohttp weigh ~17 MB of memory."""
+    if not settings.slack:
+        return None
+    from integrations.slack import SlackIntegration, slack_approvers
+
+    return SlackIntegration(settings.slack, slack_approvers(settings.approvers))
 
 
 def create_app(
@@ -119,7 +129,7 @@ def create_app(
     """
     policies = {server.name: load_server_policy(server) for server in settings.servers}
     mcp = _Mcp()
-    slack = SlackIntegration(settings.slack, slack_approvers(settings.approvers)) if settings.slack else None
+    slack = _slack(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -196,7 +206,7 @@ def create_app(
         )
         if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
             notifier.channels.append(slack.attach(desk))
-        scheduler = ExpiryScheduler(desk.expire, desk.expire_overdue)
+        scheduler = ExpiryScheduler(desk.expire_overdue, desk.next_deadline)
         desk.schedule_expiry = scheduler.schedule
         if settings.approvers:
             gateway.desk = desk
@@ -226,8 +236,9 @@ def create_app(
                     await slack.start(tg)
                 await desk.expire_overdue()  # what came due while signoff was down fails closed first
                 scheduler.start()
-                for request in await desk.db(lambda s: service.list_requests(s, status="pending", limit=100_000)):
-                    scheduler.schedule(request.id, service.as_utc(request.deadline))
+                upcoming = await desk.next_deadline()
+                if upcoming is not None:
+                    scheduler.schedule(upcoming)
                 mcp.gateway = gateway
                 try:
                     yield

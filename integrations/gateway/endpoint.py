@@ -32,7 +32,7 @@ from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, refusal, upstream_failure
 from integrations.gateway.sse import Message, rewrite_events
-from integrations.gateway.upstream import Reply, Upstream, json_reply
+from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
@@ -74,9 +74,34 @@ class _Exchange:
     modern: bool = False
     started: float = field(default_factory=time.perf_counter)
 
+    def outbound(self, body: bytes, tool: str) -> "_Outbound":
+        return _Outbound(self.server, tool, self.served.upstream, body, self.headers, self.identity, self.message)
+
+    def held(self, body: bytes, tool: str) -> "_Outbound":
+        """What a call held for approval keeps while it waits: its bytes and the headers it forwards."""
+        headers = {k: v for k, v in self.headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        return _Outbound(self.server, tool, self.served.upstream, body, headers, self.identity, None)
+
+
+@dataclass(slots=True, frozen=True)
+class _Outbound:
+    """A decided `tools/call` on its way upstream; `message` None: parse `body` again when it is sent."""
+
+    server: str
+    tool: str
+    upstream: Upstream
+    body: bytes
+    headers: Mapping[str, str]
+    identity: str
+    message: Message | None
+
 
 def _error(request_id: Any, code: int, message: str) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _decoded(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
 
 
 def _origin_allowed(origin: str, allowed: frozenset[str]) -> bool:
@@ -117,9 +142,10 @@ class Gateway:
     # -- ASGI ------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         server = scope.get("path_params", {}).get("server", "")
-        reply = await self._handle(scope["method"], server, headers, receive)
+        reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
+        if reply.later is not None:
+            reply = await reply.later()
         await _send_reply(reply, send, receive)
 
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
@@ -300,7 +326,7 @@ class Gateway:
             else:
                 self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
-        return await _send_call(exchange, body, call, record)
+        return await _send_call(exchange.outbound(body, call.tool), record)
 
     async def _hold(
         self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
@@ -318,21 +344,23 @@ class Gateway:
         )
         message, headers = exchange.message, exchange.headers
         owner = headers.get("mcp-session-id") or exchange.identity
-        request = await desk.open(pending, (owner, message["id"]))
-        self._record(exchange, call, decision, outcome="held", detail=f"approval {request.id}")
+        request_id = await desk.open(pending, (owner, message["id"]))
+        self._record(exchange, call, decision, outcome="held", detail=f"approval {request_id}")
         meta = message["params"].get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
+        outbound = exchange.held(body, call.tool)
 
         async def execute() -> Reply:
             started = time.perf_counter()
 
             def finish(outcome: str, _detail: str) -> None:
-                desk.finish_later(request.id, outcome == "ok", outcome, (time.perf_counter() - started) * 1000)
+                desk.finish_later(request_id, outcome == "ok", outcome, (time.perf_counter() - started) * 1000)
 
-            return await _send_call(exchange, body, call, finish)
+            return await _send_call(outbound, finish)
 
-        return await desk.hold_call(request, owner, message["id"], token, stream, execute)
+        hold = partial(desk.hold_call, request_id, owner, message["id"], token, stream, execute)
+        return Reply(status=200, headers=[], later=hold)
 
     def _record(
         self,
@@ -414,14 +442,14 @@ def _envelope_problem(message: Any) -> str | None:
     return 'A JSON-RPC message needs "method" (a request or notification) or "result"/"error" (a response)'
 
 
-async def _send_call(exchange: _Exchange, body: bytes, call: ToolCall, report: Callable[[str, str], None]) -> Reply:
+async def _send_call(out: _Outbound, report: Callable[[str, str], None]) -> Reply:
     """Forward a decided `tools/call` upstream and `report(outcome, detail)` once its answer is seen."""
-    message = exchange.message
+    message = out.message if out.message is not None else json.loads(out.body)
     try:
-        reply = await exchange.served.upstream.post(body, message, exchange.headers, exchange.identity)
+        reply = await out.upstream.post(out.body, message, out.headers, out.identity)
     except UpstreamUnavailable as exc:
         report("upstream_unavailable", exc.detail)
-        result = upstream_failure(exchange.server, call.tool, str(exc))
+        result = upstream_failure(out.server, out.tool, str(exc))
         return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
     def observe(response: Message) -> None:

@@ -3,6 +3,10 @@
 The request row is the truth and the held call only follows it: a call that outlives `approval_hold`
 answers "pending", its repeat (same agent, server, tool and arguments) picks up the outcome, and an
 approved request runs upstream exactly once, for whichever caller claims it first.
+
+Thousands of calls may be held at once, so a held call keeps only its request's id and reads the row when
+it wakes (one trip to the database, which also claims the execution), and the row is loaded whole only to
+answer a call that will not run.
 """
 
 import json
@@ -17,7 +21,7 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskGroup
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from approvals import grants, service
 from approvals.errors import AlreadyDecided
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_INTERVAL = 10.0
 POLL_INTERVAL = 2.0
+DECISION_LOOKBACK = 100
 GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
 Message = dict[str, Any]
 Execute = Callable[[], Awaitable[Reply]]
@@ -45,9 +50,9 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """How a hold ended: run the call (`execute`), or answer with this request's state."""
+    """How a hold ended: run the call (`execute`), or answer with the request's state (`used`: run already)."""
 
-    request: ApprovalRequest
+    status: str
     execute: bool = False
     used: bool = False
 
@@ -65,7 +70,7 @@ class ApprovalDesk:
         base_url: str,
         remember: timedelta = timedelta(minutes=10),
         now: Callable[[], datetime] = utcnow,
-        schedule_expiry: Callable[[UUID, datetime], None] = lambda _id, _at: None,
+        schedule_expiry: Callable[[datetime], None] = lambda _at: None,
         progress_interval: float | None = None,
     ) -> None:
         self.engine = engine
@@ -81,6 +86,7 @@ class ApprovalDesk:
         self._held: dict[tuple[str, Any], UUID | None] = {}
         self._cancelled_early: set[tuple[str, Any]] = set()
         self._task_group: TaskGroup | None = None
+        self._seen_decision: int | None = None  # the newest decision row the poll has looked at
         self.grants = GrantBook()
 
     def link(self, request_id: UUID | str) -> str:
@@ -108,21 +114,27 @@ class ApprovalDesk:
         task_group.start_soon(self._poll_decisions)
         task_group.start_soon(self._refresh_grants)
 
+    async def poll_decisions(self) -> None:
+        """Ring for the requests voted on since the last look; a decision committed by another replica rings no
+        bell here otherwise. A held call also wakes at its deadline, so another replica's expiry needs no poll."""
+        seen = self._seen_decision
+        # Rows a little older than the newest seen are read again: PostgreSQL may commit a lower id after a
+        # higher one was seen. A request rung twice only reads its row once more.
+        newest, voted = await self.db(service.decided_since, None if seen is None else seen - DECISION_LOOKBACK)
+        self._seen_decision = newest if seen is None else max(seen, newest)
+        for request_id in voted:
+            self.waiter.notify(request_id)
+
     async def _poll_decisions(self) -> None:
-        # A decision committed by another process (a replica, the CLI on the database) rings no bell here:
-        # look at the watched rows every few seconds, in one query, and ring for those no longer pending.
         while True:
-            await anyio.sleep(POLL_INTERVAL)
-            watched = self.waiter.watched()
-            if not watched:
-                continue
             try:
-                settled = await self.db(_not_pending, watched)
+                await self.poll_decisions()
             except Exception:  # the scheduler-style top-level handler: log, keep polling
-                logger.exception("Polling approval requests failed")
-                continue
-            for request_id in settled:
-                self.waiter.notify(request_id)
+                logger.exception("Polling approval decisions failed")
+            await anyio.sleep(POLL_INTERVAL)
+
+    async def next_deadline(self) -> datetime | None:
+        return await self.db(service.next_deadline)
 
     async def expire_overdue(self) -> list[UUID]:
         expired = await self.db(service.expire_overdue, self.now())
@@ -132,10 +144,6 @@ class ApprovalDesk:
         for grant_id in await self.db(grants.expire_overdue_grants, self.now()):
             self.grants.remove(grant_id)
         return expired
-
-    async def expire(self, request_id: UUID) -> None:
-        """The deadline job for one request; the row's deadline decides, so an early or late fire is harmless."""
-        await self.expire_overdue()
 
     # -- grants ----------------------------------------------------------------------------------------
 
@@ -222,7 +230,7 @@ class ApprovalDesk:
 
     # -- the held call ----------------------------------------------------------------------------
 
-    async def open(self, pending: service.CallForApproval, key: tuple[str, Any]) -> ApprovalRequest:
+    async def open(self, pending: service.CallForApproval, key: tuple[str, Any]) -> UUID:
         """Record (or join) the request for a held call; `key` (owner, JSON-RPC id) lets a cancellation find it.
 
         The key is known before the request is, so a cancellation that arrives while the row is being
@@ -236,28 +244,26 @@ class ApprovalDesk:
             raise
         self._held[key] = request.id
         if created:
-            self.schedule_expiry(request.id, service.as_utc(request.deadline))
+            self.schedule_expiry(service.as_utc(request.deadline))
             self.publish("approval.requested", request)
         if key in self._cancelled_early:
             self._cancelled_early.discard(key)
             await self._withdraw(request.id)
-        return request
+        return request.id
 
     async def settle(self, request_id: UUID, within: float) -> Settled | None:
         """Follow the request for up to `within` seconds; None if it is still pending then."""
         give_up = time.monotonic() + within
         while True:
-            request = await self.db(service.get_request, request_id)
-            status = request.status
-            if status == ApprovalStatus.APPROVED:
-                if await self.db(service.claim_execution, request_id):
-                    return Settled(request, execute=True)
-                continue  # another caller claimed it a moment ago; read what it did
+            standing = await self.db(service.standing, request_id)
+            status = standing.status
+            if standing.claimed:
+                return Settled(status, execute=True)
             if status in (ApprovalStatus.EXECUTING, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
-                return Settled(request, used=True)
+                return Settled(status, used=True)
             if status != ApprovalStatus.PENDING:
-                return Settled(request)
-            to_deadline = (service.as_utc(request.deadline) - self.now()).total_seconds()
+                return Settled(status)
+            to_deadline = (standing.deadline - self.now()).total_seconds()
             if to_deadline <= 0:
                 await self.expire_overdue()
                 continue
@@ -270,8 +276,7 @@ class ApprovalDesk:
         """Record what an approved call did; retried, because a request left `executing` could never run again."""
         for attempt in range(1, 11):
             try:
-                await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
-                request = await self.db(service.get_request, request_id)
+                request = await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
             except Exception:  # a background task's top-level handler: log, retry, never end the task group
                 logger.exception("Recording the outcome of approval %s failed (attempt %d)", request_id, attempt)
                 await anyio.sleep(min(0.1 * 2**attempt, 10.0))
@@ -284,14 +289,17 @@ class ApprovalDesk:
             raise RuntimeError("ApprovalDesk.start() was not called")
         self._task_group.start_soon(self.finish, request_id, ok, outcome, latency_ms)
 
-    def answer(self, settled: Settled | None, request_id: UUID, message_id: Any, request: ApprovalRequest) -> Message:
-        shown = settled.request if settled is not None else request
-        result = approval_outcome(self.view(shown), self.link(request_id), used=settled is not None and settled.used)
+    async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any) -> Message:
+        """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending."""
+        view = self.view(await self.db(service.get_request, request_id))
+        if settled is None:  # decided since the last look, perhaps: the repeat the answer asks for collects it
+            view["status"] = ApprovalStatus.PENDING
+        result = approval_outcome(view, self.link(request_id), used=settled is not None and settled.used)
         return {"jsonrpc": "2.0", "id": message_id, "result": result}
 
     async def hold_call(
         self,
-        request: ApprovalRequest,
+        request_id: UUID,
         owner: str,
         message_id: Any,
         progress_token: Any,
@@ -302,27 +310,27 @@ class ApprovalDesk:
         key = (owner, message_id)
         if not stream:
             try:
-                settled = await self.settle(request.id, self.hold)
+                settled = await self.settle(request_id, self.hold)
             finally:
                 self._held.pop(key, None)
             if settled is not None and settled.execute:
                 return await execute()
-            return json_reply(self.answer(settled, request.id, message_id, request))
+            return json_reply(await self.answer(settled, request_id, message_id))
         return Reply(
             status=200,
             headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-            stream=self._held_events(request, key, message_id, progress_token, execute),
+            stream=self._held_events(request_id, key, message_id, progress_token, execute),
         )
 
     async def _held_events(
-        self, request: ApprovalRequest, key: tuple[str, Any], message_id: Any, token: Any, execute: Execute
+        self, request_id: UUID, key: tuple[str, Any], message_id: Any, token: Any, execute: Execute
     ) -> AsyncIterator[bytes]:
         # Progress notifications keep clients that reset their timeout on progress waiting for the decision.
         started = time.monotonic()
         settled: Settled | None = None
         try:
             while (left := self.hold - (time.monotonic() - started)) > 0:
-                settled = await self.settle(request.id, min(left, self.progress_interval))
+                settled = await self.settle(request_id, min(left, self.progress_interval))
                 if settled is not None:
                     break
                 waited = time.monotonic() - started
@@ -333,14 +341,14 @@ class ApprovalDesk:
                         "params": {
                             "progressToken": token,
                             "progress": round(waited, 1),
-                            "message": f"waiting for approval {request.id} ({self.link(request.id)})",
+                            "message": f"waiting for approval {request_id} ({self.link(request_id)})",
                         },
                     }
                 )
         finally:
             self._held.pop(key, None)
         if settled is None or not settled.execute:
-            yield _event(self.answer(settled, request.id, message_id, request))
+            yield _event(await self.answer(settled, request_id, message_id))
             return
         reply = await execute()
         try:
@@ -355,10 +363,3 @@ class ApprovalDesk:
 
 def _event(message: Message) -> bytes:
     return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _not_pending(session: Session, ids: list[UUID]) -> list[UUID]:
-    query = select(ApprovalRequest.id).where(
-        col(ApprovalRequest.id).in_(ids), col(ApprovalRequest.status) != ApprovalStatus.PENDING
-    )
-    return list(session.exec(query).all())

@@ -41,6 +41,9 @@ class Reply:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     close: Callable[[], Awaitable[None]] = field(default=_nothing)
+    # An answer still to come (a call held for approval): the gateway awaits it once the handlers that decided
+    # to hold the call have returned, so the wait keeps only what the held call needs, not their frames.
+    later: Callable[[], Awaitable["Reply"]] | None = None
 
     @property
     def content_type(self) -> str:
