@@ -900,7 +900,8 @@ def report(results: Results, args: argparse.Namespace, nofile: tuple[int, int]) 
         f"(signoff at commit {args.commit}).",
         "",
         f"- Machine: {machine}",
-        f"- Setup: bench/fast_upstream.py; `signoff serve` (uvicorn, SQLite WAL in a temp dir); policy `echo` → "
+        f"- Setup: bench/fast_upstream.py; `signoff db upgrade`, then `signoff serve` (uvicorn, SQLite WAL in a temp "
+        "dir); policy `echo` → "
         'require_approval by alice, timeout 1h; `approval_hold = "30m"`; one agent; stateless 2026-07-28 '
         '`tools/call echo {"text": "call-i"}`, one connection per call, no progress token (JSON answer); '
         f"{n:,} calls {pacing}.",
@@ -1027,6 +1028,10 @@ def main() -> int:
         upstream = start(procs, [sys.executable, str(HERE / "fast_upstream.py"), str(upstream_port)], tmp / "fast.log")
         config, database = write_config(tmp, gateway_port, upstream_port)
         entry = ["-m", "integrations.cli"]
+        # As deployed (the Procfile's `release:` step): the schema is migrated first, so the server starts at head.
+        subprocess.run(
+            [sys.executable, *entry, "--config", str(config), "db", "upgrade"], check=True, capture_output=True
+        )
         if args.tracemalloc:
             entry = [str(HERE / "traced_signoff.py"), str(args.tracemalloc.resolve())]
             args.tracemalloc.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ Procfile, which reads its settings when the server starts it.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -345,6 +346,16 @@ def _app_from_environment() -> Starlette:
     return create_app(load_settings())
 
 
+def freeze_startup() -> None:
+    """Exempt what is alive now (the modules, the app) from the garbage collector's full collections.
+
+    Called once a server process has built its app. They live as long as the process, yet each full collection
+    would scan their ~130,000 objects again: a pause of ~0.1 s that every held call and decision in flight
+    would share. Not for processes that build many apps (the tests): cyclic garbage frozen is never freed.
+    """
+    gc.freeze()
+
+
 class _LazyApp:
     """`integrations.app:app` for uvicorn and the Procfile: settings are read when the server starts."""
 
@@ -354,6 +365,7 @@ class _LazyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             self._app = _app_from_environment()
+            freeze_startup()
         await self._app(scope, receive, send)
 
 

@@ -39,7 +39,7 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from integrations.app import create_app
+    from integrations.app import create_app, freeze_startup
     from integrations.serving import http_protocol
 
     settings = load_settings(args.config)
@@ -48,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": args.port})})
     app = create_app(settings)
+    freeze_startup()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
         _print_demo_banner(settings, sys.stdout)

@@ -1,28 +1,33 @@
 """The database engine and its schema: SQLite by default, PostgreSQL (`postgresql+psycopg://`) for several replicas.
 
 Tables are created and changed only by the Alembic migrations in `integrations/migrations/`, never by `create_all`.
+Alembic itself is imported only when a migration has to run: with Mako and Pygments it weighs ~11 MB, which a
+server started on a database already at head (the Procfile's `release:` step migrated it) never carries.
 """
 
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, create_engine
 
 import approvals.models  # noqa: F401 - registers every table on SQLModel.metadata
 from integrations.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration in MIGRATIONS, known without Alembic (a test keeps the two in step).
+SHIPPED_HEAD = "0003"
 
 # Any constant shared by every signoff process; replicas that start together take turns migrating.
 _MIGRATION_LOCK_KEY = 0x5160FF
+POOL_SIZE, POOL_OVERFLOW = 5, 5  # PostgreSQL connections per process
 
 
 class UnversionedDatabase(ConfigError):
@@ -55,6 +60,12 @@ def serialised(engine: Engine) -> AbstractContextManager[object]:
     return _SQLITE_WRITERS if engine.dialect.name == "sqlite" else nullcontext()
 
 
+def transaction_slots(engine: Engine) -> int:
+    """How many transactions are worth running at once: one on SQLite, whose writers take turns anyway (a second
+    worker thread would only wait on the lock), as many as the pool has connections on PostgreSQL."""
+    return 1 if engine.dialect.name == "sqlite" else POOL_SIZE + POOL_OVERFLOW
+
+
 def create_database_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine for `url`, migrated to head unless `migrate` is false; SQLite gets WAL and a busy timeout."""
     if url.startswith("postgresql://"):
@@ -63,18 +74,20 @@ def create_database_engine(url: str, *, migrate: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     if migrate:
         upgrade(engine)
     return engine
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> "Config":
     """Alembic's configuration, built in code: the migrations ship inside the package and no alembic.ini exists.
 
     Migrations run on `connection` (see `migrations/env.py`). To write a new one after changing `approvals/models.py`:
     `with engine.begin() as c: alembic.command.revision(alembic_config(c), "what changed", autogenerate=True)`.
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -86,6 +99,11 @@ def upgrade(engine_or_url: Engine | str) -> None:
     """Bring the database to the newest migration; at the newest already, it changes nothing."""
     engine = create_database_engine(engine_or_url, migrate=False) if isinstance(engine_or_url, str) else engine_or_url
     try:
+        if _recorded_revision(engine) == SHIPPED_HEAD:
+            return
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Held until this transaction ends: a second replica waits here, then finds the schema at head.
@@ -100,14 +118,26 @@ def upgrade(engine_or_url: Engine | str) -> None:
             engine.dispose()
 
 
+def _recorded_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:  # no alembic_version table: a new database, or one from before migrations
+        return None
+
+
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at, or None when it has none yet."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str:
-    """The newest migration shipped with this version of signoff."""
+    """The newest migration shipped with this version of signoff, as Alembic reads it from MIGRATIONS."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {MIGRATIONS}")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import anyio
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
@@ -79,7 +80,7 @@ class _Exchange:
 
     def held(self, body: bytes, tool: str) -> "_Outbound":
         """What a call held for approval keeps while it waits: its bytes and the headers it forwards."""
-        headers = {k: v for k, v in self.headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := self.headers.get(k)) is not None}
         return _Outbound(self.server, tool, self.served.upstream, body, headers, self.identity, None)
 
 
@@ -94,6 +95,33 @@ class _Outbound:
     headers: Mapping[str, str]
     identity: str
     message: Message | None
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    """A `tools/call` held for approval, as it waits: its request, where its answer goes, what runs if approved."""
+
+    desk: ApprovalDesk
+    request_id: UUID
+    owner: str
+    message_id: Any
+    progress_token: Any
+    stream: bool
+    outbound: _Outbound
+
+    async def answer(self) -> Reply:
+        return await self.desk.hold_call(
+            self.request_id, self.owner, self.message_id, self.progress_token, self.stream, self.execute
+        )
+
+    async def execute(self) -> Reply:
+        started = time.perf_counter()
+
+        def finish(outcome: str, _detail: str) -> None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.desk.finish_later(self.request_id, outcome == "ok", outcome, latency_ms)
+
+        return await _send_call(self.outbound, finish)
 
 
 def _error(request_id: Any, code: int, message: str) -> Message:
@@ -349,18 +377,8 @@ class Gateway:
         meta = message["params"].get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
-        outbound = exchange.held(body, call.tool)
-
-        async def execute() -> Reply:
-            started = time.perf_counter()
-
-            def finish(outcome: str, _detail: str) -> None:
-                desk.finish_later(request_id, outcome == "ok", outcome, (time.perf_counter() - started) * 1000)
-
-            return await _send_call(outbound, finish)
-
-        hold = partial(desk.hold_call, request_id, owner, message["id"], token, stream, execute)
-        return Reply(status=200, headers=[], later=hold)
+        held = _Held(desk, request_id, owner, message["id"], token, stream, exchange.held(body, call.tool))
+        return Reply(status=200, headers=[], later=held.answer)
 
     def _record(
         self,

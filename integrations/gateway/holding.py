@@ -28,7 +28,7 @@ from approvals.errors import AlreadyDecided
 from approvals.models import ApprovalRequest, ApprovalStatus, Grant
 from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
-from integrations.database import serialised
+from integrations.database import serialised, transaction_slots
 from integrations.gateway.grants import ActiveGrant, GrantBook
 from integrations.gateway.refusals import approval_outcome
 from integrations.gateway.upstream import Reply, json_reply
@@ -87,6 +87,8 @@ class ApprovalDesk:
         self._cancelled_early: set[tuple[str, Any]] = set()
         self._task_group: TaskGroup | None = None
         self._seen_decision: int | None = None  # the newest decision row the poll has looked at
+        # Few worker threads, reused: each thread that touches the database grows memory of its own.
+        self._slots = anyio.CapacityLimiter(transaction_slots(engine))
         self.grants = GrantBook()
 
     def link(self, request_id: UUID | str) -> str:
@@ -99,7 +101,7 @@ class ApprovalDesk:
             with serialised(self.engine), Session(self.engine, expire_on_commit=False) as session:
                 return fn(session, *args)
 
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=self._slots)
 
     def view(self, request: ApprovalRequest) -> dict[str, Any]:
         return {**service.public_view(request), "url": self.link(request.id)}

@@ -5,6 +5,8 @@ If a test here fails after a change to `approvals/models.py`, the change needs a
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from sqlmodel import Session, SQLModel
 
 from approvals.models import AuditEvent
 from integrations.database import (
+    SHIPPED_HEAD,
     UnversionedDatabase,
     alembic_config,
     create_database_engine,
@@ -188,3 +191,22 @@ def test_a_database_created_before_migrations_is_refused_by_name(empty_engine: E
     with pytest.raises(UnversionedDatabase):
         upgrade(empty_engine)
     assert current_revision(empty_engine) is None
+
+
+def test_the_head_known_without_alembic_is_the_newest_migration() -> None:
+    assert head_revision() == SHIPPED_HEAD
+
+
+def test_a_server_started_on_a_database_at_head_never_loads_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'signoff.db'}"
+    probe = (
+        "import sys; from integrations.database import create_database_engine; "
+        f"create_database_engine({url!r}); print('alembic' in sys.modules)"
+    )
+
+    def loads_alembic() -> bool:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        return done.stdout.strip() == "True"
+
+    assert loads_alembic()  # a new database is migrated
+    assert not loads_alembic()  # at head already: nothing to do, and ~11 MB not loaded
