@@ -916,7 +916,7 @@ def report(results: Results, args: argparse.Namespace, nofile: tuple[int, int]) 
         "",
         f"- ≈ {per_call_kb:.1f} KB of RSS per held call; {results.held_fds:,} open fds and {results.held_threads} "
         f"threads in signoff while holding; with every call held and nothing happening signoff used "
-        f"{results.idle_cpu_cores:.2f} cores (the 2 s poll of watched requests, the 30 s expiry sweep).",
+        f"{results.idle_cpu_cores:.2f} cores (the 2 s poll of new decisions, the 30 s expiry sweep).",
         f"- The bench client's own RSS while holding: {results.client_mb:.0f} MB.",
         "",
         *latency_rows,

@@ -3,6 +3,7 @@
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -368,3 +369,52 @@ async def test_reading_approvals_and_the_audit_log_needs_an_approver_token(signo
     assert anonymous == [401, 401, 401]
     assert agent.status_code == 401  # an agent's token is not an approver's
     assert approver.status_code == 200 and approver.json()["events"][0]["kind"] == "policy_loaded"
+
+
+async def test_a_decision_taken_on_another_replica_wakes_the_call_held_here(signoff: Any) -> None:
+    state = EverythingState()
+    async with serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": GUARDED}]
+        # Two replicas on one database: the call waits on `here`, the approver clicks on `there`.
+        async with (
+            signoff(servers, approvers=True, gateway={"approval_hold": "20s"}) as here,
+            signoff(servers, approvers=True, gateway={"approval_hold": "20s"}) as there,
+            here.client("ev") as client,
+        ):
+            results: list[CallToolResult] = []
+            with anyio.fail_after(15):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        results.append(await client.call_tool("delete_record", {"record_id": "r-9"}))
+
+                    tg.start_soon(call)
+                    approval_id = await wait_for_pending(there, "delete_record")
+                    decided = await api(there, "POST", f"/api/approvals/{approval_id}/approve", "carol-approver-token")
+                    clicked = anyio.current_time()
+            answered = anyio.current_time()
+            detail = (await api(there, "GET", f"/api/approvals/{approval_id}")).json()
+
+    assert decided.status_code == 200
+    assert not results[0].is_error and state.deleted_records == ["r-9"]
+    assert answered - clicked < 5  # the poll of new decisions (every 2 s), not the 20 s hold, ended the wait
+    assert detail["status"] == "executed"
+
+
+async def test_requests_nobody_waits_on_any_more_expire_at_their_own_deadlines(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.1s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            first = await client.call_tool("echo", {"text": "prod one"})
+            await anyio.sleep(0.6)
+            second = await client.call_tool("echo", {"text": "prod two"})
+            await anyio.sleep(2.5)  # both 1 s deadlines have passed; the periodic sweep runs only every 30 s
+            views = [
+                (await api(running, "GET", f"/api/approvals/{meta(r)['approval_id']}")).json() for r in (first, second)
+            ]
+
+    assert [meta(r)["outcome"] for r in (first, second)] == ["approval_pending", "approval_pending"]
+    assert [v["status"] for v in views] == ["expired", "expired"]
+    for view in views:  # each at its own deadline: the one expiry job moved on to the next deadline
+        late = datetime.fromisoformat(view["finished_at"]) - datetime.fromisoformat(view["deadline"])
+        assert timedelta(0) <= late < timedelta(seconds=1)
