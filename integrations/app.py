@@ -30,7 +30,7 @@ from approvals.service import Approver
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditing import AuditWriter
-from integrations.database import create_database_engine
+from integrations.database import checkpoint_wal, create_database_engine
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
@@ -224,6 +224,8 @@ def create_app(
         try:
             async with anyio.create_task_group() as tg:
                 audit.start(tg)
+                if engine.dialect.name == "sqlite":
+                    tg.start_soon(checkpoint_wal, engine)
                 tools.start(tg)
                 await desk.load_grants()
                 desk.start(tg)
