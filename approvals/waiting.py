@@ -43,7 +43,3 @@ class DecisionWaiter:
                     waiters.remove(waiter)
                 if not waiters:
                     del self._waiting[request_id]
-
-    def watched(self) -> list[UUID]:
-        """The requests some call is waiting on now."""
-        return list(self._waiting)
