@@ -162,3 +162,56 @@ def test_public_view_hides_redacted_arguments(engine: Engine) -> None:
 
     assert view["arguments"] == {"pid": 4121, "note": "[redacted]"}
     assert view["agent"] == "agent-1" and view["status"] == "pending" and view["approvers"] == ["group:dba"]
+
+
+def test_standing_reads_a_request_and_claims_it_for_exactly_one_of_many_callers_once_approved(engine: Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        request, _ = service.request_approval(session, pending_call(), NOW, REMEMBER)
+        waiting = service.standing(session, request.id)
+        service.decide(session, request.id, ALICE, Verdict.APPROVE, "", "api", NOW)
+        with pytest.raises(ApprovalNotFound):
+            service.standing(session, uuid.uuid4())
+
+    seen: list[service.Standing] = []
+
+    def wake() -> None:  # held calls waking on the same decision, in several threads
+        with Session(engine) as own:
+            seen.append(service.standing(own, request.id))
+
+    threads = [threading.Thread(target=wake) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert (waiting.status, waiting.claimed, waiting.deadline) == ("pending", False, NOW + timedelta(minutes=15))
+    assert [s.claimed for s in seen].count(True) == 1
+    assert {s.status for s in seen} == {ApprovalStatus.EXECUTING}
+
+
+def test_the_next_deadline_is_the_earliest_among_pending_requests_only(engine: Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        assert service.next_deadline(session) is None
+        early, _ = service.request_approval(session, pending_call(1), NOW, REMEMBER)
+        service.request_approval(session, pending_call(2), NOW + timedelta(minutes=5), REMEMBER)
+        first = service.next_deadline(session)
+        service.decide(session, early.id, ALICE, Verdict.REJECT, "no", "api", NOW)
+        then = service.next_deadline(session)
+
+    assert first == NOW + timedelta(minutes=15)
+    assert then == NOW + timedelta(minutes=20)  # the rejected one no longer waits for a deadline
+
+
+def test_decided_since_lists_the_requests_voted_on_after_a_given_decision_row(engine: Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        one, _ = service.request_approval(session, pending_call(1, quorum=2), NOW, REMEMBER)
+        two, _ = service.request_approval(session, pending_call(2), NOW, REMEMBER)
+        start, nothing = service.decided_since(session, None)
+        service.decide(session, one.id, ALICE, Verdict.APPROVE, "", "api", NOW)  # a vote towards a quorum
+        service.decide(session, two.id, BOB, Verdict.REJECT, "no", "api", NOW)
+        newest, voted = service.decided_since(session, start)
+        later, none_since = service.decided_since(session, newest)
+
+    assert nothing == [] and none_since == []
+    assert set(voted) == {one.id, two.id}
+    assert newest > start and later == newest
