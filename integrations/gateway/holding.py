@@ -294,9 +294,12 @@ class ApprovalDesk:
     async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any) -> Message:
         """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending."""
         view = self.view(await self.db(service.get_request, request_id))
-        if settled is None:  # decided since the last look, perhaps: the repeat the answer asks for collects it
-            view["status"] = ApprovalStatus.PENDING
-        result = approval_outcome(view, self.link(request_id), used=settled is not None and settled.used)
+        used = settled is not None and settled.used
+        if settled is None:  # the hold ended; the row may have moved on since the last look
+            if view["status"] == ApprovalStatus.APPROVED:  # not run yet: the repeat the answer asks for runs it
+                view["status"] = ApprovalStatus.PENDING
+            used = view["status"] in (ApprovalStatus.EXECUTING, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED)
+        result = approval_outcome(view, self.link(request_id), used=used)
         return {"jsonrpc": "2.0", "id": message_id, "result": result}
 
     async def hold_call(
