@@ -30,8 +30,12 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> JSONObject:
     return obj
 
 
+class _NotANumber(ValueError):
+    """NaN or Infinity, which Python's json reads but JSON does not have."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotANumber(f"{name} is not valid JSON")
 
 
 def read_json(text: str | bytes, what: str, *, strict: bool = False) -> tuple[Any, Fault | None]:
@@ -58,9 +62,7 @@ def read_json(text: str | bytes, what: str, *, strict: bool = False) -> tuple[An
         return None, Fault("$", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
     except RecursionError:
         return None, Fault("$", f"{what} is nested too deeply to read")
-    except ValueError as exc:
-        # NaN or Infinity; or a number longer than int() reads (CPython's 4300 digits), which case files have
-        # always let through as a plain ValueError.
-        if not strict:
-            raise
+    except _NotANumber as exc:
         return None, Fault("$", f"invalid JSON: {exc}", "NaN and Infinity are not JSON numbers")
+    except ValueError as exc:  # a number longer than int() reads (CPython's limit: 4,300 digits)
+        return None, Fault("$", f"invalid JSON: {exc}", "write very long numbers as strings")

@@ -154,6 +154,14 @@ def test_a_file_that_is_not_an_array_of_cases_is_refused_at_its_root(text: str |
     assert [(f.path, f.message) for f in caught.value.faults] == [("$", message)]
 
 
+def test_a_number_too_long_to_read_is_a_fault_in_a_case_file_as_in_a_policy() -> None:
+    with pytest.raises(CasesInvalid) as caught:
+        load_cases('[{"call": {"tool": "t", "arguments": {"n": ' + "9" * 5000 + "}}}]")
+    (fault,) = caught.value.faults
+    assert fault.path == "$" and fault.message.startswith("invalid JSON: Exceeds the limit")
+    assert fault.hint == "write very long numbers as strings"
+
+
 def test_an_empty_file_has_no_cases() -> None:
     assert load_cases("[]") == ()
     assert run_cases(catalog("demo"), []) == []
