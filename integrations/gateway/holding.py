@@ -272,7 +272,9 @@ class ApprovalDesk:
             left = give_up - time.monotonic()
             if left <= 0:
                 return None
-            await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
+            rang = await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
+            if not rang and left < to_deadline:
+                return None  # the hold is over and nothing happened; whoever answers reads the row once anyway
 
     async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
         """Record what an approved call did; retried, because a request left `executing` could never run again."""
