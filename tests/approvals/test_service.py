@@ -3,6 +3,7 @@
 import dataclasses
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,6 +34,15 @@ def pending_call(
         spec=ApprovalSpec(approvers=approvers, quorum=quorum, timeout_seconds=900),
         redact=("note",),
     )
+
+
+def at_once(fn: Callable[[], None], times: int) -> None:
+    """Run `fn` in `times` threads at once, as racing callers (replicas, clicks, waking calls) would."""
+    threads = [threading.Thread(target=fn) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
 
 
 def audit_kinds(session: Session) -> list[str]:
@@ -110,11 +120,7 @@ def test_an_approved_request_runs_exactly_once(engine: Engine) -> None:
         with Session(engine) as own:
             wins.append(service.claim_execution(own, request.id))
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    at_once(claim, 8)
     with Session(engine, expire_on_commit=False) as session:
         service.finish_execution(session, request.id, True, "ok", 12.5, NOW)
         service.finish_execution(session, request.id, False, "error", 1.0, NOW)  # a late second report changes nothing
@@ -178,11 +184,7 @@ def test_standing_reads_a_request_and_claims_it_for_exactly_one_of_many_callers_
         with Session(engine) as own:
             seen.append(service.standing(own, request.id))
 
-    threads = [threading.Thread(target=wake) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    at_once(wake, 8)
 
     assert (waiting.status, waiting.claimed, waiting.deadline) == ("pending", False, NOW + timedelta(minutes=15))
     assert [s.claimed for s in seen].count(True) == 1
