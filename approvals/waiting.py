@@ -21,9 +21,12 @@ class DecisionWaiter:
 
     def __init__(self) -> None:
         self._waiting: dict[UUID, list[asyncio.Future[bool]]] = {}
+        # Every ring, waited for or not: a caller between two waits tells from it that it may have missed one.
+        self.rings = 0
 
     def notify(self, request_id: UUID) -> None:
         """Wake everything waiting on `request_id` (a decision, an expiry, a withdrawal committed)."""
+        self.rings += 1
         for waiter in self._waiting.pop(request_id, ()):
             _ring(waiter, True)
 

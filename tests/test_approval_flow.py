@@ -356,6 +356,25 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
     assert not results[0].is_error and state.deleted_records == ["r-5"]
 
 
+async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_after_its_progress(signoff: Any) -> None:
+    state = EverythingState()
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with guarded(signoff, state, hold="1.6s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            held = await client.call_tool("delete_record", {"record_id": "r-6"}, progress_callback=on_progress)
+            approval_id = meta(held)["approval_id"]
+            await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
+            collected = await client.call_tool("delete_record", {"record_id": "r-6"}, progress_callback=on_progress)
+
+    assert len(progress) >= 2 and progress == sorted(progress)  # one every 0.5 s while it waited
+    assert meta(held)["outcome"] == "approval_pending" and "Call again with the same arguments" in text(held)
+    assert not collected.is_error and state.deleted_records == ["r-6"]
+
+
 async def test_reading_approvals_and_the_audit_log_needs_an_approver_token(signoff: Any) -> None:
     async with guarded(signoff, EverythingState()) as running:
         async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:

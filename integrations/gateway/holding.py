@@ -41,6 +41,7 @@ POLL_INTERVAL = 2.0
 DECISION_LOOKBACK = 100  # decision rows the poll reads again each time (see poll_decisions)
 GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
 Message = dict[str, Any]
+Pending = tuple[service.Standing, int]  # a request still pending, and the waiter's ring count when it was read
 Execute = Callable[[], Awaitable[Reply]]
 
 
@@ -253,11 +254,15 @@ class ApprovalDesk:
             await self._withdraw(request.id)
         return request.id
 
-    async def settle(self, request_id: UUID, within: float) -> Settled | None:
-        """Follow the request for up to `within` seconds; None if it is still pending then."""
+    async def settle(self, request_id: UUID, within: float, known: Pending | None = None) -> Settled | Pending:
+        """Follow the request for up to `within` seconds; where it stands (pending) if nothing settled it by then.
+
+        `known`: what the last call returned. Unless a bell rang anywhere since, the row is not read again, so a
+        call held in slices (progress every 10 s) reads it when something happens, not at every slice.
+        """
         give_up = time.monotonic() + within
+        standing, rings = known if known is not None and known[1] == self.waiter.rings else await self._look(request_id)
         while True:
-            standing = await self.db(service.standing, request_id)
             status = standing.status
             if standing.claimed:
                 return Settled(status, execute=True)
@@ -268,13 +273,18 @@ class ApprovalDesk:
             to_deadline = (standing.deadline - self.now()).total_seconds()
             if to_deadline <= 0:
                 await self.expire_overdue()
-                continue
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return None
-            rang = await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
-            if not rang and left < to_deadline:
-                return None  # the hold is over and nothing happened; whoever answers reads the row once anyway
+            else:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return standing, rings
+                rang = await self.waiter.wait(request_id, min(left, to_deadline + 0.05))
+                if not rang and left < to_deadline:
+                    return standing, rings  # the time is up and nothing happened
+            standing, rings = await self._look(request_id)
+
+    async def _look(self, request_id: UUID) -> Pending:
+        rings = self.waiter.rings  # counted before the read: a ring during it makes the next call read again
+        return await self.db(service.standing, request_id), rings
 
     async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
         """Record what an approved call did; retried, because a request left `executing` could never run again."""
@@ -317,9 +327,10 @@ class ApprovalDesk:
         key = (owner, message_id)
         if not stream:
             try:
-                settled = await self.settle(request_id, self.hold)
+                held = await self.settle(request_id, self.hold)
             finally:
                 self._held.pop(key, None)
+            settled = held if isinstance(held, Settled) else None
             if settled is not None and settled.execute:
                 return await execute()
             return json_reply(await self.answer(settled, request_id, message_id))
@@ -335,11 +346,14 @@ class ApprovalDesk:
         # Progress notifications keep clients that reset their timeout on progress waiting for the decision.
         started = time.monotonic()
         settled: Settled | None = None
+        pending: Pending | None = None
         try:
             while (left := self.hold - (time.monotonic() - started)) > 0:
-                settled = await self.settle(request_id, min(left, self.progress_interval))
-                if settled is not None:
+                held = await self.settle(request_id, min(left, self.progress_interval), pending)
+                if isinstance(held, Settled):
+                    settled = held
                     break
+                pending = held
                 waited = time.monotonic() - started
                 yield _event(
                     {
