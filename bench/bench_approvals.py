@@ -55,6 +55,7 @@ from harness import (
     machine_busy,
     percentile,
     processes,
+    py_spy,
     start,
     wait_http,
 )
@@ -613,64 +614,10 @@ def profiled(pid: int, directory: Path | None, name: str, results: Results) -> I
     if directory is None:
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    out = directory / f"{name}.collapsed"
-    spy = subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--format",
-            "raw",
-            "--rate",
-            "200",
-            "--nonblocking",
-            "--threads",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(1.0)  # py-spy attaches
+    with py_spy(pid, directory, name, rate=200) as summary:
         yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(timeout=5)
-    if out.exists():
-        summary = summarize_profile(out, name)
-        (directory / f"{name}-summary.txt").write_text(summary)
-        results.notes.append(f"py-spy profile of the {name} phase: {directory / (name + '-summary.txt')}")
-
-
-def summarize_profile(path: Path, name: str, top: int = 30) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-    lines = [f"py-spy samples of signoff during {name}: {total}", "", "self %  function"]
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
-    lines += ["", "incl %  function"]
-    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
-        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
-    return "\n".join(lines) + "\n"
+    if summary.exists():
+        results.notes.append(f"py-spy profile of the {name} phase: {summary}")
 
 
 def mtime(path: Path | None) -> float | None:

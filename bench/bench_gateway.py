@@ -31,11 +31,9 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ from harness import (
     machine_busy,
     percentile,
     processes,
+    py_spy,
     start,
     wait_http,
 )
@@ -402,64 +401,10 @@ def profiled(target: Target, args: argparse.Namespace) -> Iterator[None]:
     if args.profile is None or target.name != "via-fast":
         yield
         return
-    args.profile.mkdir(parents=True, exist_ok=True)
-    out = args.profile / "via-fast.collapsed"
-    spy = subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(target.server_pids[1]),
-            "--format",
-            "raw",
-            "--rate",
-            "250",
-            "--nonblocking",
-            "--threads",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(1.0)  # py-spy attaches
+    with py_spy(target.server_pids[1], args.profile, "via-fast") as summary:
         yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(timeout=5)
-    if out.exists():
-        summary = summarize_profile(out)
-        (args.profile / "via-fast-summary.txt").write_text(summary)
-        print(summary)
-
-
-def summarize_profile(path: Path, top: int = 30) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-    lines = [f"py-spy samples of signoff while via-fast ran: {total}", "", "self %  function"]
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
-    lines += ["", "incl %  function"]
-    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
-        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
-    return "\n".join(lines) + "\n"
+    if summary.exists():
+        print(summary.read_text())
 
 
 # -- report ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Imported by the bench scripts as `harness` (they run as `python bench/NAME.py`, 
 """
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -90,3 +91,51 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.1)
     raise RuntimeError(f"nothing served on {HOST}:{port}{path} within {timeout}s")
+
+
+@contextmanager
+def py_spy(pid: int, directory: Path, name: str, rate: int = 250) -> Iterator[Path]:
+    """Sample process `pid` with py-spy while the block runs; then `DIR/NAME.collapsed` and `DIR/NAME-summary.txt`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}.collapsed"
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--nonblocking"]
+    spy = subprocess.Popen(
+        [*command, "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    summary = directory / f"{name}-summary.txt"
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        yield summary
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(timeout=5)
+    if out.exists():
+        summary.write_text(summarize_profile(out, name))
+
+
+def summarize_profile(path: Path, name: str, top: int = 30) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f"py-spy samples of signoff during {name}: {total}", "", "self %  function"]
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
+    lines += ["", "incl %  function"]
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
+        lines.append(f"{100 * count / max(total, 1):6.1f}  {frame}")
+    return "\n".join(lines) + "\n"
