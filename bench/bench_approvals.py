@@ -50,12 +50,14 @@ from harness import (
     HERE,
     HOST,
     ROOT,
+    BenchError,
     cpu_seconds,
     free_port,
     machine_busy,
     percentile,
     processes,
     py_spy,
+    read_response,
     start,
     wait_http,
 )
@@ -74,41 +76,6 @@ POLICY = {
 
 
 # -- a small HTTP/1.1 client on asyncio streams ------------------------------------------------------
-
-
-class BenchError(Exception):
-    pass
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response, read in full (Content-Length, chunked, or until close)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-        raise BenchError(f"bad status line {status_line!r}")
-    status = int(parts[1])
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                break
-            chunks.append((await reader.readexactly(size + 2))[:-2])
-        body = b"".join(chunks)
-    elif status in (204, 304) or 100 <= status < 200:
-        body = b""
-    else:
-        body = await reader.read()
-    return status, headers, body
 
 
 def request_bytes(method: str, path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:

@@ -46,12 +46,14 @@ from typing import Any
 from harness import (
     HERE,
     HOST,
+    BenchError,
     cpu_seconds,
     free_port,
     machine_busy,
     percentile,
     processes,
     py_spy,
+    read_response,
     start,
     wait_http,
 )
@@ -63,10 +65,6 @@ RATIO_GOAL = 0.45
 
 
 # -- a small, honest HTTP/1.1 + MCP client ------------------------------------------------------
-
-
-class HttpError(Exception):
-    pass
 
 
 class Connection:
@@ -108,36 +106,7 @@ class Connection:
             await self.open()
         assert self.reader is not None and self.writer is not None
         self.writer.write(self._head(len(body)) + body)
-        reader = self.reader
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise HttpError(f"bad status line {status_line!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            data = await reader.readexactly(int(headers["content-length"]))
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks = []
-            while True:
-                size_line = await reader.readuntil(b"\r\n")
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                        pass
-                    break
-                chunk = await reader.readexactly(size + 2)
-                chunks.append(chunk[:-2])
-            data = b"".join(chunks)
-        elif status in (204, 304) or 100 <= status < 200:
-            data = b""
-        else:
-            data = await reader.read()  # delimited by close
-            headers["connection"] = "close"
+        status, headers, data = await read_response(self.reader)
         if headers.get("connection", "").lower() == "close":
             await self.close()
         return status, headers, data
@@ -154,18 +123,18 @@ def sse_messages(data: bytes) -> Iterator[Any]:
 
 def response_to(status: int, headers: dict[str, str], data: bytes, request_id: int) -> dict[str, Any]:
     if status != 200:
-        raise HttpError(f"HTTP {status}: {data[:300]!r}")
+        raise BenchError(f"HTTP {status}: {data[:300]!r}")
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "application/json":
         messages: Any = [json.loads(data)]
     elif content_type == "text/event-stream":
         messages = list(sse_messages(data))
     else:
-        raise HttpError(f"unexpected content-type {content_type!r}")
+        raise BenchError(f"unexpected content-type {content_type!r}")
     for message in messages:
         if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
             return message
-    raise HttpError(f"no response to id {request_id} in {data[:300]!r}")
+    raise BenchError(f"no response to id {request_id} in {data[:300]!r}")
 
 
 class McpClient:
@@ -192,7 +161,7 @@ class McpClient:
         status, headers, data = await self.conn.post(json.dumps(init).encode())
         result = response_to(status, headers, data, self.next_id).get("result")
         if not isinstance(result, dict) or "protocolVersion" not in result:
-            raise HttpError(f"initialize failed: {data[:300]!r}")
+            raise BenchError(f"initialize failed: {data[:300]!r}")
         session = headers.get("mcp-session-id")
         if session:
             self.conn.headers["Mcp-Session-Id"] = session
@@ -200,7 +169,7 @@ class McpClient:
         note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
         status, _, data = await self.conn.post(json.dumps(note).encode())
         if status not in (200, 202):
-            raise HttpError(f"notifications/initialized: HTTP {status} {data[:200]!r}")
+            raise BenchError(f"notifications/initialized: HTTP {status} {data[:200]!r}")
 
     async def call(self) -> None:
         self.next_id += 1
@@ -213,10 +182,10 @@ class McpClient:
         message = response_to(status, headers, data, request_id)
         result = message.get("result")
         if not isinstance(result, dict) or result.get("isError"):
-            raise HttpError(f"tools/call failed: {data[:300]!r}")
+            raise BenchError(f"tools/call failed: {data[:300]!r}")
         content = result.get("content")
         if not content or content[0].get("text") != "hi":
-            raise HttpError(f"tools/call returned {data[:300]!r}")
+            raise BenchError(f"tools/call returned {data[:300]!r}")
 
     async def close(self) -> None:
         await self.conn.close()
