@@ -6,6 +6,7 @@ this row's canonical content. Writers pass a database session; this module never
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,19 @@ _CHAINED = (
 # json.dumps builds a new encoder on every call that passes options; one shared encoder spells the same.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 _LAST_HASH = "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"
+# Code points a database cannot hold in text: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8 at all).
+# JSON text from an agent may carry either ("\\u0000", "\\ud800"); Python keeps them in a str until it is encoded.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# The text columns and their lengths (None: unbounded): a value is made storable and cut to fit before it is
+# chained, so a long tool name or detail cannot make PostgreSQL refuse the row that records it.
+_TEXT_COLUMNS: dict[str, int | None] = {
+    column.name: getattr(column.type, "length", None)
+    for column in AuditEvent.__table__.columns  # type: ignore[attr-defined]
+    if column.name in _CHAINED and column.name not in ("at", "latency_ms")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +85,26 @@ class ChainReport:
         return self.first_bad_id is None
 
 
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for digests: sorted keys, no spaces, UTF-8 kept."""
-    return _CANONICAL.encode(value)
+    """The one JSON spelling used for digests: sorted keys, no spaces, UTF-8 kept.
+
+    A lone surrogate (which JSON text can spell, and Python keeps, but UTF-8 cannot encode) is written as its JSON
+    escape, so the text always encodes and still reads back to the same value; every other string is unchanged.
+    """
+    text = _CANONICAL.encode(value)
+    return text if text.isascii() else _SURROGATE.sub(_escape, text)
+
+
+def storable(text: str) -> str:
+    """`text` with each NUL and lone surrogate written as its escape, `\\u0000`, so every database can store it.
+
+    For the audit log's plain text columns (tool names, details, outcomes): the row then says what was really sent.
+    """
+    return text if text.isascii() and "\x00" not in text else _UNSTORABLE.sub(_escape, text)
 
 
 def redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
@@ -122,6 +153,11 @@ def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]
     rows = []
     for record in records:
         row: dict[str, Any] = {name: getattr(record, name) for name in _CHAINED}
+        for name, limit in _TEXT_COLUMNS.items():
+            value = row[name]
+            if value is not None:
+                value = storable(value)
+                row[name] = value if limit is None or len(value) <= limit else value[: limit - 1] + "…"
         row["at"] = record.at.astimezone(UTC)
         if record.latency_ms is not None:
             row["latency_ms"] = round(record.latency_ms, 3)
@@ -169,6 +205,19 @@ def append_rows(connection: Connection, records: Sequence[AuditRecord]) -> int:
     if rows:
         connection.execute(insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
     return len(rows)
+
+
+def probe_chain(connection: Connection) -> None:
+    """Take the chain's lock and read its head, then roll back: proves the log can be written now, writing nothing.
+
+    Raises:
+        SQLAlchemyError: the database is down, or refuses writes to the log.
+    """
+    try:
+        _lock_chain(connection)
+        connection.exec_driver_sql(_LAST_HASH).scalar()
+    finally:
+        connection.rollback()
 
 
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:

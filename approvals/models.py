@@ -38,6 +38,7 @@ class AuditKind(StrEnum):
     FAILED = "failed"
     VOTED = "voted"
     DECISION_REFUSED = "decision_refused"
+    QUARANTINED = "audit_quarantined"  # a record the database refused, kept as ASCII JSON with why
 
 
 class AuditEvent(SQLModel, table=True):

@@ -1,7 +1,11 @@
 """Writes audit records off the hot path: the gateway enqueues, one task appends them in batches.
 
-A tool call never waits for the database. Nothing is dropped: the queue is unbounded, a failed batch
-is retried, and shutdown drains what is left before the process exits.
+A tool call never waits for the database. Nothing is dropped and nothing blocks the rest: the queue is
+unbounded; a batch the database refuses is split, and a record it refuses on its own (or that cannot even be
+built) is quarantined: written to the log as an `audit_quarantined` row that keeps it, in ASCII JSON, with why.
+Only when the database refuses everything, a check that changes nothing included, is it taken to be down: the
+batch waits and is retried with a growing pause, and `health()` says so. Shutdown drains the queue for at most
+`close_timeout` seconds, so SIGTERM always ends.
 
 Each batch is one transaction on a connection the writer keeps (`approvals.audit.append_rows`: one
 `executemany`, no ORM), in a worker thread; after a database error the connection is dropped and a new
@@ -9,8 +13,12 @@ one is taken for the retry. A record may be queued as a function that builds it:
 the canonical JSON, digest and redaction of a call's arguments to the writer's thread that way.
 """
 
+import json
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -18,30 +26,56 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from approvals.audit import AuditRecord, append_rows
+from approvals.audit import AuditRecord, append_rows, probe_chain
+from approvals.models import AuditKind
 
 logger = logging.getLogger(__name__)
 
 Recordable = AuditRecord | Callable[[], AuditRecord]
+RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds between tries while the database is down
+
+
+class _Unbuildable(Exception):
+    """Raised when a queued function that builds a record fails: the record is quarantined, never retried."""
 
 
 class AuditWriter:
     """Batches `AuditRecord`s into the chained log from one background task."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 1000, gather: float = 0.1) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = 1000, gather: float = 0.1, close_timeout: float = 10.0
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._gather = gather
+        self._close_timeout = close_timeout
         self._pending: list[Recordable] = []
         self._wake = anyio.Event()
         self._closing = False
         self._lock = anyio.Lock()
         self._connection: Connection | None = None
         self.written = 0
+        self.quarantined = 0
+        self.down_since: float | None = None  # monotonic time the database was first found down, while it is
+        self.last_error: str | None = None
+        self.unstored: list[dict[str, Any]] = []  # quarantined records the database would not take even so
 
     @property
     def queued(self) -> int:
         return len(self._pending)
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows of the writer; `ok` is False while the database is down or a record is unstored."""
+        down = None if self.down_since is None else round(time.monotonic() - self.down_since, 1)
+        return {
+            "ok": down is None and not self.unstored,
+            "queued": self.queued,
+            "written": self.written,
+            "quarantined": self.quarantined,
+            "database_down_for": down,
+            "last_error": self.last_error,
+            "unstored": len(self.unstored),
+        }
 
     def record(self, record: Recordable) -> None:
         """Queue one record, or a function that builds it (called later, in the writer's thread); returns at once."""
@@ -49,7 +83,7 @@ class AuditWriter:
         self._wake.set()
 
     def _write(self, batch: Sequence[Recordable]) -> None:
-        records = [r if isinstance(r, AuditRecord) else r() for r in batch]
+        records = [_built(r) for r in batch]
         connection = self._connection
         if connection is None:
             connection = self._connection = self._engine.connect()
@@ -57,13 +91,59 @@ class AuditWriter:
             append_rows(connection, records)
             connection.commit()
         except BaseException:
-            self._connection = None
-            try:
-                connection.rollback()
-                connection.close()
-            except SQLAlchemyError:
-                logger.debug("Closing the audit writer's connection failed", exc_info=True)
+            self._drop_connection(connection)
             raise
+
+    def _drop_connection(self, connection: Connection) -> None:
+        self._connection = None
+        try:
+            connection.rollback()
+            connection.close()
+        except SQLAlchemyError:
+            logger.debug("Closing the audit writer's connection failed", exc_info=True)
+
+    def _store_is_up(self) -> bool:
+        try:
+            with self._engine.connect() as connection:
+                probe_chain(connection)
+        except SQLAlchemyError as exc:
+            self.last_error = _why(exc)
+            return False
+        return True
+
+    def _isolate(self, batch: Sequence[Recordable]) -> int | None:
+        """After `batch` failed: write its records one by one and quarantine each that fails on its own.
+
+        Returns how many records were dealt with, or None when the database is down (nothing was written).
+        """
+        for done, item in enumerate(batch):
+            try:
+                self._write([item])
+            except _Unbuildable as exc:
+                self._quarantine(item, str(exc))
+            except Exception as exc:  # the database refused this record, or it is down: the probe tells which
+                if not self._store_is_up():
+                    return done or None
+                self._quarantine(item, _why(exc))
+        return len(batch)
+
+    def _quarantine(self, item: Recordable, why: str) -> None:
+        kept = _kept(item)
+        logger.error("An audit record could not be stored and is quarantined in the log: %s", why)
+        record = AuditRecord(
+            kind=AuditKind.QUARANTINED,  # its own columns stay empty: one of the record's values was what failed
+            actor="signoff",
+            outcome="quarantined",
+            detail=f"an audit record could not be stored as it was: {why}"[:2000],
+            arguments=json.dumps(kept, ensure_ascii=True, default=str),  # ASCII: every database stores it
+        )
+        try:
+            self._write([record])
+        except Exception as exc:  # kept in memory and shown by /healthz: never dropped without a word
+            logger.error("The quarantine record could not be stored either: %s", _why(exc))
+            self.unstored.append(kept)
+            return
+        self.quarantined += 1
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -71,18 +151,32 @@ class AuditWriter:
             connection.close()
 
     async def flush(self) -> None:
-        """Write everything queued so far (the CLI and tests call this to read their own writes)."""
+        """Write everything queued so far (the CLI and tests call this to read their own writes).
+
+        While the database is down this waits for it, retrying with a growing pause.
+        """
         async with self._lock:
+            pause = RETRY_FIRST
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 try:
                     await anyio.to_thread.run_sync(self._write, batch)
-                except SQLAlchemyError:
-                    logger.exception("Writing %d audit records failed; retrying", len(batch))
-                    await anyio.sleep(0.5)
+                    done: int | None = len(batch)
+                except Exception:
+                    done = await anyio.to_thread.run_sync(self._isolate, batch)
+                if done is None:
+                    if self.down_since is None:
+                        self.down_since = time.monotonic()
+                        logger.error("The audit log's database is down (%s); records wait", self.last_error)
+                    await anyio.sleep(pause)
+                    pause = min(pause * 2, RETRY_MOST)
                     continue
-                del self._pending[: len(batch)]
-                self.written += len(batch)
+                if self.down_since is not None:
+                    logger.warning("The audit log's database is back; writing %d queued records", len(self._pending))
+                    self.down_since = None
+                pause = RETRY_FIRST
+                del self._pending[:done]
+                self.written += done
 
     async def run(self) -> None:
         while not self._closing:
@@ -97,9 +191,41 @@ class AuditWriter:
         task_group.start_soon(self.run)
 
     async def close(self) -> None:
+        """Write what is queued, for at most `close_timeout` seconds; what the database did not take is logged."""
         self._closing = True
         self._wake.set()
         with anyio.CancelScope(shield=True):
-            await self.flush()
-            async with self._lock:
-                await anyio.to_thread.run_sync(self._disconnect)
+            with anyio.move_on_after(self._close_timeout):
+                await self.flush()
+            if self._pending:
+                logger.error(
+                    "Stopping with %d audit records unwritten: the database is down (%s)",
+                    len(self._pending),
+                    self.last_error,
+                )
+            with anyio.move_on_after(self._close_timeout):
+                async with self._lock:
+                    await anyio.to_thread.run_sync(self._disconnect)
+
+
+def _built(item: Recordable) -> AuditRecord:
+    if isinstance(item, AuditRecord):
+        return item
+    try:
+        return item()
+    except Exception as exc:
+        raise _Unbuildable(f"building it failed: {_why(exc)}") from exc
+
+
+def _kept(item: Recordable) -> dict[str, Any]:
+    """What a quarantined record keeps: its fields, or what its builder was given when it could not be built."""
+    try:
+        return asdict(_built(item))
+    except _Unbuildable:
+        args = getattr(item, "args", ())
+        return {"unbuilt": repr(item)[:200], "args": [repr(a)[:2000] for a in args]}
+
+
+def _why(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]

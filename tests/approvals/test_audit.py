@@ -1,17 +1,20 @@
 """The audit log on a real database: rows append in order, chain, and any edit or removal shows."""
 
+import functools
 import itertools
+import json
 import threading
 from datetime import UTC, datetime
 
+import anyio
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from approvals.audit import GENESIS, AuditRecord, append, append_rows, digest_arguments, verify_chain
-from approvals.models import AuditEvent
+from approvals.audit import GENESIS, AuditRecord, append, append_rows, canonical_json, digest_arguments, verify_chain
+from approvals.models import AuditEvent, AuditKind
 from integrations.auditing import AuditWriter
 
 
@@ -148,3 +151,121 @@ def test_appenders_racing_in_threads_never_fork_the_chain(engine: Engine) -> Non
         report = verify_chain(session)
 
     assert report.ok and report.checked == 120
+
+
+def _refuse_tool_named(engine: Engine, name: str) -> None:
+    """Make the database itself refuse audit rows for the tool `name` (a CHECK on PostgreSQL, a trigger on SQLite)."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"ALTER TABLE audit_events ADD CONSTRAINT refuse_{name} CHECK (tool <> '{name}')"))
+        else:
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{name} BEFORE INSERT ON audit_events WHEN NEW.tool = '{name}' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+
+
+def _rows(engine: Engine) -> list[AuditEvent]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all())
+
+
+@pytest.mark.anyio
+async def test_nul_and_lone_surrogates_are_stored_as_their_escapes_and_the_chain_verifies(engine: Engine) -> None:
+    writer = AuditWriter(engine, gather=0)
+    arguments = {"sql": "select '\x00'", "\ud800key": "half \udfff pair", "ok": "é😀"}
+    writer.record(
+        AuditRecord(
+            kind="allowed",
+            tool="evil\x00tool\ud800",
+            detail="upstream said \x00",
+            args_digest=digest_arguments(arguments),
+            arguments=canonical_json(arguments),
+        )
+    )
+    writer.record(AuditRecord(kind="allowed", tool="x" * 300, outcome="o" * 40))
+    await writer.close()
+    rows = _rows(engine)
+    with Session(engine) as session:
+        report = verify_chain(session)
+
+    assert report.ok and report.checked == 2 and writer.quarantined == 0
+    assert rows[0].tool == "evil\\u0000tool\\ud800" and rows[0].detail == "upstream said \\u0000"
+    assert json.loads(rows[0].arguments or "") == arguments  # the arguments read back exactly as sent
+    assert rows[1].tool == "x" * 255 + "…" and rows[1].outcome == "o" * 31 + "…"
+
+
+@pytest.mark.anyio
+async def test_a_record_the_database_refuses_is_quarantined_and_the_rest_are_written(engine: Engine) -> None:
+    _refuse_tool_named(engine, "evil")
+    writer = AuditWriter(engine, gather=0)
+    for tool in ("before", "evil", "after"):
+        writer.record(AuditRecord(kind="allowed", server="demo", tool=tool, identity="alpha", detail=f"{tool} call"))
+    await writer.flush()
+    writer.record(AuditRecord(kind="allowed", tool="later"))
+    await writer.close()
+    rows = _rows(engine)
+    with Session(engine) as session:
+        report = verify_chain(session)
+
+    assert [r.tool for r in rows] == ["before", "", "after", "later"]
+    assert [r.kind for r in rows] == ["allowed", AuditKind.QUARANTINED, "allowed", "allowed"]
+    quarantined = [r for r in rows if r.kind == AuditKind.QUARANTINED]
+    assert len(quarantined) == 1 and writer.quarantined == 1 and writer.queued == 0
+    assert quarantined[0].detail.startswith("an audit record could not be stored as it was: IntegrityError")
+    kept = json.loads(quarantined[0].arguments or "")
+    assert kept["tool"] == "evil" and kept["detail"] == "evil call" and kept["identity"] == "alpha"
+    assert report.ok and report.checked == 4 and writer.health()["ok"]
+
+
+@pytest.mark.anyio
+async def test_a_record_whose_builder_fails_is_quarantined_with_what_it_was_given(engine: Engine) -> None:
+    def build(tool: str) -> AuditRecord:
+        raise ValueError(f"cannot build {tool}")
+
+    writer = AuditWriter(engine, gather=0)
+    writer.record(functools.partial(build, "broken"))
+    writer.record(AuditRecord(kind="allowed", tool="fine"))
+    await writer.close()
+    rows = _rows(engine)
+
+    assert [r.kind for r in rows] == [AuditKind.QUARANTINED, "allowed"]
+    assert rows[0].detail.endswith("building it failed: ValueError: cannot build broken")
+    assert json.loads(rows[0].arguments or "")["args"] == ["'broken'"]
+
+
+@pytest.mark.anyio
+async def test_while_the_database_is_down_records_wait_health_says_so_and_shutdown_is_bounded(engine: Engine) -> None:
+    writer = AuditWriter(engine, gather=0, close_timeout=0.5)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    async with anyio.create_task_group() as tg:
+        writer.start(tg)
+        writer.record(AuditRecord(kind="allowed", tool="waits"))
+        with anyio.fail_after(5):
+            while True:
+                if writer.down_since is not None:
+                    break
+                await anyio.sleep(0.01)
+        down = writer.health()
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        with anyio.fail_after(5):
+            while True:
+                if not writer.queued:
+                    break
+                await anyio.sleep(0.01)
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+        writer.record(AuditRecord(kind="allowed", tool="lost at shutdown"))
+        with anyio.fail_after(5):
+            await writer.close()
+        tg.cancel_scope.cancel()
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+
+    assert not down["ok"] and down["queued"] == 1 and down["last_error"]
+    assert [r.tool for r in _rows(engine)] == ["waits"] and writer.quarantined == 0
+    assert writer.queued == 1  # not written, not quarantined: the database was down, and shutdown said so
