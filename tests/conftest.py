@@ -1,6 +1,7 @@
 import json
+import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,11 +12,13 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import MetaData
 from sqlmodel import Session, col, select
 from starlette.applications import Starlette
 
 from approvals.models import AuditEvent
 from integrations.app import create_app
+from integrations.database import create_database_engine
 from integrations.gateway.holding import utcnow
 from integrations.settings import load_settings
 from tests.fakes.upstreams import serve_http
@@ -132,3 +135,25 @@ def signoff(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Running
             yield Running(url=url, app=app)
 
     return start
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database for replicas to share: an SQLite file, or PostgreSQL emptied before and after (-m postgres)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    url = os.environ.get("SIGNOFF_TEST_DATABASE_URL", "")
+    if not url:
+        pytest.skip("SIGNOFF_TEST_DATABASE_URL is not set")
+    _empty(url)  # other tests may leave an alembic_version without the tables it claims
+    yield url
+    _empty(url)
+
+
+def _empty(url: str) -> None:
+    engine = create_database_engine(url, migrate=False)
+    reflected = MetaData()
+    reflected.reflect(engine)
+    reflected.drop_all(engine)
+    engine.dispose()

@@ -9,6 +9,7 @@ server-to-client requests, the GET stream) through unchanged.
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 MAX_TRACKED_SESSIONS = 100_000
+MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _KIND: dict[type, AuditKind] = {
     Deny: AuditKind.DENIED,
     Hidden: AuditKind.HIDDEN,
@@ -257,9 +260,10 @@ class Gateway:
                 status = ERROR_CODE_HTTP_STATUS.get(code, 400)
                 return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
         method = message.get("method")
-        if method == "notifications/cancelled" and self.desk is not None and isinstance(message.get("params"), dict):
-            owner = headers.get("mcp-session-id") or identity
-            await self.desk.cancel_held(owner, message["params"].get("requestId"))
+        if method == "notifications/cancelled" and self.desk is not None:
+            cancelled = message.get("params", {}).get("requestId")
+            if isinstance(cancelled, str | int) and not isinstance(cancelled, bool):  # else no request has that id
+                await self.desk.cancel_held(headers.get("mcp-session-id") or identity, cancelled)
         if method == "tools/call":
             if "id" not in message:  # a notification would reach the upstream without a decision
                 return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
@@ -310,6 +314,11 @@ class Gateway:
             return json_reply(_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
+        problem = _tool_name_problem(name)
+        if problem is not None:  # no server has such a tool, and no row could hold its name as sent
+            self._record(exchange, call, Deny("params.name", problem), outcome="invalid", detail=problem)
+            status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
+            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {problem}"), status)
         decision = evaluate(policy, call, self._limiter, self._clock())
         if self.tools is not None:
             drift = self.tools.drifted.get((exchange.server, name))
@@ -438,6 +447,19 @@ def _call_record(
         latency_ms=latency_ms,
         at=at,
     )
+
+
+def _tool_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a tool's name: empty, longer than the audit log's column, or holding a control
+    character or a lone surrogate (MCP tool names are short printable identifiers)."""
+    if not name:
+        return "a tool name cannot be empty"
+    if len(name) > MAX_TOOL_NAME:
+        return f"a tool name has at most {MAX_TOOL_NAME} characters, not {len(name)}"
+    bad = _UNPRINTABLE.search(name)
+    if bad is not None:
+        return f"a tool name cannot hold the character U+{ord(bad.group()):04X} (at {bad.start()})"
+    return None
 
 
 def _envelope_problem(message: Any) -> str | None:

@@ -9,22 +9,18 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
 from itsdangerous import TimestampSigner
-from sqlalchemy import MetaData
 from sqlmodel import Session, select
 
 from approvals.models import WebSession
-from integrations.database import create_database_engine
 from tests.conftest import APPROVERS, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 from tests.webpage import POLICY, SESSION_SECRET, csrf_of, guarded, sign_in, status_of
@@ -235,28 +231,6 @@ async def test_a_session_ends_twelve_hours_after_sign_in_and_its_row_goes_at_a_l
 
     assert fresh.status_code == 200 and stale.status_code == 303
     assert left == ["bob"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database for replicas to share: an SQLite file, or PostgreSQL emptied before and after (-m postgres)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    url = os.environ.get("SIGNOFF_TEST_DATABASE_URL", "")
-    if not url:
-        pytest.skip("SIGNOFF_TEST_DATABASE_URL is not set")
-    _empty(url)  # other tests may leave an alembic_version without the tables it claims
-    yield url
-    _empty(url)
-
-
-def _empty(url: str) -> None:
-    engine = create_database_engine(url, migrate=False)
-    reflected = MetaData()
-    reflected.reflect(engine)
-    reflected.drop_all(engine)
-    engine.dispose()
 
 
 async def test_replicas_share_sessions_and_a_sign_out_on_one_ends_the_session_on_the_other(
