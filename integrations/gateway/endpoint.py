@@ -314,11 +314,11 @@ class Gateway:
             return json_reply(_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
-        problem = _tool_name_problem(name)
-        if problem is not None:  # no server has such a tool, and no row could hold its name as sent
-            self._record(exchange, call, Deny("params.name", problem), outcome="invalid", detail=problem)
+        unfit = _tool_name_problem(name)
+        if unfit is not None:  # no server has such a tool, and no row could hold its name as sent
+            self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
-            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {problem}"), status)
+            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {unfit}"), status)
         decision = evaluate(policy, call, self._limiter, self._clock())
         if self.tools is not None:
             drift = self.tools.drifted.get((exchange.server, name))
