@@ -41,6 +41,7 @@ from integrations.notifiers import Fanout
 from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.supervision import Parts
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
@@ -223,20 +224,21 @@ def create_app(
         )
         try:
             async with anyio.create_task_group() as tg:
-                audit.start(tg)
+                parts = app.state.parts = Parts(tg)
+                audit.start(parts)
                 if engine.dialect.name == "sqlite":
-                    tg.start_soon(checkpoint_wal, engine)
-                tools.start(tg)
+                    parts.start_soon(checkpoint_wal, engine)
+                tools.start(parts)
                 await desk.load_grants()
-                desk.start(tg)
-                watcher.start(tg)
+                desk.start(parts)
+                watcher.start(parts)
                 hangup = _Hangup(watcher.wake)
                 if webhooks is not None:
-                    webhooks.start(tg)
+                    webhooks.start(parts)
                 for served in servers.values():
-                    served.upstream.start(tg)
+                    served.upstream.start(tg)  # a stdio child has its own restarts, shown under servers
                 if slack is not None:
-                    await slack.start(tg)
+                    await slack.start(parts)
                 await desk.expire_overdue()  # what came due while signoff was down fails closed first
                 scheduler.start()
                 upcoming = await desk.next_deadline()
@@ -281,9 +283,14 @@ def create_app(
             servers[name]["policy"] = watcher.files[name].health(served.policy)
         healthy = all(s["ready"] for s in servers.values())
         drifted = sorted(f"{server}/{tool}" for server, tool in request.app.state.tools.drifted)
+        audit = request.app.state.audit.health()
+        parts = request.app.state.parts.health()
+        failing = not (audit["ok"] and parts["ok"])  # calls go unaudited or a part is down: a supervisor should act
         detail: dict[str, Any] = {
-            "status": "ok" if healthy else "degraded",
+            "status": "failing" if failing else "ok" if healthy else "degraded",
             "servers": servers,
+            "audit": audit,
+            "background": parts,
             "audit_queue": request.app.state.audit.queued,
             "drifted_tools": drifted,
             "active_grants": len(request.app.state.desk.grants),
@@ -293,7 +300,7 @@ def create_app(
             detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
         if slack is not None:
             detail["slack"] = slack.health()
-        return JSONResponse(detail)
+        return JSONResponse(detail, status_code=503 if failing else 200)
 
     async def metrics(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway

@@ -21,13 +21,13 @@ from dataclasses import asdict
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from approvals.audit import AuditRecord, append_rows, probe_chain
 from approvals.models import AuditKind
+from integrations.supervision import Spawner
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class AuditWriter:
             self._wake = anyio.Event()
             await self.flush()
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         task_group.start_soon(self.run)
 
     async def close(self) -> None:

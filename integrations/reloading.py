@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from integrations.gateway.endpoint import Served
+from integrations.supervision import Spawner
 from policies import Policy, PolicyInvalid, format_fault, load_policy
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class PolicyWatcher:
         """Check every file now (the SIGHUP handler)."""
         self._wake.set()
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         task_group.start_soon(self._poll)
 
     async def _poll(self) -> None:

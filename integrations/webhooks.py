@@ -44,10 +44,10 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import httpx2
-from anyio.abc import TaskGroup
 from anyio.lowlevel import EventLoopToken
 
 from integrations.settings import WebhookSettings
+from integrations.supervision import Spawner
 
 __all__ = ["WebhookNotifier", "signature_header", "verify_signature"]
 
@@ -226,7 +226,7 @@ class WebhookNotifier:
         except RuntimeError:
             logger.warning("Webhook delivery queued from a thread while the event loop is stopping; it may wait")
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         """Start one delivery worker per webhook in `task_group`."""
         if self._started:
             raise RuntimeError("WebhookNotifier.start() was already called")

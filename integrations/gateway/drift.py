@@ -12,12 +12,12 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from approvals import pins
 from approvals.audit import canonical_json
+from integrations.supervision import Spawner
 from policies import Policy
 from policies.drift import Drift, drift_action
 from policies.model import DriftAction
@@ -106,7 +106,7 @@ class ToolWatch:
             self._wake = anyio.Event()
             await self.flush()
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         task_group.start_soon(self._run)
 
     async def close(self) -> None:

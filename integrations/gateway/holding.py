@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import anyio
-from anyio.abc import TaskGroup
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -32,6 +31,7 @@ from integrations.database import serialised, transaction_slots
 from integrations.gateway.grants import ActiveGrant, GrantBook
 from integrations.gateway.refusals import approval_outcome
 from integrations.gateway.upstream import Reply, json_reply
+from integrations.supervision import Spawner
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ApprovalDesk:
         self.progress_interval = progress_interval or min(PROGRESS_INTERVAL, max(0.5, hold / 5))
         self._held: dict[tuple[str, Any], UUID | None] = {}
         self._cancelled_early: set[tuple[str, Any]] = set()
-        self._task_group: TaskGroup | None = None
+        self._task_group: Spawner | None = None
         self._seen_decision: int | None = None  # the newest decision row the poll has looked at
         # Few worker threads, reused: each thread that touches the database grows memory of its own.
         self._slots = anyio.CapacityLimiter(transaction_slots(engine))
@@ -112,7 +112,7 @@ class ApprovalDesk:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         self._task_group = task_group
         task_group.start_soon(self._poll_decisions)
         task_group.start_soon(self._refresh_grants)

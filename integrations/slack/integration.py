@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -22,6 +21,7 @@ from integrations.gateway.holding import ApprovalDesk
 from integrations.settings import ApproverSettings, SlackSettings
 from integrations.slack.listeners import SlackDecisions, SlackEvents, build_bolt_app
 from integrations.slack.notifier import DeskRecords, SlackNotifier
+from integrations.supervision import Spawner
 
 __all__ = ["SlackIntegration", "api_base_url", "slack_approvers"]
 
@@ -81,7 +81,7 @@ class SlackIntegration:
             self._socket = AsyncSocketModeHandler(app, self.settings.app_token.get_secret_value(), web_client=client)
         return self.notifier
 
-    async def start(self, task_group: TaskGroup) -> None:
+    async def start(self, task_group: Spawner) -> None:
         if self.notifier is None:
             raise RuntimeError("SlackIntegration.attach() was not called")
         self.notifier.start(task_group)

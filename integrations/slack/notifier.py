@@ -21,7 +21,6 @@ import aiohttp
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 from anyio.lowlevel import EventLoopToken
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -32,6 +31,7 @@ from approvals.errors import ApprovalNotFound
 from integrations.gateway.holding import ApprovalDesk
 from integrations.slack.blocks import Card, request_message
 from integrations.slack.diagnosis import explain
+from integrations.supervision import Spawner
 
 __all__ = ["DeskRecords", "Posted", "Records", "SlackNotifier"]
 
@@ -110,7 +110,7 @@ class SlackNotifier:
         self._running: set[UUID] = set()
         self._where: dict[UUID, Posted] = {}  # what we posted, in case saving it failed
         self._not_before = 0.0  # a 429 holds every call until then (Slack's limits are per app and method)
-        self._task_group: TaskGroup | None = None
+        self._task_group: Spawner | None = None
         self._loop_thread: int | None = None
         self._token: EventLoopToken | None = None
         self._idle: anyio.Event | None = None
@@ -152,7 +152,7 @@ class SlackNotifier:
             self._running.add(request_id)
             self._task_group.start_soon(self._worker, request_id)
 
-    def start(self, task_group: TaskGroup) -> None:
+    def start(self, task_group: Spawner) -> None:
         """Start syncing: what was published before now, and every pending request that has no message yet."""
         if self._task_group is not None:
             raise RuntimeError("SlackNotifier.start() was already called")
