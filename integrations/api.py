@@ -17,6 +17,7 @@ from starlette.routing import Route
 from approvals import grants, service
 from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantEnded, GrantNotAllowed, GrantNotFound, NotAllowed
 from approvals.models import AuditEvent, GrantStatus, ToolPin, Verdict
+from integrations.bodies import json_object, text_problem
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.gateway.holding import ApprovalDesk
@@ -40,7 +41,9 @@ def _request_id(request: Request) -> uuid.UUID | None:
 
 def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
     raw = request.query_params.get("limit", str(default))
-    return max(1, min(int(raw), most)) if raw.isdigit() else default
+    if not (raw.isascii() and raw.isdigit()):
+        return default
+    return max(1, min(int(raw) if len(raw) <= 9 else most, most))  # int() refuses 4,300 digits and more
 
 
 def _desk(request: Request) -> ApprovalDesk:
@@ -71,14 +74,13 @@ def _approvers_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Calla
     return guarded
 
 
-async def _body(request: Request) -> dict[str, Any] | None:
-    """The JSON object body (empty when there is none), or None when it is not one."""
-    body = await request.body()
-    try:
-        payload = json.loads(body) if body.strip() else {}
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
+def _reason(payload: dict[str, Any]) -> str | Response:
+    """The body's `reason` (empty when absent), or the 400 that says why it cannot be one."""
+    reason = payload.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
+    problem = text_problem('"reason"', reason)
+    return _problem(400, problem) if problem is not None else reason
 
 
 def _grant_seconds(payload: dict[str, Any]) -> float | Response | None:
@@ -145,12 +147,12 @@ def build_routes() -> list[Route]:
         request_id = _request_id(request)
         if request_id is None:
             return _problem(404, "No approval request with that id")
-        payload = await _body(request)
-        if payload is None:
-            return _problem(400, 'The body must be JSON like {"reason": "..."}')
-        reason = payload.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
+        payload = await json_object(request)
+        if isinstance(payload, str):
+            return _problem(400, payload)
+        reason = _reason(payload)
+        if isinstance(reason, Response):
+            return reason
         if verdict == Verdict.REJECT and not reason.strip():
             return _problem(400, 'A rejection needs a "reason": the agent and the audit log will show it')
         seconds = _grant_seconds(payload)
@@ -215,10 +217,12 @@ def build_routes() -> list[Route]:
         grant_id = _request_id(request)
         if grant_id is None:
             return _problem(404, "No grant with that id")
-        payload = await _body(request)
-        reason = payload.get("reason", "") if payload is not None else None
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            return _problem(400, f'The body must be JSON like {{"reason": "..."}} of at most {MAX_REASON} characters')
+        payload = await json_object(request)
+        if isinstance(payload, str):
+            return _problem(400, payload)
+        reason = _reason(payload)
+        if isinstance(reason, Response):
+            return reason
         try:
             grant = await desk.revoke_grant(grant_id, approver.name, reason.strip(), "api")
         except GrantNotFound as exc:

@@ -30,6 +30,7 @@ from approvals.service import Approver
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditing import AuditWriter
+from integrations.bodies import BodyRefused, bounded, limit_for
 from integrations.database import checkpoint_wal, create_database_engine
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
@@ -96,20 +97,37 @@ class _App(Starlette):
     would add only a dozen Python calls to each tool call; every other path, `/mcp/a/b` too, goes the usual way.
     """
 
-    def __init__(self, mcp: _Mcp, *, routes: list[BaseRoute], lifespan: Lifespan[Starlette]) -> None:
-        super().__init__(routes=routes, lifespan=lifespan)
+    def __init__(
+        self, mcp: _Mcp, *, routes: list[BaseRoute], lifespan: Lifespan[Starlette], body_timeout: float
+    ) -> None:
+        super().__init__(routes=routes, lifespan=lifespan, exception_handlers={BodyRefused: _refused_body})
         self._mcp = mcp
+        self._body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
+        if scope["type"] == "http":
             path: str = scope["path"]
-            server = path[5:]
-            if path.startswith("/mcp/") and server and "/" not in server:
+            root: str = scope.get("root_path", "")
+            if not root and _is_mcp(path):
                 scope["app"] = self
-                scope["path_params"] = {"server": server}
+                scope["path_params"] = {"server": path[5:]}
                 await (self._mcp.gateway or self._mcp)(scope, receive, send)  # one frame fewer per held call
                 return
+            route_path = path.removeprefix(root)
+            if not _is_mcp(route_path):  # the gateway bounds its own bodies ([gateway] max_body_bytes)
+                receive = bounded(scope, receive, limit=limit_for(route_path), timeout=self._body_timeout)
         await super().__call__(scope, receive, send)
+
+
+def _is_mcp(path: str) -> bool:
+    server = path[5:]
+    return path.startswith("/mcp/") and bool(server) and "/" not in server
+
+
+async def _refused_body(request: Request, exc: Exception) -> Response:
+    """413 or 408 with what the limit is; the connection closes, so the rest of that body is never read."""
+    status, detail = (exc.status_code, exc.detail) if isinstance(exc, BodyRefused) else (400, str(exc))
+    return JSONResponse({"error": detail}, status_code=status, headers={"Connection": "close"})
 
 
 def _slack(settings: Settings) -> "SlackIntegration | None":
@@ -192,6 +210,7 @@ def create_app(
             limiter=RateLimiter(),
             allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
             max_body_bytes=settings.gateway.max_body_bytes,
+            body_timeout=settings.gateway.body_timeout,
             clock=clock,
             tools=tools,
         )
@@ -328,6 +347,7 @@ def create_app(
             *build_web_routes(settings, clock=clock),  # the web page: /login, /approvals, /audit
         ],
         lifespan=lifespan,
+        body_timeout=settings.gateway.body_timeout,
     )
 
 

@@ -55,8 +55,9 @@ class GatewaySettings(_Model):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     upstream_timeout: float = 300.0
     policy_poll: float = 1.0  # how often policy files are checked for edits (SIGHUP checks at once)
+    body_timeout: float = 10.0  # how long a request's body may take to arrive, on every route: then 408
 
-    @field_validator("approval_hold", "upstream_timeout", "policy_poll", mode="before")
+    @field_validator("approval_hold", "upstream_timeout", "policy_poll", "body_timeout", mode="before")
     @classmethod
     def _duration(cls, value: str | float) -> float:
         return duration(value)

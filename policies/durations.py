@@ -24,8 +24,10 @@ def parse_duration(value: Any) -> float | None:
     """Return seconds for `"30s"`, `"15m"`, `"1h"`, `"2d"`, `"1h30m"` or a positive number; None if invalid."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        seconds = float(value)
+    if isinstance(value, float):
+        seconds = value
+    elif isinstance(value, int):
+        seconds = float(value) if value.bit_length() < 1024 else math.inf  # float() of a larger int overflows
     elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
         seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
     else:

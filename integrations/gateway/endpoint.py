@@ -154,6 +154,7 @@ class Gateway:
         limiter: RateLimiter,
         allowed_origins: Iterable[str] = (),
         max_body_bytes: int = 4 * 1024 * 1024,
+        body_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
         desk: ApprovalDesk | None = None,
         tools: ToolWatch | None = None,
@@ -164,6 +165,7 @@ class Gateway:
         self._limiter = limiter
         self._allowed_origins = frozenset(allowed_origins)
         self._max_body = max_body_bytes
+        self._body_timeout = body_timeout
         self._clock = clock
         self.desk = desk
         self.tools = tools
@@ -232,7 +234,11 @@ class Gateway:
     async def _post(
         self, server: str, served: Served, identity: str, headers: dict[str, str], receive: Receive
     ) -> Reply:
-        body = await self._read_body(headers, receive)
+        with anyio.move_on_after(self._body_timeout) as reading:  # a body that trickles must not hold a request
+            body = await self._read_body(headers, receive)
+        if reading.cancelled_caught:
+            slow = f"The request body did not arrive within {self._body_timeout:g} s: send it all at once"
+            return json_reply(_error(None, INVALID_REQUEST, slow), 408, [("connection", "close")])
         if body is None:
             return json_reply(_error(None, INVALID_REQUEST, f"Request body is larger than {self._max_body} bytes"), 413)
         try:

@@ -12,12 +12,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.request.internals import parse_body
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -74,10 +75,11 @@ class BlockActions(_Payload):
     user: _Id
     channel: _Id | None = None
     trigger_id: str
-    actions: list[_Action]
+    actions: Annotated[list[_Action], Field(min_length=1)]
 
 
 class _View(_Payload):
+    type: str  # Bolt reads it ("workflow_step" or not) before any listener runs
     callback_id: str
     private_metadata: str = ""
     state: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
@@ -255,6 +257,44 @@ class SlackDecisions:
             logger.warning("Slack: chat.postEphemeral to %s failed: %s", user, exc.response.get("error"))
 
 
+class _UrlVerification(_Payload):
+    challenge: str
+
+
+_SHAPES: dict[str, type[_Payload]] = {
+    "block_actions": BlockActions,
+    "view_submission": ViewSubmission,
+    "view_closed": ViewSubmission,
+    "url_verification": _UrlVerification,
+}
+
+
+def payload_shape(body: bytes, content_type: str | None) -> bool | str:
+    """Whether Bolt should see a signed body: True, False (a payload signoff ignores), or why it is unreadable.
+
+    Bolt indexes into payloads without checking them (`body["actions"][0]`, `body["view"]["callback_id"]`), so a
+    signed payload of the wrong shape would be a 500 from its middleware: check the kinds it acts on first.
+    """
+    try:
+        payload = parse_body(body.decode("utf-8"), content_type)
+    except (ValueError, RecursionError):
+        return "the payload is not JSON"
+    if not isinstance(payload, dict):
+        return "the payload is not a JSON object"
+    kind = payload.get("type")
+    if not isinstance(kind, str):
+        return 'the payload has no "type"'
+    shape = _SHAPES.get(kind)
+    if shape is None:
+        return False
+    try:
+        shape.model_validate(payload)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "payload"
+        return f"{kind}: {where}: {exc.errors()[0]['msg']}"
+    return True
+
+
 def click_user(body: dict[str, Any]) -> str:
     user = body.get("user")
     return str(user.get("id", "")) if isinstance(user, dict) else ""
@@ -330,6 +370,12 @@ class SlackEvents:
             self.replays += 1
             return Response(status_code=200)
         self._remember(signature)
+        shape = payload_shape(body, request.headers.get("content-type"))
+        if isinstance(shape, str):
+            logger.warning("Slack: refused a signed request to /slack/events: %s", shape)
+            return JSONResponse({"error": f"unreadable Slack payload: {shape}"}, status_code=400)
+        if not shape:
+            return Response(status_code=200)  # a kind of payload signoff does not act on: acknowledged, ignored
         try:
             return await self.handler.handle(request)
         except Exception:  # the Slack listener's top-level handler: a signed but unreadable body is a 400

@@ -18,6 +18,7 @@ from approvals import service
 from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
 from integrations.api import MAX_REASON
+from integrations.bodies import text_problem
 from integrations.web.identity import Identity
 from integrations.web.pages import Pages
 
@@ -132,6 +133,9 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         if verdict == Verdict.REJECT and not reason:
             error = "A rejection needs a reason: the agent and the audit log will show it."
             return await render_detail(request, identity, status_code=400, error=error)
+        problem = text_problem("The reason", reason)
+        if problem is not None:
+            return await render_detail(request, identity, status_code=400, error=f"{problem}.")
         if len(reason) > MAX_REASON:
             error = f"The reason is too long: at most {MAX_REASON} characters."
             return await render_detail(request, identity, status_code=400, error=error, reason=reason[:MAX_REASON])

@@ -127,7 +127,8 @@ async def serve_http(app: ASGIApp) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none")
+    # log_config=None: uvicorn's own errors propagate to the root logger, where pytest's caplog sees them.
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", log_config=None)
     server = uvicorn.Server(config)
     with sock:
         async with anyio.create_task_group() as tg:
