@@ -38,32 +38,19 @@ from integrations.gateway.holding import ApprovalDesk, utcnow
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
+from integrations.preflight import load_policies
 from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
-from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
+from policies import Policy, RateLimiter
 
 if TYPE_CHECKING:
     from integrations.slack import SlackIntegration
 
 logger = logging.getLogger(__name__)
-
-
-def load_server_policy(server: ServerSettings) -> Policy:
-    """The policy file a server names, or a ConfigError that lists every fault in it."""
-    path = Path(server.policy)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"servers.{server.name}.policy: cannot read {path}: {exc.strerror}") from exc
-    try:
-        return load_policy(text, source=str(path))
-    except PolicyInvalid as exc:
-        faults = "\n".join("  " + format_fault(f, str(path)) for f in exc.faults if f.severity == "error")
-        raise ConfigError(f"servers.{server.name}.policy is invalid:\n{faults}") from exc
 
 
 def build_upstream(server: ServerSettings, timeout: float) -> Upstream:
@@ -128,7 +115,7 @@ def create_app(
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
     pins are; tests pass their own.
     """
-    policies = {server.name: load_server_policy(server) for server in settings.servers}
+    policies = load_policies(settings)
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -183,6 +170,7 @@ def create_app(
             on_reload=reloaded,
             on_refused=refused,
             interval=settings.gateway.policy_poll,
+            approvers=settings.approver_names,
         )
         gateway = Gateway(
             servers=servers,

@@ -67,7 +67,7 @@ def test_serve_refuses_an_invalid_policy_with_its_faults(tmp_path: Path, capsys:
     err = capsys.readouterr().err
 
     assert code == 2
-    assert "servers.s.policy is invalid" in err
+    assert "servers[0].policy (s) is invalid:" in err
     assert "$.default: error:" in err
 
 
