@@ -333,7 +333,8 @@ def _origin(url: str) -> str:
 
 
 def _app_from_environment() -> Starlette:
-    return create_app(load_settings())
+    # The Procfile's entry point is for deployments: with no config it refuses, never serves the demo.
+    return create_app(load_settings(demo=False))
 
 
 def freeze_startup() -> None:
@@ -354,7 +355,16 @@ class _LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            self._app = _app_from_environment()
+            try:
+                self._app = _app_from_environment()
+            except ConfigError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # Under uvicorn's default `--lifespan auto`, a lifespan that raises reads as "unsupported" and the
+                # server goes on serving; a failed startup, with the reason, makes it log that and exit (code 3).
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": f"signoff: {exc}"})
+                return
             freeze_startup()
         await self._app(scope, receive, send)
 

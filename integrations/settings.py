@@ -36,6 +36,11 @@ def approver_token(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
 
 
+def named_config(explicit: str | None = None) -> str | None:
+    """The config a command was pointed at: `--config`, else $SIGNOFF_CONFIG; None when neither names one."""
+    return explicit or os.environ.get("SIGNOFF_CONFIG")
+
+
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The environment for a stdio upstream: signoff's own (PATH, HOME for npx) plus the server's `env`."""
     return {**os.environ, **extra}
