@@ -229,8 +229,8 @@ def test_the_demo_banner_shows_the_approver_token_the_approvals_page_and_an_appr
     assert listed.status_code == 200  # the printed token signs in
 
 
-def test_the_demo_refuses_a_host_beyond_loopback_unless_asked_for_a_public_demo(tmp_path: Path) -> None:
-    refused = run_signoff(["serve", "--host", "0.0.0.0"], tmp_path)
+def test_the_demo_refuses_a_host_beyond_loopback_and_says_how_to_serve_a_gateway(tmp_path: Path) -> None:
+    refused = run_signoff(["serve", "--host", "0.0.0.0"], tmp_path)  # noqa: S104 - what the demo must refuse
 
     assert refused.returncode == 2
     assert refused.stderr.splitlines()[-1] == (
