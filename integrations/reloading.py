@@ -3,8 +3,8 @@
 A swap is one assignment to `Served.policy`: a call in flight keeps the policy it started with, the next call gets
 the new one, and rate-limit counters (kept by counter name, outside any policy) carry on. An invalid edit is
 refused (an approver that no `[[approvers]]` entry provides is a fault too): the previous policy keeps serving,
-and the faults are logged and kept for `/healthz`. Files are polled
-(modification time, size and inode, then a digest of the content), so no platform file-watching API is needed.
+and the faults are logged and kept for `/healthz`. Files are polled (modification time, size and inode, then a
+digest of the content), so no platform file-watching API is needed.
 Only policy files reload; changes to signoff.toml itself need a restart.
 """
 
