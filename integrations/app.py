@@ -39,6 +39,7 @@ from integrations.gateway.holding import ApprovalDesk, utcnow
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
+from integrations.preflight import load_policies
 from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
@@ -46,26 +47,12 @@ from integrations.supervision import Parts
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.webhooks import WebhookNotifier
-from policies import Policy, PolicyInvalid, RateLimiter, format_fault, load_policy
+from policies import Policy, RateLimiter
 
 if TYPE_CHECKING:
     from integrations.slack import SlackIntegration
 
 logger = logging.getLogger(__name__)
-
-
-def load_server_policy(server: ServerSettings) -> Policy:
-    """The policy file a server names, or a ConfigError that lists every fault in it."""
-    path = Path(server.policy)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"servers.{server.name}.policy: cannot read {path}: {exc.strerror}") from exc
-    try:
-        return load_policy(text, source=str(path))
-    except PolicyInvalid as exc:
-        faults = "\n".join("  " + format_fault(f, str(path)) for f in exc.faults if f.severity == "error")
-        raise ConfigError(f"servers.{server.name}.policy is invalid:\n{faults}") from exc
 
 
 def build_upstream(server: ServerSettings, timeout: float) -> Upstream:
@@ -147,7 +134,7 @@ def create_app(
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
     pins are; tests pass their own.
     """
-    policies = {server.name: load_server_policy(server) for server in settings.servers}
+    policies = load_policies(settings)
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -202,6 +189,7 @@ def create_app(
             on_reload=reloaded,
             on_refused=refused,
             interval=settings.gateway.policy_poll,
+            approvers=settings.approver_names,
         )
         gateway = Gateway(
             servers=servers,
@@ -372,7 +360,8 @@ def _origin(url: str) -> str:
 
 
 def _app_from_environment() -> Starlette:
-    return create_app(load_settings())
+    # The Procfile's entry point is for deployments: with no config it refuses, never serves the demo.
+    return create_app(load_settings(demo=False))
 
 
 def freeze_startup() -> None:
@@ -393,7 +382,16 @@ class _LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            self._app = _app_from_environment()
+            try:
+                self._app = _app_from_environment()
+            except ConfigError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # Under uvicorn's default `--lifespan auto`, a lifespan that raises reads as "unsupported" and the
+                # server goes on serving; a failed startup, with the reason, makes it log that and exit (code 3).
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": f"signoff: {exc}"})
+                return
             freeze_startup()
         await self._app(scope, receive, send)
 

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import ipaddress
 import json
 import logging
 import sys
@@ -20,22 +21,50 @@ from integrations.database import create_database_engine, current_revision, head
 from integrations.errors import ConfigError
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands
-from integrations.settings import Settings, approver_token, load_settings
+from integrations.settings import AgentSettings, ApproverSettings, Settings, approver_token, load_settings, named_config
 from policies import check_policy, format_fault
+from policies.clauses import configured_listing
 
 EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
 
 
+DEMO_AGENT, DEMO_APPROVER = "demo-agent", "demo-approver"  # the demo's own entries (integrations/settings.py)
+
+
+def _demo_token(entries: Sequence[AgentSettings] | Sequence[ApproverSettings], name: str) -> str | None:
+    """The demo's own token; None when a config file gave the entries, whose tokens are never printed."""
+    for entry in entries:
+        if entry.name == name and entry.token is not None:
+            return entry.token.get_secret_value()
+    return None
+
+
 def _print_demo_banner(settings: Settings, out: TextIO) -> None:
-    agent = settings.agents[0]
-    url = f"{settings.gateway.base_url}/mcp/demo"
+    base = settings.gateway.base_url
+    agent = _demo_token(settings.agents, DEMO_AGENT) or "(as in the config file)"
+    approver = _demo_token(settings.approvers, DEMO_APPROVER)
     out.write(
         "\nsignoff is running its demo: no signoff.toml here, so it serves a built-in demo upstream.\n"
-        f"  MCP endpoint : {url}\n"
-        f"  agent token  : {agent.token.get_secret_value()}   (set SIGNOFF_DEMO_TOKEN to choose it)\n"
-        f"  try          : list_connections (allowed), kill_connection pid=87 (denied), destroy_connection (hidden)\n\n"
+        f"  MCP endpoint   : {base}/mcp/demo\n"
+        f"  agent token    : {agent}   (set SIGNOFF_DEMO_TOKEN to choose it)\n"
+        f"  approvals page : {base}/approvals   (sign in with the approver token)\n"
+        f"  approver token : {approver or '(as in the config file)'}   (set SIGNOFF_DEMO_APPROVER_TOKEN to choose it)\n"
+        f"  approve        : signoff approve ID --token {approver or 'TOKEN'} --url {base}"
+        "   (IDs: signoff approvals list)\n"
+        "  try            : list_connections (allowed), kill_connection pid=87 (denied),"
+        " destroy_connection (hidden), execute_sql with a DROP (needs approval)\n\n"
     )
     out.flush()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,14 +76,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"host": args.host})})
     if args.port is not None:
         settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": args.port})})
+    host = settings.gateway.host
+    # The demo prints its tokens and runs a policy made for trying things out: it stays on this machine unless
+    # asked twice. A non-loopback host with no config is most likely a deployment that lost its config.
+    if settings.demo and not is_loopback(host) and not args.public_demo:
+        sys.stderr.write(
+            f"signoff: refusing to serve the demo on {host}: with no servers configured signoff serves its demo,"
+            " which prints its tokens and listens on loopback only. Give --config (or $SIGNOFF_CONFIG, or"
+            f" ./signoff.toml) to serve your gateway, or add --public-demo to serve the demo on {host} anyway"
+            " (e.g. in a container)\n"
+        )
+        return EXIT_CONFIG
     app = create_app(settings)
     freeze_startup()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
         _print_demo_banner(settings, sys.stdout)
+        if not is_loopback(host):
+            sys.stderr.write(
+                f"signoff: WARNING: --public-demo serves the demo on {host}, beyond loopback: anyone who can reach"
+                " this port and knows the tokens above can call its tools and approve the calls\n"
+            )
     config = uvicorn.Config(
         app,
-        host=settings.gateway.host,
+        host=host,
         port=settings.gateway.port,
         log_level=args.log_level,
         access_log=False,
@@ -69,6 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     errors = warnings = 0
+    # With a config named, the approvers a policy names are checked too: each must be a configured name or group.
+    config = named_config(args.config)
+    approvers = None
+    if config is not None:
+        settings = load_settings(config)
+        approvers = settings.approver_names
+        sys.stdout.write(f"approvers checked against {settings.source}: {configured_listing(approvers)}\n")
     for name in args.files:
         path = Path(name)
         try:
@@ -77,7 +129,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{path}: error: cannot read the file: {exc.strerror}\n")
             errors += 1
             continue
-        faults = check_policy(text, source=str(path))
+        faults = check_policy(text, source=str(path), approvers=approvers)
         for fault in faults:
             sys.stdout.write(format_fault(fault, str(path)) + "\n")
         file_errors = sum(1 for f in faults if f.severity == "error")
@@ -254,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--public-demo",
+        action="store_true",
+        help="with no config, serve the demo on --host even beyond loopback (it listens on loopback only otherwise)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(
@@ -262,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy.add_parser("check", help="validate policy files and print every fault")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--strict", action="store_true", help="treat warnings as faults")
+    check.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,  # so `signoff --config X policy check` keeps X
+        help="also check that every approver a policy names is configured in this signoff.toml",
+    )
     check.set_defaults(func=cmd_policy_check)
     add_policy_commands(policy)
     add_operation_commands(policy)

@@ -2,8 +2,9 @@
 
 A swap is one assignment to `Served.policy`: a call in flight keeps the policy it started with, the next call gets
 the new one, and rate-limit counters (kept by counter name, outside any policy) carry on. An invalid edit is
-refused: the previous policy keeps serving, and the faults are logged and kept for `/healthz`. Files are polled
-(modification time, size and inode, then a digest of the content), so no platform file-watching API is needed.
+refused (an approver that no `[[approvers]]` entry provides is a fault too): the previous policy keeps serving,
+and the faults are logged and kept for `/healthz`. Files are polled (modification time, size and inode, then a
+digest of the content), so no platform file-watching API is needed.
 Only policy files reload; changes to signoff.toml itself need a restart.
 """
 
@@ -77,7 +78,7 @@ def _stat(path: Path) -> Stat | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _read(path: Path, known: PolicyFile, force: bool) -> _Read | None:
+def _read(path: Path, known: PolicyFile, force: bool, approvers: frozenset[str] | None) -> _Read | None:
     """Read and load the file if it may have changed; None when it has not."""
     stat = _stat(path)
     if stat is not None and stat == known.stat and not force:
@@ -90,7 +91,7 @@ def _read(path: Path, known: PolicyFile, force: bool) -> _Read | None:
     if content == known.content and known.error is None:
         return _Read(stat, content)
     try:
-        return _Read(stat, content, policy=load_policy(data, source=str(path)))
+        return _Read(stat, content, policy=load_policy(data, source=str(path), approvers=approvers))
     except PolicyInvalid as exc:
         faults = "; ".join(format_fault(f, str(path)) for f in exc.faults if f.severity == "error")
         return _Read(stat, content, error=faults)
@@ -112,8 +113,10 @@ class PolicyWatcher:
         on_refused: Callable[[str, str], None],
         interval: float = 1.0,
         now: Callable[[], datetime] = _now,
+        approvers: frozenset[str] | None = None,
     ) -> None:
         self._servers = servers
+        self._approvers = approvers  # the configured approver names and groups a policy may name (None: any)
         self._on_reload = on_reload
         self._on_refused = on_refused
         self._interval = interval
@@ -150,7 +153,7 @@ class PolicyWatcher:
 
     async def _check(self, name: str, force: bool) -> Check:
         known = self.files[name]
-        read = await anyio.to_thread.run_sync(_read, known.path, known, force)
+        read = await anyio.to_thread.run_sync(_read, known.path, known, force, self._approvers)
         if read is None:
             return Check.UNCHANGED
         served = self._servers[name]

@@ -36,6 +36,11 @@ def approver_token(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
 
 
+def named_config(explicit: str | None = None) -> str | None:
+    """The config a command was pointed at: `--config`, else $SIGNOFF_CONFIG; None when neither names one."""
+    return explicit or os.environ.get("SIGNOFF_CONFIG")
+
+
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The environment for a stdio upstream: signoff's own (PATH, HOME for npx) plus the server's `env`."""
     return {**os.environ, **extra}
@@ -69,14 +74,7 @@ class GatewaySettings(_Model):
 
 class AgentSettings(_Model):
     name: str = Field(min_length=1)
-    token: SecretStr
-
-    @field_validator("token")
-    @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 8:
-            raise ValueError("an agent token must be at least 8 characters")
-        return value
+    token: SecretStr  # length and uniqueness: `token_faults`, so one start lists every token fault
 
 
 class ApproverSettings(_Model):
@@ -161,10 +159,53 @@ class Settings(_Model):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: duplicate name(s) {', '.join(duplicates)}")
-        tokens = [a.token.get_secret_value() for a in self.agents]
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("agents: two agents share a token; each needs its own")
         return self
+
+    @property
+    def approver_names(self) -> frozenset[str]:
+        """What a policy's `approval.approvers` may name: each approver's name and each `group:NAME` they are in."""
+        return frozenset(a.name for a in self.approvers) | {f"group:{g}" for a in self.approvers for g in a.groups}
+
+
+MIN_TOKEN_LENGTH = 16  # agents' and approvers' alike: both are bearer credentials accepted over the network
+
+
+def token_faults(settings: Settings) -> list[str]:
+    """Every fault in the agents' and approvers' tokens, each as `key path: what is wrong`; never the token itself.
+
+    A token must be at least MIN_TOKEN_LENGTH characters, and no two may be the same: an approver sharing an
+    agent's token would let that agent approve its own calls through /api.
+    """
+    faults: list[str] = []
+    first: dict[str, tuple[str, str, str]] = {}  # token -> (where, kind, name) of its first holder
+    holders: list[tuple[str, str, str, SecretStr | None]] = [
+        *((f"agents[{i}]", "agent", a.name, a.token) for i, a in enumerate(settings.agents)),
+        *((f"approvers[{i}]", "approver", a.name, a.token) for i, a in enumerate(settings.approvers)),
+    ]
+    for where, kind, name, secret in holders:
+        if secret is None:
+            continue
+        token = secret.get_secret_value()
+        if len(token) < MIN_TOKEN_LENGTH:
+            faults.append(
+                f"{where}.token: is {len(token)} characters; a token needs at least {MIN_TOKEN_LENGTH}"
+                " (e.g. `openssl rand -hex 32`)"
+            )
+        if token not in first:
+            first[token] = (where, kind, name)
+            continue
+        other_where, other_kind, other_name = first[token]
+        if other_kind == "agent" and kind == "approver":
+            why = "so that agent could approve its own calls through /api"
+        elif kind == "approver":
+            why = "so either could decide as the other"
+        else:
+            why = "so the gateway could not tell the agents apart"
+        faults.append(
+            f"{where}.token: is the same as {other_where}.token ({other_kind} {other_name!r}), {why};"
+            " give each their own"
+        )
+    return faults
 
 
 def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
@@ -188,7 +229,7 @@ def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "config"
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "config"
         lines.append(f"  {where}: {error['msg']}")
     return "\n".join(lines)
 
@@ -198,7 +239,7 @@ def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return {
         "agents": [{"name": "demo-agent", "token": token}],
         "approvers": [
-            {"name": "demo-approver", "token": environ.get("SIGNOFF_DEMO_APPROVER_TOKEN") or "demo-approver"}
+            {"name": "demo-approver", "token": environ.get("SIGNOFF_DEMO_APPROVER_TOKEN") or secrets.token_urlsafe(18)}
         ],
         "servers": [
             {
@@ -210,14 +251,19 @@ def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None, *, demo: bool = True
+) -> Settings:
     """Read the TOML config at `path` (or $SIGNOFF_CONFIG, or ./signoff.toml).
 
-    With no file at all, signoff runs its demo: one stdio demo upstream, one agent whose token is
-    $SIGNOFF_DEMO_TOKEN or a fresh random one, SQLite in the working directory.
+    With no file at all (or one with no `[[servers]]`), signoff runs its demo: one stdio demo upstream, one agent
+    whose token is $SIGNOFF_DEMO_TOKEN or a fresh random one, one approver whose token is
+    $SIGNOFF_DEMO_APPROVER_TOKEN or a fresh random one, SQLite in the working directory. With `demo=False` (the
+    Procfile's entry point) that is refused instead: a deployment must say what it serves.
 
     Raises:
-        ConfigError: the file is missing, not TOML, names an unset variable, or fails validation.
+        ConfigError: the file is missing, not TOML, names an unset variable, or fails validation; or, with
+            `demo=False`, there is no file or it configures no server.
     """
     env = os.environ if environ is None else environ
     explicit = path is not None or "SIGNOFF_CONFIG" in env
@@ -234,9 +280,17 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         raise ConfigError(f"{config_path}: no such config file")
     else:
         data, source, base_dir = {}, "<defaults>", Path.cwd()
+    if not data.get("servers") and not demo:
+        if source == "<defaults>":
+            raise ConfigError(
+                f"no config: there is no signoff.toml in {Path.cwd()} and $SIGNOFF_CONFIG is not set. A deployment"
+                " needs a config naming its agents, approvers and servers; the demo runs only from `signoff serve`,"
+                " on loopback"
+            )
+        raise ConfigError(f"{source}: no [[servers]] configured, so there is nothing to serve")
     if not data.get("servers"):
-        demo = _demo_settings(env)
-        data = {**demo, **data, "servers": demo["servers"], "demo": True}
+        demo_data = _demo_settings(env)
+        data = {**demo_data, **data, "servers": demo_data["servers"], "demo": True}
     if "PORT" in env and "port" not in data.get("gateway", {}):
         data.setdefault("gateway", {})["port"] = int(env["PORT"])
     for server in data.get("servers", []):

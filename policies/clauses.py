@@ -5,7 +5,9 @@ recording every fault in it on the `Checker`; it never decides whether the claus
 (that is `policies.pitfalls`).
 """
 
+import difflib
 import re
+from collections.abc import Collection
 from typing import Any
 
 from policies.checker import Checker, choices
@@ -13,7 +15,7 @@ from policies.durations import TIMEOUT_HINT, WINDOW_HINT, parse_duration, parse_
 from policies.model import OPS, ApprovalSpec, Condition, Limit, Scope
 from policies.values import json_kind, show
 
-__all__ = ["read_approval", "read_condition", "read_limit", "read_rate_limit"]
+__all__ = ["configured_listing", "read_approval", "read_condition", "read_limit", "read_rate_limit"]
 
 CONDITION_KEYS = ("arg", "op", "value")
 LIMIT_KEYS = ("counter", "window", "max", "scope")
@@ -167,7 +169,21 @@ def _read_max(check: Checker, value: Any, path: str) -> int | None:
     return value
 
 
-def read_approval(check: Checker, value: Any, path: str) -> ApprovalSpec | None:
+def configured_listing(known: Collection[str]) -> str:
+    """The configured approvers for a message: names first, then groups, e.g. `alice, bob, group:dba`."""
+    return ", ".join(sorted(known, key=lambda n: (n.startswith("group:"), n))) or "none"
+
+
+def _unknown_approver(check: Checker, name: str, path: str, known: Collection[str]) -> None:
+    # Only names of the same kind are hinted at: "group:dbaa" means a group, never the approver "dba".
+    same_kind = [k for k in known if k.startswith("group:") == name.startswith("group:")]
+    close = difflib.get_close_matches(name, same_kind, n=1, cutoff=0.6)
+    listing = f"configured: {configured_listing(known)}"
+    hint = f'did you mean "{close[0]}"? {listing}' if close else listing
+    check.error(path, f'"{name}" names no configured approver or group', hint)
+
+
+def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
     """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval.
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
@@ -177,6 +193,8 @@ def read_approval(check: Checker, value: Any, path: str) -> ApprovalSpec | None:
         check: Collects the faults.
         value: The parsed `approval` object.
         path: Its JSON path.
+        known: The approver names and `group:NAME`s the gateway is configured with; each approver named must be
+            one of them (None: names are not checked, as when a policy is checked on its own).
 
     Returns:
         The approval spec, or None when it has a fault.
@@ -191,6 +209,9 @@ def read_approval(check: Checker, value: Any, path: str) -> ApprovalSpec | None:
         for i, name in enumerate(approvers or ()):
             if name.startswith("group:") and not name[len("group:") :]:
                 check.error(f"{path}.approvers[{i}]", '"group:" needs a group name', 'e.g. "group:dba"')
+                ok = False
+            elif known is not None and name not in known:
+                _unknown_approver(check, name, f"{path}.approvers[{i}]", known)
                 ok = False
     quorum: int | None = 1
     if "quorum" in body:

@@ -4,6 +4,7 @@ It walks the whole document even after a fault, so one pass reports them all, an
 error was found. The clauses inside an entry are `policies.clauses`; warnings are `policies.pitfalls`.
 """
 
+from collections.abc import Collection
 from typing import Any
 
 from policies.checker import Checker
@@ -36,7 +37,9 @@ ACTIONS = tuple(a.value for a in Action)
 DRIFT_ACTIONS = tuple(a.value for a in DriftAction)
 
 
-def build_policy(check: Checker, doc: Any, source: str, digest: str) -> Policy | None:
+def build_policy(
+    check: Checker, doc: Any, source: str, digest: str, approvers: Collection[str] | None = None
+) -> Policy | None:
     """Read a parsed policy document into a `Policy`, then warn about its pitfalls.
 
     Args:
@@ -44,6 +47,8 @@ def build_policy(check: Checker, doc: Any, source: str, digest: str) -> Policy |
         doc: The parsed JSON (objects as `JSONObject`s, so keys written twice are faults).
         source: Where the document came from, kept on the Policy.
         digest: The document's digest, kept on the Policy.
+        approvers: The configured approver names and `group:NAME`s that `approval.approvers` must name (None:
+            not checked).
 
     Returns:
         The policy, or None when the document has at least one error.
@@ -93,7 +98,7 @@ def build_policy(check: Checker, doc: Any, source: str, digest: str) -> Policy |
     if "tools" in doc:
         tools = check.obj(doc["tools"], "$.tools", ())
         for name, entry in (tools or {}).items():
-            rule = _read_rule(check, name, entry)
+            rule = _read_rule(check, name, entry, approvers)
             if rule is not None:
                 rules.append(rule)
 
@@ -117,7 +122,7 @@ def build_policy(check: Checker, doc: Any, source: str, digest: str) -> Policy |
     return policy
 
 
-def _read_rule(check: Checker, name: str, entry: Any) -> Rule | None:
+def _read_rule(check: Checker, name: str, entry: Any, approvers: Collection[str] | None) -> Rule | None:
     path = f"$.{tool_locator(name)}"
     if not name:
         check.error(path, "the tool name is empty", "use a tool name or a glob such as delete_*")
@@ -137,7 +142,7 @@ def _read_rule(check: Checker, name: str, entry: Any) -> Rule | None:
     rate_limit = (
         read_rate_limit(check, body["rate_limit"], f"{path}.rate_limit", name) if "rate_limit" in body else None
     )
-    approval = read_approval(check, body["approval"], f"{path}.approval") if "approval" in body else None
+    approval = read_approval(check, body["approval"], f"{path}.approval", approvers) if "approval" in body else None
     redact: tuple[str, ...] | None = ()
     if "redact" in body:
         redact = check.strings(body["redact"], f"{path}.redact")

@@ -220,3 +220,30 @@ async def test_sighup_api_and_cli_reload_at_once_and_report_refusals(
     assert anonymous.status_code == 401
     assert code == 0 and after_cli == digest(policy("allow", "allow"))
     assert f"ev: reloaded, policy {after_cli}" in capsys.readouterr().out
+
+
+async def test_a_reloaded_policy_naming_an_unknown_approver_is_refused_and_the_previous_keeps_serving(
+    signoff: Any, tmp_path: Path
+) -> None:
+    first = policy("allow", "deny")
+    approval = {"action": "require_approval", "approval": {"approvers": ["alice", "group:dbaa"]}}
+    async with serve_http(everything_http_app(EverythingState())) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": first}]
+        async with signoff(servers, approvers=True, gateway={"policy_poll": "1h"}) as running:
+            path = tmp_path / "ev.json"
+            headers = {"Authorization": "Bearer alice-approver-token"}
+            with anyio.fail_after(20):
+                async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+                    write(path, policy("allow", "deny", kill=approval))
+                    refused = await http.post("/api/policies/reload", headers=headers)
+                    serving_after = (await health(running))["servers"]["ev"]["policy_version"]
+                    async with running.client("ev") as client:
+                        echoed = await client.call_tool("echo", {"text": "hi"})
+
+    assert refused.status_code == 422
+    assert refused.json()["servers"]["ev"]["error"] == (
+        f'{path}: $.tools["kill"].approval.approvers[1]: error: "group:dbaa" names no configured approver or group'
+        ' (hint: did you mean "group:dba"? configured: alice, alpha, bob, carol, group:dba, group:ops)'
+    )
+    assert serving_after == digest(first)
+    assert outcome(echoed) == ("ok", None)

@@ -43,15 +43,20 @@ class Clock:
 
 @asynccontextmanager
 async def served(
-    signoff: Any, clock: Clock, *, approvers: tuple[str, ...] = tuple(APPROVERS), database_url: str | None = None
+    signoff: Any,
+    clock: Clock,
+    *,
+    approvers: tuple[str, ...] = tuple(APPROVERS),
+    database_url: str | None = None,
+    policy: dict[str, Any] = POLICY,
 ) -> AsyncIterator[Running]:
-    """signoff under the web page tests' policy with a fixed session secret, on `clock`, with only `approvers`."""
+    """signoff under `policy` (the web page tests') with a fixed session secret, on `clock`, with only `approvers`."""
     entries = "".join(
         f'\n[[approvers]]\nname = "{name}"\ntoken = "{name}-approver-token"\ngroups = {json.dumps(APPROVERS[name])}\n'
         for name in approvers
     )
     async with serve_http(everything_http_app(EverythingState())) as upstream:
-        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}]
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy}]
         async with signoff(servers, clock=clock, database_url=database_url, extra=SECRET + entries) as running:
             yield running
 
@@ -262,7 +267,12 @@ async def test_an_approver_removed_from_the_config_is_signed_out_and_stays_out_w
         await sign_in(alice, "alice")
         await sign_in(bob, "bob")
         cookies = {"alice": alice.cookies["signoff_session"], "bob": bob.cookies["signoff_session"]}
-    async with served(signoff, clock, approvers=("bob", "carol")) as running, browser(running) as http:
+    # A policy naming alice would now be refused at start, so her rules go with her.
+    without_alice = {"version": "1", "default": "allow"}
+    async with (
+        served(signoff, clock, approvers=("bob", "carol"), policy=without_alice) as running,
+        browser(running) as http,
+    ):
         carry(http, cookies["bob"])
         bob_without_alice = await http.get("/approvals")  # any page use ends the removed approvers' sessions
         carry(http, cookies["alice"])

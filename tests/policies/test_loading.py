@@ -512,3 +512,46 @@ def test_policylayer_listing_a_tool_with_empty_object_allows_it_under_default_de
     p = load_policy('{"version": "1", "default": "deny", "tools": {"list_customers": {}}}')
     assert p.rules[0].action is None
     assert p.default is Action.DENY
+
+
+CONFIGURED = frozenset({"alice", "bob", "group:dba"})
+
+
+def test_approvers_no_configured_entry_provides_are_errors_with_a_hint_and_the_configured_names() -> None:
+    doc = {
+        "version": "1",
+        "default": "deny",
+        "tools": {
+            "kill": {"action": "require_approval", "approval": {"approvers": ["alice", "group:dbaa", "bbo"]}},
+            "drop": {"action": "require_approval", "approval": {"approvers": ["carol"]}},
+        },
+    }
+    found = [
+        format_fault(f, "policies/pg.json")
+        for f in check_policy(json.dumps(doc), approvers=CONFIGURED)
+        if f.severity == "error"
+    ]
+
+    assert found == [
+        'policies/pg.json: $.tools["kill"].approval.approvers[1]: error: "group:dbaa" names no configured approver or'
+        ' group (hint: did you mean "group:dba"? configured: alice, bob, group:dba)',
+        'policies/pg.json: $.tools["kill"].approval.approvers[2]: error: "bbo" names no configured approver or group'
+        ' (hint: did you mean "bob"? configured: alice, bob, group:dba)',
+        'policies/pg.json: $.tools["drop"].approval.approvers[0]: error: "carol" names no configured approver or group'
+        " (hint: configured: alice, bob, group:dba)",
+    ]
+    with pytest.raises(PolicyInvalid):
+        load_policy(json.dumps(doc), approvers=CONFIGURED)
+
+
+def test_approver_names_are_checked_only_against_a_configuration() -> None:
+    doc = tool({"action": "require_approval", "approval": {"approvers": ["carol", "group:ops"]}})
+
+    assert errors(doc) == []
+    assert load_policy(json.dumps(doc), approvers={"carol", "group:ops"}).rules[0].approval == ApprovalSpec(
+        ("carol", "group:ops")
+    )
+    assert [f.hint for f in check_policy(json.dumps(doc), approvers=frozenset())] == [
+        "configured: none",
+        "configured: none",
+    ]
