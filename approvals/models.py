@@ -124,6 +124,8 @@ class ApprovalRequest(SQLModel, table=True):
     comment: str | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
+    claimed_at: datetime | None = None  # when an approved call's execution was claimed
+    claimed_by: str | None = Field(default=None, max_length=160)  # the process that claimed it: host:pid:boot
     messages: str = "{}"
     grant_max: float | None = None  # seconds: the longest grant an approver may give with this request; None: none
 

@@ -7,7 +7,7 @@ whose update touches the row wins and every other loses cleanly.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,8 @@ from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, 
 from policies import ApprovalSpec, ToolCall
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
+GATEWAY_STOPPED = "gateway_stopped"  # the outcome of a call whose gateway stopped while it ran
+UNKNOWN_RESULT = "signoff stopped while the approved call ran upstream; whether it took effect is unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,10 @@ def find_reusable(
     if latest.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
         return latest
     finished = latest.responded_at or latest.finished_at
-    if latest.status in FINAL_REFUSALS and finished is not None and as_utc(finished) >= now - remember:
+    if latest.outcome == GATEWAY_STOPPED:  # a repeat is told the result is unknown, not asked to approve it again
+        finished = latest.finished_at
+    told = FINAL_REFUSALS + ((ApprovalStatus.FAILED,) if latest.outcome == GATEWAY_STOPPED else ())
+    if latest.status in told and finished is not None and as_utc(finished) >= now - remember:
         return latest
     return None
 
@@ -371,7 +376,7 @@ def cancel(session: Session, request_id: UUID, now: datetime, why: str) -> bool:
     return won
 
 
-def standing(session: Session, request_id: UUID) -> Standing:
+def standing(session: Session, request_id: UUID, claimant: str = "", now: datetime | None = None) -> Standing:
     """Where the request stands, without loading the row; if it is approved, claim its execution for this caller.
 
     Reading and claiming in one transaction is one trip to the database per wake-up of a held call. Of many
@@ -387,9 +392,9 @@ def standing(session: Session, request_id: UUID) -> Standing:
         raise ApprovalNotFound(request_id)
     status, deadline = row
     if status == ApprovalStatus.APPROVED:
-        if claim_execution(session, request_id):
+        if claim_execution(session, request_id, claimant, now):
             return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), claimed=True)
-        return standing(session, request_id)
+        return standing(session, request_id, claimant, now)
     return Standing(status, as_utc(deadline))
 
 
@@ -416,11 +421,57 @@ def decided_since(session: Session, after: int | None) -> tuple[int, list[UUID]]
     return newest, list({row[1] for row in rows})
 
 
-def claim_execution(session: Session, request_id: UUID) -> bool:
-    """Take the approved request's single execution; exactly one caller ever gets True."""
-    won = _cas(session, request_id, [ApprovalStatus.APPROVED], status=ApprovalStatus.EXECUTING)
+def claim_execution(session: Session, request_id: UUID, claimant: str = "", now: datetime | None = None) -> bool:
+    """Take the approved request's single execution; exactly one caller ever gets True.
+
+    `claimant` names the process that runs it (host:pid:boot) and `now` is when: if that process dies before the
+    outcome is recorded, `resolve_abandoned` can tell the request was left behind.
+    """
+    won = _cas(
+        session,
+        request_id,
+        [ApprovalStatus.APPROVED],
+        status=ApprovalStatus.EXECUTING,
+        claimed_by=claimant or None,
+        claimed_at=now or datetime.now(UTC),
+    )
     session.commit()
     return won
+
+
+def resolve_abandoned(
+    session: Session, now: datetime, lease: timedelta, abandoned: Callable[[str | None], bool]
+) -> list[UUID]:
+    """Fail every request left `executing` by a process that stopped while its call ran: the result is unknown.
+
+    A request counts as left behind when `abandoned(claimed_by)` says its process is gone (the caller knows which
+    processes it can see), or when it has been executing longer than `lease`, longer than any call may run. It then
+    becomes `failed` with outcome `gateway_stopped`, audited; it never runs again, and a repeat is told why.
+
+    Returns:
+        The ids this call resolved.
+    """
+    executing = session.exec(
+        select(ApprovalRequest).where(col(ApprovalRequest.status) == ApprovalStatus.EXECUTING)
+    ).all()
+    resolved = []
+    for request in executing:
+        claimed = as_utc(request.claimed_at) if request.claimed_at is not None else None
+        if not (abandoned(request.claimed_by) or claimed is None or claimed <= now - lease):
+            continue
+        won = _cas(
+            session,
+            request.id,
+            [ApprovalStatus.EXECUTING],
+            status=ApprovalStatus.FAILED,
+            finished_at=now,
+            outcome=GATEWAY_STOPPED,
+        )
+        if won:
+            _audit(session, request, AuditKind.FAILED, actor="signoff", outcome=GATEWAY_STOPPED, detail=UNKNOWN_RESULT)
+            resolved.append(request.id)
+    session.commit()
+    return resolved
 
 
 def finish_execution(

@@ -11,7 +11,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,8 @@ def create_app(
         hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
         webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
         notifier = Fanout(*([webhooks] if webhooks else []))
+        # No approved call runs longer than the upstream timeout; one executing for much longer was left behind.
+        lease = timedelta(seconds=settings.gateway.upstream_timeout + 300)
         desk = ApprovalDesk(
             engine,
             DecisionWaiter(),
@@ -212,6 +214,7 @@ def create_app(
             hold=settings.gateway.approval_hold,
             base_url=settings.gateway.base_url,
             now=now,
+            lease=lease,
         )
         if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
             notifier.channels.append(slack.attach(desk))

@@ -15,6 +15,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import MCPServer
 
 from tests.conftest import AGENT_TOKEN, READER, write_config
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
@@ -126,4 +127,74 @@ async def test_sigkill_with_pending_requests_loses_none_and_expires_the_overdue(
     assert not collected.is_error and state.deleted_records == ["r-1"]
     assert refused.meta["signoff/decision"]["outcome"] == "expired"
     assert state.dropped_tables == []
+    assert verify.returncode == 0 and b"audit chain ok" in verify.stdout
+
+
+def hanging_http_app(started: anyio.Event, ran: list[str]) -> Any:
+    """An MCP server whose one destructive tool starts, says so, and never finishes: the gateway dies mid-call."""
+    server = MCPServer("hanging", version="1.0.0")
+
+    @server.tool(description="Rotate a credential; takes its time.")
+    async def rotate_key(name: str) -> str:
+        ran.append(name)
+        started.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    return server.streamable_http_app(streamable_http_path="/mcp")
+
+
+async def test_sigkill_while_an_approved_call_runs_fails_it_at_restart_and_every_repeat_is_told_the_result_is_unknown(
+    tmp_path: Path,
+) -> None:
+    started, ran = anyio.Event(), []
+    policy = {
+        "version": "1",
+        "default": "allow",
+        "tools": {"rotate_key": {"action": "require_approval", "approval": {"approvers": ["alice"], "timeout": "10m"}}},
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    alice = {"Authorization": "Bearer alice-approver-token"}
+    async with serve_http(hanging_http_app(started, ran)) as upstream:
+        config = write_config(
+            tmp_path,
+            [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy}],
+            gateway={"approval_hold": "0.2s"},
+            approvers=True,
+        )
+        with anyio.fail_after(60):
+            with serve_process(config, port) as process:
+                await until_healthy(base)
+                held = await call(base, "rotate_key", {"name": "prod"})
+                approval = held.meta["signoff/decision"]["approval_id"]
+                async with httpx2.AsyncClient(base_url=base, timeout=10) as http:
+                    await http.post(f"/api/approvals/{approval}/approve", json={}, headers=alice)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call, base, "rotate_key", {"name": "prod"})  # the repeat that runs it
+                    await started.wait()
+                    process.send_signal(signal.SIGKILL)  # while the approved call runs upstream
+                    process.wait(10)
+                    tg.cancel_scope.cancel()
+
+            with serve_process(config, port):
+                await until_healthy(base)
+                async with httpx2.AsyncClient(base_url=base, timeout=10, headers=READER) as http:
+                    after = (await http.get(f"/api/approvals/{approval}")).json()
+                    audit = (await http.get("/api/audit", params={"tool": "rotate_key"})).json()
+                first = await call(base, "rotate_key", {"name": "prod"})
+                second = await call(base, "rotate_key", {"name": "prod"})
+        verify = await anyio.run_process(
+            [sys.executable, "-m", "integrations.cli", "--config", str(config), "audit", "verify"],
+            env={**os.environ, "ALPHA_TOKEN": AGENT_TOKEN},
+            check=False,
+        )
+
+    assert after["status"] == "failed" and after["outcome"] == "gateway_stopped"
+    failed = [e for e in audit["events"] if e["kind"] == "failed"]
+    assert len(failed) == 1 and failed[0]["outcome"] == "gateway_stopped" and "unknown" in failed[0]["detail"]
+    for repeat in (first, second):
+        assert repeat.is_error and repeat.meta["signoff/decision"]["outcome"] == "gateway_stopped"
+        assert "whether it took effect is unknown" in repeat.content[0].text
+    assert ran == ["prod"]  # it ran once, and never again
     assert verify.returncode == 0 and b"audit chain ok" in verify.stdout

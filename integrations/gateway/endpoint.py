@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -118,13 +118,39 @@ class _Held:
         )
 
     async def execute(self) -> Reply:
+        """Run the approved call; its outcome is committed before the agent reads the answer (a crash between the
+        two would otherwise leave the request `executing` with the call done)."""
         started = time.perf_counter()
+        seen: list[str] = []
+        reply = await _send_call(self.outbound, lambda outcome, _detail: seen.append(outcome))
 
-        def finish(outcome: str, _detail: str) -> None:
+        async def record() -> None:
+            outcome = seen[0] if seen else "unknown"  # the answer never came: the agent went away first
             latency_ms = (time.perf_counter() - started) * 1000
-            self.desk.finish_later(self.request_id, outcome == "ok", outcome, latency_ms)
+            await self.desk.finish(self.request_id, outcome == "ok", outcome, latency_ms)
 
-        return await _send_call(self.outbound, finish)
+        if reply.stream is None:
+            await record()
+        else:
+            reply.stream = _recorded_first(reply.stream, seen, record)
+        return reply
+
+
+async def _recorded_first(
+    stream: AsyncIterator[bytes], seen: list[str], record: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """Pass `stream` on, awaiting `record()` before the chunk that carries the call's answer (or at its end)."""
+    recorded = False
+    try:
+        async for chunk in stream:
+            if seen and not recorded:
+                recorded = True
+                await record()
+            yield chunk
+    finally:
+        if not recorded:
+            with anyio.CancelScope(shield=True):
+                await record()
 
 
 def _error(request_id: Any, code: int, message: str) -> Message:

@@ -11,12 +11,14 @@ answer a call that will not run.
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 from sqlalchemy.engine import Engine
@@ -39,10 +41,21 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 10.0
 POLL_INTERVAL = 2.0
 DECISION_LOOKBACK = 100  # decision rows the poll reads again each time (see poll_decisions)
+CLAIMANT_HOST = socket.gethostname().replace(":", "_")[:100]
 GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
 Message = dict[str, Any]
 Pending = tuple[service.Standing, int]  # a request still pending, and the waiter's ring count when it was read
 Execute = Callable[[], Awaitable[Reply]]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def utcnow() -> datetime:
@@ -73,6 +86,7 @@ class ApprovalDesk:
         now: Callable[[], datetime] = utcnow,
         schedule_expiry: Callable[[datetime], None] = lambda _at: None,
         progress_interval: float | None = None,
+        lease: timedelta = timedelta(minutes=10),
     ) -> None:
         self.engine = engine
         self.waiter = waiter
@@ -82,6 +96,8 @@ class ApprovalDesk:
         self.remember = remember
         self.now = now
         self.schedule_expiry = schedule_expiry
+        self.lease = lease  # longer than any approved call may run: one executing longer was left behind
+        self.claimant = f"{CLAIMANT_HOST}:{os.getpid()}:{uuid4().hex[:12]}"
         # Often enough that a client resetting its timeout on progress never gives up, at most every 10 s.
         self.progress_interval = progress_interval or min(PROGRESS_INTERVAL, max(0.5, hold / 5))
         self._held: dict[tuple[str, Any], UUID | None] = {}
@@ -139,7 +155,27 @@ class ApprovalDesk:
     async def next_deadline(self) -> datetime | None:
         return await self.db(service.next_deadline)
 
+    def left_behind(self, claimed_by: str | None) -> bool:
+        """Whether the process that claimed an execution is gone: one of this host's that is no longer running, or
+        an earlier run of this one (a container restarted with the same host name and pid); others wait out the lease.
+        """
+        host, _, rest = (claimed_by or "").partition(":")
+        pid, _, _boot = rest.partition(":")
+        if not claimed_by or host != CLAIMANT_HOST or not pid.isdigit():
+            return False
+        return claimed_by != self.claimant and (int(pid) == os.getpid() or not _running(int(pid)))
+
+    async def resolve_abandoned(self) -> list[UUID]:
+        """Fail what a stopped process left executing (at start, and with every sweep); each repeat is told so."""
+        resolved = await self.db(service.resolve_abandoned, self.now(), self.lease, self.left_behind)
+        for request_id in resolved:
+            logger.warning("Approval %s was left executing by a stopped gateway: failed, result unknown", request_id)
+            self.waiter.notify(request_id)
+            self.publish("approval.failed", await self.db(service.get_request, request_id))
+        return resolved
+
     async def expire_overdue(self) -> list[UUID]:
+        await self.resolve_abandoned()
         expired = await self.db(service.expire_overdue, self.now())
         for request_id in expired:
             self.waiter.notify(request_id)
@@ -284,7 +320,7 @@ class ApprovalDesk:
 
     async def _look(self, request_id: UUID) -> Pending:
         rings = self.waiter.rings  # counted before the read: a ring during it makes the next call read again
-        return await self.db(service.standing, request_id), rings
+        return await self.db(service.standing, request_id, self.claimant, self.now()), rings
 
     async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
         """Record what an approved call did; retried, because a request left `executing` could never run again."""
@@ -297,11 +333,6 @@ class ApprovalDesk:
                 continue
             self.publish(f"approval.{request.status}", request)
             return
-
-    def finish_later(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
-        if self._task_group is None:
-            raise RuntimeError("ApprovalDesk.start() was not called")
-        self._task_group.start_soon(self.finish, request_id, ok, outcome, latency_ms)
 
     async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any) -> Message:
         """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending."""

@@ -66,7 +66,13 @@ def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> 
         "status": status,
         "deadline": view["deadline"],
     }
-    if used:
+    if status == "failed" and view.get("outcome") == "gateway_stopped":
+        data["outcome"] = "gateway_stopped"
+        text = (
+            f'the approved call to "{tool}" ({approval_id}) was running when signoff stopped, so whether it took '
+            "effect is unknown. It will not be run again: check the target, then call again later to ask anew."
+        )
+    elif used:
         data["outcome"] = "approval_used"
         text = (
             f'the approval {approval_id} for this call to "{tool}" was already used by an earlier call; an approval '
