@@ -209,3 +209,41 @@ async def test_an_approved_call_the_upstream_fails_is_a_tool_error_and_recorded_
     [failed] = [r for r in rows if r.tool == tool and r.kind == "failed"]
     assert failed.outcome == "upstream_failure"
     assert HTTP_FAILURES[tool] in failed.detail
+
+
+@pytest.mark.parametrize("meta", ["a string", [1, 2], 5])
+async def test_a_stdio_request_whose_meta_is_not_an_object_is_refused_naming_params_meta(
+    signoff: Start, meta: Any
+) -> None:
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}", "Accept": ACCEPT}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    with anyio.fail_after(20):
+        async with broken_stdio(signoff) as running, httpx2.AsyncClient(timeout=10) as http:
+            url = running.mcp_url("child")
+            opened = await http.post(url, json=initialize, headers=headers)
+            headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+            answers = [
+                await http.post(
+                    url, json={"jsonrpc": "2.0", "id": 2, "method": method, "params": params}, headers=headers
+                )
+                for method, params in [
+                    ("tools/call", {"name": "echo", "arguments": {}, "_meta": meta}),
+                    ("tools/list", {"_meta": meta}),
+                ]
+            ]
+            after = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo"}},
+                headers=headers,
+            )
+
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.json()["error"]["code"] == -32602
+        assert "params._meta" in answer.json()["error"]["message"]
+    assert after.json()["result"]["content"][0]["text"] == "fine"
