@@ -266,7 +266,7 @@ class Gateway:
                 return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
         reply = await served.upstream.post(body, message, headers, identity)
-        if "id" in message:
+        if method is not None and "id" in message:  # a request; a client's response to the server gets a bare 202
             request_id = message["id"]
 
             def failed(detail: str) -> Message:

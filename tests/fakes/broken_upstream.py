@@ -53,7 +53,7 @@ async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     message = json.loads(await _read(receive))
     method, request_id, params = message.get("method"), message.get("id"), message.get("params") or {}
-    if request_id is None:
+    if method is None or request_id is None:  # a notification, or the client's response to a request of ours
         await _answer(send, 202, b"")
         return
     if method == "initialize":

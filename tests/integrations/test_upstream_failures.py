@@ -247,3 +247,13 @@ async def test_a_stdio_request_whose_meta_is_not_an_object_is_refused_naming_par
         assert answer.json()["error"]["code"] == -32602
         assert "params._meta" in answer.json()["error"]["message"]
     assert after.json()["result"]["content"][0]["text"] == "fine"
+
+
+async def test_a_clients_response_to_the_server_still_gets_the_upstreams_bare_202(signoff: Start) -> None:
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}", "Accept": ACCEPT}
+    response_to_server = {"jsonrpc": "2.0", "id": 99, "result": {"action": "accept", "content": {}}}
+    with anyio.fail_after(15):
+        async with broken_http(signoff) as running, httpx2.AsyncClient(timeout=10) as http:
+            answer = await http.post(running.mcp_url("broken"), json=response_to_server, headers=headers)
+
+    assert answer.status_code == 202 and answer.content == b""
