@@ -475,14 +475,17 @@ def resolve_abandoned(
 
 
 def finish_execution(
-    session: Session, request_id: UUID, ok: bool, outcome: str, latency_ms: float, now: datetime
+    session: Session, request_id: UUID, ok: bool, outcome: str, latency_ms: float, now: datetime, detail: str = ""
 ) -> ApprovalRequest:
-    """Record what the approved call did upstream; returns the request as it now stands."""
+    """Record what the approved call did upstream (`detail`: what went wrong); returns the request as it now stands."""
     status = ApprovalStatus.EXECUTED if ok else ApprovalStatus.FAILED
     request = get_request(session, request_id)
     if _cas(session, request_id, [ApprovalStatus.EXECUTING], status=status, finished_at=now, outcome=outcome):
         kind = AuditKind.EXECUTED if ok else AuditKind.FAILED
-        _audit(session, request, kind, actor=request.responded_by or "", outcome=outcome, latency_ms=latency_ms)
+        fields: dict[str, Any] = {"detail": detail[:2000]} if detail else {}
+        _audit(
+            session, request, kind, actor=request.responded_by or "", outcome=outcome, latency_ms=latency_ms, **fields
+        )
     session.commit()
     session.refresh(request)
     return request

@@ -10,9 +10,21 @@ class ConfigError(IntegrationError, ValueError):
 
 
 class UpstreamUnavailable(IntegrationError, ConnectionError):
-    """Raised when an upstream MCP server cannot be reached, or exited while a request was in flight."""
+    """Raised when an upstream MCP server cannot be reached or cannot take a request now."""
+
+    state = "is unavailable"
 
     def __init__(self, server: str, detail: str) -> None:
-        super().__init__(f"upstream server {server!r} is unavailable: {detail}")
+        super().__init__(f"upstream server {server!r} {self.state}: {detail}")
         self.server = server
         self.detail = detail
+
+
+class UpstreamFailed(UpstreamUnavailable):
+    """Raised when an upstream took a request but its answer never came or cannot be used.
+
+    It timed out, closed the connection or broke its event stream mid-answer, or exited while the
+    request was in flight. Unlike a refused connection, the request may have run upstream.
+    """
+
+    state = "failed"

@@ -28,7 +28,7 @@ from approvals.audit import AuditRecord, canonical_json, redacted
 from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
-from integrations.errors import UpstreamUnavailable
+from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
@@ -43,6 +43,7 @@ from policies.evaluate import evaluate, is_hidden, rule_for
 logger = logging.getLogger(__name__)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+UPSTREAM_ERROR = -32000  # implementation-defined server error: the upstream's answer was unusable or missing
 MAX_TRACKED_SESSIONS = 100_000
 MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -121,13 +122,13 @@ class _Held:
         """Run the approved call; its outcome is committed before the agent reads the answer (a crash between the
         two would otherwise leave the request `executing` with the call done)."""
         started = time.perf_counter()
-        seen: list[str] = []
-        reply = await _send_call(self.outbound, lambda outcome, _detail: seen.append(outcome))
+        seen: list[tuple[str, str]] = []
+        reply = await _send_call(self.outbound, lambda outcome, detail: seen.append((outcome, detail)))
 
         async def record() -> None:
-            outcome = seen[0] if seen else "unknown"  # the answer never came: the agent went away first
+            outcome, detail = seen[0] if seen else ("unknown", "the agent went away before the answer came")
             latency_ms = (time.perf_counter() - started) * 1000
-            await self.desk.finish(self.request_id, outcome == "ok", outcome, latency_ms)
+            await self.desk.finish(self.request_id, outcome == "ok", outcome, latency_ms, detail)
 
         if reply.stream is None:
             await record()
@@ -137,7 +138,7 @@ class _Held:
 
 
 async def _recorded_first(
-    stream: AsyncIterator[bytes], seen: list[str], record: Callable[[], Awaitable[None]]
+    stream: AsyncIterator[bytes], seen: list[tuple[str, str]], record: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[bytes]:
     """Pass `stream` on, awaiting `record()` before the chunk that carries the call's answer (or at its end)."""
     recorded = False
@@ -301,8 +302,16 @@ class Gateway:
                 return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
         reply = await served.upstream.post(body, message, headers, identity)
-        if method == "tools/list" and "id" in message:
-            return _rewrite(reply, message["id"], lambda m: self._filter_tools(m, server, exchange.policy))
+        if method is not None and "id" in message:  # a request; a client's response to the server gets a bare 202
+            request_id = message["id"]
+
+            def failed(detail: str) -> Message:
+                return _error(request_id, UPSTREAM_ERROR, f"upstream server {server!r} failed: {detail}")
+
+            rewrite: Callable[[Message], Message | None] = _unchanged
+            if method == "tools/list":
+                rewrite = partial(self._filter_tools, server=server, policy=exchange.policy)
+            reply = await _checked(reply, request_id, rewrite, failed)
         if method == "initialize":
             self._track_session(reply, identity)
         return reply
@@ -515,19 +524,38 @@ def _envelope_problem(message: Any) -> str | None:
 
 
 async def _send_call(out: _Outbound, report: Callable[[str, str], None]) -> Reply:
-    """Forward a decided `tools/call` upstream and `report(outcome, detail)` once its answer is seen."""
+    """Forward a decided `tools/call` upstream and `report(outcome, detail)` exactly once.
+
+    An answer that is not a usable JSON-RPC response (a 5xx, bytes that are not JSON, another id, a
+    stream that ends or breaks first, a timeout) reaches the agent as a tool error naming the server.
+    """
     message = out.message if out.message is not None else json.loads(out.body)
+    request_id = message["id"]
+    reported = False
+
+    def once(outcome: str, detail: str) -> None:
+        nonlocal reported
+        if not reported:
+            reported = True
+            report(outcome, detail)
+
+    def failed(detail: str, *, reached: bool = True) -> Message:
+        error = UpstreamFailed(out.server, detail) if reached else UpstreamUnavailable(out.server, detail)
+        once("upstream_failure" if reached else "upstream_unavailable", detail)
+        result = upstream_failure(out.server, out.tool, str(error), reached=reached)
+        version = out.headers.get("mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            result["resultType"] = "complete"
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    def observe(response: Message) -> None:
+        once(*call_outcome(response))
+
     try:
         reply = await out.upstream.post(out.body, message, out.headers, out.identity)
     except UpstreamUnavailable as exc:
-        report("upstream_unavailable", exc.detail)
-        result = upstream_failure(out.server, out.tool, str(exc))
-        return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
-
-    def observe(response: Message) -> None:
-        report(*call_outcome(response))
-
-    return _rewrite(reply, message["id"], observe, on_missing=lambda: observe({}))
+        return json_reply(failed(exc.detail, reached=isinstance(exc, UpstreamFailed)))
+    return await _checked(reply, request_id, observe, failed, failed_status=200, unanswered=lambda: once("error", ""))
 
 
 def call_outcome(response: Message) -> tuple[str, str]:
@@ -554,44 +582,115 @@ def _http_error(status: int, message: str, headers: list[tuple[str, str]] | None
     return json_reply(_error(None, INVALID_REQUEST, message), status, headers)
 
 
-def _rewrite(
+def _unchanged(message: Message) -> None:
+    return None
+
+
+def _response_problem(message: Message) -> str | None:
+    """Why `message`, which carries the request's id, is not a JSON-RPC response; None if it is one."""
+    if isinstance(message.get("result"), dict) or isinstance(message.get("error"), dict):
+        return None
+    return "its answer has neither a result object nor an error object"
+
+
+def _status_problem(reply: Reply) -> str:
+    problem = f"it answered HTTP {reply.status}"
+    try:
+        error = json.loads(reply.body).get("error") if reply.content_type == "application/json" else None
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        problem += f" ({error['message'][:200]})"
+    return problem
+
+
+def _json_problem(reply: Reply, request_id: Any) -> tuple[str | None, Message | None]:
+    """Why a non-streamed 2xx `reply` is not the response to `request_id`, or the response."""
+    if reply.content_type != "application/json":
+        what = f"a {reply.content_type} body" if reply.content_type else "no JSON body"
+        return f"it answered HTTP {reply.status} with {what}, not a JSON-RPC response", None
+    try:
+        message = json.loads(reply.body)
+    except (ValueError, RecursionError):
+        return "its answer is not valid JSON", None
+    if not isinstance(message, dict):
+        return "its answer is not a JSON-RPC message", None
+    if message.get("id") != request_id:
+        return f"its answer is for request id {json.dumps(message.get('id'))[:40]}, not this request", None
+    return _response_problem(message), message
+
+
+async def _checked(
     reply: Reply,
     request_id: Any,
     rewrite: Callable[[Message], Message | None],
-    on_missing: Callable[[], None] | None = None,
+    fail: Callable[[str], Message],
+    *,
+    failed_status: int = 502,
+    unanswered: Callable[[], None] | None = None,
 ) -> Reply:
-    """Pass the response to `request_id` in `reply` through `rewrite`, whether it is JSON or an event stream."""
+    """The upstream's `reply` to request `request_id`, whether JSON or an event stream, made safe to send.
+
+    The response passes through `rewrite`. When the upstream gave no usable response (a 5xx, a body that is
+    not the JSON-RPC response, an event stream that breaks or ends without it), the client gets `fail(detail)`
+    instead: as the JSON body (with `failed_status`) or as the stream's last event. `unanswered` is called
+    when there is neither to report: a 3xx or 4xx passed through, or the client went away first.
+    """
+    if reply.status >= 500:
+        await reply.close()
+        if reply.stream is not None and (aclose := getattr(reply.stream, "aclose", None)) is not None:
+            await aclose()
+        return json_reply(fail(_status_problem(reply)), failed_status)
     if reply.stream is not None:
-        seen = False
-
-        def watch(message: Message) -> Message | None:
-            nonlocal seen
-            seen = True
-            return rewrite(message)
-
-        async def events(stream: Any) -> Any:
-            try:
-                async for chunk in rewrite_events(stream, request_id, watch):
-                    yield chunk
-            finally:
-                if not seen and on_missing is not None:
-                    on_missing()
-
-        reply.stream = events(reply.stream)
+        reply.stream = _checked_events(reply.stream, request_id, rewrite, fail, unanswered)
         return reply
-    if reply.content_type == "application/json" and reply.body:
-        try:
-            message = json.loads(reply.body)
-        except ValueError:
-            message = None
-        if isinstance(message, dict) and message.get("id") == request_id:
-            replaced = rewrite(message)
-            if replaced is not None:
-                reply.body = json.dumps(replaced, separators=(",", ":")).encode()
-            return reply
-    if on_missing is not None:
-        on_missing()
+    if reply.status >= 300:  # a redirect or a 4xx (a lost session, a refused header): for the client to act on
+        if unanswered is not None:
+            unanswered()
+        return reply
+    problem, message = _json_problem(reply, request_id)
+    if problem is not None or message is None:
+        return json_reply(fail(problem or "its answer is not a JSON-RPC response"), failed_status)
+    replaced = rewrite(message)
+    if replaced is not None:
+        reply.body = json.dumps(replaced, separators=(",", ":")).encode()
     return reply
+
+
+async def _checked_events(
+    stream: AsyncIterator[bytes],
+    request_id: Any,
+    rewrite: Callable[[Message], Message | None],
+    fail: Callable[[str], Message],
+    unanswered: Callable[[], None] | None,
+) -> AsyncIterator[bytes]:
+    answered = False
+
+    def watch(message: Message) -> Message | None:
+        nonlocal answered
+        answered = True
+        problem = _response_problem(message)
+        return fail(problem) if problem is not None else rewrite(message)
+
+    try:
+        try:
+            async for chunk in rewrite_events(stream, request_id, watch):
+                yield chunk
+        except UpstreamFailed as exc:
+            if not answered:
+                answered = True
+                yield _event(fail(exc.detail))
+            return
+        if not answered:
+            answered = True
+            yield _event(fail("its event stream ended without the response"))
+    finally:
+        if not answered and unanswered is not None:
+            unanswered()
+
+
+def _event(message: Message) -> bytes:
+    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _send_reply(reply: Reply, send: Send, receive: Receive) -> None:
@@ -613,8 +712,11 @@ async def _send_reply(reply: Reply, send: Send, receive: Receive) -> None:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch_disconnect)
-            async for chunk in stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in stream:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamUnavailable:
+                pass  # a stream no request waits on (GET) broke upstream; it ends here and the client may reconnect
             await send({"type": "http.response.body", "body": b""})
             tg.cancel_scope.cancel()
     except OSError:

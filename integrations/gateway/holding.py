@@ -322,11 +322,13 @@ class ApprovalDesk:
         rings = self.waiter.rings  # counted before the read: a ring during it makes the next call read again
         return await self.db(service.standing, request_id, self.claimant, self.now()), rings
 
-    async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float) -> None:
+    async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float, detail: str = "") -> None:
         """Record what an approved call did; retried, because a request left `executing` could never run again."""
         for attempt in range(1, 11):
             try:
-                request = await self.db(service.finish_execution, request_id, ok, outcome, latency_ms, self.now())
+                request = await self.db(
+                    service.finish_execution, request_id, ok, outcome, latency_ms, self.now(), detail
+                )
             except Exception:  # a background task's top-level handler: log, retry, never end the task group
                 logger.exception("Recording the outcome of approval %s failed (attempt %d)", request_id, attempt)
                 await anyio.sleep(min(0.1 * 2**attempt, 10.0))

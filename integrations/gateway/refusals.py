@@ -48,10 +48,21 @@ def refusal(decision: Decision, tool: str, policy_version: str) -> dict[str, Any
             assert_never(decision)
 
 
-def upstream_failure(server: str, tool: str, detail: str) -> dict[str, Any]:
-    """The `tools/call` result when the upstream could not run the call at all."""
-    data = {"tool": tool, "outcome": "upstream_unavailable", "reason": detail, "server": server}
-    return _result(f'signoff could not run "{tool}": {detail}. The call may be retried.', data)
+def upstream_failure(server: str, tool: str, detail: str, *, reached: bool = True) -> dict[str, Any]:
+    """The `tools/call` result when the upstream did not answer the call with a usable response.
+
+    `detail` names the server and what went wrong. `reached` False: the call never got to the server
+    (it could not be reached), so it did not run; otherwise it may have run there.
+    """
+    if not reached:
+        data = {"tool": tool, "outcome": "upstream_unavailable", "reason": detail, "server": server}
+        return _result(f'signoff could not run "{tool}": {detail}. The call was not run; it may be retried.', data)
+    data = {"tool": tool, "outcome": "upstream_failure", "reason": detail, "server": server}
+    return _result(
+        f'signoff did not get an answer to this call to "{tool}": {detail}. The call may have run on the server; '
+        "check before retrying anything that is not safe to repeat.",
+        data,
+    )
 
 
 def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> dict[str, Any]:

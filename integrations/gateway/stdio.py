@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from integrations.errors import UpstreamUnavailable
+from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.upstream import Reply, json_reply
 
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
+INVALID_PARAMS, TIMED_OUT = -32602, -32001
 BROADCAST_PREFIX = "notifications/"
 INITIALIZE_TIMEOUT = 30.0
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
@@ -102,6 +103,7 @@ class StdioUpstream:
         self._init_result: Message | None = None
         self._write_lock = anyio.Lock()
         self._closing = False
+        self._output_lost = False  # the running child closed its stdout and was killed for it
         self.restarts = 0
         self.last_exit: str | None = None
 
@@ -150,6 +152,7 @@ class StdioUpstream:
     async def _run_once(self) -> None:
         process = await anyio.open_process(self._command, env=self._env, cwd=self._cwd)
         self._process = process
+        self._output_lost = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_stderr, process)
@@ -159,7 +162,10 @@ class StdioUpstream:
                 self._ready.set()
                 logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
                 code = await process.wait()
-                self.last_exit = f"the server process exited with code {code}"
+                if self._output_lost:
+                    self.last_exit = "the server process closed its output"
+                else:
+                    self.last_exit = f"the server process exited with code {code}"
                 tg.cancel_scope.cancel()
         finally:
             if process.returncode is None:
@@ -186,6 +192,7 @@ class StdioUpstream:
             try:
                 line = await stream.receive_until(b"\n", MAX_LINE)
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                await self._output_closed(process)
                 return
             except anyio.DelimiterNotFound:
                 logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
@@ -200,6 +207,15 @@ class StdioUpstream:
                 continue
             if isinstance(message, dict):
                 await self._dispatch(message)
+
+    async def _output_closed(self, process: Process) -> None:
+        """The child closed its stdout: it usually exits next; one that lives on can answer nothing, so restart it."""
+        with anyio.move_on_after(1.0):
+            await process.wait()
+        if process.returncode is None:
+            self._output_lost = True
+            logger.warning("Upstream %s closed its output but kept running; restarting it", self.name)
+            process.kill()
 
     async def _initialize(self) -> None:
         result = await self._call(
@@ -239,14 +255,17 @@ class StdioUpstream:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
 
+    def _failure(self, pending: _Pending, code: int, reason: str) -> Message:
+        """The answer to a request the child will not answer: a tool error for a tool call, else a JSON-RPC error."""
+        detail = str(UpstreamFailed(self.name, reason))
+        if pending.tool is not None:  # a tool error the model can read and act on
+            result = upstream_failure(self.name, pending.tool, detail)
+            return {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result}
+        return _error(pending.downstream_id, code, detail)
+
     def _fail_pending(self, reason: str) -> None:
         for pending in list(self._pending.values()):
-            if pending.tool is not None:
-                # A tool call that died with its server is a tool error the model can read and retry.
-                result = upstream_failure(self.name, pending.tool, f"upstream server {self.name!r} failed: {reason}")
-                _deliver(pending.send, {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result})
-            else:
-                _deliver(pending.send, _error(pending.downstream_id, -32000, f"Upstream {self.name!r}: {reason}"))
+            _deliver(pending.send, self._failure(pending, -32000, reason))
             pending.send.close()
         self._pending.clear()
 
@@ -351,15 +370,19 @@ class StdioUpstream:
 
     async def _request(self, message: Message, headers: Mapping[str, str], modern: str | None) -> Reply:
         """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
+        params = message.get("params")
+        meta = params.get("_meta", {}) if isinstance(params, dict) else {}
+        if not isinstance(meta, dict):
+            problem = _error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
+            return json_reply(problem, 400 if modern else 200)  # 2026-07-28 maps -32602 to 400
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
-        params = message.get("params")
-        token = params.get("_meta", {}).get("progressToken") if isinstance(params, dict) else None
+        token = meta.get("progressToken")
         tool = params.get("name") if message.get("method") == "tools/call" and isinstance(params, dict) else None
         pending = _Pending(downstream_id=message["id"], send=send, progress_token=token, tool=tool)
         forwarded = {**message, "id": uid}
-        if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
-            meta = {k: v for k, v in params["_meta"].items() if k not in ENVELOPE_KEYS}
+        if isinstance(params, dict) and "_meta" in params:
+            meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
             if token is not None:
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
@@ -373,14 +396,14 @@ class StdioUpstream:
             return Reply(
                 status=200,
                 headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-                stream=self._events(uid, receive, modern),
+                stream=self._events(uid, pending, receive, modern),
                 close=receive.aclose,
             )
         async with receive:
-            final = await self._final(uid, receive)
+            final = await self._final(uid, pending, receive)
         return json_reply(self._finish(final, modern))
 
-    async def _final(self, uid: int, receive: MemoryObjectReceiveStream[Message]) -> Message:
+    async def _final(self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message]) -> Message:
         try:
             with anyio.fail_after(self._request_timeout):
                 async for item in receive:
@@ -388,13 +411,13 @@ class StdioUpstream:
                         return item
         except TimeoutError:
             await self._cancel(uid, "signoff timed out waiting for the upstream")
-            return _error(self._pending_id(uid), -32001, f"Upstream {self.name!r} did not answer in time")
+            return self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
         finally:
             self._forget(uid)
-        return _error(None, -32000, f"Upstream {self.name!r} closed the request")
+        return self._failure(pending, -32000, "it closed the request without an answer")
 
     async def _events(
-        self, uid: int, receive: MemoryObjectReceiveStream[Message], modern: str | None
+        self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message], modern: str | None
     ) -> AsyncIterator[bytes]:
         try:
             with anyio.fail_after(self._request_timeout):
@@ -405,15 +428,13 @@ class StdioUpstream:
                             continue
                         yield _sse(self._finish(item, modern))
                         return
+            yield _sse(self._finish(self._failure(pending, -32000, "it closed the request without an answer"), modern))
         except TimeoutError:
             await self._cancel(uid, "signoff timed out waiting for the upstream")
-            yield _sse(_error(self._pending_id(uid), -32001, f"Upstream {self.name!r} did not answer in time"))
+            timed_out = self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
+            yield _sse(self._finish(timed_out, modern))
         finally:
             self._forget(uid)
-
-    def _pending_id(self, uid: int) -> Any:
-        pending = self._pending.get(uid)
-        return pending.downstream_id if pending else None
 
     async def _cancel(self, uid: int, reason: str) -> None:
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}

@@ -6,6 +6,7 @@ child process. Both answer with a `Reply` the gateway can send, inspect or rewri
 """
 
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +14,18 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
-from integrations.errors import UpstreamUnavailable
-from integrations.gateway.connections import ConnectionPool, Headers, Response, TransportError
+from integrations.errors import UpstreamFailed, UpstreamUnavailable
+from integrations.gateway.connections import (
+    ConnectError,
+    ConnectionPool,
+    ConnectTimeout,
+    Headers,
+    PoolTimeout,
+    Response,
+    TransportError,
+)
+
+logger = logging.getLogger(__name__)
 
 # Request headers a client may send that mean something to an MCP server; everything else (the agent's
 # Authorization, cookies, Origin) stays at the gateway.
@@ -26,6 +37,9 @@ _FORWARDED_RESPONSE_BYTES = frozenset(name.encode() for name in FORWARDED_RESPON
 # Framing is the pool's business: a configured header cannot set these.
 _POOL_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 USER_AGENT = b"signoff"
+# Failures that leave the request unsent: the upstream is unavailable. Any other one came after the request
+# went out, so the upstream may have run it: it failed.
+_NOT_SENT = (ConnectError, ConnectTimeout, PoolTimeout)
 
 
 async def _nothing() -> None:
@@ -136,8 +150,10 @@ class HttpUpstream:
     async def _send(self, method: bytes, headers: Mapping[str, str], body: bytes | None = None) -> Reply:
         try:
             response = await self._pool.request(method, self._target, self._request_headers(headers), body)
-        except TransportError as exc:
+        except _NOT_SENT as exc:
             raise UpstreamUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        except TransportError as exc:
+            raise UpstreamFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
         reply_headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers if k in _FORWARDED_RESPONSE_BYTES
         ]
@@ -149,15 +165,19 @@ class HttpUpstream:
         try:
             reply.body = await response.read()
         except TransportError as exc:
-            raise UpstreamUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
         return reply
 
     async def _stream(self, response: Response) -> AsyncIterator[bytes]:
+        """The event stream's bytes; `UpstreamFailed` if it breaks, so the gateway can say so to the client."""
         try:
             async for chunk in response.stream():
                 yield chunk
-        except TransportError:
-            return  # the upstream dropped the stream; the client sees it end, as it would without us
+        except TransportError as exc:
+            # The pool's messages name the failure, never a header value, so they are safe to log.
+            detail = f"its event stream broke: {type(exc).__name__}: {exc}"
+            logger.warning("Upstream %s: %s", self.name, detail)
+            raise UpstreamFailed(self.name, detail) from exc
         finally:
             await response.aclose()
 

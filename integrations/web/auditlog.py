@@ -33,7 +33,17 @@ EXPORT_COLUMNS = (
     *("id", "at", "kind", "server", "tool", "identity", "actor", "rule", "outcome", "latency_ms", "detail"),
     *("channel", "policy_version", "args_digest", "arguments", "prev_hash", "hash"),
 )
-OUTCOMES = ("ok", "tool_error", "error", "upstream_unavailable", "approve", "reject", "expired", "cancelled")
+OUTCOMES = (
+    "ok",
+    "tool_error",
+    "error",
+    "upstream_failure",
+    "upstream_unavailable",
+    "approve",
+    "reject",
+    "expired",
+    "cancelled",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,11 +157,11 @@ async def test_crashed_stdio_upstream_fails_the_call_in_flight_and_is_restarted(
 
     assert crashed.is_error
     assert "exited with code 3" in text(crashed)
-    assert decision(crashed) is not None and decision(crashed)["outcome"] == "upstream_unavailable"  # type: ignore[index]
+    assert decision(crashed) is not None and decision(crashed)["outcome"] == "upstream_failure"  # type: ignore[index]
     assert health["restarts"] == 1
     assert text(echoed) == "still here"
     assert first_pid != second_pid
-    assert [r.outcome for r in rows if r.tool == "crash"] == ["upstream_unavailable"]
+    assert [r.outcome for r in rows if r.tool == "crash"] == ["upstream_failure"]
 
 
 async def test_audit_rows_record_arguments_digest_and_policy_version(signoff: Any) -> None:

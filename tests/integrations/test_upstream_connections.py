@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from starlette.types import ASGIApp
 
-from integrations.errors import UpstreamUnavailable
+from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.connections import ConnectionPool
 from integrations.gateway.upstream import HttpUpstream, Reply
 from tests.fakes.upstreams import everything_http_app, serve_http
@@ -491,7 +491,9 @@ async def test_a_stream_cancelled_while_waiting_for_data_closes_its_connection()
                 await upstream.aclose()
 
 
-async def test_a_stream_the_upstream_drops_midway_just_ends() -> None:
+async def test_a_stream_the_upstream_drops_midway_raises_upstream_failed_after_what_arrived(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def drop(request: RawRequest, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         writer.write(b"5\r\nhello\r\n")
@@ -499,13 +501,23 @@ async def test_a_stream_the_upstream_drops_midway_just_ends() -> None:
         return False  # hang up before the last chunk
 
     async with raw_server(drop) as server:
-        upstream = HttpUpstream("raw", server.url, {})
+        upstream = HttpUpstream("raw", server.url, {"authorization": "Bearer upstream-secret"})
         try:
             reply = await post(upstream, rpc("tools/call"))
-            assert await read_all(reply) == b"hello"
+            assert reply.stream is not None
+            received = b""
+            with pytest.raises(UpstreamFailed) as failed:
+                async for chunk in reply.stream:
+                    received += chunk
+            assert received == b"hello"
             assert upstream.pool.open_connections == 0
         finally:
             await upstream.aclose()
+
+    assert "its event stream broke: RemoteProtocolError" in failed.value.detail
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "integrations.gateway.upstream"]
+    assert "raw" in warning.getMessage() and "its event stream broke" in warning.getMessage()
+    assert "upstream-secret" not in caplog.text
 
 
 # -- concurrency, the pool's bound, shutdown ----------------------------------------------------------

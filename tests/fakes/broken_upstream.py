@@ -1,0 +1,105 @@
+"""A Streamable HTTP "MCP server" that answers `initialize` and `tools/list` well and then misbehaves on cue.
+
+A `tools/call` (or a `resources/read`) names how to fail: the tool's name or the resource's URI is one of
+`BEHAVIOURS`. Raw ASGI, so each failure is exactly the bytes a broken server would send.
+"""
+
+import json
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["BEHAVIOURS", "BrokenConnection", "broken_app"]
+
+BEHAVIOURS = ("echo", "five_hundred", "not_json", "wrong_id", "neither", "hang", "close", "sse_end", "sse_break")
+PROTOCOL_VERSION = "2025-11-25"
+
+
+class BrokenConnection(Exception):
+    """Raised inside the app to make uvicorn drop the connection mid-response."""
+
+
+async def _read(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        event = await receive()
+        body += event.get("body", b"")
+        if not event.get("more_body", False):
+            return body
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _json(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode()
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return b"event: message\ndata: " + _json(message) + b"\n\n"
+
+
+async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["method"] != "POST":
+        await _answer(send, 405, b"")
+        return
+    message = json.loads(await _read(receive))
+    method, request_id, params = message.get("method"), message.get("id"), message.get("params") or {}
+    if method is None or request_id is None:  # a notification, or the client's response to a request of ours
+        await _answer(send, 202, b"")
+        return
+    if method == "initialize":
+        result = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {"tools": {}, "resources": {}},
+            "serverInfo": {"name": "broken", "version": "1.0.0"},
+        }
+        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id, "result": result}))
+        return
+    if method == "tools/list":
+        tools = [{"name": name, "inputSchema": {"type": "object"}} for name in BEHAVIOURS]
+        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id, "result": {"tools": tools}}))
+        return
+    await _misbehave(send, receive, request_id, str(params.get("name") or params.get("uri") or ""))
+
+
+async def _misbehave(send: Send, receive: Receive, request_id: Any, behaviour: str) -> None:
+    ok = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "fine"}]}}
+    if behaviour == "echo":
+        await _answer(send, 200, _json(ok))
+    elif behaviour == "five_hundred":
+        await _answer(send, 500, b"Internal Server Error", b"text/plain")
+    elif behaviour == "not_json":
+        await _answer(send, 200, b"<html>upstream proxy error</html>")
+    elif behaviour == "wrong_id":
+        await _answer(send, 200, _json({**ok, "id": 424242}))
+    elif behaviour == "neither":
+        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id}))
+    elif behaviour == "hang":  # until the client gives up, so that uvicorn can shut down
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    elif behaviour == "close":  # the head and part of the body, then the connection drops
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"jsonrpc": "2.0", ', "more_body": True})
+        raise BrokenConnection(behaviour)
+    elif behaviour in ("sse_end", "sse_break"):  # one progress event, then an end, or a dropped connection
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        progress = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "hi"}}
+        await send({"type": "http.response.body", "body": _event(progress), "more_body": True})
+        if behaviour == "sse_break":
+            raise BrokenConnection(behaviour)
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await _answer(
+            send, 200, _json({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": behaviour}})
+        )
