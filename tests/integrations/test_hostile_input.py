@@ -97,7 +97,11 @@ async def test_a_tool_name_no_server_could_have_is_refused_with_the_reason_and_a
     with anyio.fail_after(20):
         async with (
             serve_http(everything_http_app(state)) as upstream,
-            signoff([{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}], database_url=shared_database) as run,
+            signoff(
+                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
+                database_url=shared_database,
+                approvers=True,
+            ) as run,
         ):
             response = await post(run, raw_call(name, "{}"))
             await still_serving(run)
@@ -118,7 +122,11 @@ async def test_arguments_with_nul_and_lone_surrogates_run_and_are_audited_exactl
     with anyio.fail_after(20):
         async with (
             serve_http(everything_http_app()) as upstream,
-            signoff([{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}], database_url=shared_database) as run,
+            signoff(
+                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
+                database_url=shared_database,
+                approvers=True,
+            ) as run,
         ):
             response = await post(run, raw_call("echo", arguments))
             await still_serving(run)
