@@ -18,6 +18,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.internals import parse_body
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -292,6 +294,10 @@ def payload_shape(body: bytes, content_type: str | None) -> bool | str:
     except ValidationError as exc:
         where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "payload"
         return f"{kind}: {where}: {exc.errors()[0]['msg']}"
+    try:  # Bolt reads the ids it routes on (team, enterprise, user, channel, authorizations) without checking them
+        build_async_context(AsyncBoltContext(), payload)
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
+        return f"{kind}: its team, enterprise, user or channel is not what Slack sends ({type(exc).__name__})"
     return True
 
 
