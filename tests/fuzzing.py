@@ -113,6 +113,7 @@ class Target:
     stdio_server: str | None = None
     approval_ids: tuple[str, ...] = ()
     session_id: str = ""
+    stdio_session_id: str = ""
     web_cookie: str = ""
     web_csrf: str = ""
     slack_channel: str = "C0APPROVALS"
@@ -414,7 +415,12 @@ def gen_meta(rng: random.Random, target: Target, server: str | None = None) -> d
 
 
 def gen_stdio_meta(rng: random.Random, target: Target) -> dict[str, Any]:
-    return gen_meta(rng, target, server=target.stdio_server)
+    """As `meta`, on the stdio upstream, half the time in its handshake session (no envelope in `_meta` then)."""
+    spec = gen_meta(rng, target, server=target.stdio_server)
+    if target.stdio_session_id and rng.random() < 0.5:
+        headers = {k: v for k, v in spec["headers"].items() if not k.lower().startswith("mcp-")}
+        spec["headers"] = {**headers, "Mcp-Session-Id": target.stdio_session_id, "MCP-Protocol-Version": HANDSHAKE}
+    return spec
 
 
 def gen_cancelled(rng: random.Random, target: Target) -> dict[str, Any]:
@@ -1082,6 +1088,10 @@ async def _prepare(running: Running, slack: FakeSlack, pending: int, stdio: bool
         }
         headers = {"Authorization": f"Bearer {AGENT_TOKEN}", "Accept": ACCEPT}
         session = (await http.post("/mcp/ev", json=init, headers=headers)).headers.get("mcp-session-id", "")
+        stdio_session = ""
+        if stdio:
+            answer = await http.post("/mcp/demo", json=init, headers=headers)
+            stdio_session = answer.headers.get("mcp-session-id", "")
         form = await http.get("/login")
         csrf = _csrf(form.text)
         await http.post("/login", data={"csrf": csrf, "token": APPROVER_TOKEN, "next": "/approvals"})
@@ -1095,6 +1105,7 @@ async def _prepare(running: Running, slack: FakeSlack, pending: int, stdio: bool
         stdio_server="demo" if stdio else None,
         approval_ids=tuple(ids),
         session_id=session,
+        stdio_session_id=stdio_session,
         web_cookie=cookie,
         web_csrf=web_csrf,
         slack_channel=channel[0],
