@@ -123,7 +123,9 @@ def everything_http_app(state: EverythingState | None = None) -> ASGIApp:
 @asynccontextmanager
 async def serve_http(app: ASGIApp) -> AsyncIterator[str]:
     """Serve any ASGI app with uvicorn on a free loopback port, lifespan on; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it every
+    # response waits ~40 ms for a delayed ACK (uvicorn writes the head and the body separately).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
