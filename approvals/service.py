@@ -135,11 +135,10 @@ def find_reusable(
         return None
     if latest.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
         return latest
-    finished = latest.responded_at or latest.finished_at
-    if latest.outcome == GATEWAY_STOPPED:  # a repeat is told the result is unknown, not asked to approve it again
-        finished = latest.finished_at
-    told = FINAL_REFUSALS + ((ApprovalStatus.FAILED,) if latest.outcome == GATEWAY_STOPPED else ())
-    if latest.status in told and finished is not None and as_utc(finished) >= now - remember:
+    # A call the gateway stopped during is told its result is unknown, like a refusal, not asked to approve it again.
+    stopped = latest.status == ApprovalStatus.FAILED and latest.outcome == GATEWAY_STOPPED
+    finished = latest.finished_at if stopped else latest.responded_at or latest.finished_at
+    if (stopped or latest.status in FINAL_REFUSALS) and finished is not None and as_utc(finished) >= now - remember:
         return latest
     return None
 

@@ -74,13 +74,16 @@ def _approvers_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Calla
     return guarded
 
 
-def _reason(payload: dict[str, Any]) -> str | Response:
-    """The body's `reason` (empty when absent), or the 400 that says why it cannot be one."""
+async def _decision_body(request: Request) -> tuple[dict[str, Any], str] | Response:
+    """A decision's JSON object body and its `reason` (empty when absent), or the 400 that says what is wrong."""
+    payload = await json_object(request)
+    if isinstance(payload, str):
+        return _problem(400, payload)
     reason = payload.get("reason", "")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
     problem = text_problem('"reason"', reason)
-    return _problem(400, problem) if problem is not None else reason
+    return _problem(400, problem) if problem is not None else (payload, reason)
 
 
 def _grant_seconds(payload: dict[str, Any]) -> float | Response | None:
@@ -147,12 +150,10 @@ def build_routes() -> list[Route]:
         request_id = _request_id(request)
         if request_id is None:
             return _problem(404, "No approval request with that id")
-        payload = await json_object(request)
-        if isinstance(payload, str):
-            return _problem(400, payload)
-        reason = _reason(payload)
-        if isinstance(reason, Response):
-            return reason
+        body = await _decision_body(request)
+        if isinstance(body, Response):
+            return body
+        payload, reason = body
         if verdict == Verdict.REJECT and not reason.strip():
             return _problem(400, 'A rejection needs a "reason": the agent and the audit log will show it')
         seconds = _grant_seconds(payload)
@@ -217,12 +218,10 @@ def build_routes() -> list[Route]:
         grant_id = _request_id(request)
         if grant_id is None:
             return _problem(404, "No grant with that id")
-        payload = await json_object(request)
-        if isinstance(payload, str):
-            return _problem(400, payload)
-        reason = _reason(payload)
-        if isinstance(reason, Response):
-            return reason
+        body = await _decision_body(request)
+        if isinstance(body, Response):
+            return body
+        _, reason = body
         try:
             grant = await desk.revoke_grant(grant_id, approver.name, reason.strip(), "api")
         except GrantNotFound as exc:

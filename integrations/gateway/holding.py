@@ -160,7 +160,7 @@ class ApprovalDesk:
         an earlier run of this one (a container restarted with the same host name and pid); others wait out the lease.
         """
         host, _, rest = (claimed_by or "").partition(":")
-        pid, _, _boot = rest.partition(":")
+        pid = rest.partition(":")[0]
         if not claimed_by or host != CLAIMANT_HOST or not pid.isdigit():
             return False
         return claimed_by != self.claimant and (int(pid) == os.getpid() or not _running(int(pid)))

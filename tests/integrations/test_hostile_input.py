@@ -17,7 +17,7 @@ from mcp_types import TextContent
 from sqlmodel import Session
 
 from approvals.audit import digest_arguments, verify_chain
-from approvals.models import AuditKind
+from approvals.models import AuditEvent, AuditKind
 from tests.conftest import AGENT_TOKEN, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
@@ -79,6 +79,21 @@ async def still_serving(running: Running) -> None:
         assert verify_chain(session).ok
 
 
+async def sent(
+    signoff: Start, body: bytes, state: EverythingState | None = None, **config: Any
+) -> tuple[httpx2.Response, list[AuditEvent]]:
+    """Serve signoff (the POLICY, approvers configured) before the everything server, POST `body`, check that it
+    is still serving, and return the answer and the audit log."""
+    with anyio.fail_after(20):
+        async with (
+            serve_http(everything_http_app(state)) as upstream,
+            signoff([{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}], approvers=True, **config) as run,
+        ):
+            response = await post(run, body)
+            await still_serving(run)
+            return response, await run.audit()
+
+
 @pytest.mark.parametrize(
     ("name", "says", "stored"),
     [
@@ -93,19 +108,7 @@ async def still_serving(running: Running) -> None:
 async def test_a_tool_name_no_server_could_have_is_refused_with_the_reason_and_audited(
     signoff: Start, shared_database: str, name: str, says: str, stored: str
 ) -> None:
-    state = EverythingState()
-    with anyio.fail_after(20):
-        async with (
-            serve_http(everything_http_app(state)) as upstream,
-            signoff(
-                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
-                database_url=shared_database,
-                approvers=True,
-            ) as run,
-        ):
-            response = await post(run, raw_call(name, "{}"))
-            await still_serving(run)
-            rows = await run.audit()
+    response, rows = await sent(signoff, raw_call(name, "{}"), database_url=shared_database)
 
     assert response.status_code == 200
     error = answer(response)["error"]
@@ -119,18 +122,7 @@ async def test_arguments_with_nul_and_lone_surrogates_run_and_are_audited_exactl
     signoff: Start, shared_database: str
 ) -> None:
     arguments = '{"text": "a\\u0000b\\ud800c"}'
-    with anyio.fail_after(20):
-        async with (
-            serve_http(everything_http_app()) as upstream,
-            signoff(
-                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
-                database_url=shared_database,
-                approvers=True,
-            ) as run,
-        ):
-            response = await post(run, raw_call("echo", arguments))
-            await still_serving(run)
-            rows = await run.audit()
+    response, rows = await sent(signoff, raw_call("echo", arguments), database_url=shared_database)
 
     # The SDK's server refuses a lone surrogate itself (its parse error comes back as sent); signoff forwarded the
     # call as it came and recorded exactly what was asked.
@@ -145,19 +137,8 @@ async def test_a_held_call_whose_arguments_hold_nul_and_lone_surrogates_is_pendi
 ) -> None:
     arguments = '{"record_id": "r\\u0000\\udfff"}'
     state = EverythingState()
-    with anyio.fail_after(20):
-        async with (
-            serve_http(everything_http_app(state)) as upstream,
-            signoff(
-                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
-                database_url=shared_database,
-                approvers=True,
-                gateway={"approval_hold": "0.2s"},
-            ) as run,
-        ):
-            response = await post(run, raw_call("delete_record", arguments))
-            await still_serving(run)
-            rows = await run.audit()
+    body = raw_call("delete_record", arguments)
+    response, rows = await sent(signoff, body, state, database_url=shared_database, gateway={"approval_hold": "0.2s"})
 
     result = answer(response)["result"]
     assert response.status_code == 200 and result["isError"] is True
@@ -170,12 +151,6 @@ async def test_a_held_call_whose_arguments_hold_nul_and_lone_surrogates_is_pendi
 @pytest.mark.parametrize("request_id", ["[1, 2]", '{"a": 1}', "true", "null", "1.5"])
 async def test_a_cancellation_naming_no_possible_request_is_ignored(signoff: Start, request_id: str) -> None:
     body = f'{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{request_id}}}}}'.encode()
-    with anyio.fail_after(20):
-        async with (
-            serve_http(everything_http_app()) as upstream,
-            signoff([{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}], approvers=True) as run,
-        ):
-            response = await post(run, body)
-            await still_serving(run)
+    response, _ = await sent(signoff, body)
 
     assert response.status_code == 202
