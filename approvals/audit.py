@@ -107,6 +107,31 @@ def storable(text: str) -> str:
     return text if text.isascii() and "\x00" not in text else _UNSTORABLE.sub(_escape, text)
 
 
+def displayable(text: str) -> Any:
+    """The stored canonical JSON `text`, decoded for people to read: a lone surrogate stays its escape, as text.
+
+    The API, the web page, Slack and webhooks all encode what they show as UTF-8, which a lone surrogate (kept
+    exact in the row, see `canonical_json`) cannot be; the digest and the row keep the exact value.
+    """
+    value = json.loads(text)
+    if "\\ud" not in text:  # canonical JSON writes a lone surrogate as its lowercase escape and nothing else so
+        return value
+    try:
+        return _storable_strings(value)
+    except RecursionError:  # nested past what a walk can follow: show the stored text itself
+        return text
+
+
+def _storable_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_storable_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): _storable_strings(v) for k, v in value.items()}
+    return value
+
+
 def redacted(arguments: Mapping[str, Any], paths: Iterable[str]) -> Any:
     """A copy of `arguments` with the value at each dotted path replaced by "[redacted]" (the digest keeps them)."""
     paths = tuple(paths)

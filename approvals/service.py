@@ -18,7 +18,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, redacted
+from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
 from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, NotAllowed
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
@@ -521,7 +521,7 @@ def decisions_for(session: Session, request_id: UUID) -> Sequence[ApprovalDecisi
 def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] = ()) -> dict[str, Any]:
     """The request as the API, webhooks and CLI show it; redacted arguments stay hidden."""
     redact: list[str] = json.loads(request.redact)
-    arguments = json.loads(request.arguments)
+    arguments = displayable(request.arguments)
     return {
         "id": str(request.id),
         "status": request.status,

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from approvals.audit import digest_arguments, verify_chain
 from approvals.models import AuditEvent, AuditKind
-from tests.conftest import AGENT_TOKEN, Running
+from tests.conftest import AGENT_TOKEN, READER, Running
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -154,3 +154,26 @@ async def test_a_cancellation_naming_no_possible_request_is_ignored(signoff: Sta
     response, _ = await sent(signoff, body)
 
     assert response.status_code == 202
+
+
+async def test_approvers_read_a_held_call_with_a_lone_surrogate_as_its_escape_and_the_digest_stays_exact(
+    signoff: Start,
+) -> None:
+    arguments = '{"record_id": "r\\ud816"}'
+    with anyio.fail_after(20):
+        async with (
+            serve_http(everything_http_app()) as upstream,
+            signoff(
+                [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}],
+                approvers=True,
+                gateway={"approval_hold": "0.2s"},
+            ) as run,
+            httpx2.AsyncClient(base_url=run.url, headers=READER, timeout=10) as http,
+        ):
+            await post(run, raw_call("delete_record", arguments))
+            listed = await http.get("/api/approvals", params={"status": "pending"})
+            one = await http.get(f"/api/approvals/{listed.json()['approvals'][0]['id']}")
+
+    assert listed.status_code == 200 and one.status_code == 200
+    assert one.json()["arguments"] == {"record_id": "r\\ud816"}  # the escape, as text a person can read
+    assert one.json()["args_digest"] == digest_arguments(json.loads(arguments))
