@@ -58,6 +58,21 @@ class _Session:
     listeners: list[MemoryObjectSendStream[Message]] = field(default_factory=list)
 
 
+class Unsendable(ValueError):
+    """Raised when a message holds a lone UTF-16 surrogate: JSON can spell one, but a child reads UTF-8 lines."""
+
+    def __init__(self) -> None:
+        super().__init__("a string holds a lone UTF-16 surrogate, which a stdio server cannot read as UTF-8")
+
+
+def _line(message: Message) -> bytes:
+    """One message as the line a child reads: UTF-8 JSON (the spec's encoding for stdio)."""
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError as exc:
+        raise Unsendable from exc
+
+
 def _deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
     # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
@@ -244,11 +259,12 @@ class StdioUpstream:
         result: Message = reply.get("result", {})
         return result
 
-    async def _write(self, message: Message) -> None:
+    async def _write(self, message: Message | bytes) -> None:
+        """Send one message (or the line `_line` made of it) to the child."""
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
             raise UpstreamUnavailable(self.name, self.last_exit or "the server process is not running")
-        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        data = message if isinstance(message, bytes) else _line(message)
         async with self._write_lock:
             try:
                 await process.stdin.send(data)
@@ -319,7 +335,10 @@ class StdioUpstream:
         if method is None or "id" not in message:
             if method is not None and method != "notifications/initialized" and not modern:
                 await self.wait_ready(self._request_timeout)
-                await self._write(self._renumbered_notification(message))
+                try:
+                    await self._write(self._renumbered_notification(message))
+                except Unsendable as exc:
+                    return json_reply(_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if method == "initialize":
             return await self._initialize_session(message, identity)
@@ -386,9 +405,15 @@ class StdioUpstream:
             if token is not None:
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
+        try:
+            line = _line(forwarded)
+        except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
+            send.close()
+            receive.close()
+            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
         self._pending[uid] = pending
         try:
-            await self._write(forwarded)
+            await self._write(line)
         except UpstreamUnavailable:
             self._forget(uid)
             raise

@@ -6,6 +6,7 @@ call still works, /healthz says "ok", every row is in the audit log and its chai
 """
 
 import json
+import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -177,3 +178,26 @@ async def test_approvers_read_a_held_call_with_a_lone_surrogate_as_its_escape_an
     assert listed.status_code == 200 and one.status_code == 200
     assert one.json()["arguments"] == {"record_id": "r\\ud816"}  # the escape, as text a person can read
     assert one.json()["args_digest"] == digest_arguments(json.loads(arguments))
+
+
+async def test_a_lone_surrogate_bound_for_a_stdio_server_is_refused_at_once_not_left_to_time_out(
+    signoff: Start,
+) -> None:
+    demo = {
+        "name": "ev",
+        "command": [sys.executable, "-m", "integrations.demo"],
+        "policy": {"version": "1", "default": "allow"},
+    }
+    with anyio.fail_after(20):  # the upstream timeout is 60 s: a request the child drops would fail this
+        async with signoff([demo], gateway={"upstream_timeout": "60s"}) as run:
+            call = await post(run, raw_call("list_connections", '{"filter": "\\ud800"}'))
+            notice = await post(
+                run, b'{"jsonrpc":"2.0","method":"notifications/roots/list_changed","params":{"x":"\\udfff"}}'
+            )
+            async with run.client("ev") as client:
+                listed = await client.call_tool("list_connections", {})
+
+    error = answer(call)["error"]
+    assert error["code"] == -32602 and "lone UTF-16 surrogate" in error["message"]
+    assert notice.status_code == 400 and "lone UTF-16 surrogate" in notice.json()["error"]["message"]
+    assert listed.is_error is False
