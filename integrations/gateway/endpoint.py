@@ -47,6 +47,7 @@ UPSTREAM_ERROR = -32000  # implementation-defined server error: the upstream's a
 MAX_TRACKED_SESSIONS = 100_000
 MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _KIND: dict[type, AuditKind] = {
     Deny: AuditKind.DENIED,
     Hidden: AuditKind.HIDDEN,
@@ -215,6 +216,9 @@ class Gateway:
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self._allowed_origins):
             return _http_error(403, f"Origin {origin!r} is not allowed")
+        garbled = _garbled_header(headers)
+        if garbled is not None:  # the upstream would read it: shield it from bytes no MCP header carries
+            return _http_error(400, f"The {garbled} header must be printable ASCII")
         served = self.servers.get(server)
         if served is None:
             known = ", ".join(sorted(self.servers)) or "none"
@@ -276,7 +280,7 @@ class Gateway:
             return json_reply(_error(None, PARSE_ERROR, "Parse error: JSON nested too deeply"), 400)
         problem = _envelope_problem(message)
         if problem is not None:
-            request_id = message.get("id") if isinstance(message, dict) else None
+            request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
             return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get("mcp-protocol-version")
         exchange = _Exchange(server, served, identity, headers, message, served.policy)
@@ -503,6 +507,22 @@ def _tool_name_problem(name: str) -> str | None:
     return None
 
 
+def _garbled_header(headers: Mapping[str, str]) -> str | None:
+    """The first header signoff forwards upstream whose value is not printable ASCII, if any."""
+    for name in FORWARDED_REQUEST_HEADERS:
+        value = headers.get(name)
+        if value is not None and not (value.isascii() and value.isprintable()):
+            return name
+    return None
+
+
+def _valid_id(value: Any) -> bool:
+    """A JSON-RPC id an answer can carry back exactly: an integer, or a string that UTF-8 can encode."""
+    if isinstance(value, str):
+        return value.isascii() or _SURROGATE.search(value) is None
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _envelope_problem(message: Any) -> str | None:
     if isinstance(message, list):
         return "JSON-RPC batches are not supported; send one message per request"
@@ -513,8 +533,8 @@ def _envelope_problem(message: Any) -> str | None:
     if "method" in message:
         if not isinstance(message["method"], str):
             return '"method" must be a string'
-        if "id" in message and (isinstance(message["id"], bool) or not isinstance(message["id"], str | int)):
-            return '"id" must be a string or an integer'
+        if "id" in message and not _valid_id(message["id"]):
+            return '"id" must be a string or an integer (a string without lone UTF-16 surrogates, to echo back)'
         if "params" in message and not isinstance(message["params"], dict):
             return '"params" must be an object'
         return None

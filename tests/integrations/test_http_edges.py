@@ -276,6 +276,9 @@ MALFORMED = {
         b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": []}', 400, INVALID_REQUEST, '"params"'
     ),
     "bool-id": Malformed(b'{"jsonrpc": "2.0", "id": true, "method": "tools/list"}', 400, INVALID_REQUEST, '"id"'),
+    "surrogate-id": Malformed(
+        b'{"jsonrpc": "2.0", "id": "\\ud800", "method": "tools/list"}', 400, INVALID_REQUEST, "lone UTF-16 surrogates"
+    ),
     "neither-request-nor-response": Malformed(b'{"jsonrpc": "2.0", "id": 1}', 400, INVALID_REQUEST, '"method"'),
     "arguments-list": Malformed(
         json.dumps(
@@ -335,6 +338,28 @@ async def test_a_malformed_post_gets_a_json_rpc_error_and_has_no_effect(
     assert error["code"] == case.code
     assert case.says in error["message"]
     assert state.deleted_records == []
+    assert calls(rows) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_forwarded_header_that_is_not_printable_ascii_is_refused_before_the_upstream_sees_it(
+    signoff: Start, http: httpx2.AsyncClient, method: str
+) -> None:
+    state = EverythingState()
+    garbled = "e\u00cc\u0081echo\u00ed\u00a0\u0080".encode("latin-1")  # UTF-8 bytes of a lone surrogate, and more
+    with anyio.fail_after(10):
+        async with serve_http(everything_http_app(state)) as upstream, signoff([everything(upstream)]) as running:
+            headers = [(k.encode(), v.encode()) for k, v in auth(**{"Content-Type": "application/json"}).items()]
+            response = await http.request(
+                method,
+                running.mcp_url("ev"),
+                content=json.dumps(initialize(1)).encode() if method == "POST" else b"",
+                headers=[*headers, (b"Last-Event-ID", garbled)],
+            )
+            rows = await running.audit()
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "The last-event-id header must be printable ASCII"
     assert calls(rows) == []
 
 
