@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope
 
 __all__ = [
+    "DRAIN_LIMIT",
     "FORM_LIMIT",
     "JSON_LIMIT",
     "SLACK_LIMIT",
@@ -25,6 +26,7 @@ __all__ = [
     "BodyTooLarge",
     "BodyTooSlow",
     "bounded",
+    "drain",
     "json_object",
     "limit_for",
     "text_problem",
@@ -33,6 +35,8 @@ __all__ = [
 SLACK_LIMIT = 1024 * 1024  # what Slack itself may send to /slack/events
 JSON_LIMIT = 64 * 1024  # /api bodies: a reason of 2,000 characters, even all \uXXXX escapes, and a grant
 FORM_LIMIT = 64 * 1024  # the web page's forms: a sign-in, a reason
+DRAIN_LIMIT = 16 * 1024 * 1024  # the most of a refused body read (and dropped) so that its client reads the 413
+DRAIN_TIME = 2.0  # seconds spent at most on that
 
 
 def limit_for(path: str) -> int:
@@ -82,6 +86,8 @@ def bounded(
         if done:
             return await receive()
         if declared is not None and declared > limit:
+            if declared <= DRAIN_LIMIT:
+                await drain(receive)
             raise BodyTooLarge(limit)
         try:
             with anyio.fail_after(max(deadline - clock(), 0)):
@@ -92,12 +98,34 @@ def bounded(
             done = True
             return message
         received += len(message.get("body", b""))
-        if received > limit:
-            raise BodyTooLarge(limit)
         done = not message.get("more_body", False)
+        if received > limit:
+            if not done:
+                await drain(receive)
+            raise BodyTooLarge(limit)
         return message
 
     return wrapped
+
+
+async def drain(receive: Receive, *, most: int = DRAIN_LIMIT, seconds: float = DRAIN_TIME) -> bool:
+    """Read and drop the rest of a refused body, up to `most` bytes or `seconds`; True if it ended.
+
+    A server that answers 413 and closes while the client is still sending leaves unread bytes in its socket, and
+    closing such a socket sends a reset that can destroy the 413 before the client reads it (RFC 9112 section
+    9.6: a server "SHOULD" keep reading for a while before it closes, which nginx calls a lingering close). A client
+    that sends more than `most`, or for longer, is cut off: it may see the reset, and nothing more is read from it.
+    """
+    dropped = 0
+    with anyio.move_on_after(seconds):
+        while dropped <= most:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+    return False
 
 
 def _declared_length(scope: Scope) -> int | None:

@@ -92,20 +92,10 @@ async def test_web_forms_with_and_without_a_session_or_csrf_never_get_a_5xx(sign
 
 
 @BUDGET
-@pytest.mark.xfail(
-    strict=False,
-    reason="a client still sending a body past the limit may see its connection reset before it reads the 413: "
-    "signoff answers 413 and closes at once, without lingering to drain what is in flight",
-)
 async def test_bodies_over_the_limit_on_mcp_and_slack_get_413_declared_or_chunked(signoff: Start) -> None:
     await fuzz(signoff, ["oversized_limited"], count=max(1, COUNT // 30))
 
 
 @BUDGET
-@pytest.mark.xfail(
-    strict=False,
-    reason="a client still sending a body past the limit may see its connection reset before it reads the 413: "
-    "signoff answers 413 and closes at once, without lingering to drain what is in flight",
-)
 async def test_bodies_over_the_limit_on_api_and_web_forms_get_413_declared_or_chunked(signoff: Start) -> None:
     await fuzz(signoff, ["oversized_other"], count=max(1, COUNT // 30))

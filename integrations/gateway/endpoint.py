@@ -28,6 +28,7 @@ from approvals.audit import AuditRecord, canonical_json, redacted
 from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
+from integrations.bodies import DRAIN_LIMIT, drain
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.grants import ActiveGrant
@@ -244,7 +245,9 @@ class Gateway:
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self._max_body:
+            if int(declared) <= DRAIN_LIMIT:
+                await drain(receive)  # so that the client, still sending, reads the 413 instead of a reset
             return None
         chunks, size = [], 0
         while True:
@@ -254,6 +257,8 @@ class Gateway:
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
+                if event.get("more_body", False):
+                    await drain(receive)
                 return None
             chunks.append(chunk)
             if not event.get("more_body", False):
@@ -271,7 +276,8 @@ class Gateway:
             slow = f"The request body did not arrive within {self._body_timeout:g} s: send it all at once"
             return json_reply(_error(None, INVALID_REQUEST, slow), 408, [("connection", "close")])
         if body is None:
-            return json_reply(_error(None, INVALID_REQUEST, f"Request body is larger than {self._max_body} bytes"), 413)
+            too_large = f"Request body is larger than {self._max_body} bytes"
+            return json_reply(_error(None, INVALID_REQUEST, too_large), 413, [("connection", "close")])
         try:
             message = json.loads(body)
         except ValueError as exc:

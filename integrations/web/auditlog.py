@@ -154,7 +154,18 @@ def _cell(value: Any) -> Any:
 
 
 def _int(raw: str | None) -> int | None:
-    return int(raw) if raw is not None and raw.isdigit() else None
+    # ASCII digits only ("²".isdigit() is true) and at most 18 of them: a row id fits SQLite's and PostgreSQL's
+    # 64-bit integers, and int() refuses strings of over 4,300 digits.
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+def _cursor(params: QueryParams, key: str, problems: list[str]) -> int | None:
+    """The row id a page starts from (`before` or `after`), or None; a value that is not one is a problem."""
+    raw = params.get(key) or None
+    number = _int(raw)
+    if raw is not None and number is None:
+        problems.append(f"{key} must be a row number, as in this page's own links")
+    return number
 
 
 class ChainStatus:
@@ -181,9 +192,8 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
         wanted = AuditFilter.from_query(params)
         problems = wanted.problems()
         size = max(1, min(_int(params.get("limit")) or PAGE, 500))
-        page = await pages.desk(request).db(
-            _read_page, wanted, _int(params.get("before")), _int(params.get("after")), size
-        )
+        before, after = _cursor(params, "before", problems), _cursor(params, "after", problems)
+        page = await pages.desk(request).db(_read_page, wanted, before, after, size)
         keep = {"limit": size} if size != PAGE else {}
         report, checked_at = await chain.current(request, pages, force=params.get("verify") == "now")
         context = {

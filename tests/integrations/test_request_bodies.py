@@ -273,3 +273,34 @@ async def test_a_web_forms_reason_with_a_nul_gets_400_naming_the_field(
     assert fine.status_code == 303
     assert detail["status"] == "rejected"
     assert tracebacks(caplog) == []
+
+
+async def test_a_content_length_of_non_ascii_digits_or_5000_digits_gets_400_on_the_mcp_endpoint(
+    signoff: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    mcp = {"Authorization": f"Bearer {AGENT_TOKEN}", "Accept": "application/json, text/event-stream"}
+    async with served(signoff) as running:
+        answers = []
+        for declared in ("\u00b2", "\u0663", "1" * 5000):  # "²".isdigit() and "٣".isdigit() are both true
+            async with opened(running, "POST", "/mcp/ev", {**mcp, "Content-Length": declared}) as stream:
+                answers.append(await answer_of(stream))
+        after = await still_serving(running)
+
+    assert [a.status for a in answers] == [400, 400, 400]  # the HTTP parser refuses them before signoff reads them
+    assert after[:2] == (200, 404) and after[2]
+    assert tracebacks(caplog) == []
+
+
+async def test_audit_page_cursors_past_any_row_id_are_refused_with_400_not_a_500(
+    signoff: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with served(signoff) as running, httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+        await sign_in(http, "alice")
+        cursors = [{key: value} for key in ("before", "after") for value in ("9" * 20, "1" * 5000, "\u00b2")]
+        pages = [await http.get("/audit", params=cursor) for cursor in cursors]
+        fine = await http.get("/audit", params={"before": "5"})
+
+    assert [p.status_code for p in pages] == [400] * 6
+    assert all("must be a row number, as in this page&#39;s own links" in p.text for p in pages)
+    assert fine.status_code == 200
+    assert tracebacks(caplog) == []
