@@ -719,6 +719,11 @@ def gen_web(rng: random.Random, target: Target) -> dict[str, Any]:
     elif which == 2:
         query = urlencode({k: header_text(weird_string(rng))[:100] for k in ("tool", "server", "status")})
         path = rng.choice([f"/approvals/{approval_id(rng, target)}", "/audit", "/approvals"]) + "?" + query
+        if rng.random() < 0.5:  # the audit page's filters and cursors, with numbers of every shape
+            keys = ["before", "after", "limit", "since", "until", "kind", "outcome", "agent", "verify"]
+            numbers = ["9" * rng.randrange(1, 40), "1" * 5000, "-1", "0", "\u00b2", "1e9", "0x10", " 7"]
+            pairs = {k: rng.choice(numbers + [weird_string(rng)]) for k in rng.sample(keys, rng.randrange(1, 4))}
+            path = "/audit?" + urlencode({k: header_text(v)[:6000] for k, v in pairs.items()})
         return {"method": "GET", "path": path, "headers": headers, "body": b""}
     else:
         path = f"/approvals/{approval_id(rng, target)}/{rng.choice(['approve', 'reject'])}"
