@@ -1,27 +1,28 @@
 """Why a policy decided one call the way it did: a trace of every step of evaluation, in evaluation's order.
 
 Pure apart from the rate-limit counters it is handed. The decision is `evaluate`'s own (the call is counted against
-limits as a real call would be); the trace reads the same compiled policy (`Policy.resolve`, `conditions.check`,
-`RateLimiter.remaining`) and marks as deciding the step whose locator `evaluate` returned, so the two cannot
-disagree: steps before it passed, steps after it were not reached.
+limits as a real call would be), and so is the walk: `evaluate` tells a tracer of each check it runs, and the order
+of the checks is the compiled policy's (`Rule.checks`, `Policy.default_checks`), written once. Steps before the
+deciding one passed; the ones after it were not reached. The two cannot disagree, because there is one walk.
 """
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from policies.conditions import MISSING, Outcome, check, is_redacted
+from policies.conditions import MISSING, Outcome, is_redacted
 from policies.drift import is_shadowed
 from policies.evaluate import evaluate
 from policies.globs import GlobSyntaxError, compile_glob, is_glob
 from policies.limits import RateLimiter, describe_window, format_seconds
 from policies.model import (
     DEFAULT_APPROVAL,
-    Action,
     Allow,
     ApprovalSpec,
+    Check,
+    CheckKind,
     Condition,
     Decision,
     Deny,
@@ -103,28 +104,6 @@ class Trace:
     def deciding(self) -> Step | None:
         """The step that decided the call (None only if evaluation failed unexpectedly)."""
         return next((s for s in self.steps if s.outcome is StepOutcome.DECIDED), None)
-
-
-class _Walk:
-    """Collects steps in evaluation order; the first one that matches the decision decides."""
-
-    def __init__(self, decision: Decision) -> None:
-        self.decision = decision
-        self.kind = kind_of(decision)
-        self.steps: list[Step] = []
-        self.reached = True
-
-    def step(
-        self, label: str, locator: str, kind: DecisionKind | None, text: Callable[[bool], str], unreached: str = ""
-    ) -> None:
-        """Add a step: `kind` is what it decides if it is the decider; `text(decides)` says what it found."""
-        if not self.reached:
-            self.steps.append(Step(label, locator, StepOutcome.NOT_REACHED, unreached))
-            return
-        decides = kind is not None and kind is self.kind and locator == self.decision.rule
-        self.steps.append(Step(label, locator, StepOutcome.DECIDED if decides else StepOutcome.PASSED, text(decides)))
-        if decides:
-            self.reached = False
 
 
 def _matches(pattern: str, tool: str) -> bool:
@@ -215,6 +194,9 @@ def _approval_text(approval: ApprovalSpec) -> str:
 def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -> Trace:
     """Decide one call with `evaluate` and trace every step that led there.
 
+    `evaluate` tells a tracer of each check it runs; the trace lists those, then the checks of the same tuple
+    (`Rule.checks`, or `Policy.default_checks`) that it did not reach: evaluation's own walk, never a copy of it.
+
     Args:
         policy: The compiled policy of the call's server.
         call: The call to explain.
@@ -225,76 +207,103 @@ def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: floa
         The decision and its steps: hide, the matching tools key (and the keys it beat), each condition with the
         argument's value and outcome, each limit with its remaining budget, the action, and the final word.
     """
-    tool, arguments = call.tool, call.arguments
+    tool = call.tool
     hidden, rule = policy.resolve(tool)
     limits = policy.located_all_tools_limits + (rule.located_limits if rule is not None else ())
     before = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
-    decision = evaluate(policy, call, limiter, now)
+    ran: list[_Ran] = []
+
+    def told(check: Check, decision: Decision | None, outcome: Outcome | None, actual: Any) -> None:
+        ran.append(_Ran(check, decision, outcome, actual))
+
+    decision = evaluate(policy, call, limiter, now, told)
     after = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
 
-    walk = _Walk(decision)
-    hide_at = hide_locator(hidden) if hidden is not None else "hide"
-    walk.step("hide", hide_at, DecisionKind.HIDDEN, lambda d: _hide_text(policy, tool, hidden))
-    match_text = _match_text(policy, tool, rule)
-    walk.step("tools", rule.locator if rule else "tools", None, lambda d: match_text, match_text)
-
-    def limit_steps(prefix: str) -> None:
-        for locator, limit in limits:
-
-            def text(d: bool, limit: Limit = limit, locator: str = locator) -> str:
-                return _limit_text(limit, before[locator], after[locator], decision, d)
-
-            unreached = f"{_limit_head(limit)}: {before[locator]} left; not counted"
-            walk.step(locator.removeprefix(prefix), locator, DecisionKind.RATE_LIMITED, text, unreached)
-
-    if rule is None:
-        if policy.default is not Action.DENY:
-            limit_steps("")
-        default_kind = {
-            Action.DENY: DecisionKind.DENY,
-            Action.ALLOW: DecisionKind.ALLOW,
-            Action.REQUIRE_APPROVAL: DecisionKind.REQUIRE_APPROVAL,
-        }[policy.default]
-        walk.step("default", "default", default_kind, lambda d: f"the policy's default is {policy.default}")
-        return _finish(policy, call, decision, walk)
-
-    loc = rule.locator
-    if rule.action is Action.DENY:
-        walk.step("action", loc, DecisionKind.DENY, lambda d: "action is deny: every call is refused")
-    denied = "the call is denied"
-    for i, condition in enumerate(rule.require):
-        _condition_step(walk, rule, f"require[{i}]", condition, arguments, DecisionKind.DENY, denied)
-    for i, condition in enumerate(rule.deny_if):
-        _condition_step(walk, rule, f"deny_if[{i}]", condition, arguments, DecisionKind.DENY, denied)
-    limit_steps(loc + ".")
-    approval = _approval_text(rule.approval or DEFAULT_APPROVAL)
-    if rule.action is Action.REQUIRE_APPROVAL:
-        text = f"action is require_approval: a person must approve ({approval})"
-        walk.step("action", loc, DecisionKind.REQUIRE_APPROVAL, lambda d: text)
-    for i, condition in enumerate(rule.approve_if):
-        effect = f"a person must approve ({approval})"
-        _condition_step(walk, rule, f"approve_if[{i}]", condition, arguments, DecisionKind.REQUIRE_APPROVAL, effect)
-    walk.step("allow", loc, DecisionKind.ALLOW, lambda d: "nothing refused the call, so the rule allows it")
-    return _finish(policy, call, decision, walk, rule)
-
-
-def _condition_step(
-    walk: _Walk, rule: Rule, label: str, condition: Condition, arguments: Any, kind: DecisionKind, effect: str
-) -> None:
-    locator = f"{rule.locator}.{label}"
-    if not walk.reached:
-        walk.step(label, locator, kind, str, _test_text(condition))
-        return
-    outcome, actual = check(condition, arguments)
-    walk.step(label, locator, kind, lambda d: _condition_text(condition, outcome, actual, rule.redact, effect, d))
-
-
-def _finish(policy: Policy, call: ToolCall, decision: Decision, walk: _Walk, rule: Rule | None = None) -> Trace:
-    if walk.reached:
-        # No step matched the decision (evaluation failed unexpectedly): the decision stands, and the trace says so.
-        walk.steps.append(Step("error", decision.rule, StepOutcome.DECIDED, _decision_text(decision)))
+    hide = _hide_text(policy, tool, hidden)
+    steps = [
+        Step("hide", hide_locator(hidden), StepOutcome.DECIDED, hide)
+        if hidden is not None
+        else Step("hide", "hide", StepOutcome.PASSED, hide),
+        Step("tools", rule.locator if rule else "tools", _outcome(hidden is None), _match_text(policy, tool, rule)),
+    ]
+    say = _Sayer(policy, rule, decision, limits, before, after)
+    for i, check in enumerate(policy.default_checks if rule is None else rule.checks):
+        steps += say.step(check, ran[i] if i < len(ran) else None)
+    if not any(step.outcome is StepOutcome.DECIDED for step in steps):
+        # No check decided (evaluation failed unexpectedly): the decision stands, and the trace says so.
+        steps.append(Step("error", decision.rule, StepOutcome.DECIDED, _decision_text(decision)))
     redact = rule.redact if rule is not None else ()
-    return Trace(call, decision, tuple(walk.steps), redact, is_shadowed(policy, call.tool))
+    return Trace(call, decision, tuple(steps), redact, is_shadowed(policy, tool))
+
+
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """What `evaluate` told of one check it ran: what it decided (None: passed), a condition's outcome and value."""
+
+    check: Check
+    decision: Decision | None
+    outcome: Outcome | None
+    actual: Any
+
+
+def _outcome(reached: bool, decided: bool = False) -> StepOutcome:
+    if not reached:
+        return StepOutcome.NOT_REACHED
+    return StepOutcome.DECIDED if decided else StepOutcome.PASSED
+
+
+@dataclass(frozen=True, slots=True)
+class _Sayer:
+    """The sentence of each check: what it found if evaluation ran it, what it tests if it was not reached."""
+
+    policy: Policy
+    rule: Rule | None
+    decision: Decision
+    limits: tuple[tuple[str, Limit], ...]
+    before: dict[str, int]
+    after: dict[str, int]
+
+    def step(self, check: Check, ran: _Ran | None) -> list[Step]:
+        if check.kind is CheckKind.LIMITS:
+            return self._limits(ran)
+        outcome = _outcome(ran is not None, ran is not None and ran.decision is not None)
+        return [Step(check.label, check.locator, outcome, self._text(check, ran))]
+
+    def _text(self, check: Check, ran: _Ran | None) -> str:
+        approval = _approval_text(self.rule.approval if self.rule and self.rule.approval else DEFAULT_APPROVAL)
+        if check.condition is not None:
+            if ran is None or ran.outcome is None:
+                return _test_text(check.condition)
+            redact = self.rule.redact if self.rule is not None else ()
+            effect = (
+                f"a person must approve ({approval})" if check.kind is CheckKind.APPROVE_IF else "the call is denied"
+            )
+            decides = ran.decision is not None
+            return _condition_text(check.condition, ran.outcome, ran.actual, redact, effect, decides)
+        match check.kind:
+            case CheckKind.ACTION_DENY:
+                return "action is deny: every call is refused"
+            case CheckKind.REQUIRE_APPROVAL:
+                return f"action is require_approval: a person must approve ({approval})"
+            case CheckKind.ALLOW:
+                return "nothing refused the call, so the rule allows it"
+            case _:
+                return f"the policy's default is {self.policy.default}"
+
+    def _limits(self, ran: _Ran | None) -> list[Step]:
+        prefix = "" if self.rule is None else self.rule.locator + "."
+        steps = []
+        for locator, limit in self.limits:
+            label, before = locator.removeprefix(prefix), self.before[locator]
+            if ran is None:
+                steps.append(
+                    Step(label, locator, StepOutcome.NOT_REACHED, f"{_limit_head(limit)}: {before} left; not counted")
+                )
+                continue
+            decides = ran.decision is not None and ran.decision.rule == locator
+            text = _limit_text(limit, before, self.after[locator], self.decision, decides)
+            steps.append(Step(label, locator, _outcome(True, decides), text))
+        return steps
 
 
 def _decision_text(decision: Decision) -> str:

@@ -159,6 +159,33 @@ def hide_locator(pattern: str) -> str:
     return f"hide[{json.dumps(pattern, ensure_ascii=False)}]"
 
 
+class CheckKind(StrEnum):
+    """What one step of evaluating a rule (or the default) tests."""
+
+    ACTION_DENY = "action_deny"
+    REQUIRE = "require"
+    DENY_IF = "deny_if"
+    LIMITS = "limits"
+    REQUIRE_APPROVAL = "require_approval"
+    APPROVE_IF = "approve_if"
+    ALLOW = "allow"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One step of evaluation, in the order evaluation takes them: `label` (`deny_if[0]`), `locator`, condition.
+
+    A rule's `checks` (and a policy's `default_checks`) are that order, written once: `evaluate` runs them until one
+    decides and `explain` walks the same tuple, so an explanation cannot list the steps in another order.
+    """
+
+    kind: CheckKind
+    label: str
+    locator: str
+    condition: Condition | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One entry of `tools`: its key (`pattern`, an exact name or a glob) and what it says.
@@ -183,6 +210,7 @@ class Rule:
     grant_max_seconds: float | None = None
     locator: str = field(init=False, repr=False, compare=False)
     located_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
+    checks: tuple[Check, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         locator = tool_locator(self.pattern)
@@ -191,6 +219,23 @@ class Rule:
         if self.rate_limit is not None:
             located.append((f"{locator}.rate_limit", self.rate_limit))
         object.__setattr__(self, "located_limits", tuple(located))
+        object.__setattr__(self, "checks", self._checks())
+
+    def _checks(self) -> tuple[Check, ...]:
+        """The order of evaluation: deny, require, deny_if, limits, require_approval, approve_if, then allow."""
+        loc = self.locator
+
+        def conditions(kind: CheckKind, listed: tuple[Condition, ...]) -> list[Check]:
+            return [Check(kind, f"{kind}[{i}]", f"{loc}.{kind}[{i}]", c) for i, c in enumerate(listed)]
+
+        checks = [Check(CheckKind.ACTION_DENY, "action", loc)] if self.action is Action.DENY else []
+        checks += conditions(CheckKind.REQUIRE, self.require) + conditions(CheckKind.DENY_IF, self.deny_if)
+        checks.append(Check(CheckKind.LIMITS, "limits", loc))
+        if self.action is Action.REQUIRE_APPROVAL:
+            checks.append(Check(CheckKind.REQUIRE_APPROVAL, "action", loc))
+        checks += conditions(CheckKind.APPROVE_IF, self.approve_if)
+        checks.append(Check(CheckKind.ALLOW, "allow", loc))
+        return tuple(checks)
 
 
 _CACHE_SIZE = 4096
@@ -218,6 +263,7 @@ class Policy:
     hide_matcher: NameMatcher[str] = field(init=False, repr=False, compare=False)
     rule_matcher: NameMatcher[Rule] = field(init=False, repr=False, compare=False)
     located_all_tools_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)
+    default_checks: tuple[Check, ...] = field(init=False, repr=False, compare=False)
     # tool name -> (hide entry, rule); bounded, because tool names come from agents.
     resolved: dict[str, tuple[str | None, Rule | None]] = field(
         init=False, repr=False, compare=False, default_factory=dict
@@ -231,6 +277,9 @@ class Policy:
             "located_all_tools_limits",
             tuple((f"all_tools.limits[{i}]", limit) for i, limit in enumerate(self.all_tools_limits)),
         )
+        # A tool no rule covers: the all-tools limits (unless the default refuses it anyway), then the default.
+        limits = [Check(CheckKind.LIMITS, "limits", "default")] if self.default is not Action.DENY else []
+        object.__setattr__(self, "default_checks", (*limits, Check(CheckKind.DEFAULT, "default", "default")))
 
     def resolve(self, tool: str) -> tuple[str | None, Rule | None]:
         """Return the `hide` entry that hides `tool` (or None) and the rule that governs it (or None)."""

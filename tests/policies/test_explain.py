@@ -187,3 +187,37 @@ def test_the_trace_always_agrees_with_evaluate_and_exactly_one_step_decides(name
             assert len(deciding) == 1
             assert deciding[0].locator == t.decision.rule
             assert kind_of(t.decision) is t.kind
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("debug_dump", {}),
+        ("kill_connection", {}),
+        ("kill_connection", {"pid": 87}),
+        ("kill_connection", {"pid": 4121}),
+        ("kill_connection", {"pid": 4121, "note": "URGENT"}),
+        ("kill_connection", {"pid": "4121"}),
+        ("kill_cx", {"pid": 12}),
+        ("kill_session", {}),
+        ("unlisted", {}),
+    ],
+)
+def test_the_trace_is_evaluations_own_walk_one_step_decides_and_every_later_one_was_not_reached(
+    tool: str, arguments: dict[str, Any]
+) -> None:
+    for calls in range(4):  # the fourth call of a tool meets exhausted limits
+        explained, evaluated = RateLimiter(), RateLimiter()
+        for _ in range(calls):
+            trace(LAYERED, tool, explained, **arguments)
+            evaluate(policy(LAYERED), call(tool, **arguments), evaluated, T0)
+        t = trace(LAYERED, tool, explained, **arguments)
+        decision = evaluate(policy(LAYERED), call(tool, **arguments), evaluated, T0)
+
+        assert t.decision == decision
+        outcomes = [s.outcome for s in t.steps]
+        decided = outcomes.index(StepOutcome.DECIDED)
+        assert outcomes.count(StepOutcome.DECIDED) == 1
+        assert t.steps[decided].locator == decision.rule
+        assert set(outcomes[:decided]) <= {StepOutcome.PASSED}
+        assert set(outcomes[decided + 1 :]) <= {StepOutcome.NOT_REACHED}
