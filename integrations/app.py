@@ -303,6 +303,7 @@ def create_app(
             "background": parts,
             "audit_queue": request.app.state.audit.queued,
             "drifted_tools": drifted,
+            "tool_pins": request.app.state.tools.health(),
             "active_grants": len(request.app.state.desk.grants),
         }
         hooks: WebhookNotifier | None = request.app.state.webhooks

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from approvals.audit import AuditRecord, append_rows, probe_chain
 from approvals.models import AuditKind
+from integrations.background import WriteBehind
 from integrations.supervision import Spawner
 
 logger = logging.getLogger(__name__)
@@ -40,21 +41,20 @@ class _Unbuildable(Exception):
 
 
 class AuditWriter:
-    """Batches `AuditRecord`s into the chained log from one background task."""
+    """Batches `AuditRecord`s into the chained log from one background task (a `WriteBehind`)."""
 
     def __init__(
         self, engine: Engine, *, max_batch: int = 1000, gather: float = 0.1, close_timeout: float = 10.0
     ) -> None:
         self._engine = engine
-        self._max_batch = max_batch
-        self._gather = gather
-        self._close_timeout = close_timeout
-        self._pending: list[Recordable] = []
-        self._wake = anyio.Event()
-        self._closing = False
-        self._lock = anyio.Lock()
+        # Gather: one transaction for many calls costs far less than one each, and the writer's thread takes the
+        # GIL from the event loop less often (100 ms: -7% CPU per sequential call).
+        self._queue: WriteBehind[Recordable] = WriteBehind(
+            "audit writer", self._handle, max_batch=max_batch, gather=gather, close_timeout=close_timeout
+        )
+        self.record = self._queue.put  # the hot path: one append and one Event.set, no method frame of ours
+        self._pause = RETRY_FIRST
         self._connection: Connection | None = None
-        self.written = 0
         self.quarantined = 0
         self.down_since: float | None = None  # monotonic time the database was first found down, while it is
         self.last_error: str | None = None
@@ -62,7 +62,11 @@ class AuditWriter:
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        return self._queue.queued
+
+    @property
+    def written(self) -> int:
+        return self._queue.handled
 
     def health(self) -> dict[str, Any]:
         """What /healthz shows of the writer; `ok` is False while the database is down or a record is unstored."""
@@ -77,10 +81,25 @@ class AuditWriter:
             "unstored": len(self.unstored),
         }
 
-    def record(self, record: Recordable) -> None:
-        """Queue one record, or a function that builds it (called later, in the writer's thread); returns at once."""
-        self._pending.append(record)
-        self._wake.set()
+    async def _handle(self, batch: Sequence[Recordable]) -> int:
+        """Write `batch`; how many of its records were dealt with (0 while the database is down: it waits)."""
+        try:
+            await anyio.to_thread.run_sync(self._write, batch)
+            done: int | None = len(batch)
+        except Exception:
+            done = await anyio.to_thread.run_sync(self._isolate, batch)
+        if done is None:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                logger.error("The audit log's database is down (%s); records wait", self.last_error)
+            await anyio.sleep(self._pause)
+            self._pause = min(self._pause * 2, RETRY_MOST)
+            return 0
+        if self.down_since is not None:
+            logger.warning("The audit log's database is back; writing %d queued records", self.queued)
+            self.down_since = None
+        self._pause = RETRY_FIRST
+        return done
 
     def _write(self, batch: Sequence[Recordable]) -> None:
         records = [_built(r) for r in batch]
@@ -155,57 +174,20 @@ class AuditWriter:
 
         While the database is down this waits for it, retrying with a growing pause.
         """
-        async with self._lock:
-            pause = RETRY_FIRST
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                try:
-                    await anyio.to_thread.run_sync(self._write, batch)
-                    done: int | None = len(batch)
-                except Exception:
-                    done = await anyio.to_thread.run_sync(self._isolate, batch)
-                if done is None:
-                    if self.down_since is None:
-                        self.down_since = time.monotonic()
-                        logger.error("The audit log's database is down (%s); records wait", self.last_error)
-                    await anyio.sleep(pause)
-                    pause = min(pause * 2, RETRY_MOST)
-                    continue
-                if self.down_since is not None:
-                    logger.warning("The audit log's database is back; writing %d queued records", len(self._pending))
-                    self.down_since = None
-                pause = RETRY_FIRST
-                del self._pending[:done]
-                self.written += done
-
-    async def run(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            # Let more records arrive: one transaction for many calls costs far less than one each, and the
-            # writer's thread takes the GIL from the event loop less often (100 ms: -7% CPU per sequential call).
-            await anyio.sleep(self._gather)
-            self._wake = anyio.Event()
-            await self.flush()
+        await self._queue.flush()
 
     def start(self, task_group: Spawner) -> None:
-        task_group.start_soon(self.run)
+        self._queue.start(task_group)
 
     async def close(self) -> None:
         """Write what is queued, for at most `close_timeout` seconds; what the database did not take is logged."""
-        self._closing = True
-        self._wake.set()
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self._close_timeout):
-                await self.flush()
-            if self._pending:
-                logger.error(
-                    "Stopping with %d audit records unwritten: the database is down (%s)",
-                    len(self._pending),
-                    self.last_error,
-                )
-            with anyio.move_on_after(self._close_timeout):
-                async with self._lock:
-                    await anyio.to_thread.run_sync(self._disconnect)
+        left = await self._queue.close()
+        if left:
+            logger.error(
+                "Stopping with %d audit records unwritten: the database is down (%s)", len(left), self.last_error
+            )
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._queue.close_timeout):
+            await anyio.to_thread.run_sync(self._disconnect)
 
 
 def _built(item: Recordable) -> AuditRecord:

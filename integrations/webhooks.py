@@ -28,24 +28,21 @@ import hmac
 import json
 import logging
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import httpx2
-from anyio.lowlevel import EventLoopToken
 
+from integrations.background import WriteBehind
 from integrations.settings import WebhookSettings
 from integrations.supervision import Spawner
 
@@ -120,8 +117,7 @@ class _Endpoint:
     host: str  # the only part of the URL we log: paths and queries often carry tokens
     secret: str
     events: tuple[str, ...]
-    queue: deque[_Delivery] = field(default_factory=deque)
-    wake: anyio.Event | None = None
+    queue: WriteBehind[_Delivery] = field(init=False)
 
     def wants(self, event: str) -> bool:
         # fnmatchcase: fnmatch.fnmatch would fold case on Windows.
@@ -159,26 +155,28 @@ class WebhookNotifier:
             )
             for webhook in webhooks
         ]
+        for endpoint in self._endpoints:
+            deliver = partial(self._handle, endpoint)
+            endpoint.queue = WriteBehind(f"webhook {endpoint.host}", deliver, close_timeout=close_timeout)
         self._client = client
         self._max_attempts = max_attempts
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
         self._close_timeout = close_timeout
         self._clock = clock
-        self._started = False
-        self._closing = False
         self._closed = False
-        self._stopped: anyio.Event | None = None
-        self._scope: anyio.CancelScope | None = None
-        self._loop_thread: int | None = None
-        self._token: EventLoopToken | None = None
         self.delivered = 0
-        self.failed = 0
+        self._failed = 0
 
     @property
     def pending(self) -> int:
         """Deliveries queued or in flight (including those waiting to retry)."""
-        return sum(len(endpoint.queue) for endpoint in self._endpoints)
+        return sum(endpoint.queue.queued for endpoint in self._endpoints)
+
+    @property
+    def failed(self) -> int:
+        """Deliveries given up on: refused, out of attempts, dropped at shutdown, or set aside after an error."""
+        return self._failed + sum(len(endpoint.queue.set_aside) for endpoint in self._endpoints)
 
     def publish(self, event: str, request: dict[str, Any]) -> None:
         """Queue `event` for every matching webhook; returns at once and never raises.
@@ -207,97 +205,34 @@ class WebhookNotifier:
                 deliveries.append((endpoint, _Delivery(delivery_id, event, body.encode())))
         except (TypeError, ValueError) as exc:
             logger.error("Cannot serialize %s for webhooks (%s); not delivered", event, exc)
-            self.failed += len(endpoints)
+            self._failed += len(endpoints)
             return
         for endpoint, delivery in deliveries:
-            endpoint.queue.append(delivery)
-            self._wake(endpoint)
+            endpoint.queue.put(delivery)
 
-    def _wake(self, endpoint: _Endpoint) -> None:
-        wake = endpoint.wake
-        if wake is None:  # its worker has not started, and will look at the queue when it does
-            return
-        if threading.get_ident() == self._loop_thread:
-            wake.set()
-            return
-        # anyio.Event is not thread-safe; run `set` on the loop's thread.
-        try:
-            anyio.from_thread.run_sync(wake.set, token=self._token)
-        except RuntimeError:
-            logger.warning("Webhook delivery queued from a thread while the event loop is stopping; it may wait")
-
-    def start(self, task_group: Spawner) -> None:
-        """Start one delivery worker per webhook in `task_group`."""
-        if self._started:
-            raise RuntimeError("WebhookNotifier.start() was already called")
-        self._started = True
-        self._stopped = anyio.Event()
-        self._scope = anyio.CancelScope()
-        task_group.start_soon(self._run)
-
-    async def _run(self) -> None:
-        if self._stopped is None or self._scope is None:
-            raise RuntimeError("WebhookNotifier._run() before start()")
-        self._loop_thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
-        try:
-            with self._scope:
-                async with anyio.create_task_group() as task_group:
-                    for endpoint in self._endpoints:
-                        task_group.start_soon(self._serve, endpoint)
-        finally:
-            self._stopped.set()
+    def start(self, spawner: Spawner) -> None:
+        """Start one delivery worker per webhook, so a slow receiver holds up only its own deliveries."""
+        for endpoint in self._endpoints:
+            endpoint.queue.start(spawner)
 
     async def close(self) -> None:
         """Deliver what is queued for up to `close_timeout` seconds, then drop the rest (logged, counted as failed)."""
-        self._closing = True
-        with anyio.CancelScope(shield=True):
-            if self._started:
-                await self._drain()
-            else:
-                async with anyio.create_task_group() as task_group:
-                    self.start(task_group)
-                    await self._drain()
-            self._closed = True
-            dropped = self.pending
+        self._closed = True
+
+        async def close(endpoint: _Endpoint) -> None:
+            dropped = len(await endpoint.queue.close())
             if dropped:
-                logger.error("Dropping %d undelivered webhook deliveries at shutdown", dropped)
-                self.failed += dropped
+                logger.error("Dropping %d undelivered webhook deliveries to %s at shutdown", dropped, endpoint.host)
+                self._failed += dropped
+
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as task_group:
                 for endpoint in self._endpoints:
-                    endpoint.queue.clear()
+                    task_group.start_soon(close, endpoint)
 
-    async def _drain(self) -> None:
-        if self._stopped is None or self._scope is None:
-            raise RuntimeError("WebhookNotifier._drain() before start()")
-        for endpoint in self._endpoints:
-            if endpoint.wake is not None:
-                endpoint.wake.set()
-        with anyio.move_on_after(self._close_timeout):
-            await self._stopped.wait()
-        self._scope.cancel()
-        # Bounded too: if the task group was cancelled before `_run` began, `_stopped` is never set.
-        with anyio.move_on_after(1):
-            await self._stopped.wait()
-
-    async def _serve(self, endpoint: _Endpoint) -> None:
-        while True:
-            # A fresh event before looking at the queue: a publish() from here on sets this one.
-            endpoint.wake = anyio.Event()
-            if endpoint.queue:
-                delivery = endpoint.queue[0]
-                try:
-                    await self._deliver(endpoint, delivery)
-                except Exception:
-                    # The worker's top-level handler: one bad delivery must not stop the webhook or the app.
-                    logger.exception(
-                        "Webhook %s %s to %s failed unexpectedly", delivery.event, delivery.id, endpoint.host
-                    )
-                    self.failed += 1
-                endpoint.queue.popleft()
-            elif self._closing:
-                return
-            else:
-                await endpoint.wake.wait()
+    async def _handle(self, endpoint: _Endpoint, deliveries: Sequence[_Delivery]) -> int:
+        await self._deliver(endpoint, deliveries[0])
+        return 1
 
     async def _deliver(self, endpoint: _Endpoint, delivery: _Delivery) -> None:
         outcome = ""
@@ -334,7 +269,7 @@ class WebhookNotifier:
                     )
                     return
                 if not (status in (408, 429) or status >= 500):
-                    self.failed += 1
+                    self._failed += 1
                     logger.error(
                         "Webhook %s %s to %s refused with status %d; not retrying",
                         delivery.event,
@@ -359,7 +294,7 @@ class WebhookNotifier:
                 delay,
             )
             await anyio.sleep(delay)
-        self.failed += 1
+        self._failed += 1
         logger.error(
             "Webhook %s %s to %s failed (%s) after %d attempts; giving up",
             delivery.event,

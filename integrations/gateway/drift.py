@@ -7,7 +7,7 @@ is then made durable in the background, in order, with its audit row (`approvals
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from approvals import pins
 from approvals.audit import canonical_json
+from integrations.background import WriteBehind
 from integrations.supervision import Spawner
 from policies import Policy
 from policies.drift import Drift, drift_action
@@ -45,10 +46,7 @@ class ToolWatch:
         self._now = now
         self.pinned: dict[Key, str] = {}
         self.drifted: dict[Key, Drift] = {}
-        self._jobs: list[Job] = []
-        self._wake = anyio.Event()
-        self._lock = anyio.Lock()
-        self._closing = False
+        self._jobs: WriteBehind[Job] = WriteBehind("tool pin writer", self._handle)
 
     # -- start, write behind, stop -------------------------------------------------------------------------------
 
@@ -78,42 +76,37 @@ class ToolWatch:
             return fn(session)
 
     def _enqueue(self, fn: Callable[..., object], *args: Any) -> None:
-        self._jobs.append((fn, args))
-        self._wake.set()
+        self._jobs.put((fn, args))
 
-    async def _drain(self) -> None:
-        attempts = 0
-        while self._jobs:
+    async def _handle(self, jobs: Sequence[Job]) -> int:
+        """Write one pin or drift, retried; one that keeps failing raises, and the queue sets it aside."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                await anyio.to_thread.run_sync(self._run_job, self._jobs[0])
-            except Exception:  # the writer's top-level handler: retry, then drop the one write that keeps failing
-                attempts += 1
-                logger.exception("Recording a tool pin failed (attempt %d of %d)", attempts, MAX_ATTEMPTS)
-                if attempts < MAX_ATTEMPTS:
-                    await anyio.sleep(0.5)
-                    continue
-            attempts = 0
-            self._jobs.pop(0)
+                await anyio.to_thread.run_sync(self._run_job, jobs[0])
+                return 1
+            except Exception:  # not the last word: the queue logs and sets aside what fails every time
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.warning("Recording a tool pin failed (attempt %d of %d)", attempt, MAX_ATTEMPTS, exc_info=True)
+                await anyio.sleep(0.5)
+        return 1
+
+    def health(self) -> dict[str, Any]:
+        return self._jobs.health()
 
     async def flush(self) -> None:
         """Write every change noticed so far."""
-        async with self._lock:
-            await self._drain()
-
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            await self.flush()
+        await self._jobs.flush()
 
     def start(self, task_group: Spawner) -> None:
-        task_group.start_soon(self._run)
+        self._jobs.start(task_group)
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        with anyio.CancelScope(shield=True):
-            await self.flush()
+        left = await self._jobs.close()
+        if left:
+            logger.error(
+                "Stopping with %d tool pin changes unwritten; they are noticed again at the next start", len(left)
+            )
 
     # -- the gateway's side ---------------------------------------------------------------------------------------
 
@@ -164,13 +157,12 @@ class ToolWatch:
     async def accept(self, server: str, tool: str | None, actor: str, channel: str, policy_version: str) -> list[str]:
         """An approver accepts the drift of `tool` (or of every drifted tool of `server`). Returns the tools."""
         accepted = set(self._accept_in_memory(server, tool))
-        async with self._lock:
-            await self._drain()  # a drift still being written must land before it is accepted
 
-            def write(session: Session) -> list[str]:
-                return pins.accept_drift(session, server, tool, actor, channel, policy_version, self._now())
+        def write(session: Session) -> list[str]:
+            return pins.accept_drift(session, server, tool, actor, channel, policy_version, self._now())
 
-            accepted |= set(await anyio.to_thread.run_sync(lambda: self._with_session(write)))
+        await self.flush()  # a drift still being written must land before it is accepted
+        accepted |= set(await anyio.to_thread.run_sync(lambda: self._with_session(write)))
         return sorted(accepted)
 
     def _accept_in_memory(self, server: str, tool: str | None) -> list[str]:

@@ -1,0 +1,134 @@
+"""Write-behind: work queued by the request path and done, in order, by one background task.
+
+The audit writer, the tool-pin writer and each webhook's deliveries all follow one pattern, and it lives here once:
+`put()` returns at once (from the event loop or from a worker thread); one task takes the items in order, in
+batches of up to `max_batch`, after waiting `gather` seconds for more to arrive, and hands them to `handle`, which
+says how many it dealt with (the rest are offered again). `flush()` waits until everything put so far is dealt
+with; `close()` does the same for at most `close_timeout` seconds and returns what is left, so shutdown is bounded.
+
+The failure rules of the hardening work are here too, so no writer needs its own: a `handle` that raises does not
+end the task or lose the queue. The first item of the batch is set aside (kept in `set_aside`, logged with the
+traceback, shown by `health()`), the rest go on. A `handle` that must retry (a database that is down, a receiver
+that answers 503) does so inside itself and returns 0 while it waits, or sleeps: the queue stays in order.
+"""
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.lowlevel import EventLoopToken
+
+from integrations.supervision import Spawner
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+__all__ = ["WriteBehind"]
+
+
+class WriteBehind(Generic[T]):
+    """A queue of `T` that one background task hands, in order, to `handle(batch) -> how many were dealt with`."""
+
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[Sequence[T]], Awaitable[int]],
+        *,
+        max_batch: int = 1,
+        gather: float = 0.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self._handle = handle
+        self._max_batch = max_batch
+        self._gather = gather
+        self.close_timeout = close_timeout
+        self._items: list[T] = []
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self._closing = False
+        self._running = anyio.CancelScope()
+        self._loop_thread: int | None = None
+        self._token: EventLoopToken | None = None
+        self.handled = 0
+        self.set_aside: list[tuple[T, str]] = []  # items `handle` raised on, with why; never retried
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    @property
+    def items(self) -> list[T]:
+        """The items not yet dealt with, oldest first (the list itself: a writer may look, not change it)."""
+        return self._items
+
+    def put(self, item: T) -> None:
+        """Queue `item`; returns at once and never raises. Call it from the event loop or from a worker thread."""
+        self._items.append(item)  # one bytecode: safe from any thread under the GIL
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            self._wake.set()
+            return
+        try:  # anyio.Event is not thread-safe: set it on the loop's thread
+            anyio.from_thread.run_sync(self._wake.set, token=self._token)
+        except RuntimeError:  # the loop is stopping; the item is queued and close() or flush() will see it
+            logger.warning("%s: an item was queued from a thread while signoff is stopping", self.name)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": not self.set_aside,
+            "queued": self.queued,
+            "handled": self.handled,
+            "set_aside": len(self.set_aside),
+        }
+
+    async def flush(self) -> None:
+        """Deal with every item queued so far (waits while `handle` waits, e.g. for a database that is down)."""
+        async with self._lock:
+            while self._items:
+                batch = self._items[: self._max_batch]
+                try:
+                    done = await self._handle(batch)
+                except Exception as exc:  # the writer's top-level handler: set the item aside, go on with the rest
+                    logger.exception("%s: an item could not be handled and is set aside", self.name)
+                    self.set_aside.append((batch[0], f"{type(exc).__name__}: {exc}"[:500]))
+                    done = 1
+                del self._items[:done]
+                self.handled += done
+
+    async def run(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        with self._running:
+            while not self._closing:
+                if not self._items:
+                    await self._wake.wait()
+                    await anyio.sleep(self._gather)  # let more items arrive: one batch for many
+                self._wake = anyio.Event()  # before the flush: an item put from here on wakes the next round
+                await self.flush()
+
+    def start(self, spawner: Spawner) -> None:
+        spawner.start_soon(self.run, name=self.name)
+
+    async def close(self) -> list[T]:
+        """Stop; deal with what is queued for at most `close_timeout` seconds. Returns what is left, oldest first,
+        and lets go of it: the caller says what becomes of it (logged, counted as failed).
+
+        When it returns, `handle` is not running and will not run again (so a writer may close its connection).
+        """
+        self._closing = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.close_timeout):
+                await self.flush()
+            self._running.cancel()
+            with anyio.move_on_after(self.close_timeout):
+                async with self._lock:  # a handle still running (a worker thread cannot be cancelled) ends first
+                    pass
+        left = list(self._items)
+        self._items.clear()
+        return left

@@ -1,0 +1,111 @@
+"""The write-behind queue under the audit writer, the tool-pin writer and the webhooks: order, batches, bad
+items set aside, puts from worker threads, and a bounded close."""
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from integrations.background import WriteBehind
+
+pytestmark = pytest.mark.anyio
+
+
+class Sink:
+    """A handler that keeps what it is given, refuses items named "bad", and can be made slow."""
+
+    def __init__(self, pause: float = 0.0, expect: int = 0) -> None:
+        self.batches: list[list[str]] = []
+        self.pause = pause
+        self.expect = expect
+        self.all_in = anyio.Event()  # set once `expect` items were handled
+
+    async def handle(self, batch: Sequence[str]) -> int:
+        if batch[0] == "bad":
+            raise ValueError("bad is not storable")
+        await anyio.sleep(self.pause)
+        self.batches.append(list(batch))
+        if len(self.items) >= self.expect:
+            self.all_in.set()
+        return len(batch)
+
+    @property
+    def items(self) -> list[str]:
+        return [item for batch in self.batches for item in batch]
+
+
+async def test_items_are_handled_in_order_in_batches_gathered_after_the_first() -> None:
+    sink = Sink(expect=7)
+    queue: WriteBehind[str] = WriteBehind("test", sink.handle, max_batch=3, gather=0.05)
+    async with anyio.create_task_group() as tg:
+        queue.start(tg)
+        for i in range(7):
+            queue.put(f"r{i}")
+        with anyio.fail_after(5):
+            await sink.all_in.wait()
+        await queue.close()
+
+    assert sink.items == [f"r{i}" for i in range(7)]
+    assert [len(b) for b in sink.batches] == [3, 3, 1]
+    assert queue.health() == {"ok": True, "queued": 0, "handled": 7, "set_aside": 0}
+
+
+async def test_an_item_the_handler_raises_on_is_set_aside_with_why_and_the_rest_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink()
+    queue: WriteBehind[str] = WriteBehind("pins", sink.handle)
+    async with anyio.create_task_group() as tg:
+        queue.start(tg)
+        for item in ("a", "bad", "b"):
+            queue.put(item)
+        with anyio.fail_after(5):
+            await queue.flush()
+        await queue.close()
+
+    assert sink.items == ["a", "b"]
+    assert queue.set_aside == [("bad", "ValueError: bad is not storable")]
+    assert queue.health()["ok"] is False and queue.health()["set_aside"] == 1
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged[0].getMessage() == "pins: an item could not be handled and is set aside" and logged[0].exc_info
+
+
+async def test_items_put_from_worker_threads_wake_the_writer() -> None:
+    sink = Sink(expect=5)
+    queue: WriteBehind[str] = WriteBehind("test", sink.handle, max_batch=100)
+    async with anyio.create_task_group() as tg:
+        queue.start(tg)
+        await anyio.sleep(0.01)  # the writer is waiting for its first item
+        for i in range(5):
+            await anyio.to_thread.run_sync(queue.put, f"t{i}")
+        with anyio.fail_after(5):
+            await sink.all_in.wait()
+        await queue.close()
+
+    assert sink.items == [f"t{i}" for i in range(5)]
+
+
+async def test_close_is_bounded_and_returns_what_was_left_oldest_first() -> None:
+    sink = Sink(pause=0.3)
+    queue: WriteBehind[str] = WriteBehind("slow", sink.handle, close_timeout=0.5)
+    async with anyio.create_task_group() as tg:
+        queue.start(tg)
+        for i in range(10):
+            queue.put(f"s{i}")
+        with anyio.fail_after(5):  # the slow handler alone would need 3 s
+            left = await queue.close()
+
+    assert sink.items + left == [f"s{i}" for i in range(10)]
+    assert 1 <= len(sink.items) <= 3
+    assert queue.queued == 0
+
+
+async def test_close_without_start_still_handles_what_was_queued() -> None:
+    sink = Sink()
+    queue: WriteBehind[str] = WriteBehind("never started", sink.handle)
+    queue.put("x")
+    queue.put("y")
+
+    assert await queue.close() == []
+    assert sink.items == ["x", "y"]
