@@ -16,6 +16,7 @@ import anyio
 import uvicorn
 from mcp.server import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
@@ -185,6 +186,7 @@ def build_conformance_server() -> MCPServer:
     server = MCPServer(
         "signoff-conformance-fixture",
         version="1.0.0",
+        log_level="WARNING",  # the SDK configures logging at this level; INFO drowns the suite's output
         tools=[schema_tool.model_copy(update={"parameters": SCHEMA_2020_12})],
         request_state_security=RequestStateSecurity(keys=[REQUEST_STATE_KEY]),
     )
@@ -271,7 +273,7 @@ def _add_content_tools(server: MCPServer) -> None:
 
     @server.tool(description="Fail on purpose")
     def test_error_handling() -> str:
-        raise RuntimeError("This tool intentionally returns an error for testing")
+        raise ToolError("This tool intentionally returns an error for testing")
 
     @server.tool(description="Close the request's SSE stream mid-call, then log and answer (SEP-1699)")
     async def test_reconnection(ctx: Context) -> str:
