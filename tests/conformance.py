@@ -412,7 +412,12 @@ def parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--list-allowed", action="store_true", help="print the allowlist given with --allowed and exit, running nothing"
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "tests" / "conformance-results.md")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "tests" / "conformance-results.md",
+        help="write the markdown table here (default tests/conformance-results.md)",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"where the suite is installed (default {CACHE})")
     parser.add_argument("--keep", type=Path, help="keep the suite's own per-scenario results and logs here")
     return parser.parse_args(list(argv) if argv is not None else None)
