@@ -47,7 +47,7 @@ PACKAGE = "@modelcontextprotocol/conformance"
 # The newest stable release, and the newest pre-release, the only one with the 2026-07-28 revision. Bump on purpose:
 # reconcile tests/conformance-allowed.toml and the README's table in the same change.
 PINNED = ("0.1.16", "0.2.0-alpha.12")
-NODE = "node@22"  # the suite needs Node 22 or newer; npm ships it as a package, so no system Node but npm's own
+NODE = "node@22"  # the suite needs Node 22 or newer; npm ships it as a package, so only npm need be installed
 UPSTREAMS = ("http", "stdio")
 TOKEN = "conformance-agent-token"
 SUITE_TIMEOUT = 600.0  # one whole suite run; its own per-scenario timeout is 30 s
