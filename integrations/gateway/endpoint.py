@@ -161,7 +161,8 @@ def _error(request_id: Any, code: int, message: str) -> Message:
 
 
 def _decoded(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
+    # A field value excludes the spaces and tabs around it (RFC 9110 section 5.5); httptools keeps them, h11 does not.
+    return {k.decode("latin-1").lower(): v.decode("latin-1").strip(" \t") for k, v in headers}
 
 
 def _origin_allowed(origin: str, allowed: frozenset[str]) -> bool:

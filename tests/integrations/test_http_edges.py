@@ -611,3 +611,23 @@ async def test_the_gateway_keeps_serving_after_every_kind_of_bad_request(signoff
     assert state.counter == 1
     assert isinstance(listed.content[0], TextContent)
     assert "conn-1" in listed.content[0].text
+
+
+async def test_spaces_and_tabs_around_a_header_value_are_not_part_of_it(signoff: Start) -> None:
+    """RFC 9110 section 5.5; httptools, which `signoff serve` uses, keeps them (the conformance suite sends these)."""
+    state = EverythingState()
+    body = json.dumps(modern_call("echo", {"text": "hi"})).encode()
+    head = {**modern_headers("echo"), "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    head |= {"Mcp-Name": "  echo \t", "Mcp-Method": "\ttools/call ", "Content-Length": str(len(body))}
+    async with serve_http(everything_http_app(state)) as upstream, signoff([everything(upstream)]) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+            await stream.send(f"POST /mcp/ev HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}\r\n".encode() + body)
+            answer = b""
+            with anyio.fail_after(10):
+                while b'"result"' not in answer and b'"error"' not in answer:
+                    answer += await stream.receive()
+
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b'"text":"hi"' in answer.replace(b" ", b"")
