@@ -617,7 +617,7 @@ async def test_spaces_and_tabs_around_a_header_value_are_not_part_of_it(signoff:
     """RFC 9110 section 5.5; httptools, which `signoff serve` uses, keeps them (the conformance suite sends these)."""
     state = EverythingState()
     body = json.dumps(modern_call("echo", {"text": "hi"})).encode()
-    head = {**modern_headers("echo"), "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    head = {**modern_headers("echo"), "Content-Type": "application/json", "Accept": ACCEPT}
     head |= {"Mcp-Name": "  echo \t", "Mcp-Method": "\ttools/call ", "Content-Length": str(len(body))}
     async with serve_http(everything_http_app(state)) as upstream, signoff([everything(upstream)]) as running:
         port = int(running.url.rsplit(":", 1)[1])
