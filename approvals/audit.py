@@ -245,6 +245,18 @@ def probe_chain(connection: Connection) -> None:
         connection.rollback()
 
 
+AUDIT_FILTERS = ("kind", "server", "tool", "identity", "actor", "outcome")
+
+
+def latest_events(session: Session, filters: Mapping[str, str], limit: int) -> list[AuditEvent]:
+    """The newest `limit` audit rows whose columns equal `filters` (any of `AUDIT_FILTERS`), newest first."""
+    query = select(AuditEvent)
+    for name, value in filters.items():
+        if name in AUDIT_FILTERS and value:
+            query = query.where(col(getattr(AuditEvent, name)) == value)
+    return list(session.exec(query.order_by(col(AuditEvent.id).desc()).limit(limit)).all())
+
+
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
     """Walk the whole log in id order and check every link and every row's own hash.
 

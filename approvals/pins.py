@@ -26,6 +26,16 @@ def load_pins(session: Session) -> Sequence[ToolPin]:
     return session.exec(select(ToolPin)).all()
 
 
+def list_pins(session: Session, server: str | None = None, drifted_only: bool = True) -> list[ToolPin]:
+    """Pinned tools (of `server`, or every server's), by server and tool; only the drifted ones unless told."""
+    query = select(ToolPin)
+    if server:
+        query = query.where(col(ToolPin.server) == server)
+    if drifted_only:
+        query = query.where(col(ToolPin.drift_digest).is_not(None))
+    return list(session.exec(query.order_by(col(ToolPin.server), col(ToolPin.tool))).all())
+
+
 def _get(session: Session, server: str, tool: str) -> ToolPin | None:
     return session.get(ToolPin, (server, tool))
 

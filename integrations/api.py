@@ -9,14 +9,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from approvals import grants, service
+from approvals import grants, pins, service
+from approvals.audit import AUDIT_FILTERS, latest_events
 from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantEnded, GrantNotAllowed, GrantNotFound, NotAllowed
-from approvals.models import AuditEvent, GrantStatus, ToolPin, Verdict
+from approvals.models import GrantStatus, ToolPin, Verdict
 from integrations.bodies import json_object, text_problem
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
@@ -181,17 +181,9 @@ def build_routes() -> list[Route]:
 
     async def audit(request: Request) -> Response:
         params = request.query_params
-
-        def read(session: Session) -> list[AuditEvent]:
-            query = select(AuditEvent)
-            for name in ("kind", "server", "tool", "identity", "actor", "outcome"):
-                if params.get(name):
-                    query = query.where(col(getattr(AuditEvent, name)) == params[name])
-            if params.get("agent"):
-                query = query.where(col(AuditEvent.identity) == params["agent"])
-            return list(session.exec(query.order_by(col(AuditEvent.id).desc()).limit(_limit(request))).all())
-
-        rows = await _desk(request).db(read)
+        filters = {name: params.get(name, "") for name in AUDIT_FILTERS}
+        filters["identity"] = params.get("agent") or filters["identity"]  # `agent` is the name the other routes use
+        rows = await _desk(request).db(latest_events, filters, _limit(request))
         return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
 
     async def list_grants(request: Request) -> Response:
@@ -232,16 +224,8 @@ def build_routes() -> list[Route]:
 
     async def list_drift(request: Request) -> Response:
         params = request.query_params
-
-        def read(session: Session) -> list[ToolPin]:
-            query = select(ToolPin)
-            if params.get("server"):
-                query = query.where(col(ToolPin.server) == params["server"])
-            if params.get("all") not in ("1", "true"):
-                query = query.where(col(ToolPin.drift_digest).is_not(None))
-            return list(session.exec(query.order_by(col(ToolPin.server), col(ToolPin.tool))).all())
-
-        rows = await _desk(request).db(read)
+        drifted_only = params.get("all") not in ("1", "true")
+        rows = await _desk(request).db(pins.list_pins, params.get("server"), drifted_only)
         return JSONResponse({"tools": [_pin_view(pin) for pin in rows]})
 
     async def accept_drift(request: Request) -> Response:
