@@ -331,11 +331,11 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
 
 async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(signoff: Any) -> None:
     state = EverythingState()
-    progress: list[str | None] = []
+    messages: list[str | None] = []
     got_progress = anyio.Event()
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
         got_progress.set()
 
     async with guarded(signoff, state, hold="5s") as running, running.client("ev") as client:
@@ -352,16 +352,16 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
                 approval_id = await wait_for_pending(running, "delete_record")
                 await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
 
-    assert progress and f"waiting for approval {approval_id}" in (progress[0] or "")
+    assert messages and f"waiting for approval {approval_id}" in (messages[0] or "")
     assert not results[0].is_error and state.deleted_records == ["r-5"]
 
 
 async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_after_its_progress(signoff: Any) -> None:
     state = EverythingState()
-    progress: list[float] = []
+    values: list[float] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        values.append(progress)
 
     async with guarded(signoff, state, hold="1.6s") as running, running.client("ev") as client:
         with anyio.fail_after(20):
@@ -370,7 +370,7 @@ async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_aft
             await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
             collected = await client.call_tool("delete_record", {"record_id": "r-6"}, progress_callback=on_progress)
 
-    assert len(progress) >= 2 and progress == sorted(progress)  # one every 0.5 s while it waited
+    assert len(values) >= 2 and values == sorted(values)  # one every 0.5 s while it waited
     assert meta(held)["outcome"] == "approval_pending" and "Call again with the same arguments" in text(held)
     assert not collected.is_error and state.deleted_records == ["r-6"]
 
