@@ -178,6 +178,38 @@ async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_col
     assert {p["arguments"]["record_id"] for p in pending} == {"r-1", "r-2"}
 
 
+async def test_a_repeat_of_a_call_that_already_ran_is_asked_anew_and_told_it_ran_naming_the_approval(
+    signoff: Any,
+) -> None:
+    # An agent whose answer was lost (signoff killed after the outcome was committed, a client that gave up) repeats
+    # the call: "Nothing has run" would be false, and a second approval would run it twice without anyone knowing.
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.3s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            first = await client.call_tool("delete_record", {"record_id": "r-1"})
+            approval_id = meta(first)["approval_id"]
+            await api(running, "POST", f"/api/approvals/{approval_id}/approve", "carol-approver-token")
+            ran = await client.call_tool("delete_record", {"record_id": "r-1"})
+            repeat = await client.call_tool("delete_record", {"record_id": "r-1"})
+            joined = await client.call_tool("delete_record", {"record_id": "r-1"})
+            other = await client.call_tool("delete_record", {"record_id": "r-2"})
+        executed = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+
+    assert not ran.is_error and state.deleted_records == ["r-1"]
+    assert meta(repeat)["outcome"] == "approval_pending" and meta(repeat)["approval_id"] != approval_id
+    assert meta(repeat)["ran_before"] == {
+        "approval_id": approval_id,
+        "status": "executed",
+        "outcome": "ok",
+        "finished_at": executed["finished_at"],
+    }
+    assert f"this exact call already ran at {executed['finished_at']} (approval {approval_id}" in text(repeat)
+    assert "Nothing has run." not in text(repeat) and "approving it would run it again" in text(repeat)
+    assert meta(joined)["approval_id"] == meta(repeat)["approval_id"] and "already ran" in text(joined)
+    assert "ran_before" not in meta(other) and "Nothing has run." in text(other)
+    assert state.deleted_records == ["r-1"]
+
+
 async def test_fifty_concurrent_decisions_give_one_outcome_and_at_most_one_execution(signoff: Any) -> None:
     state = EverythingState()
     async with guarded(signoff, state, hold="0.2s") as running, running.client("ev") as client:
