@@ -14,7 +14,8 @@ both tools `require_approval`), and then:
   held calls run upstream;
 - execution: `--running` calls to `slow_apply` (sleeping 0.3-3 s, the last one 3 s) are told "pending",
   approved, and repeated; once the upstream has seen every one start, the child is SIGKILLed at a random moment
-  in the next 2.5 s, with some finished and some still running.
+  in the next 2.5 s (odd rounds), or 0-30 ms after the upstream answered a random one of them (even rounds: while
+  signoff records that outcome and sends the answer), with some finished and some still running.
 
 After each kill signoff restarts on the same database and the bench waits for /healthz 200 (the sweep that fails
 calls left `executing` and expires what is overdue runs at startup, before signoff serves, and every 30 s), reads
@@ -102,6 +103,7 @@ def upstream_app(seen: Executions) -> Any:
         seen.start(key)
         await anyio.sleep(seconds)
         seen.finished.add(key)
+        seen.bell.set()
         return f"applied {key}"
 
     return server.streamable_http_app(streamable_http_path="/mcp")
@@ -294,6 +296,7 @@ def read_rows(database: Path) -> dict[str, list[Row]]:
 @dataclass
 class Round:
     kind: str
+    number: int  # the round's keys are b{number}-i (burst) or x{number}-i (execution)
     calls: int = 0
     approvals_ok: int = 0
     killed_after: str = ""
@@ -393,7 +396,7 @@ async def gather(*awaitables: Any) -> list[Any]:
 
 
 async def burst_round(number: int, directory: Path, upstream: str, seen: Executions, size: int) -> Round:
-    rnd = Round("decision burst", calls=size)
+    rnd = Round("decision burst", number, calls=size)
     port = free_port()
     base = f"http://{HOST}:{port}"
     log = directory / "signoff.log"
@@ -450,7 +453,7 @@ async def burst_round(number: int, directory: Path, upstream: str, seen: Executi
 
 
 async def execution_round(number: int, directory: Path, upstream: str, seen: Executions, size: int) -> Round:
-    rnd = Round("execution", calls=size)
+    rnd = Round("execution", number, calls=size)
     port = free_port()
     base = f"http://{HOST}:{port}"
     log = directory / "signoff.log"
@@ -478,11 +481,20 @@ async def execution_round(number: int, directory: Path, upstream: str, seen: Exe
             tasks = [asyncio.create_task(agent(key)) for key in calls]
             with anyio.fail_after(WITHIN):
                 await seen.until(lambda: all(seen.started[key] for key in calls))
-            pause = random.uniform(0, LONGEST - 0.5)
-            await asyncio.sleep(pause)
+            began = time.monotonic()
+            if number % 2:  # anywhere in the runs
+                await asyncio.sleep(random.uniform(0, LONGEST - 0.5))
+                when = "at random"
+            else:  # just after the upstream answered one of them: the outcome is being recorded, the answer sent
+                target = random.choice(list(calls)[:-1])
+                with anyio.fail_after(WITHIN):
+                    await seen.until(lambda: target in seen.finished)
+                await asyncio.sleep(random.uniform(0, 0.03))
+                when = f"just after {target} finished upstream"
             process.send_signal(signal.SIGKILL)
             process.wait(10)
-            rnd.killed_after = f"{pause:.2f} s into the runs, {sum(k in seen.finished for k in calls)} of {size} done"
+            done = sum(k in seen.finished for k in calls)
+            rnd.killed_after = f"{when}, {time.monotonic() - began:.2f} s into the runs, {done} of {size} done"
             await asyncio.gather(*tasks)
     rnd.approvals_ok = len(approved_ok)
     told = {key: answer for key, answer in told.items() if answer.kind != "broken"}
@@ -537,8 +549,8 @@ def render(args: argparse.Namespace, rounds: list[Round], seconds: float, argv: 
         "",
         "Goal 0 for each count. Where the calls' requests stood after the restart and its sweep: "
         + ", ".join(f"{state} {n}" for state, n in sorted(states.items()))
-        + f'. Of the {states["failed/gateway_stopped"]} told "result unknown", the upstream had started '
-        f"{sum(r.unknown_ran for r in rounds)} (the rest never reached it). Ran upstream and recorded `executed` but "
+        + f". Of the {states['failed/gateway_stopped']} failed `gateway_stopped` (result unknown), the upstream had "
+        f"started {sum(r.unknown_ran for r in rounds)}. Ran upstream and recorded `executed` but "
         f"killed before the agent read the answer: {sum(r.answer_lost for r in rounds)} (a repeat is a new call, asked "
         "anew; it must name the run it repeats). Restart to /healthz 200: "
         f"median {restarts[len(restarts) // 2]:.2f} s, longest {restarts[-1]:.2f} s. Log lines at ERROR or with a "
@@ -549,15 +561,15 @@ def render(args: argparse.Namespace, rounds: list[Round], seconds: float, argv: 
         "| # | kind | killed | at the restart | lost | twice | executing | wrong | verify |",
         "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for i, r in enumerate(rounds, 1):
+    for r in rounds:
         at = ", ".join(f"{s} {n}" for s, n in sorted(r.at_restart.items()))
         lines.append(
-            f"| {i} | {r.kind} | {r.killed_after} | {at} | {len(r.lost)} | {len(r.twice)} | {len(r.left_executing)} "
-            f"| {len(r.wrong)} | {'ok' if r.verify_ok else 'FAILED'} |"
+            f"| {r.number} | {r.kind} | {r.killed_after} | {at} | {len(r.lost)} | {len(r.twice)} "
+            f"| {len(r.left_executing)} | {len(r.wrong)} | {'ok' if r.verify_ok else 'FAILED'} |"
         )
     problems = [
-        (i, what, item)
-        for i, r in enumerate(rounds, 1)
+        (f"{r.kind} round {r.number}", what, item)
+        for r in rounds
         for what, items in (
             ("lost", r.lost),
             ("twice", r.twice),
@@ -568,7 +580,7 @@ def render(args: argparse.Namespace, rounds: list[Round], seconds: float, argv: 
         for item in items
     ]
     lines += ["", "## Problems", ""]
-    lines += [f"- round {i}, {what}: {item}" for i, what, item in problems] or ["None."]
+    lines += [f"- {where}, {what}: {item}" for where, what, item in problems] or ["None."]
     return "\n".join(lines) + "\n"
 
 
