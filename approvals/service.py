@@ -143,6 +143,30 @@ def find_reusable(
     return None
 
 
+def last_run(session: Session, request: ApprovalRequest, now: datetime, remember: timedelta) -> ApprovalRequest | None:
+    """The latest earlier request for the same call as `request` that was let through and run, within `remember`.
+
+    A repeat of a call that ran is a new call and asks anew; when its agent never read the result (signoff was
+    killed after the outcome was committed, or the client gave up), it must hear that the call already ran, or a
+    second approval runs it twice with nobody knowing.
+    """
+    query = (
+        select(ApprovalRequest)
+        .where(
+            col(ApprovalRequest.identity) == request.identity,
+            col(ApprovalRequest.server) == request.server,
+            col(ApprovalRequest.tool) == request.tool,
+            col(ApprovalRequest.args_digest) == request.args_digest,
+            col(ApprovalRequest.id) != request.id,
+            col(ApprovalRequest.status).in_([ApprovalStatus.EXECUTED, ApprovalStatus.FAILED]),
+            col(ApprovalRequest.finished_at) >= now - remember,
+        )
+        .order_by(col(ApprovalRequest.finished_at).desc())
+        .limit(1)
+    )
+    return session.exec(query).first()
+
+
 def request_approval(
     session: Session, pending: CallForApproval, now: datetime, remember: timedelta
 ) -> tuple[ApprovalRequest, bool]:

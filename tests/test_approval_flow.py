@@ -178,6 +178,38 @@ async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_col
     assert {p["arguments"]["record_id"] for p in pending} == {"r-1", "r-2"}
 
 
+async def test_a_repeat_of_a_call_that_already_ran_is_asked_anew_and_told_it_ran_naming_the_approval(
+    signoff: Any,
+) -> None:
+    # An agent whose answer was lost (signoff killed after the outcome was committed, a client that gave up) repeats
+    # the call: "Nothing has run" would be false, and a second approval would run it twice without anyone knowing.
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.3s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            first = await client.call_tool("delete_record", {"record_id": "r-1"})
+            approval_id = meta(first)["approval_id"]
+            await api(running, "POST", f"/api/approvals/{approval_id}/approve", "carol-approver-token")
+            ran = await client.call_tool("delete_record", {"record_id": "r-1"})
+            repeat = await client.call_tool("delete_record", {"record_id": "r-1"})
+            joined = await client.call_tool("delete_record", {"record_id": "r-1"})
+            other = await client.call_tool("delete_record", {"record_id": "r-2"})
+        executed = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+
+    assert not ran.is_error and state.deleted_records == ["r-1"]
+    assert meta(repeat)["outcome"] == "approval_pending" and meta(repeat)["approval_id"] != approval_id
+    assert meta(repeat)["ran_before"] == {
+        "approval_id": approval_id,
+        "status": "executed",
+        "outcome": "ok",
+        "finished_at": executed["finished_at"],
+    }
+    assert f"this exact call already ran at {executed['finished_at']} (approval {approval_id}" in text(repeat)
+    assert "Nothing has run." not in text(repeat) and "approving it would run it again" in text(repeat)
+    assert meta(joined)["approval_id"] == meta(repeat)["approval_id"] and "already ran" in text(joined)
+    assert "ran_before" not in meta(other) and "Nothing has run." in text(other)
+    assert state.deleted_records == ["r-1"]
+
+
 async def test_fifty_concurrent_decisions_give_one_outcome_and_at_most_one_execution(signoff: Any) -> None:
     state = EverythingState()
     async with guarded(signoff, state, hold="0.2s") as running, running.client("ev") as client:
@@ -331,11 +363,11 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
 
 async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(signoff: Any) -> None:
     state = EverythingState()
-    progress: list[str | None] = []
+    messages: list[str | None] = []
     got_progress = anyio.Event()
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
         got_progress.set()
 
     async with guarded(signoff, state, hold="5s") as running, running.client("ev") as client:
@@ -352,16 +384,16 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
                 approval_id = await wait_for_pending(running, "delete_record")
                 await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
 
-    assert progress and f"waiting for approval {approval_id}" in (progress[0] or "")
+    assert messages and f"waiting for approval {approval_id}" in (messages[0] or "")
     assert not results[0].is_error and state.deleted_records == ["r-5"]
 
 
 async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_after_its_progress(signoff: Any) -> None:
     state = EverythingState()
-    progress: list[float] = []
+    values: list[float] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        values.append(progress)
 
     async with guarded(signoff, state, hold="1.6s") as running, running.client("ev") as client:
         with anyio.fail_after(20):
@@ -370,7 +402,7 @@ async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_aft
             await api(running, "POST", f"/api/approvals/{approval_id}/approve", "bob-approver-token")
             collected = await client.call_tool("delete_record", {"record_id": "r-6"}, progress_callback=on_progress)
 
-    assert len(progress) >= 2 and progress == sorted(progress)  # one every 0.5 s while it waited
+    assert len(values) >= 2 and values == sorted(values)  # one every 0.5 s while it waited
     assert meta(held)["outcome"] == "approval_pending" and "Call again with the same arguments" in text(held)
     assert not collected.is_error and state.deleted_records == ["r-6"]
 

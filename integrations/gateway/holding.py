@@ -338,13 +338,29 @@ class ApprovalDesk:
 
     async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any) -> Message:
         """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending."""
-        view = self.view(await self.db(service.get_request, request_id))
+        now = self.now()
+
+        def read(session: Session) -> tuple[ApprovalRequest, ApprovalRequest | None]:
+            request = service.get_request(session, request_id)
+            waiting = request.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+            return request, service.last_run(session, request, now, self.remember) if waiting else None
+
+        request, earlier = await self.db(read)
+        view = self.view(request)
         used = settled is not None and settled.used
         if settled is None:  # the hold ended; the row may have moved on since the last look
             if view["status"] == ApprovalStatus.APPROVED:  # not run yet: the repeat the answer asks for runs it
                 view["status"] = ApprovalStatus.PENDING
             used = view["status"] in (ApprovalStatus.EXECUTING, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED)
-        result = approval_outcome(view, self.link(request_id), used=used)
+        ran_before = None
+        if earlier is not None and earlier.finished_at is not None:
+            ran_before = {
+                "approval_id": str(earlier.id),
+                "status": earlier.status,
+                "outcome": earlier.outcome,
+                "finished_at": service.as_utc(earlier.finished_at).isoformat(),
+            }
+        result = approval_outcome(view, self.link(request_id), used=used, ran_before=ran_before)
         return {"jsonrpc": "2.0", "id": message_id, "result": result}
 
     async def hold_call(

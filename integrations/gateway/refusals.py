@@ -65,8 +65,14 @@ def upstream_failure(server: str, tool: str, detail: str, *, reached: bool = Tru
     )
 
 
-def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> dict[str, Any]:
-    """The `tools/call` result for a held call that will not run now: pending, rejected, expired, withdrawn, used."""
+def approval_outcome(
+    view: dict[str, Any], link: str, *, used: bool = False, ran_before: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `tools/call` result for a held call that will not run now: pending, rejected, expired, withdrawn, used.
+
+    `ran_before`: the latest run of this exact call (approval_id, status, outcome, finished_at), named in a pending
+    answer, so an agent that never read that run's result does not take "pending" for "it never ran".
+    """
     tool, status, approval_id = view["tool"], view["status"], view["id"]
     data: dict[str, Any] = {
         "tool": tool,
@@ -91,9 +97,21 @@ def approval_outcome(view: dict[str, Any], link: str, *, used: bool = False) -> 
         )
     elif status == "pending":
         data |= {"outcome": "approval_pending", "reason": view["reason"]}
+        ran = "Nothing has run."
+        if ran_before is not None:
+            data["ran_before"] = ran_before
+            when, earlier = ran_before["finished_at"], ran_before["approval_id"]
+            if ran_before["status"] == "executed":
+                ran = f"this exact call already ran at {when} (approval {earlier}): approving it would run it again."
+            else:  # failed: sent upstream and failed there, or never reached it (the outcome says which)
+                ran = (
+                    f"this exact call was already approved (approval {earlier}) and failed at {when} "
+                    f"({ran_before['outcome']}): approving it would try the call again."
+                )
+            ran = f"Nothing has run for this request, but {ran}"
         text = (
             f'this call to "{tool}" is waiting for a person to approve it ({view["reason"]}). Approval request '
-            f"{approval_id}: {link}. Nothing has run. Call again with the same arguments to get the outcome; "
+            f"{approval_id}: {link}. {ran} Call again with the same arguments to get the outcome; "
             f"the request expires at {view['deadline']}."
         )
     elif status == "rejected":
