@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import anyio
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, redacted
@@ -33,6 +33,7 @@ from integrations.gateway.drift import ToolWatch
 from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, for_revision, refusal, upstream_failure
+from integrations.gateway.revisions import notification_version_error, version_error
 from integrations.gateway.sse import Message, rewrite_events
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
@@ -295,18 +296,18 @@ class Gateway:
             return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get(VERSION_HEADER)
         exchange = _Exchange(server, served, identity, headers, message, served.policy)
-        if (
-            version is not None
-            and version not in HANDSHAKE_PROTOCOL_VERSIONS
-            and "method" in message
-            and "id" in message
-        ):
-            exchange.version = version
-            verdict = classify_inbound_request(message, headers=headers)
-            code = getattr(verdict, "code", None)
-            if code is not None:
-                status = ERROR_CODE_HTTP_STATUS.get(code, 400)
-                return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS and "method" in message:
+            # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
+            # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
+            supported = await served.upstream.modern_versions() or MODERN_PROTOCOL_VERSIONS
+            if "id" in message:
+                refused = version_error(message, headers, supported)
+                exchange.version = version
+            else:
+                refused = notification_version_error(version, supported)
+            if refused is not None:
+                status, error = refused
+                return json_reply(error, status)
         method = message.get("method")
         if method == "notifications/cancelled" and self.desk is not None:
             cancelled = message.get("params", {}).get("requestId")

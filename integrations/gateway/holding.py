@@ -336,9 +336,7 @@ class ApprovalDesk:
             self.publish(f"approval.{request.status}", request)
             return
 
-    async def answer(
-        self, settled: Settled | None, request_id: UUID, message_id: Any, version: str | None
-    ) -> Message:
+    async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any, version: str | None) -> Message:
         """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending;
         shaped for the client's protocol `version`."""
         view = self.view(await self.db(service.get_request, request_id))
