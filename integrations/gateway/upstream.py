@@ -247,10 +247,12 @@ class HttpUpstream:
                     if answer or size > MAX_DISCOVER_BYTES:
                         break
             finally:
-                for stream in (events, reply.stream):
-                    aclose = getattr(stream, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+                with anyio.CancelScope(shield=True):  # the probe's time limit must not leave the stream open
+                    for stream in (events, reply.stream):
+                        aclose = getattr(stream, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
             return answer[0] if answer else None
         finally:
-            await reply.close()
+            with anyio.CancelScope(shield=True):
+                await reply.close()
