@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from sqlalchemy import MetaData
 from sqlmodel import Session, col, select
 from starlette.applications import Starlette
@@ -47,15 +48,33 @@ class Running:
     @asynccontextmanager
     async def client(self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
         """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`)."""
-        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-            transport = streamable_http_client(self.mcp_url(server), http_client=http)
-            async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
-                yield client
+        async with connect(self.mcp_url(server), token, mode) as client:
+            yield client
 
     async def audit(self) -> list[AuditEvent]:
         await self.app.state.audit.flush()
         with Session(self.app.state.engine) as session:
             return list(session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all())
+
+
+@asynccontextmanager
+async def connect(url: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
+    """The SDK's `Client` on `url` with an agent's token; `auto` (its default) must end up on a 2026-07-28 revision,
+    so a test run in that mode cannot pass by falling back to the handshake."""
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+            if mode == "auto" and client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                raise AssertionError(f"mode auto negotiated {client.protocol_version}, not a 2026-07-28 revision")
+            yield client
+
+
+@pytest.fixture(params=[pytest.param("legacy", id="handshake"), pytest.param("auto", id="2026-07-28")])
+def mode(request: pytest.FixtureRequest) -> str:
+    """The SDK `Client`'s mode for a client-facing test run in both revisions: `legacy` (the initialize handshake)
+    and `auto` (the SDK's default: `server/discover`, then the stateless 2026-07-28 revision)."""
+    value: str = request.param
+    return value
 
 
 def write_config(

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp_types import CallToolResult, TextContent
+from mcp_types import SERVER_INFO_META_KEY, CallToolResult, TextContent
 
 from integrations.cli import main
 from tests.conftest import READER, Running
@@ -73,9 +73,9 @@ async def wait_for_pending(running: Running, tool: str) -> str:
         await anyio.sleep(0.02)
 
 
-async def test_approved_call_runs_once_and_the_held_client_gets_the_upstream_result(signoff: Any) -> None:
+async def test_approved_call_runs_once_and_the_held_client_gets_the_upstream_result(signoff: Any, mode: str) -> None:
     state = EverythingState()
-    async with guarded(signoff, state) as running, running.client("ev") as client:
+    async with guarded(signoff, state) as running, running.client("ev", mode=mode) as client:
         results: list[CallToolResult] = []
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -105,9 +105,9 @@ async def test_approved_call_runs_once_and_the_held_client_gets_the_upstream_res
     assert (approved.actor, approved.channel) == ("alice", "api")
 
 
-async def test_rejection_from_the_cli_names_who_and_why_and_nothing_runs(signoff: Any) -> None:
+async def test_rejection_from_the_cli_names_who_and_why_and_nothing_runs(signoff: Any, mode: str) -> None:
     state = EverythingState()
-    async with guarded(signoff, state) as running, running.client("ev") as client:
+    async with guarded(signoff, state) as running, running.client("ev", mode=mode) as client:
         results: list[CallToolResult] = []
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -138,9 +138,9 @@ async def test_rejection_from_the_cli_names_who_and_why_and_nothing_runs(signoff
     assert state.deleted_records == []
 
 
-async def test_nobody_deciding_in_time_expires_the_request_and_fails_closed(signoff: Any) -> None:
+async def test_nobody_deciding_in_time_expires_the_request_and_fails_closed(signoff: Any, mode: str) -> None:
     state = EverythingState()
-    async with guarded(signoff, state) as running, running.client("ev") as client:
+    async with guarded(signoff, state) as running, running.client("ev", mode=mode) as client:
         with anyio.fail_after(20):
             harmless = await client.call_tool("echo", {"text": "hello"})
             risky = await client.call_tool("echo", {"text": "restart prod"})
@@ -153,9 +153,11 @@ async def test_nobody_deciding_in_time_expires_the_request_and_fails_closed(sign
     assert len(expired) == 1 and expired[0].actor == "signoff"
 
 
-async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_collects_the_outcome(signoff: Any) -> None:
+async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_collects_the_outcome(
+    signoff: Any, mode: str
+) -> None:
     state = EverythingState()
-    async with guarded(signoff, state, hold="0.3s") as running, running.client("ev") as client:
+    async with guarded(signoff, state, hold="0.3s") as running, running.client("ev", mode=mode) as client:
         with anyio.fail_after(20):
             first = await client.call_tool("delete_record", {"record_id": "r-1"})
             joined = await client.call_tool("delete_record", {"record_id": "r-1"})
@@ -167,6 +169,8 @@ async def test_a_call_held_past_approval_hold_answers_pending_and_its_repeat_col
         pending = (await api(running, "GET", "/api/approvals?status=pending")).json()["approvals"]
 
     assert meta(first)["outcome"] == "approval_pending"
+    if mode == "auto":  # a 2026-07-28 result names the server that made it: signoff, not the upstream
+        assert (first.meta or {})[SERVER_INFO_META_KEY] == {"name": "signoff", "version": "0.1.0"}
     assert f"/approvals/{approval_id}" in text(first)  # a link an approver can open
     assert "Call again with the same arguments" in text(first)
     assert meta(joined)["approval_id"] == approval_id  # one request, not two
@@ -361,7 +365,7 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
     assert len(receiver.requests) == 4  # the first attempt got a 503 and was retried
 
 
-async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(signoff: Any) -> None:
+async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(signoff: Any, mode: str) -> None:
     state = EverythingState()
     messages: list[str | None] = []
     got_progress = anyio.Event()
@@ -370,7 +374,7 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
         messages.append(message)
         got_progress.set()
 
-    async with guarded(signoff, state, hold="5s") as running, running.client("ev") as client:
+    async with guarded(signoff, state, hold="5s") as running, running.client("ev", mode=mode) as client:
         results: list[CallToolResult] = []
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -388,14 +392,16 @@ async def test_a_held_call_sends_progress_while_it_waits_and_then_the_result(sig
     assert not results[0].is_error and state.deleted_records == ["r-5"]
 
 
-async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_after_its_progress(signoff: Any) -> None:
+async def test_a_held_call_with_progress_that_nobody_decides_answers_pending_after_its_progress(
+    signoff: Any, mode: str
+) -> None:
     state = EverythingState()
     values: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         values.append(progress)
 
-    async with guarded(signoff, state, hold="1.6s") as running, running.client("ev") as client:
+    async with guarded(signoff, state, hold="1.6s") as running, running.client("ev", mode=mode) as client:
         with anyio.fail_after(20):
             held = await client.call_tool("delete_record", {"record_id": "r-6"}, progress_callback=on_progress)
             approval_id = meta(held)["approval_id"]

@@ -135,10 +135,10 @@ async def test_grants_are_refused_where_the_rule_has_no_grant_max(signoff: Any) 
 
 
 async def test_a_grant_stops_at_its_expiry_and_at_revocation_and_both_are_audited(
-    signoff: Any, capsys: pytest.CaptureFixture[str]
+    signoff: Any, capsys: pytest.CaptureFixture[str], mode: str
 ) -> None:
     state, now = EverythingState(), Now()
-    async with guarded(signoff, state, now) as running, running.client("ev") as client:
+    async with guarded(signoff, state, now) as running, running.client("ev", mode=mode) as client:
         with anyio.fail_after(30):
             first = await client.call_tool("delete_record", {"record_id": "r-1"})
             await api(

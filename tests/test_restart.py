@@ -13,11 +13,9 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 
-from tests.conftest import AGENT_TOKEN, READER, write_config
+from tests.conftest import AGENT_TOKEN, READER, connect, write_config
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -74,10 +72,10 @@ async def until_healthy(base: str) -> None:
             await anyio.sleep(0.05)
 
 
-async def call(base: str, tool: str, arguments: dict[str, Any]) -> Any:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {AGENT_TOKEN}"}, timeout=20) as http:
-        async with Client(streamable_http_client(f"{base}/mcp/ev", http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
-            return await client.call_tool(tool, arguments)
+async def call(base: str, tool: str, arguments: dict[str, Any], mode: str = "legacy") -> Any:
+    """One call from a fresh SDK Client, speaking the handshake (`legacy`) or 2026-07-28 (`auto`)."""
+    async with connect(f"{base}/mcp/ev", AGENT_TOKEN, mode) as client:
+        return await client.call_tool(tool, arguments)
 
 
 async def test_sigkill_with_pending_requests_loses_none_and_expires_the_overdue(tmp_path: Path) -> None:
@@ -115,7 +113,7 @@ async def test_sigkill_with_pending_requests_loses_none_and_expires_the_overdue(
                         headers={"Authorization": "Bearer alice-approver-token"},
                     )
                 collected = await call(base, "delete_record", {"record_id": "r-1"})
-                refused = await call(base, "drop_table", {"name": "t"})
+                refused = await call(base, "drop_table", {"name": "t"}, "auto")
         verify = await anyio.run_process(
             [sys.executable, "-m", "integrations.cli", "--config", str(config), "audit", "verify"],
             env={**os.environ, "ALPHA_TOKEN": AGENT_TOKEN},
@@ -183,7 +181,7 @@ async def test_sigkill_while_an_approved_call_runs_fails_it_at_restart_and_every
                     after = (await http.get(f"/api/approvals/{approval}")).json()
                     audit = (await http.get("/api/audit", params={"tool": "rotate_key"})).json()
                 first = await call(base, "rotate_key", {"name": "prod"})
-                second = await call(base, "rotate_key", {"name": "prod"})
+                second = await call(base, "rotate_key", {"name": "prod"}, "auto")  # each revision is told
         verify = await anyio.run_process(
             [sys.executable, "-m", "integrations.cli", "--config", str(config), "audit", "verify"],
             env={**os.environ, "ALPHA_TOKEN": AGENT_TOKEN},

@@ -299,8 +299,8 @@ async def test_an_approve_click_runs_the_held_call_and_the_message_shows_who_and
     assert health["slack"]["posted"] == 1 and health["slack"]["updated"] >= 1 and health["slack"]["failed"] == 0
 
 
-async def test_reject_opens_a_modal_and_its_reason_reaches_the_agent_and_the_message(signoff: Any) -> None:
-    async with slack_flow(signoff) as flow, flow.running.client("ev") as client:
+async def test_reject_opens_a_modal_and_its_reason_reaches_the_agent_and_the_message(signoff: Any, mode: str) -> None:
+    async with slack_flow(signoff) as flow, flow.running.client("ev", mode=mode) as client:
         with anyio.fail_after(20):
             first = await client.call_tool("delete_record", {"record_id": "r-9"})
             message = await posted(flow, "delete_record")

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import anyio
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, redacted
@@ -33,7 +33,8 @@ from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
-from integrations.gateway.refusals import META_KEY, refusal, upstream_failure
+from integrations.gateway.refusals import META_KEY, for_revision, refusal, upstream_failure
+from integrations.gateway.revisions import notification_version_error, version_error
 from integrations.gateway.sse import Message, rewrite_events
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
@@ -47,6 +48,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600,
 UPSTREAM_ERROR = -32000  # implementation-defined server error: the upstream's answer was unusable or missing
 MAX_TRACKED_SESSIONS = 100_000
 MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
+VERSION_HEADER = "mcp-protocol-version"
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _KIND: dict[type, AuditKind] = {
@@ -78,8 +80,12 @@ class _Exchange:
     headers: dict[str, str]
     message: Message
     policy: Policy  # the policy in force when the request arrived, kept for its whole life
-    modern: bool = False
+    version: str | None = None  # the client's 2026-07-28-era revision, once its request passed that revision's checks
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def modern(self) -> bool:
+        return self.version is not None
 
     def outbound(self, body: bytes, tool: str) -> "_Outbound":
         return _Outbound(self.server, tool, self.served.upstream, body, self.headers, self.identity, self.message)
@@ -117,7 +123,13 @@ class _Held:
 
     async def answer(self) -> Reply:
         return await self.desk.hold_call(
-            self.request_id, self.owner, self.message_id, self.progress_token, self.stream, self.execute
+            self.request_id,
+            self.owner,
+            self.message_id,
+            self.progress_token,
+            self.stream,
+            self.execute,
+            self.outbound.headers.get(VERSION_HEADER),
         )
 
     async def execute(self) -> Reply:
@@ -289,20 +301,20 @@ class Gateway:
         if problem is not None:
             request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
             return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
-        version = headers.get("mcp-protocol-version")
+        version = headers.get(VERSION_HEADER)
         exchange = _Exchange(server, served, identity, headers, message, served.policy)
-        if (
-            version is not None
-            and version not in HANDSHAKE_PROTOCOL_VERSIONS
-            and "method" in message
-            and "id" in message
-        ):
-            exchange.modern = True
-            verdict = classify_inbound_request(message, headers=headers)
-            code = getattr(verdict, "code", None)
-            if code is not None:
-                status = ERROR_CODE_HTTP_STATUS.get(code, 400)
-                return json_reply(_error(message["id"], code, getattr(verdict, "message", "Invalid request")), status)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS and "method" in message:
+            # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
+            # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
+            supported = await served.upstream.modern_versions() or MODERN_PROTOCOL_VERSIONS
+            if "id" in message:
+                refused = version_error(message, headers, supported)
+                exchange.version = version
+            else:
+                refused = notification_version_error(version, supported)
+            if refused is not None:
+                status, error = refused
+                return json_reply(error, status)
         method = message.get("method")
         if method == "notifications/cancelled" and self.desk is not None:
             cancelled = message.get("params", {}).get("requestId")
@@ -387,9 +399,7 @@ class Gateway:
                     return await self._forward_call(exchange, body, call, decision, grant=grant)
             return await self._hold(self.desk, exchange, body, call, decision)
         self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
-        result = refusal(decision, name, policy.digest)
-        if exchange.modern:
-            result["resultType"] = "complete"
+        result = for_revision(refusal(decision, name, policy.digest), exchange.version)
         return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
     async def _forward_call(
@@ -570,10 +580,7 @@ async def _send_call(out: _Outbound, report: Callable[[str, str], None]) -> Repl
         error = UpstreamFailed(out.server, detail) if reached else UpstreamUnavailable(out.server, detail)
         once("upstream_failure" if reached else "upstream_unavailable", detail)
         result = upstream_failure(out.server, out.tool, str(error), reached=reached)
-        version = out.headers.get("mcp-protocol-version")
-        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            result["resultType"] = "complete"
-        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+        return {"jsonrpc": "2.0", "id": request_id, "result": for_revision(result, out.headers.get(VERSION_HEADER))}
 
     def observe(response: Message) -> None:
         once(*call_outcome(response))

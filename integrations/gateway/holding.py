@@ -31,7 +31,7 @@ from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
 from integrations.database import serialised, transaction_slots
 from integrations.gateway.grants import ActiveGrant, GrantBook
-from integrations.gateway.refusals import approval_outcome
+from integrations.gateway.refusals import approval_outcome, for_revision
 from integrations.gateway.upstream import Reply, json_reply
 from integrations.supervision import Spawner
 
@@ -336,8 +336,9 @@ class ApprovalDesk:
             self.publish(f"approval.{request.status}", request)
             return
 
-    async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any) -> Message:
-        """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending."""
+    async def answer(self, settled: Settled | None, request_id: UUID, message_id: Any, version: str | None) -> Message:
+        """The answer to a held call that will not run now: its request's outcome, or (`settled` None) pending;
+        shaped for the client's protocol `version`."""
         now = self.now()
 
         def read(session: Session) -> tuple[ApprovalRequest, ApprovalRequest | None]:
@@ -361,7 +362,7 @@ class ApprovalDesk:
                 "finished_at": service.as_utc(earlier.finished_at).isoformat(),
             }
         result = approval_outcome(view, self.link(request_id), used=used, ran_before=ran_before)
-        return {"jsonrpc": "2.0", "id": message_id, "result": result}
+        return {"jsonrpc": "2.0", "id": message_id, "result": for_revision(result, version)}
 
     async def hold_call(
         self,
@@ -371,8 +372,12 @@ class ApprovalDesk:
         progress_token: Any,
         stream: bool,
         execute: Execute,
+        version: str | None,
     ) -> Reply:
-        """Hold one `tools/call` for up to `hold` seconds; answer with its outcome, or run it when approved."""
+        """Hold one `tools/call` for up to `hold` seconds; answer with its outcome, or run it when approved.
+
+        `version`: the client's `MCP-Protocol-Version`, which the answer's shape follows.
+        """
         key = (owner, message_id)
         if not stream:
             try:
@@ -382,15 +387,21 @@ class ApprovalDesk:
             settled = held if isinstance(held, Settled) else None
             if settled is not None and settled.execute:
                 return await execute()
-            return json_reply(await self.answer(settled, request_id, message_id))
+            return json_reply(await self.answer(settled, request_id, message_id, version))
         return Reply(
             status=200,
             headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-            stream=self._held_events(request_id, key, message_id, progress_token, execute),
+            stream=self._held_events(request_id, key, message_id, progress_token, execute, version),
         )
 
     async def _held_events(
-        self, request_id: UUID, key: tuple[str, Any], message_id: Any, token: Any, execute: Execute
+        self,
+        request_id: UUID,
+        key: tuple[str, Any],
+        message_id: Any,
+        token: Any,
+        execute: Execute,
+        version: str | None,
     ) -> AsyncIterator[bytes]:
         # Progress notifications keep clients that reset their timeout on progress waiting for the decision.
         started = time.monotonic()
@@ -418,7 +429,7 @@ class ApprovalDesk:
         finally:
             self._held.pop(key, None)
         if settled is None or not settled.execute:
-            yield _event(await self.answer(settled, request_id, message_id))
+            yield _event(await self.answer(settled, request_id, message_id, version))
             return
         reply = await execute()
         try:

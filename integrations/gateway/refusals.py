@@ -1,13 +1,32 @@
 """What an agent reads when signoff says no: a `tools/call` result with `isError`, text and `_meta`.
 
-A refusal is an answer the model can read and adapt to, not a transport failure (ARCHITECTURE.md).
+A refusal is an answer the model can read and adapt to, not a transport failure (ARCHITECTURE.md). Each result
+here is built once, then shaped for the client's revision by `for_revision`, so none reaches a 2026-07-28
+client without the fields that revision requires.
 """
 
 from typing import Any, assert_never
 
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, RateLimited
 
 META_KEY = "signoff/decision"
+IMPLEMENTATION = {"name": "signoff", "version": "0.1.0"}  # who made a result the upstream never saw
+
+
+def for_revision(result: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """`result` as a client speaking `version` (its `MCP-Protocol-Version`; None before one is known) must read it.
+
+    The 2026-07-28 revision requires `resultType` on every result (the SDK's `Client` refuses a result
+    without it), and servers should name themselves in `_meta` on every response: signoff made this one.
+    The handshake revisions know neither field, so their results are left as they are.
+    """
+    if version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+        return result
+    meta = {SERVER_INFO_META_KEY: IMPLEMENTATION, **(result.get("_meta") or {})}
+    return {"resultType": "complete", **result, "_meta": meta}
 
 
 def _result(text: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -324,6 +324,10 @@ class StdioUpstream:
 
     # -- downstream ------------------------------------------------------------------------------
 
+    async def modern_versions(self) -> tuple[str, ...]:
+        """signoff itself serves the 2026-07-28-era revisions for the child, whatever revision the child speaks."""
+        return MODERN_PROTOCOL_VERSIONS
+
     def owner(self, session_id: str) -> str | None:
         session = self._sessions.get(session_id)
         return session.identity if session else None

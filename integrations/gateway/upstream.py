@@ -7,11 +7,14 @@ child process. Both answer with a `Reply` the gateway can send, inspect or rewri
 
 import json
 import logging
+import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import anyio
 from anyio.abc import TaskGroup
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
@@ -24,6 +27,8 @@ from integrations.gateway.connections import (
     Response,
     TransportError,
 )
+from integrations.gateway.revisions import DISCOVER_BODY, DISCOVER_HEADERS, DISCOVER_ID, MAX_DISCOVER_BYTES, versions_in
+from integrations.gateway.sse import rewrite_events
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ USER_AGENT = b"signoff"
 # Failures that leave the request unsent: the upstream is unavailable. Any other one came after the request
 # went out, so the upstream may have run it: it failed.
 _NOT_SENT = (ConnectError, ConnectTimeout, PoolTimeout)
+DISCOVER_TTL = 60.0  # how long an upstream's list of revisions is trusted before it is asked again
+DISCOVER_RETRY = 5.0  # how soon an upstream that could not be asked is asked again
+DISCOVER_TIMEOUT = 10.0
 
 
 async def _nothing() -> None:
@@ -87,6 +95,11 @@ class Upstream(Protocol):
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply: ...
 
+    async def modern_versions(self) -> Sequence[str] | None:
+        """The 2026-07-28-era revisions a client can speak to this upstream through signoff, newest last;
+        () if none (a handshake-era server), None while that is not known (the upstream cannot be asked)."""
+        ...
+
     def start(self, task_group: TaskGroup) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -125,6 +138,9 @@ class HttpUpstream:
         if "user-agent" not in self._headers:
             configured.insert(0, (b"user-agent", USER_AGENT))
         self._configured: Headers = configured
+        self._versions: tuple[str, ...] | None = None
+        self._versions_until = -math.inf  # monotonic time until which `_versions` is trusted
+        self._discovering = anyio.Lock()
 
     @property
     def pool(self) -> ConnectionPool:
@@ -189,3 +205,54 @@ class HttpUpstream:
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
         return await self._send(b"DELETE", headers)
+
+    async def modern_versions(self) -> tuple[str, ...] | None:
+        """What the upstream's own `server/discover` says it serves, asked once a minute at most (so an upgrade
+        is seen), and not while another request is asking; None while it cannot be asked."""
+        if time.monotonic() < self._versions_until:
+            return self._versions
+        async with self._discovering:
+            if time.monotonic() < self._versions_until:  # asked while this request waited
+                return self._versions
+            versions: tuple[str, ...] | None = None
+            with anyio.move_on_after(DISCOVER_TIMEOUT):
+                try:
+                    versions = versions_in(await self._discover())
+                except UpstreamUnavailable as exc:
+                    logger.info("Upstream %s: asking which revisions it serves failed: %s", self.name, exc.detail)
+            if versions is None:
+                self._versions_until = time.monotonic() + DISCOVER_RETRY  # keep what was known, and ask again soon
+            else:
+                self._versions, self._versions_until = versions, time.monotonic() + DISCOVER_TTL
+            return self._versions
+
+    async def _discover(self) -> dict[str, Any] | None:
+        """The upstream's answer to a `server/discover` of signoff's own (a JSON body, or the event carrying it)."""
+        reply = await self._send(b"POST", DISCOVER_HEADERS, DISCOVER_BODY)
+        try:
+            if reply.stream is None:
+                if reply.content_type != "application/json":
+                    return None
+                try:
+                    message = json.loads(reply.body)
+                except (ValueError, RecursionError):
+                    return None
+                return message if isinstance(message, dict) else None
+            answer: list[dict[str, Any]] = []
+            events = rewrite_events(reply.stream, DISCOVER_ID, lambda message: answer.append(message))
+            size = 0
+            try:
+                async for chunk in events:
+                    size += len(chunk)
+                    if answer or size > MAX_DISCOVER_BYTES:
+                        break
+            finally:
+                with anyio.CancelScope(shield=True):  # the probe's time limit must not leave the stream open
+                    for stream in (events, reply.stream):
+                        aclose = getattr(stream, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
+            return answer[0] if answer else None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reply.close()

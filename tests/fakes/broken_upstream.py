@@ -1,7 +1,9 @@
 """A Streamable HTTP "MCP server" that answers `initialize` and `tools/list` well and then misbehaves on cue.
 
 A `tools/call` (or a `resources/read`) names how to fail: the tool's name or the resource's URI is one of
-`BEHAVIOURS`. Raw ASGI, so each failure is exactly the bytes a broken server would send.
+`BEHAVIOURS`. Raw ASGI, so each failure is exactly the bytes a broken server would send. It speaks the
+handshake revisions and 2026-07-28 (`server/discover`, and `resultType` on its good answers to a request
+that carries that revision's envelope).
 """
 
 import json
@@ -13,6 +15,8 @@ __all__ = ["BEHAVIOURS", "BrokenConnection", "broken_app"]
 
 BEHAVIOURS = ("echo", "five_hundred", "not_json", "wrong_id", "neither", "hang", "close", "sse_end", "sse_break")
 PROTOCOL_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+ENVELOPE_VERSION = "io.modelcontextprotocol/protocolVersion"
 
 
 class BrokenConnection(Exception):
@@ -56,6 +60,15 @@ async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
     if method is None or request_id is None:  # a notification, or the client's response to a request of ours
         await _answer(send, 202, b"")
         return
+    modern = isinstance(params.get("_meta"), dict) and params["_meta"].get(ENVELOPE_VERSION) == MODERN_VERSION
+    if method == "server/discover":
+        result = {
+            "supportedVersions": [MODERN_VERSION],
+            "capabilities": {"tools": {}, "resources": {}},
+            **_MODERN_LIST,
+        }
+        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id, "result": result}))
+        return
     if method == "initialize":
         result = {
             "protocolVersion": PROTOCOL_VERSION,
@@ -66,13 +79,18 @@ async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if method == "tools/list":
         tools = [{"name": name, "inputSchema": {"type": "object"}} for name in BEHAVIOURS]
-        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id, "result": {"tools": tools}}))
+        result = {"tools": tools, **(_MODERN_LIST if modern else {})}
+        await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id, "result": result}))
         return
-    await _misbehave(send, receive, request_id, str(params.get("name") or params.get("uri") or ""))
+    await _misbehave(send, receive, request_id, str(params.get("name") or params.get("uri") or ""), modern)
 
 
-async def _misbehave(send: Send, receive: Receive, request_id: Any, behaviour: str) -> None:
-    ok = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "fine"}]}}
+_MODERN_LIST = {"resultType": "complete", "ttlMs": 0, "cacheScope": "private"}
+
+
+async def _misbehave(send: Send, receive: Receive, request_id: Any, behaviour: str, modern: bool) -> None:
+    fine = {"content": [{"type": "text", "text": "fine"}], **({"resultType": "complete"} if modern else {})}
+    ok = {"jsonrpc": "2.0", "id": request_id, "result": fine}
     if behaviour == "echo":
         await _answer(send, 200, _json(ok))
     elif behaviour == "five_hundred":

@@ -102,9 +102,11 @@ async def api(running: Running, method: str, path: str, token: str | None = None
         return await http.request(method, path, headers=headers)
 
 
-async def test_a_tool_that_changes_between_lists_is_noticed_audited_and_held_to_on_drift(signoff: Any) -> None:
+async def test_a_tool_that_changes_between_lists_is_noticed_audited_and_held_to_on_drift(
+    signoff: Any, mode: str
+) -> None:
     upstream = build_upstream()
-    async with changing(signoff, upstream) as running, running.client("up") as client:
+    async with changing(signoff, upstream) as running, running.client("up", mode=mode) as client:
         with anyio.fail_after(30):
             first = sorted(t.name for t in (await client.list_tools()).tools)
             before = await client.call_tool("read_file", {"path": "a.txt"})

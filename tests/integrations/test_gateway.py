@@ -50,9 +50,11 @@ def demo_with(policy: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))
-async def test_hide_seed_removes_the_tool_from_the_list_and_denies_calls_to_it(signoff: Any, seed: str) -> None:
+async def test_hide_seed_removes_the_tool_from_the_list_and_denies_calls_to_it(
+    signoff: Any, seed: str, mode: str
+) -> None:
     tool, arguments = SEEDS[seed]
-    async with signoff(demo_with(seed)) as running, running.client("demo") as client:
+    async with signoff(demo_with(seed)) as running, running.client("demo", mode=mode) as client:
         with anyio.fail_after(20):
             listed = [t.name for t in (await client.list_tools()).tools]
             hidden = await client.call_tool(tool, arguments)
@@ -119,8 +121,8 @@ async def test_grant_scope_gives_each_agent_its_own_budget(signoff: Any) -> None
     assert not other_agent.is_error
 
 
-async def test_demo_policy_lets_reads_through_and_refuses_what_it_should(signoff: Any) -> None:
-    async with signoff(demo_with("demo")) as running, running.client("demo") as client:
+async def test_demo_policy_lets_reads_through_and_refuses_what_it_should(signoff: Any, mode: str) -> None:
+    async with signoff(demo_with("demo")) as running, running.client("demo", mode=mode) as client:
         with anyio.fail_after(20):
             before = text(await client.call_tool("list_connections", {}))
             system_pid = await client.call_tool("kill_connection", {"pid": 87})
@@ -134,7 +136,7 @@ async def test_demo_policy_lets_reads_through_and_refuses_what_it_should(signoff
     assert risky_sql.is_error and "requires human approval" in text(risky_sql)
 
 
-async def test_crashed_stdio_upstream_fails_the_call_in_flight_and_is_restarted(signoff: Any) -> None:
+async def test_crashed_stdio_upstream_fails_the_call_in_flight_and_is_restarted(signoff: Any, mode: str) -> None:
     servers = [
         {
             "name": "crashy",
@@ -142,7 +144,7 @@ async def test_crashed_stdio_upstream_fails_the_call_in_flight_and_is_restarted(
             "policy": {"version": "1", "default": "allow"},
         }
     ]
-    async with signoff(servers) as running, running.client("crashy") as client:
+    async with signoff(servers) as running, running.client("crashy", mode=mode) as client:
         with anyio.fail_after(30):
             first_pid = (await client.call_tool("pid", {})).structured_content
             crashed = await client.call_tool("crash", {})

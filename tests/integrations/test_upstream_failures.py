@@ -72,10 +72,10 @@ HTTP_FAILURES = {
 
 @pytest.mark.parametrize("behaviour", list(HTTP_FAILURES))
 async def test_an_http_upstream_failing_a_call_gives_the_agent_a_tool_error_naming_it(
-    signoff: Start, behaviour: str
+    signoff: Start, behaviour: str, mode: str
 ) -> None:
     with anyio.fail_after(15):
-        async with broken_http(signoff) as running, running.client("broken") as client:
+        async with broken_http(signoff) as running, running.client("broken", mode=mode) as client:
             failed = await client.call_tool(behaviour, {})
             after = await client.call_tool("echo", {})
             rows = await running.audit()
@@ -101,10 +101,10 @@ STDIO_FAILURES = {
 
 @pytest.mark.parametrize("behaviour", list(STDIO_FAILURES))
 async def test_a_stdio_child_failing_a_call_gives_the_agent_a_tool_error_naming_it(
-    signoff: Start, behaviour: str
+    signoff: Start, behaviour: str, mode: str
 ) -> None:
     with anyio.fail_after(20):
-        async with broken_stdio(signoff) as running, running.client("child") as client:
+        async with broken_stdio(signoff) as running, running.client("child", mode=mode) as client:
             failed = await client.call_tool(behaviour, {})
             await ready(running, "child")  # a crashed child comes back
             after = await client.call_tool("echo", {})
@@ -177,7 +177,7 @@ async def approve_when_pending(running: Running, tool: str) -> str:
 
 @pytest.mark.parametrize(("tool", "streamed"), [("five_hundred", False), ("sse_break", False), ("sse_break", True)])
 async def test_an_approved_call_the_upstream_fails_is_a_tool_error_and_recorded_failed_with_why(
-    signoff: Start, tool: str, streamed: bool
+    signoff: Start, tool: str, streamed: bool, mode: str
 ) -> None:
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         return None
@@ -186,7 +186,7 @@ async def test_an_approved_call_the_upstream_fails_is_a_tool_error_and_recorded_
     with anyio.fail_after(20):
         async with (
             broken_http(signoff, GUARDED, approvers=True, gateway={"approval_hold": "10s"}) as running,
-            running.client("broken") as client,
+            running.client("broken", mode=mode) as client,
         ):
             async with anyio.create_task_group() as tg:
 

@@ -1,0 +1,100 @@
+"""Which 2026-07-28-era protocol revisions an upstream serves, as it says itself, and the check made with them.
+
+The gateway judges a request's revision by its upstream, as a direct connection would: an HTTP upstream
+lists its revisions in its `server/discover` result (or in the `-32022` error it answers a discover at a
+revision it lacks); a stdio child is served by signoff's own translation, so its list is signoff's. An
+unsupported revision is answered the spec's way, with `data.supported` and `data.requested`.
+This module reads one answer and builds one error; it sends nothing itself (`HttpUpstream` asks).
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    unsupported_protocol_version_rejection,
+)
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
+
+Message = dict[str, Any]
+
+DISCOVER_ID = "signoff-discover"
+MAX_DISCOVER_BYTES = 64 * 1024
+DISCOVER_HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json, text/event-stream",
+    "mcp-protocol-version": LATEST_MODERN_VERSION,
+    "mcp-method": "server/discover",
+}
+DISCOVER_BODY = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": DISCOVER_ID,
+        "method": "server/discover",
+        "params": {
+            "_meta": {
+                PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
+                CLIENT_CAPABILITIES_META_KEY: {},
+                CLIENT_INFO_META_KEY: {"name": "signoff", "version": "0.1.0"},
+            }
+        },
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def modern_only(versions: Any) -> tuple[str, ...] | None:
+    """The 2026-07-28-era entries of a `supportedVersions` or `supported` list, in order; None if it is no list."""
+    if not isinstance(versions, list):
+        return None
+    return tuple(v for v in versions if isinstance(v, str) and v not in HANDSHAKE_PROTOCOL_VERSIONS)
+
+
+def versions_in(message: Message | None) -> tuple[str, ...]:
+    """The revisions a `server/discover` answer names: its result's `supportedVersions`, or the `supported` of
+    its -32022 error; () for anything else (a handshake-era server answers with some other error)."""
+    if message is None:
+        return ()
+    result = message.get("result")
+    if isinstance(result, dict):
+        return modern_only(result.get("supportedVersions")) or ()
+    error = message.get("error")
+    if isinstance(error, dict) and error.get("code") == UNSUPPORTED_PROTOCOL_VERSION:
+        data = error.get("data")
+        return (modern_only(data.get("supported")) if isinstance(data, dict) else None) or ()
+    return ()
+
+
+def version_error(message: Message, headers: dict[str, str], supported: Sequence[str]) -> tuple[int, Message] | None:
+    """For a request at a 2026-07-28-era revision: the HTTP status and JSON-RPC error it is refused with, if any.
+
+    The revision is checked against `supported`, what the upstream serves; a refusal carries the error's
+    `data` (for -32022, `supported` and `requested`), as the spec requires and the SDK's client reads.
+    """
+    verdict = classify_inbound_request(message, headers=headers, supported_modern_versions=supported)
+    if not isinstance(verdict, InboundLadderRejection):
+        return None
+    return _refusal(verdict, message["id"])
+
+
+def notification_version_error(version: str, supported: Sequence[str]) -> tuple[int, Message] | None:
+    """For a notification at a 2026-07-28-era `version`: the -32022 refusal if the upstream does not serve it
+    (a notification has no id to answer, so the error's id is null), as the SDK's server answers one."""
+    verdict = unsupported_protocol_version_rejection(version, supported)
+    return None if verdict is None else _refusal(verdict, None)
+
+
+def _refusal(verdict: InboundLadderRejection, request_id: Any) -> tuple[int, Message]:
+    error: Message = {"code": verdict.code, "message": verdict.message}
+    if verdict.data is not None:
+        error["data"] = verdict.data
+    return ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), {"jsonrpc": "2.0", "id": request_id, "error": error}
