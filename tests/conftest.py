@@ -45,11 +45,16 @@ class Running:
         return f"{self.url}/mcp/{server}"
 
     @asynccontextmanager
-    async def client(self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
-        """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`)."""
+    async def client(
+        self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy", **options: Any
+    ) -> AsyncIterator[Client]:
+        """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`).
+
+        `options` go to `Client` (callbacks for sampling, logging and other messages).
+        """
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             transport = streamable_http_client(self.mcp_url(server), http_client=http)
-            async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+            async with Client(transport, mode=mode, **options) as client:  # type: ignore[arg-type]
                 yield client
 
     async def audit(self) -> list[AuditEvent]:
