@@ -2,10 +2,9 @@
 
 The child speaks MCP over stdin/stdout and was built for one client, so this module is a small
 multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
-renumbers request ids and progress tokens so sessions cannot collide, routes each response and
-progress notification back to the request that caused it, and broadcasts the child's other
-notifications to the sessions listening on GET. A crashed child fails its in-flight requests with a
-clear error and is restarted with backoff.
+renumbers request ids and progress tokens so sessions cannot collide, and routes what the child sends
+to the one session it is for (`routing.py` says how; nothing reaches a session it was not for). A crashed
+child fails its in-flight requests with a clear error and is restarted with backoff.
 """
 
 import contextlib
@@ -15,17 +14,33 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
+from integrations.gateway.multiplex import (
+    CHILD_CAPABILITIES,
+    LEVELS,
+    RELAYED_REQUESTS,
+    DownstreamSession,
+    Pending,
+    modern_levels,
+    most_verbose,
+    params_of,
+    refusal,
+    the_one,
+)
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.upstream import Reply, json_reply
 
@@ -33,8 +48,8 @@ logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
-INVALID_PARAMS, TIMED_OUT = -32602, -32001
-BROADCAST_PREFIX = "notifications/"
+INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
+REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
 INITIALIZE_TIMEOUT = 30.0
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
@@ -42,20 +57,6 @@ CACHEABLE_METHODS = frozenset(
     {"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"}
 )
 ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
-
-
-@dataclass(slots=True)
-class _Pending:
-    downstream_id: Any
-    send: MemoryObjectSendStream[Message]
-    progress_token: Any = None
-    tool: str | None = None
-
-
-@dataclass(slots=True)
-class _Session:
-    identity: str
-    listeners: list[MemoryObjectSendStream[Message]] = field(default_factory=list)
 
 
 class Unsendable(ValueError):
@@ -111,8 +112,10 @@ class StdioUpstream:
         self._request_timeout = request_timeout
         self._max_backoff = max_backoff
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._pending: dict[int, Pending] = {}
+        self._sessions: dict[str, DownstreamSession] = {}
+        self._asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
+        self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
         self._process: Process | None = None
         self._ready = anyio.Event()
         self._init_result: Message | None = None
@@ -237,7 +240,7 @@ class StdioUpstream:
             "initialize",
             {
                 "protocolVersion": LATEST_HANDSHAKE_VERSION,
-                "capabilities": {},
+                "capabilities": CHILD_CAPABILITIES,
                 "clientInfo": {"name": "signoff", "version": "0.1.0"},
             },
         )
@@ -247,7 +250,7 @@ class StdioUpstream:
     async def _call(self, method: str, params: Message) -> Message:
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](1)
-        self._pending[uid] = _Pending(downstream_id=uid, send=send)
+        self._pending[uid] = Pending(downstream_id=uid, send=send)  # signoff's own: no owner, attributed to none
         try:
             await self._write({"jsonrpc": "2.0", "id": uid, "method": method, "params": params})
             async with receive:
@@ -271,7 +274,7 @@ class StdioUpstream:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
 
-    def _failure(self, pending: _Pending, code: int, reason: str) -> Message:
+    def _failure(self, pending: Pending, code: int, reason: str) -> Message:
         """The answer to a request the child will not answer: a tool error for a tool call, else a JSON-RPC error."""
         detail = str(UpstreamFailed(self.name, reason))
         if pending.tool is not None:  # a tool error the model can read and act on
@@ -286,41 +289,105 @@ class StdioUpstream:
         self._pending.clear()
 
     # -- messages from the child -------------------------------------------------------------------
+    # -- messages from the child -------------------------------------------------------------------
 
     async def _dispatch(self, message: Message) -> None:
         method = message.get("method")
         if method is None:
             uid = message.get("id")
-            pending = self._pending.get(uid) if isinstance(uid, int) else None
-            if pending is not None:
+            pending = self._pending.pop(uid, None) if isinstance(uid, int) else None
+            if pending is not None:  # answered: no longer in flight, and nothing more is for it
                 _deliver(pending.send, {**message, "id": pending.downstream_id})
+                pending.send.close()
             return
         if "id" in message:
             await self._answer_child_request(message)
             return
+        params = params_of(message)
         if method == "notifications/progress":
-            params = message.get("params") or {}
             # signoff rewrote each request's progress token to its own upstream id
             token = params.get("progressToken")
             pending = self._pending.get(token) if isinstance(token, int) else None
-            if pending is not None and pending.progress_token is not None:
+            if pending is not None and pending.progress_token is not None and pending.owner is not None:
                 forwarded = {**message, "params": {**params, "progressToken": pending.progress_token}}
-                _deliver(pending.send, forwarded)
-            return
-        if method == "notifications/cancelled":
-            return  # the child gave up on a request; its error response follows
-        for session in self._sessions.values():
-            for listener in session.listeners:
-                _deliver(listener, message)
+                self._to_request(pending, forwarded)
+        elif method == "notifications/cancelled":  # the child gave up on a request it sent a client
+            asked = params.get("requestId")
+            owner = self._asked.pop(asked, None) if isinstance(asked, str | int) else None
+            if owner is not None:
+                self._to_owner(owner, message)
+        elif method == "notifications/resources/updated":
+            for session in self._sessions.values():
+                if params.get("uri") in session.subscriptions:
+                    _broadcast(session, message)
+        elif method.endswith("/list_changed"):
+            for session in self._sessions.values():
+                _broadcast(session, message)
+        else:  # a log message, or one the protocol does not place: for the request in flight, or for everyone
+            self._attributed(message, params.get("level") if method == "notifications/message" else None)
+
+    def _attributed(self, message: Message, level: Any) -> None:
+        owner, busy = the_one(pending.owner for pending in self._pending.values())
+        if owner is not None:
+            self._to_owner(owner, message, level)
+        elif not busy:
+            for session in self._sessions.values():
+                if level is None or session.wants(level):
+                    _broadcast(session, message)
+        else:
+            self.unattributed += 1
+            logger.debug("Upstream %s: %s while several sessions wait; sent to none", self.name, message.get("method"))
+
+    def _to_owner(self, owner: str, message: Message, level: Any = None) -> bool:
+        """Send `message` to `owner`: on the stream of a request of its in flight, else its GET streams."""
+        session = self._sessions.get(owner)
+        if level is not None and session is not None and not session.wants(level):
+            return False
+        for pending in self._pending.values():
+            if pending.owner == owner:
+                if level is not None and session is None and level not in pending.levels:
+                    return False
+                if pending.streams:
+                    _deliver(pending.send, message)
+                    return True
+        return session is not None and _broadcast(session, message)
+
+    def _to_request(self, pending: Pending, message: Message) -> None:
+        if pending.streams:
+            _deliver(pending.send, message)
+        elif (session := self._sessions.get(pending.owner or "")) is not None:
+            _broadcast(session, message)
 
     async def _answer_child_request(self, message: Message) -> None:
-        # signoff initialized the child with no client capabilities, so it may only ping or ask for roots.
-        if message.get("method") == "ping":
-            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-        elif message.get("method") == "roots/list":
-            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {"roots": []}})
+        method, request_id = message.get("method"), message["id"]
+        if method == "ping":
+            await self._write({"jsonrpc": "2.0", "id": request_id, "result": {}})
+        elif method == "roots/list":
+            await self._write({"jsonrpc": "2.0", "id": request_id, "result": {"roots": []}})
+        elif method in RELAYED_REQUESTS:
+            problem = self._relay(message)
+            if problem is not None:
+                logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
+                await self._write(_error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
         else:
-            await self._write(_error(message["id"], -32601, "signoff does not relay this request to clients"))
+            await self._write(_error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
+
+    def _relay(self, message: Message) -> str | None:
+        """Send a server-to-client request to the session whose request caused it; why not, if it cannot."""
+        request_id = message["id"]
+        if not isinstance(request_id, str | int) or request_id in self._asked:
+            return "its id is not a string or number, or is already in use"
+        owner, busy = the_one(pending.owner for pending in self._pending.values())
+        if owner is None:
+            return "requests of several sessions are in flight" if busy else "no client request is in flight"
+        problem = refusal(self._sessions.get(owner), message)
+        if problem is not None:
+            return problem
+        self._asked[request_id] = owner
+        if not self._to_owner(owner, message):
+            del self._asked[request_id]
+            return "the client has no open stream to carry it"
+        return None
 
     # -- downstream ------------------------------------------------------------------------------
 
@@ -332,35 +399,82 @@ class StdioUpstream:
         version = headers.get("mcp-protocol-version", "")
         modern = version in MODERN_PROTOCOL_VERSIONS
         method = message.get("method")
+        session_id = headers.get("mcp-session-id")
         if method is None or "id" not in message:
-            if method is not None and method != "notifications/initialized" and not modern:
+            if method is None and not modern:
+                await self._answer_from_client(message, session_id)
+            elif method is not None and method != "notifications/initialized" and not modern:
                 await self.wait_ready(self._request_timeout)
-                try:
-                    await self._write(self._renumbered_notification(message))
-                except Unsendable as exc:
-                    return json_reply(_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
+                forwarded = self._renumbered_notification(message, session_id)
+                if forwarded is not None:
+                    try:
+                        await self._write(forwarded)
+                    except Unsendable as exc:
+                        return json_reply(_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if method == "initialize":
             return await self._initialize_session(message, identity)
+        session = None
         if not modern:
-            session_id = headers.get("mcp-session-id")
             if session_id is None:
                 return json_reply(_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-            if session_id not in self._sessions:
+            session = self._sessions.get(session_id)
+            if session is None:
                 return json_reply(_error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
-        return await self._request(message, headers, method if modern else None)
+        if session is not None and session_id is not None:
+            local = self._session_request(session_id, session, message)
+            if isinstance(local, Reply):
+                return local
+            message = local
+        owner = session_id if session is not None else None  # a 2026-07-28 request has no session
+        return await self._request(message, headers, method if modern else None, owner)
 
-    def _renumbered_notification(self, message: Message) -> Message:
+    def _session_request(self, session_id: str, session: DownstreamSession, message: Message) -> Message | Reply:
+        """Keep what a session asked for: its log level, its subscriptions. The child serves them all at once."""
+        method, params = message.get("method"), message.get("params")
+        if not isinstance(params, dict):
+            return message
+        if method == "logging/setLevel" and params.get("level") in LEVELS:
+            session.level = params["level"]
+            level = most_verbose(other.level for other in self._sessions.values())
+            return {**message, "params": {**params, "level": level}}
+        uri = params.get("uri")
+        if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
+            return message
+        others = any(uri in other.subscriptions for sid, other in self._sessions.items() if sid != session_id)
+        if method == "resources/subscribe":
+            session.subscriptions.add(uri)
+        else:
+            session.subscriptions.discard(uri)
+        if others:  # the child's subscription stays as it is, for the other sessions
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        return message
+
+    async def _answer_from_client(self, message: Message, session_id: str | None) -> None:
+        """A client's answer to a request the child sent: only the session it was sent to may give it."""
+        request_id = message.get("id")
+        if not isinstance(request_id, str | int) or session_id is None or self._asked.get(request_id) != session_id:
+            return
+        del self._asked[request_id]
+        answer: Message = {key: message[key] for key in ("jsonrpc", "id", "result", "error") if key in message}
+        with contextlib.suppress(Unsendable, UpstreamUnavailable):
+            await self._write(answer)
+
+    def _renumbered_notification(self, message: Message, session_id: str | None) -> Message | None:
+        """What reaches the child of a client's notification: a cancel only for a request of that session's."""
         if message.get("method") != "notifications/cancelled":
             return message
         params = message.get("params") or {}
         for uid, pending in self._pending.items():
-            if pending.downstream_id == params.get("requestId"):
+            if pending.owner == session_id and pending.downstream_id == params.get("requestId"):
+                del self._pending[uid]  # answered now, so a late answer is ignored and no later cancel hits it
+                _deliver(pending.send, _error(pending.downstream_id, REQUEST_CANCELLED, "Request cancelled"))
+                pending.send.close()
                 return {**message, "params": {**params, "requestId": uid}}
-        return message
+        return None  # no request of this session's: its id means nothing to the child, or another session's call
 
     def _discover_result(self) -> Message:
         init = self._init_result or {}
@@ -378,16 +492,22 @@ class StdioUpstream:
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
         await self.wait_ready(self._request_timeout)
         init = dict(self._init_result or {})
-        requested = (message.get("params") or {}).get("protocolVersion")
+        params = params_of(message)
+        requested = params.get("protocolVersion")
         if requested in HANDSHAKE_PROTOCOL_VERSIONS:
             init["protocolVersion"] = requested
+        capabilities = params.get("capabilities")
         session_id = uuid.uuid4().hex
-        self._sessions[session_id] = _Session(identity=identity)
+        self._sessions[session_id] = DownstreamSession(
+            identity=identity, capabilities=capabilities if isinstance(capabilities, dict) else {}
+        )
         return json_reply(
             {"jsonrpc": "2.0", "id": message["id"], "result": init}, headers=[("mcp-session-id", session_id)]
         )
 
-    async def _request(self, message: Message, headers: Mapping[str, str], modern: str | None) -> Reply:
+    async def _request(
+        self, message: Message, headers: Mapping[str, str], modern: str | None, session_id: str | None
+    ) -> Reply:
         """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
         params = message.get("params")
         meta = params.get("_meta", {}) if isinstance(params, dict) else {}
@@ -398,7 +518,16 @@ class StdioUpstream:
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         token = meta.get("progressToken")
         tool = params.get("name") if message.get("method") == "tools/call" and isinstance(params, dict) else None
-        pending = _Pending(downstream_id=message["id"], send=send, progress_token=token, tool=tool)
+        pending = Pending(
+            downstream_id=message["id"],
+            send=send,
+            owner=session_id if session_id is not None else f"request:{uid}",
+            progress_token=token,
+            tool=tool,
+            streams=_accepts_sse(headers),
+        )
+        if session_id is None:
+            pending.levels = modern_levels(meta, LOG_LEVEL_META_KEY)
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and "_meta" in params:
             meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
@@ -417,49 +546,80 @@ class StdioUpstream:
         except UpstreamUnavailable:
             self._forget(uid)
             raise
-        if token is not None and _accepts_sse(headers):
-            return Reply(
-                status=200,
-                headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-                stream=self._events(uid, pending, receive, modern),
-                close=receive.aclose,
-            )
-        async with receive:
-            final = await self._final(uid, pending, receive)
-        return json_reply(self._finish(final, modern))
+        deadline = anyio.current_time() + self._request_timeout
+        if not pending.streams:
+            with receive:
+                final = await self._next(uid, pending, receive, deadline, final_only=True)
+            return json_reply(self._finish(final, modern))
+        first = None
+        if token is None:  # an event stream only if something comes before the answer (a log, a sampling request)
+            first = await self._next(uid, pending, receive, deadline, final_only=False)
+            if "method" not in first:
+                receive.close()
+                return json_reply(self._finish(first, modern))
 
-    async def _final(self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message]) -> Message:
+        async def close() -> None:
+            receive.close()
+            await self._abandon(uid, "the client went away")
+
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=self._events(uid, pending, receive, modern, deadline, first),
+            close=close,
+        )
+
+    async def _next(
+        self,
+        uid: int,
+        pending: Pending,
+        receive: MemoryObjectReceiveStream[Message],
+        deadline: float,
+        *,
+        final_only: bool,
+    ) -> Message:
+        """The next message for the request (its answer, or with `final_only` unset anything before it)."""
         try:
-            with anyio.fail_after(self._request_timeout):
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
                 async for item in receive:
-                    if "method" not in item:
+                    if not final_only or "method" not in item:
                         return item
         except TimeoutError:
-            await self._cancel(uid, "signoff timed out waiting for the upstream")
+            await self._abandon(uid, "signoff timed out waiting for the upstream")
             return self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
-        finally:
-            self._forget(uid)
+        except anyio.get_cancelled_exc_class():  # the client went away: the child should stop too
+            await self._abandon(uid, "the client went away")
+            raise
         return self._failure(pending, -32000, "it closed the request without an answer")
 
     async def _events(
-        self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message], modern: str | None
+        self,
+        uid: int,
+        pending: Pending,
+        receive: MemoryObjectReceiveStream[Message],
+        modern: str | None,
+        deadline: float,
+        first: Message | None,
     ) -> AsyncIterator[bytes]:
-        try:
-            with anyio.fail_after(self._request_timeout):
-                async with receive:
-                    async for item in receive:
-                        if "method" in item:
-                            yield _sse(item)
-                            continue
-                        yield _sse(self._finish(item, modern))
-                        return
-            yield _sse(self._finish(self._failure(pending, -32000, "it closed the request without an answer"), modern))
-        except TimeoutError:
-            await self._cancel(uid, "signoff timed out waiting for the upstream")
-            timed_out = self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
-            yield _sse(self._finish(timed_out, modern))
-        finally:
-            self._forget(uid)
+        with receive:
+            if first is not None:
+                yield _sse(first)
+            while True:
+                item = await self._next(uid, pending, receive, deadline, final_only=False)
+                if "method" in item:
+                    yield _sse(item)
+                    continue
+                yield _sse(self._finish(item, modern))
+                return
+
+    async def _abandon(self, uid: int, reason: str) -> None:
+        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop."""
+        pending = self._pending.pop(uid, None)
+        if pending is None:
+            return
+        pending.send.close()
+        with anyio.move_on_after(5, shield=True):
+            await self._cancel(uid, reason)
 
     async def _cancel(self, uid: int, reason: str) -> None:
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}
@@ -506,9 +666,26 @@ class StdioUpstream:
         )
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session = self._sessions.pop(headers.get("mcp-session-id", ""), None)
+        session_id = headers.get("mcp-session-id", "")
+        session = self._sessions.pop(session_id, None)
         if session is None:
             return json_reply(_error(None, -32001, "Session not found"), 404)
         for listener in session.listeners:
             listener.close()
+        for uid in [uid for uid, pending in self._pending.items() if pending.owner == session_id]:
+            await self._abandon(uid, "the client ended its session")
+        for request_id in [request_id for request_id, owner in self._asked.items() if owner == session_id]:
+            del self._asked[request_id]
+            with contextlib.suppress(UpstreamUnavailable):
+                await self._write(_error(request_id, INVALID_REQUEST, "the client ended its session"))
+        wanted = set().union(*(other.subscriptions for other in self._sessions.values()))
+        for uri in sorted(session.subscriptions - wanted):  # nobody else wants it: the child may stop watching
+            with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
+                await self._call("resources/unsubscribe", {"uri": uri})
         return Reply(status=200, headers=[])
+
+
+def _broadcast(session: DownstreamSession, message: Message) -> bool:
+    for listener in session.listeners:
+        _deliver(listener, message)
+    return bool(session.listeners)
