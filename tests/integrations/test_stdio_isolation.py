@@ -262,3 +262,16 @@ async def test_a_cancelled_call_is_answered_at_once_and_its_late_answer_is_ignor
     assert answers[0]["id"] == 7
     assert "error" in answers[0] or answers[0]["result"]["isError"]
     assert state["hanging"] == []
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/json, text/event-stream"])
+async def test_a_client_that_goes_away_cancels_its_call_in_the_child(signoff: Any, accept: str) -> None:
+    async with signoff(SERVERS) as running, raw_session(running) as raw, running.client("child") as observer:
+        call = {"name": "hang", "arguments": {"key": "gone"}, "_meta": {"progressToken": "p"}}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(raw.post, {"id": 3, "method": "tools/call", "params": call}, accept)
+            await until_state(observer, lambda state: "gone" in state["hanging"])
+            tg.cancel_scope.cancel()  # the client closes its request
+        state = await until_state(observer, lambda state: "gone" in state["cancelled"])
+
+    assert state["hanging"] == []
