@@ -18,7 +18,8 @@ import pytest
 from mcp import Client
 from mcp.client.context import ClientRequestContext
 
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, Running
+from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, READER, Running
+from tests.test_approval_flow import wait_for_pending
 
 pytestmark = [
     pytest.mark.anyio,
@@ -273,5 +274,33 @@ async def test_a_client_that_goes_away_cancels_its_call_in_the_child(signoff: An
             await until_state(observer, lambda state: "gone" in state["hanging"])
             tg.cancel_scope.cancel()  # the client closes its request
         state = await until_state(observer, lambda state: "gone" in state["cancelled"])
+        outcomes = [event.outcome for event in await running.audit() if event.tool == "hang"]
 
     assert state["hanging"] == []
+    assert outcomes == ["error"]  # the call's outcome is recorded: the agent went away before the answer
+
+
+async def status(http: httpx2.AsyncClient, approval_id: str) -> str:
+    return str((await http.get(f"/api/approvals/{approval_id}", headers=READER)).json()["status"])
+
+
+async def test_a_held_call_stays_when_its_client_goes_and_runs_once_approved(signoff: Any) -> None:
+    guarded = {"whisper": {"action": "require_approval", "approval": {"approvers": ["alice"], "timeout": "10m"}}}
+    servers = [{**SERVERS[0], "policy": {"version": "1", "default": "allow", "tools": guarded}}]
+    call = {"name": "whisper", "arguments": {"secret": "held"}}
+    async with signoff(servers, approvers=True) as running, raw_session(running) as raw:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(raw.post, {"id": 1, "method": "tools/call", "params": call}, "application/json")
+                approval_id = await wait_for_pending(running, "whisper")
+                tg.cancel_scope.cancel()  # the client goes while its call is held
+            async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+                still = await status(http, approval_id)
+                alice = {"Authorization": "Bearer alice-approver-token"}
+                await http.post(f"/api/approvals/{approval_id}/approve", json={"reason": "ok"}, headers=alice)
+                # a bounded poll of what an approver sees, as wait_for_pending does
+                while (done := await status(http, approval_id)) in ("pending", "approved", "executing"):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+
+    assert still == "pending"  # not withdrawn: the call stays held
+    assert done == "executed"  # and runs once approved, with nobody left to read its answer
