@@ -27,6 +27,7 @@ RELEASE: dict[str, anyio.Event] = {}
 TOOLS = {
     "whisper": "Log `secret` at `level` (default info) and report progress while the call runs.",
     "ask": "Ask the client to sample a reply to `question`.",
+    "confirm": "Ask the user (form elicitation) to confirm `what`.",
     "touch": "Tell subscribers that resource `uri` changed.",
     "later": "After the call returns, log `text` at `level` and send tools/list_changed.",
     "hang": "Wait until cancelled or released; `key` names the call.",
@@ -81,6 +82,19 @@ async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolReques
                 return _text(f"sampling failed: {exc}", error=True)
             content = reply.content
             return _text(f"sampled: {content.text if isinstance(content, types.TextContent) else content}")
+        case "confirm":
+            schema: types.ElicitRequestedSchema = {
+                "type": "object",
+                "properties": {"ok": {"type": "boolean"}},
+                "required": ["ok"],
+            }
+            try:
+                answer = await session.elicit_form(
+                    f"confirm {args['what']}?", schema, related_request_id=ctx.request_id
+                )
+            except Exception as exc:
+                return _text(f"elicitation failed: {exc}", error=True)
+            return _text(f"{answer.action}: {json.dumps(answer.content)}")
         case "touch":
             if args["uri"] in STATE["subscriptions"]:
                 await session.send_resource_updated(args["uri"])

@@ -61,6 +61,10 @@ class Ear:
             role="assistant", content=types.TextContent(type="text", text="from alpha's model"), model="alpha-model"
         )
 
+    async def elicit(self, ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        self.asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"ok": True})
+
     def has(self, text: str) -> bool:
         return any(text in item for item in self.heard)
 
@@ -190,6 +194,22 @@ async def test_sampling_goes_to_the_session_whose_call_asked_and_honours_its_cap
     assert "sampling failed" in text(refused)
     assert alpha.asked == ["alpha asks"]
     assert not bravo.has("asks")
+
+
+async def test_elicitation_goes_to_the_session_whose_call_asked_and_honours_its_capabilities(signoff: Any) -> None:
+    alpha, bravo = Ear(), Ear()
+    async with (
+        signoff(SERVERS) as running,
+        two_agents(running, alpha, bravo, elicitation_callback=alpha.elicit) as (a, b),
+    ):
+        confirmed = await a.call_tool("confirm", {"what": "alpha's deploy"})
+        refused = await b.call_tool("confirm", {"what": "bravo's deploy"})  # bravo declared no elicitation
+
+    assert text(confirmed) == 'accept: {"ok": true}'
+    assert refused.is_error
+    assert "elicitation failed" in text(refused)
+    assert alpha.asked == ["confirm alpha's deploy?"]
+    assert not bravo.has("deploy")
 
 
 async def test_a_cancel_from_one_session_never_cancels_another_sessions_call(signoff: Any) -> None:
