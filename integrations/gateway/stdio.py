@@ -287,6 +287,7 @@ class StdioUpstream:
             _deliver(pending.send, self._failure(pending, -32000, reason))
             pending.send.close()
         self._pending.clear()
+        self._asked.clear()  # the child that asked is gone; a client's late answer must not reach the next one
 
     # -- messages from the child -------------------------------------------------------------------
     # -- messages from the child -------------------------------------------------------------------

@@ -324,3 +324,20 @@ async def test_a_held_call_stays_when_its_client_goes_and_runs_once_approved(sig
 
     assert still == "pending"  # not withdrawn: the call stays held
     assert done == "executed"  # and runs once approved, with nobody left to read its answer
+
+
+async def test_a_2026_client_hears_the_logs_of_its_own_requests_at_the_level_it_opted_in_to(signoff: Any) -> None:
+    alpha, bravo = Ear(), Ear()
+    async with (
+        signoff(SERVERS) as running,
+        running.client("child", AGENT_TOKEN, mode="auto", log_level="warning", message_handler=alpha.hear) as a,
+        running.client("child", OTHER_TOKEN, mode="auto", message_handler=bravo.hear) as b,  # no opt-in: no logs
+    ):
+        await a.call_tool("whisper", {"secret": "alpha-chatter", "level": "info"})
+        await a.call_tool("whisper", {"secret": "alpha-alarm", "level": "error"})
+        await b.call_tool("whisper", {"secret": "bravo-alarm", "level": "error"})
+
+    assert alpha.has("secret alpha-alarm")
+    assert not alpha.has("alpha-chatter")
+    assert not alpha.has("bravo")
+    assert not bravo.has("secret")
