@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
+MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that never ends them cannot grow this past it
 REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
 INITIALIZE_TIMEOUT = 30.0
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
@@ -115,6 +116,7 @@ class StdioUpstream:
         self._pending: dict[int, Pending] = {}
         self._sessions: dict[str, DownstreamSession] = {}
         self._asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
+        self._elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
         self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
         self._process: Process | None = None
         self._ready = anyio.Event()
@@ -288,6 +290,7 @@ class StdioUpstream:
             pending.send.close()
         self._pending.clear()
         self._asked.clear()  # the child that asked is gone; a client's late answer must not reach the next one
+        self._elicitations.clear()
 
     # -- messages from the child -------------------------------------------------------------------
     # -- messages from the child -------------------------------------------------------------------
@@ -324,6 +327,10 @@ class StdioUpstream:
         elif method.endswith("/list_changed"):
             for session in self._sessions.values():
                 _broadcast(session, message)
+        elif method == "notifications/elicitation/complete":  # ends a URL elicitation: for the session asked
+            owner = self._elicitations.pop(str(params.get("elicitationId")), None)
+            if owner is not None:
+                self._to_owner(owner, message)
         else:  # a log message, or one the protocol does not place: for the request in flight, or for everyone
             self._attributed(message, params.get("level") if method == "notifications/message" else None)
 
@@ -388,6 +395,9 @@ class StdioUpstream:
         if not self._to_owner(owner, message):
             del self._asked[request_id]
             return "the client has no open stream to carry it"
+        elicitation = params_of(message).get("elicitationId")
+        if isinstance(elicitation, str) and len(self._elicitations) < MAX_ELICITATIONS:
+            self._elicitations[elicitation] = owner
         return None
 
     # -- downstream ------------------------------------------------------------------------------
@@ -679,6 +689,8 @@ class StdioUpstream:
             del self._asked[request_id]
             with contextlib.suppress(UpstreamUnavailable):
                 await self._write(_error(request_id, INVALID_REQUEST, "the client ended its session"))
+        for elicitation in [key for key, owner in self._elicitations.items() if owner == session_id]:
+            del self._elicitations[elicitation]
         wanted = set().union(*(other.subscriptions for other in self._sessions.values()))
         for uri in sorted(session.subscriptions - wanted):  # nobody else wants it: the child may stop watching
             with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):

@@ -28,6 +28,7 @@ TOOLS = {
     "whisper": "Log `secret` at `level` (default info) and report progress while the call runs.",
     "ask": "Ask the client to sample a reply to `question`.",
     "confirm": "Ask the user (form elicitation) to confirm `what`.",
+    "link": "Send the user to a URL (URL elicitation `key`), and end it after the call returns.",
     "touch": "Tell subscribers that resource `uri` changed.",
     "later": "After the call returns, log `text` at `level` and send tools/list_changed.",
     "hang": "Wait until cancelled or released; `key` names the call.",
@@ -95,6 +96,16 @@ async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolReques
             except Exception as exc:
                 return _text(f"elicitation failed: {exc}", error=True)
             return _text(f"{answer.action}: {json.dumps(answer.content)}")
+        case "link":  # a URL elicitation, ended out of band after the call returns
+            key = args["key"]
+            link = await session.elicit_url(f"open {key}", f"https://example.test/{key}", key, ctx.request_id)
+
+            async def complete() -> None:
+                await anyio.sleep(0.2)  # after the response is written: the end belongs to no request
+                await session.send_elicit_complete(key)
+
+            ctx.lifespan_context["tg"].start_soon(complete)
+            return _text(link.action)
         case "touch":
             if args["uri"] in STATE["subscriptions"]:
                 await session.send_resource_updated(args["uri"])

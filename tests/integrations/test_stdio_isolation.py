@@ -63,6 +63,8 @@ class Ear:
 
     async def elicit(self, ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
         self.asked.append(params.message)
+        if isinstance(params, types.ElicitRequestURLParams):
+            return types.ElicitResult(action="accept")
         return types.ElicitResult(action="accept", content={"ok": True})
 
     def has(self, text: str) -> bool:
@@ -210,6 +212,22 @@ async def test_elicitation_goes_to_the_session_whose_call_asked_and_honours_its_
     assert "elicitation failed" in text(refused)
     assert alpha.asked == ["confirm alpha's deploy?"]
     assert not bravo.has("deploy")
+
+
+async def test_the_end_of_a_url_elicitation_reaches_only_the_session_that_was_sent_to_the_url(signoff: Any) -> None:
+    alpha, bravo = Ear(), Ear()
+    async with (
+        signoff(SERVERS) as running,
+        two_agents(running, alpha, bravo, elicitation_callback=alpha.elicit) as (a, _),
+    ):
+        linked = await a.call_tool("link", {"key": "alpha-link"})
+        await a.call_tool("later", {"text": "barrier", "level": "info"})
+        await everyone_heard(alpha, bravo)
+        await alpha.until(lambda: alpha.has("notifications/elicitation/complete"))
+
+    assert text(linked) == "accept"
+    assert alpha.asked == ["open alpha-link"]
+    assert not bravo.has("alpha-link")
 
 
 async def test_a_cancel_from_one_session_never_cancels_another_sessions_call(signoff: Any) -> None:
