@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
@@ -31,15 +31,14 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.multiplex import (
     CHILD_CAPABILITIES,
-    LEVELS,
     RELAYED_REQUESTS,
     DownstreamSession,
+    Multiplexer,
     Pending,
+    deliver,
+    error,
     modern_levels,
-    most_verbose,
     params_of,
-    refusal,
-    the_one,
 )
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.upstream import Reply, json_reply
@@ -49,8 +48,6 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
-MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that never ends them cannot grow this past it
-REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
 INITIALIZE_TIMEOUT = 30.0
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
@@ -73,16 +70,6 @@ def _line(message: Message) -> bytes:
         return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
     except UnicodeEncodeError as exc:
         raise Unsendable from exc
-
-
-def _deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
-    # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
-        send.send_nowait(message)
-
-
-def _error(request_id: Any, code: int, message: str) -> Message:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
 def _accepts_sse(headers: Mapping[str, str]) -> bool:
@@ -113,11 +100,7 @@ class StdioUpstream:
         self._request_timeout = request_timeout
         self._max_backoff = max_backoff
         self._ids = itertools.count(1)
-        self._pending: dict[int, Pending] = {}
-        self._sessions: dict[str, DownstreamSession] = {}
-        self._asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
-        self._elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
-        self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
+        self._mux = Multiplexer()
         self._process: Process | None = None
         self._ready = anyio.Event()
         self._init_result: Message | None = None
@@ -252,7 +235,7 @@ class StdioUpstream:
     async def _call(self, method: str, params: Message) -> Message:
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](1)
-        self._pending[uid] = Pending(downstream_id=uid, send=send)  # signoff's own: no owner, attributed to none
+        self._mux.pending[uid] = Pending(downstream_id=uid, send=send)  # signoff's own: no owner, attributed to none
         try:
             await self._write({"jsonrpc": "2.0", "id": uid, "method": method, "params": params})
             async with receive:
@@ -282,89 +265,22 @@ class StdioUpstream:
         if pending.tool is not None:  # a tool error the model can read and act on
             result = upstream_failure(self.name, pending.tool, detail)
             return {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result}
-        return _error(pending.downstream_id, code, detail)
+        return error(pending.downstream_id, code, detail)
 
     def _fail_pending(self, reason: str) -> None:
-        for pending in list(self._pending.values()):
-            _deliver(pending.send, self._failure(pending, -32000, reason))
+        for pending in self._mux.forget_requests():
+            deliver(pending.send, self._failure(pending, -32000, reason))
             pending.send.close()
-        self._pending.clear()
-        self._asked.clear()  # the child that asked is gone; a client's late answer must not reach the next one
-        self._elicitations.clear()
 
-    # -- messages from the child -------------------------------------------------------------------
     # -- messages from the child -------------------------------------------------------------------
 
     async def _dispatch(self, message: Message) -> None:
-        method = message.get("method")
-        if method is None:
-            uid = message.get("id")
-            pending = self._pending.pop(uid, None) if isinstance(uid, int) else None
-            if pending is not None:  # answered: no longer in flight, and nothing more is for it
-                _deliver(pending.send, {**message, "id": pending.downstream_id})
-                pending.send.close()
-            return
-        if "id" in message:
+        if message.get("method") is None:
+            self._mux.answered(message)
+        elif "id" in message:
             await self._answer_child_request(message)
-            return
-        params = params_of(message)
-        if method == "notifications/progress":
-            # signoff rewrote each request's progress token to its own upstream id
-            token = params.get("progressToken")
-            pending = self._pending.get(token) if isinstance(token, int) else None
-            if pending is not None and pending.progress_token is not None and pending.owner is not None:
-                forwarded = {**message, "params": {**params, "progressToken": pending.progress_token}}
-                self._to_request(pending, forwarded)
-        elif method == "notifications/cancelled":  # the child gave up on a request it sent a client
-            asked = params.get("requestId")
-            owner = self._asked.pop(asked, None) if isinstance(asked, str | int) else None
-            if owner is not None:
-                self._to_owner(owner, message)
-        elif method == "notifications/resources/updated":
-            for session in self._sessions.values():
-                if params.get("uri") in session.subscriptions:
-                    _broadcast(session, message)
-        elif method.endswith("/list_changed"):
-            for session in self._sessions.values():
-                _broadcast(session, message)
-        elif method == "notifications/elicitation/complete":  # ends a URL elicitation: for the session asked
-            owner = self._elicitations.pop(str(params.get("elicitationId")), None)
-            if owner is not None:
-                self._to_owner(owner, message)
-        else:  # a log message, or one the protocol does not place: for the request in flight, or for everyone
-            self._attributed(message, params.get("level") if method == "notifications/message" else None)
-
-    def _attributed(self, message: Message, level: Any) -> None:
-        owner, busy = the_one(pending.owner for pending in self._pending.values())
-        if owner is not None:
-            self._to_owner(owner, message, level)
-        elif not busy:
-            for session in self._sessions.values():
-                if level is None or session.wants(level):
-                    _broadcast(session, message)
         else:
-            self.unattributed += 1
-            logger.debug("Upstream %s: %s while several sessions wait; sent to none", self.name, message.get("method"))
-
-    def _to_owner(self, owner: str, message: Message, level: Any = None) -> bool:
-        """Send `message` to `owner`: on the stream of a request of its in flight, else its GET streams."""
-        session = self._sessions.get(owner)
-        if level is not None and session is not None and not session.wants(level):
-            return False
-        for pending in self._pending.values():
-            if pending.owner == owner:
-                if level is not None and session is None and level not in pending.levels:
-                    return False
-                if pending.streams:
-                    _deliver(pending.send, message)
-                    return True
-        return session is not None and _broadcast(session, message)
-
-    def _to_request(self, pending: Pending, message: Message) -> None:
-        if pending.streams:
-            _deliver(pending.send, message)
-        elif (session := self._sessions.get(pending.owner or "")) is not None:
-            _broadcast(session, message)
+            self._mux.notified(message)
 
     async def _answer_child_request(self, message: Message) -> None:
         method, request_id = message.get("method"), message["id"]
@@ -373,37 +289,17 @@ class StdioUpstream:
         elif method == "roots/list":
             await self._write({"jsonrpc": "2.0", "id": request_id, "result": {"roots": []}})
         elif method in RELAYED_REQUESTS:
-            problem = self._relay(message)
+            problem = self._mux.relay(message)
             if problem is not None:
                 logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
-                await self._write(_error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
+                await self._write(error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
         else:
-            await self._write(_error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
-
-    def _relay(self, message: Message) -> str | None:
-        """Send a server-to-client request to the session whose request caused it; why not, if it cannot."""
-        request_id = message["id"]
-        if not isinstance(request_id, str | int) or request_id in self._asked:
-            return "its id is not a string or number, or is already in use"
-        owner, busy = the_one(pending.owner for pending in self._pending.values())
-        if owner is None:
-            return "requests of several sessions are in flight" if busy else "no client request is in flight"
-        problem = refusal(self._sessions.get(owner), message)
-        if problem is not None:
-            return problem
-        self._asked[request_id] = owner
-        if not self._to_owner(owner, message):
-            del self._asked[request_id]
-            return "the client has no open stream to carry it"
-        elicitation = params_of(message).get("elicitationId")
-        if isinstance(elicitation, str) and len(self._elicitations) < MAX_ELICITATIONS:
-            self._elicitations[elicitation] = owner
-        return None
+            await self._write(error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
 
     # -- downstream ------------------------------------------------------------------------------
 
     def owner(self, session_id: str) -> str | None:
-        session = self._sessions.get(session_id)
+        session = self._mux.sessions.get(session_id)
         return session.identity if session else None
 
     async def post(self, body: bytes, message: Message, headers: Mapping[str, str], identity: str) -> Reply:
@@ -412,80 +308,38 @@ class StdioUpstream:
         method = message.get("method")
         session_id = headers.get("mcp-session-id")
         if method is None or "id" not in message:
-            if method is None and not modern:
-                await self._answer_from_client(message, session_id)
-            elif method is not None and method != "notifications/initialized" and not modern:
-                await self.wait_ready(self._request_timeout)
-                forwarded = self._renumbered_notification(message, session_id)
-                if forwarded is not None:
-                    try:
-                        await self._write(forwarded)
-                    except Unsendable as exc:
-                        return json_reply(_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
+            if modern or method == "notifications/initialized":
+                return Reply(status=202, headers=[])
+            await self.wait_ready(self._request_timeout)
+            if method is None:  # a client's answer to a request the child sent
+                forwarded = self._mux.client_answer(message, session_id)
+            else:
+                forwarded = self._mux.client_notification(message, session_id)
+            if forwarded is not None:
+                try:
+                    await self._write(forwarded)
+                except Unsendable as exc:
+                    return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if method == "initialize":
             return await self._initialize_session(message, identity)
         session = None
         if not modern:
             if session_id is None:
-                return json_reply(_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-            session = self._sessions.get(session_id)
+                return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+            session = self._mux.sessions.get(session_id)
             if session is None:
-                return json_reply(_error(message["id"], -32001, "Session not found"), 404)
+                return json_reply(error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
         if session is not None and session_id is not None:
-            local = self._session_request(session_id, session, message)
-            if isinstance(local, Reply):
-                return local
-            message = local
+            forwarded = self._mux.session_request(session_id, message)
+            if forwarded is None:  # the child already does what the session asked
+                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+            message = forwarded
         owner = session_id if session is not None else None  # a 2026-07-28 request has no session
         return await self._request(message, headers, method if modern else None, owner)
-
-    def _session_request(self, session_id: str, session: DownstreamSession, message: Message) -> Message | Reply:
-        """Keep what a session asked for: its log level, its subscriptions. The child serves them all at once."""
-        method, params = message.get("method"), message.get("params")
-        if not isinstance(params, dict):
-            return message
-        if method == "logging/setLevel" and params.get("level") in LEVELS:
-            session.level = params["level"]
-            level = most_verbose(other.level for other in self._sessions.values())
-            return {**message, "params": {**params, "level": level}}
-        uri = params.get("uri")
-        if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
-            return message
-        others = any(uri in other.subscriptions for sid, other in self._sessions.items() if sid != session_id)
-        if method == "resources/subscribe":
-            session.subscriptions.add(uri)
-        else:
-            session.subscriptions.discard(uri)
-        if others:  # the child's subscription stays as it is, for the other sessions
-            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-        return message
-
-    async def _answer_from_client(self, message: Message, session_id: str | None) -> None:
-        """A client's answer to a request the child sent: only the session it was sent to may give it."""
-        request_id = message.get("id")
-        if not isinstance(request_id, str | int) or session_id is None or self._asked.get(request_id) != session_id:
-            return
-        del self._asked[request_id]
-        answer: Message = {key: message[key] for key in ("jsonrpc", "id", "result", "error") if key in message}
-        with contextlib.suppress(Unsendable, UpstreamUnavailable):
-            await self._write(answer)
-
-    def _renumbered_notification(self, message: Message, session_id: str | None) -> Message | None:
-        """What reaches the child of a client's notification: a cancel only for a request of that session's."""
-        if message.get("method") != "notifications/cancelled":
-            return message
-        params = message.get("params") or {}
-        for uid, pending in self._pending.items():
-            if pending.owner == session_id and pending.downstream_id == params.get("requestId"):
-                del self._pending[uid]  # answered now, so a late answer is ignored and no later cancel hits it
-                _deliver(pending.send, _error(pending.downstream_id, REQUEST_CANCELLED, "Request cancelled"))
-                pending.send.close()
-                return {**message, "params": {**params, "requestId": uid}}
-        return None  # no request of this session's: its id means nothing to the child, or another session's call
 
     def _discover_result(self) -> Message:
         init = self._init_result or {}
@@ -509,7 +363,7 @@ class StdioUpstream:
             init["protocolVersion"] = requested
         capabilities = params.get("capabilities")
         session_id = uuid.uuid4().hex
-        self._sessions[session_id] = DownstreamSession(
+        self._mux.sessions[session_id] = DownstreamSession(
             identity=identity, capabilities=capabilities if isinstance(capabilities, dict) else {}
         )
         return json_reply(
@@ -523,7 +377,7 @@ class StdioUpstream:
         params = message.get("params")
         meta = params.get("_meta", {}) if isinstance(params, dict) else {}
         if not isinstance(meta, dict):
-            problem = _error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
+            problem = error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
             return json_reply(problem, 400 if modern else 200)  # 2026-07-28 maps -32602 to 400
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
@@ -550,8 +404,8 @@ class StdioUpstream:
         except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
             send.close()
             receive.close()
-            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
-        self._pending[uid] = pending
+            return json_reply(error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
+        self._mux.pending[uid] = pending
         try:
             await self._write(line)
         except UpstreamUnavailable:
@@ -625,7 +479,7 @@ class StdioUpstream:
 
     async def _abandon(self, uid: int, reason: str) -> None:
         """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop."""
-        pending = self._pending.pop(uid, None)
+        pending = self._mux.pending.pop(uid, None)
         if pending is None:
             return
         pending.send.close()
@@ -638,7 +492,7 @@ class StdioUpstream:
             await self._write(cancel)
 
     def _forget(self, uid: int) -> None:
-        pending = self._pending.pop(uid, None)
+        pending = self._mux.pending.pop(uid, None)
         if pending is not None:
             pending.send.close()
 
@@ -653,9 +507,9 @@ class StdioUpstream:
         return {**message, "result": result}
 
     async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session = self._sessions.get(headers.get("mcp-session-id", ""))
+        session = self._mux.sessions.get(headers.get("mcp-session-id", ""))
         if session is None:
-            return json_reply(_error(None, -32001, "Session not found"), 404)
+            return json_reply(error(None, -32001, "Session not found"), 404)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         session.listeners.append(send)
 
@@ -678,27 +532,15 @@ class StdioUpstream:
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
         session_id = headers.get("mcp-session-id", "")
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            return json_reply(_error(None, -32001, "Session not found"), 404)
-        for listener in session.listeners:
-            listener.close()
-        for uid in [uid for uid, pending in self._pending.items() if pending.owner == session_id]:
+        if session_id not in self._mux.sessions:
+            return json_reply(error(None, -32001, "Session not found"), 404)
+        uids, asked, unwanted = self._mux.session_ended(session_id)
+        for uid in uids:
             await self._abandon(uid, "the client ended its session")
-        for request_id in [request_id for request_id, owner in self._asked.items() if owner == session_id]:
-            del self._asked[request_id]
+        for request_id in asked:
             with contextlib.suppress(UpstreamUnavailable):
-                await self._write(_error(request_id, INVALID_REQUEST, "the client ended its session"))
-        for elicitation in [key for key, owner in self._elicitations.items() if owner == session_id]:
-            del self._elicitations[elicitation]
-        wanted = set().union(*(other.subscriptions for other in self._sessions.values()))
-        for uri in sorted(session.subscriptions - wanted):  # nobody else wants it: the child may stop watching
+                await self._write(error(request_id, INVALID_REQUEST, "the client ended its session"))
+        for uri in unwanted:  # nobody else wants it: the child may stop watching
             with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
                 await self._call("resources/unsubscribe", {"uri": uri})
         return Reply(status=200, headers=[])
-
-
-def _broadcast(session: DownstreamSession, message: Message) -> bool:
-    for listener in session.listeners:
-        _deliver(listener, message)
-    return bool(session.listeners)
