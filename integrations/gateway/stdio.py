@@ -125,6 +125,11 @@ class StdioUpstream:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def unattributed(self) -> int:
+        """Messages the child sent while requests of several sessions were in flight: they went to no session."""
+        return self._mux.unattributed
+
     async def aclose(self) -> None:
         self._closing = True
         if self._process is not None and self._process.returncode is None:

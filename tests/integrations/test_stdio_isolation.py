@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -134,6 +135,24 @@ async def test_a_secret_logged_for_one_agent_never_reaches_another(signoff: Any)
     assert bravo.has("for everyone")
     assert not bravo.has("alpha"), bravo.heard
     assert not alpha.has("bravo"), alpha.heard
+
+
+async def test_a_log_sent_while_two_sessions_wait_reaches_neither_and_is_counted_in_healthz(signoff: Any) -> None:
+    alpha, bravo = Ear(), Ear()
+    async with signoff(SERVERS) as running, two_agents(running, alpha, bravo) as (a, b):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(a.call_tool, "hang", {"key": "alpha-waits"}, progress_callback=alpha.progress))
+            await alpha.until(lambda: alpha.has("hanging alpha-waits"))
+            await b.call_tool("whisper", {"secret": "bravo-while-alpha-waits"})  # over stdio: whose is it?
+            await b.call_tool("release", {"key": "alpha-waits"})
+        await a.call_tool("later", {"text": "barrier", "level": "info"})
+        await everyone_heard(alpha, bravo)
+        async with httpx2.AsyncClient() as http:
+            health = (await http.get(f"{running.url}/healthz")).json()
+
+    assert not alpha.has("bravo-while-alpha-waits")
+    assert not bravo.has("secret bravo-while-alpha-waits")  # isolation wins over delivery
+    assert health["servers"]["child"]["unattributed"] == 1
 
 
 async def test_log_levels_are_per_session_and_the_child_logs_at_the_most_verbose_one_asked(signoff: Any) -> None:
