@@ -378,3 +378,20 @@ async def test_a_2026_client_hears_the_logs_of_its_own_requests_at_the_level_it_
     assert not alpha.has("alpha-chatter")
     assert not alpha.has("bravo")
     assert not bravo.has("secret")
+
+
+async def test_a_session_that_ends_cancels_its_calls_and_releases_what_only_it_subscribed_to(signoff: Any) -> None:
+    async with signoff(SERVERS) as running, running.client("child") as observer:
+        await observer.subscribe_resource("note://b")
+        async with raw_session(running) as raw:
+            for uri in ("note://a", "note://b"):
+                await raw.post({"id": uri, "method": "resources/subscribe", "params": {"uri": uri}})
+            call = {"name": "hang", "arguments": {"key": "ends"}}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(raw.post, {"id": 9, "method": "tools/call", "params": call}, "application/json")
+                await until_state(observer, lambda state: "ends" in state["hanging"])
+                ended = await raw.http.delete(raw.url, headers=raw.headers())
+        state = await until_state(observer, lambda state: "ends" in state["cancelled"])
+
+    assert ended.status_code == 200
+    assert state["subscriptions"] == ["note://b"]  # the observer still wants note://b
