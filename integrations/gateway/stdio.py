@@ -3,7 +3,7 @@
 The child speaks MCP over stdin/stdout and was built for one client, so this module is a small
 multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
 renumbers request ids and progress tokens so sessions cannot collide, and routes what the child sends
-to the one session it is for (`routing.py` says how; nothing reaches a session it was not for). A crashed
+to the one session it is for (`multiplex.py` says how; nothing reaches a session it was not for). A crashed
 child fails its in-flight requests with a clear error and is restarted with backoff.
 """
 
