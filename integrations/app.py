@@ -286,6 +286,7 @@ def create_app(
                     "ready": upstream.ready,
                     "restarts": upstream.restarts,
                     "last_exit": upstream.last_exit,
+                    "unattributed": upstream.unattributed,
                     "policy_version": served.policy.digest,
                 }
             else:

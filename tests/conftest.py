@@ -46,9 +46,14 @@ class Running:
         return f"{self.url}/mcp/{server}"
 
     @asynccontextmanager
-    async def client(self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
-        """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`)."""
-        async with connect(self.mcp_url(server), token, mode) as client:
+    async def client(
+        self, server: str, token: str = AGENT_TOKEN, mode: str = "legacy", **options: Any
+    ) -> AsyncIterator[Client]:
+        """A real MCP client connected through signoff, speaking the handshake (`legacy`) or 2026-07-28 (`auto`).
+
+        `options` go to `Client` (callbacks for sampling, logging and other messages).
+        """
+        async with connect(self.mcp_url(server), token, mode, **options) as client:
             yield client
 
     async def audit(self) -> list[AuditEvent]:
@@ -58,12 +63,12 @@ class Running:
 
 
 @asynccontextmanager
-async def connect(url: str, token: str = AGENT_TOKEN, mode: str = "legacy") -> AsyncIterator[Client]:
+async def connect(url: str, token: str = AGENT_TOKEN, mode: str = "legacy", **options: Any) -> AsyncIterator[Client]:
     """The SDK's `Client` on `url` with an agent's token; `auto` (its default) must end up on a 2026-07-28 revision,
     so a test run in that mode cannot pass by falling back to the handshake."""
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, **options) as client:  # type: ignore[arg-type]
             if mode == "auto" and client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 raise AssertionError(f"mode auto negotiated {client.protocol_version}, not a 2026-07-28 revision")
             yield client

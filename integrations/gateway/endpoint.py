@@ -82,6 +82,7 @@ class _Exchange:
     policy: Policy  # the policy in force when the request arrived, kept for its whole life
     version: str | None = None  # the client's 2026-07-28-era revision, once its request passed that revision's checks
     started: float = field(default_factory=time.perf_counter)
+    receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
 
     @property
     def modern(self) -> bool:
@@ -302,7 +303,7 @@ class Gateway:
             request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
             return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get(VERSION_HEADER)
-        exchange = _Exchange(server, served, identity, headers, message, served.policy)
+        exchange = _Exchange(server, served, identity, headers, message, served.policy, receive=receive)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS and "method" in message:
             # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
             # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
@@ -324,7 +325,7 @@ class Gateway:
             if "id" not in message:  # a notification would reach the upstream without a decision
                 return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
-        reply = await served.upstream.post(body, message, headers, identity)
+        reply = await _unless_gone(receive, served.upstream.post(body, message, headers, identity))
         if method is not None and "id" in message:  # a request; a client's response to the server gets a bare 202
             request_id = message["id"]
 
@@ -425,7 +426,7 @@ class Gateway:
             else:
                 self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
-        return await _send_call(exchange.outbound(body, call.tool), record)
+        return await _unless_gone(exchange.receive, _send_call(exchange.outbound(body, call.tool), record))
 
     async def _hold(
         self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
@@ -589,7 +590,38 @@ async def _send_call(out: _Outbound, report: Callable[[str, str], None]) -> Repl
         reply = await out.upstream.post(out.body, message, out.headers, out.identity)
     except UpstreamUnavailable as exc:
         return json_reply(failed(exc.detail, reached=isinstance(exc, UpstreamFailed)))
+    except anyio.get_cancelled_exc_class():
+        once("error", "the agent went away before the answer came")
+        raise
     return await _checked(reply, request_id, observe, failed, failed_status=200, unanswered=lambda: once("error", ""))
+
+
+async def _unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
+    """Await `work`, the forwarding of a request, but give it up if the client disconnects first.
+
+    Giving up cancels the call upstream: a stdio child is sent `notifications/cancelled`, an HTTP upstream's
+    request is closed. A call held for approval never comes here: it stays when its client goes (README).
+    """
+    if receive is None:
+        return await work
+    reply: Reply | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            reply = await work
+        except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup, for the callers' handlers
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return reply if reply is not None else Reply(status=499, headers=[])  # nobody is left to read it
 
 
 def call_outcome(response: Message) -> tuple[str, str]:

@@ -2,10 +2,9 @@
 
 The child speaks MCP over stdin/stdout and was built for one client, so this module is a small
 multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
-renumbers request ids and progress tokens so sessions cannot collide, routes each response and
-progress notification back to the request that caused it, and broadcasts the child's other
-notifications to the sessions listening on GET. A crashed child fails its in-flight requests with a
-clear error and is restarted with backoff.
+renumbers request ids and progress tokens so sessions cannot collide, and routes what the child sends
+to the one session it is for (`multiplex.py` says how; nothing reaches a session it was not for). A crashed
+child fails its in-flight requests with a clear error and is restarted with backoff.
 """
 
 import contextlib
@@ -15,17 +14,32 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
+from integrations.gateway.multiplex import (
+    CHILD_CAPABILITIES,
+    RELAYED_REQUESTS,
+    DownstreamSession,
+    Multiplexer,
+    Pending,
+    deliver,
+    error,
+    modern_levels,
+    params_of,
+)
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.upstream import Reply, json_reply
 
@@ -33,8 +47,7 @@ logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
-INVALID_PARAMS, TIMED_OUT = -32602, -32001
-BROADCAST_PREFIX = "notifications/"
+INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
 INITIALIZE_TIMEOUT = 30.0
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
@@ -42,20 +55,6 @@ CACHEABLE_METHODS = frozenset(
     {"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"}
 )
 ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
-
-
-@dataclass(slots=True)
-class _Pending:
-    downstream_id: Any
-    send: MemoryObjectSendStream[Message]
-    progress_token: Any = None
-    tool: str | None = None
-
-
-@dataclass(slots=True)
-class _Session:
-    identity: str
-    listeners: list[MemoryObjectSendStream[Message]] = field(default_factory=list)
 
 
 class Unsendable(ValueError):
@@ -71,16 +70,6 @@ def _line(message: Message) -> bytes:
         return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
     except UnicodeEncodeError as exc:
         raise Unsendable from exc
-
-
-def _deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
-    # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
-        send.send_nowait(message)
-
-
-def _error(request_id: Any, code: int, message: str) -> Message:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
 def _accepts_sse(headers: Mapping[str, str]) -> bool:
@@ -111,8 +100,7 @@ class StdioUpstream:
         self._request_timeout = request_timeout
         self._max_backoff = max_backoff
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._mux = Multiplexer()
         self._process: Process | None = None
         self._ready = anyio.Event()
         self._init_result: Message | None = None
@@ -136,6 +124,11 @@ class StdioUpstream:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def unattributed(self) -> int:
+        """Messages the child sent while requests of several sessions were in flight: they went to no session."""
+        return self._mux.unattributed
 
     async def aclose(self) -> None:
         self._closing = True
@@ -237,7 +230,7 @@ class StdioUpstream:
             "initialize",
             {
                 "protocolVersion": LATEST_HANDSHAKE_VERSION,
-                "capabilities": {},
+                "capabilities": CHILD_CAPABILITIES,
                 "clientInfo": {"name": "signoff", "version": "0.1.0"},
             },
         )
@@ -247,7 +240,7 @@ class StdioUpstream:
     async def _call(self, method: str, params: Message) -> Message:
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](1)
-        self._pending[uid] = _Pending(downstream_id=uid, send=send)
+        self._mux.pending[uid] = Pending(downstream_id=uid, send=send)  # signoff's own: no owner, attributed to none
         try:
             await self._write({"jsonrpc": "2.0", "id": uid, "method": method, "params": params})
             async with receive:
@@ -271,56 +264,42 @@ class StdioUpstream:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
 
-    def _failure(self, pending: _Pending, code: int, reason: str) -> Message:
+    def _failure(self, pending: Pending, code: int, reason: str) -> Message:
         """The answer to a request the child will not answer: a tool error for a tool call, else a JSON-RPC error."""
         detail = str(UpstreamFailed(self.name, reason))
         if pending.tool is not None:  # a tool error the model can read and act on
             result = upstream_failure(self.name, pending.tool, detail)
             return {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result}
-        return _error(pending.downstream_id, code, detail)
+        return error(pending.downstream_id, code, detail)
 
     def _fail_pending(self, reason: str) -> None:
-        for pending in list(self._pending.values()):
-            _deliver(pending.send, self._failure(pending, -32000, reason))
+        for pending in self._mux.forget_requests():
+            deliver(pending.send, self._failure(pending, -32000, reason))
             pending.send.close()
-        self._pending.clear()
 
     # -- messages from the child -------------------------------------------------------------------
 
     async def _dispatch(self, message: Message) -> None:
-        method = message.get("method")
-        if method is None:
-            uid = message.get("id")
-            pending = self._pending.get(uid) if isinstance(uid, int) else None
-            if pending is not None:
-                _deliver(pending.send, {**message, "id": pending.downstream_id})
-            return
-        if "id" in message:
+        if message.get("method") is None:
+            self._mux.answered(message)
+        elif "id" in message:
             await self._answer_child_request(message)
-            return
-        if method == "notifications/progress":
-            params = message.get("params") or {}
-            # signoff rewrote each request's progress token to its own upstream id
-            token = params.get("progressToken")
-            pending = self._pending.get(token) if isinstance(token, int) else None
-            if pending is not None and pending.progress_token is not None:
-                forwarded = {**message, "params": {**params, "progressToken": pending.progress_token}}
-                _deliver(pending.send, forwarded)
-            return
-        if method == "notifications/cancelled":
-            return  # the child gave up on a request; its error response follows
-        for session in self._sessions.values():
-            for listener in session.listeners:
-                _deliver(listener, message)
+        else:
+            self._mux.notified(message)
 
     async def _answer_child_request(self, message: Message) -> None:
-        # signoff initialized the child with no client capabilities, so it may only ping or ask for roots.
-        if message.get("method") == "ping":
-            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-        elif message.get("method") == "roots/list":
-            await self._write({"jsonrpc": "2.0", "id": message["id"], "result": {"roots": []}})
+        method, request_id = message.get("method"), message["id"]
+        if method == "ping":
+            await self._write({"jsonrpc": "2.0", "id": request_id, "result": {}})
+        elif method == "roots/list":
+            await self._write({"jsonrpc": "2.0", "id": request_id, "result": {"roots": []}})
+        elif method in RELAYED_REQUESTS:
+            problem = self._mux.relay(message)
+            if problem is not None:
+                logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
+                await self._write(error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
         else:
-            await self._write(_error(message["id"], -32601, "signoff does not relay this request to clients"))
+            await self._write(error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
 
     # -- downstream ------------------------------------------------------------------------------
 
@@ -329,42 +308,47 @@ class StdioUpstream:
         return MODERN_PROTOCOL_VERSIONS
 
     def owner(self, session_id: str) -> str | None:
-        session = self._sessions.get(session_id)
+        session = self._mux.sessions.get(session_id)
         return session.identity if session else None
 
     async def post(self, body: bytes, message: Message, headers: Mapping[str, str], identity: str) -> Reply:
         version = headers.get("mcp-protocol-version", "")
         modern = version in MODERN_PROTOCOL_VERSIONS
         method = message.get("method")
+        session_id = headers.get("mcp-session-id")
         if method is None or "id" not in message:
-            if method is not None and method != "notifications/initialized" and not modern:
-                await self.wait_ready(self._request_timeout)
+            if modern or method == "notifications/initialized":
+                return Reply(status=202, headers=[])
+            await self.wait_ready(self._request_timeout)
+            if method is None:  # a client's answer to a request the child sent
+                forwarded = self._mux.client_answer(message, session_id)
+            else:
+                forwarded = self._mux.client_notification(message, session_id)
+            if forwarded is not None:
                 try:
-                    await self._write(self._renumbered_notification(message))
+                    await self._write(forwarded)
                 except Unsendable as exc:
-                    return json_reply(_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
+                    return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if method == "initialize":
             return await self._initialize_session(message, identity)
+        session = None
         if not modern:
-            session_id = headers.get("mcp-session-id")
             if session_id is None:
-                return json_reply(_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-            if session_id not in self._sessions:
-                return json_reply(_error(message["id"], -32001, "Session not found"), 404)
+                return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+            session = self._mux.sessions.get(session_id)
+            if session is None:
+                return json_reply(error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
-        return await self._request(message, headers, method if modern else None)
-
-    def _renumbered_notification(self, message: Message) -> Message:
-        if message.get("method") != "notifications/cancelled":
-            return message
-        params = message.get("params") or {}
-        for uid, pending in self._pending.items():
-            if pending.downstream_id == params.get("requestId"):
-                return {**message, "params": {**params, "requestId": uid}}
-        return message
+        if session is not None and session_id is not None:
+            forwarded = self._mux.session_request(session_id, message)
+            if forwarded is None:  # the child already does what the session asked
+                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+            message = forwarded
+        owner = session_id if session is not None else None  # a 2026-07-28 request has no session
+        return await self._request(message, headers, method if modern else None, owner)
 
     def _discover_result(self) -> Message:
         init = self._init_result or {}
@@ -382,27 +366,42 @@ class StdioUpstream:
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
         await self.wait_ready(self._request_timeout)
         init = dict(self._init_result or {})
-        requested = (message.get("params") or {}).get("protocolVersion")
+        params = params_of(message)
+        requested = params.get("protocolVersion")
         if requested in HANDSHAKE_PROTOCOL_VERSIONS:
             init["protocolVersion"] = requested
+        capabilities = params.get("capabilities")
         session_id = uuid.uuid4().hex
-        self._sessions[session_id] = _Session(identity=identity)
+        self._mux.sessions[session_id] = DownstreamSession(
+            identity=identity, capabilities=capabilities if isinstance(capabilities, dict) else {}
+        )
         return json_reply(
             {"jsonrpc": "2.0", "id": message["id"], "result": init}, headers=[("mcp-session-id", session_id)]
         )
 
-    async def _request(self, message: Message, headers: Mapping[str, str], modern: str | None) -> Reply:
+    async def _request(
+        self, message: Message, headers: Mapping[str, str], modern: str | None, session_id: str | None
+    ) -> Reply:
         """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
         params = message.get("params")
         meta = params.get("_meta", {}) if isinstance(params, dict) else {}
         if not isinstance(meta, dict):
-            problem = _error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
+            problem = error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
             return json_reply(problem, 400 if modern else 200)  # 2026-07-28 maps -32602 to 400
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         token = meta.get("progressToken")
         tool = params.get("name") if message.get("method") == "tools/call" and isinstance(params, dict) else None
-        pending = _Pending(downstream_id=message["id"], send=send, progress_token=token, tool=tool)
+        pending = Pending(
+            downstream_id=message["id"],
+            send=send,
+            owner=session_id if session_id is not None else f"request:{uid}",
+            progress_token=token,
+            tool=tool,
+            streams=_accepts_sse(headers),
+        )
+        if session_id is None:
+            pending.levels = modern_levels(meta, LOG_LEVEL_META_KEY)
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and "_meta" in params:
             meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
@@ -414,56 +413,87 @@ class StdioUpstream:
         except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
             send.close()
             receive.close()
-            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
-        self._pending[uid] = pending
+            return json_reply(error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
+        self._mux.pending[uid] = pending
         try:
             await self._write(line)
         except UpstreamUnavailable:
             self._forget(uid)
             raise
-        if token is not None and _accepts_sse(headers):
-            return Reply(
-                status=200,
-                headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-                stream=self._events(uid, pending, receive, modern),
-                close=receive.aclose,
-            )
-        async with receive:
-            final = await self._final(uid, pending, receive)
-        return json_reply(self._finish(final, modern))
+        deadline = anyio.current_time() + self._request_timeout
+        if not pending.streams:
+            with receive:
+                final = await self._next(uid, pending, receive, deadline, final_only=True)
+            return json_reply(self._finish(final, modern))
+        first = None
+        if token is None:  # an event stream only if something comes before the answer (a log, a sampling request)
+            first = await self._next(uid, pending, receive, deadline, final_only=False)
+            if "method" not in first:
+                receive.close()
+                return json_reply(self._finish(first, modern))
 
-    async def _final(self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message]) -> Message:
+        async def close() -> None:
+            receive.close()
+            await self._abandon(uid, "the client went away")
+
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=self._events(uid, pending, receive, modern, deadline, first),
+            close=close,
+        )
+
+    async def _next(
+        self,
+        uid: int,
+        pending: Pending,
+        receive: MemoryObjectReceiveStream[Message],
+        deadline: float,
+        *,
+        final_only: bool,
+    ) -> Message:
+        """The next message for the request (its answer, or with `final_only` unset anything before it)."""
         try:
-            with anyio.fail_after(self._request_timeout):
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
                 async for item in receive:
-                    if "method" not in item:
+                    if not final_only or "method" not in item:
                         return item
         except TimeoutError:
-            await self._cancel(uid, "signoff timed out waiting for the upstream")
+            await self._abandon(uid, "signoff timed out waiting for the upstream")
             return self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
-        finally:
-            self._forget(uid)
+        except anyio.get_cancelled_exc_class():  # the client went away: the child should stop too
+            await self._abandon(uid, "the client went away")
+            raise
         return self._failure(pending, -32000, "it closed the request without an answer")
 
     async def _events(
-        self, uid: int, pending: _Pending, receive: MemoryObjectReceiveStream[Message], modern: str | None
+        self,
+        uid: int,
+        pending: Pending,
+        receive: MemoryObjectReceiveStream[Message],
+        modern: str | None,
+        deadline: float,
+        first: Message | None,
     ) -> AsyncIterator[bytes]:
-        try:
-            with anyio.fail_after(self._request_timeout):
-                async with receive:
-                    async for item in receive:
-                        if "method" in item:
-                            yield _sse(item)
-                            continue
-                        yield _sse(self._finish(item, modern))
-                        return
-            yield _sse(self._finish(self._failure(pending, -32000, "it closed the request without an answer"), modern))
-        except TimeoutError:
-            await self._cancel(uid, "signoff timed out waiting for the upstream")
-            timed_out = self._failure(pending, TIMED_OUT, f"it did not answer within {self._request_timeout:g} s")
-            yield _sse(self._finish(timed_out, modern))
-        finally:
-            self._forget(uid)
+        with receive:
+            if first is not None:
+                yield _sse(first)
+            while True:
+                item = await self._next(uid, pending, receive, deadline, final_only=False)
+                if "method" in item:
+                    yield _sse(item)
+                    continue
+                yield _sse(self._finish(item, modern))
+                return
+
+    async def _abandon(self, uid: int, reason: str) -> None:
+        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop."""
+        pending = self._mux.pending.pop(uid, None)
+        if pending is None:
+            return
+        pending.send.close()
+        with anyio.move_on_after(5, shield=True):
+            await self._cancel(uid, reason)
 
     async def _cancel(self, uid: int, reason: str) -> None:
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": uid, "reason": reason}}
@@ -471,7 +501,7 @@ class StdioUpstream:
             await self._write(cancel)
 
     def _forget(self, uid: int) -> None:
-        pending = self._pending.pop(uid, None)
+        pending = self._mux.pending.pop(uid, None)
         if pending is not None:
             pending.send.close()
 
@@ -486,9 +516,9 @@ class StdioUpstream:
         return {**message, "result": result}
 
     async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session = self._sessions.get(headers.get("mcp-session-id", ""))
+        session = self._mux.sessions.get(headers.get("mcp-session-id", ""))
         if session is None:
-            return json_reply(_error(None, -32001, "Session not found"), 404)
+            return json_reply(error(None, -32001, "Session not found"), 404)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         session.listeners.append(send)
 
@@ -510,9 +540,16 @@ class StdioUpstream:
         )
 
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session = self._sessions.pop(headers.get("mcp-session-id", ""), None)
-        if session is None:
-            return json_reply(_error(None, -32001, "Session not found"), 404)
-        for listener in session.listeners:
-            listener.close()
+        session_id = headers.get("mcp-session-id", "")
+        if session_id not in self._mux.sessions:
+            return json_reply(error(None, -32001, "Session not found"), 404)
+        uids, asked, unwanted = self._mux.session_ended(session_id)
+        for uid in uids:
+            await self._abandon(uid, "the client ended its session")
+        for request_id in asked:
+            with contextlib.suppress(UpstreamUnavailable):
+                await self._write(error(request_id, INVALID_REQUEST, "the client ended its session"))
+        for uri in unwanted:  # nobody else wants it: the child may stop watching
+            with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
+                await self._call("resources/unsubscribe", {"uri": uri})
         return Reply(status=200, headers=[])

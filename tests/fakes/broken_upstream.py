@@ -7,11 +7,13 @@ that carries that revision's envelope).
 """
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["BEHAVIOURS", "BrokenConnection", "broken_app"]
+__all__ = ["BEHAVIOURS", "BrokenConnection", "Hang", "broken_app", "watch_hang"]
 
 BEHAVIOURS = ("echo", "five_hundred", "not_json", "wrong_id", "neither", "hang", "close", "sse_end", "sse_break")
 PROTOCOL_VERSION = "2025-11-25"
@@ -21,6 +23,22 @@ ENVELOPE_VERSION = "io.modelcontextprotocol/protocolVersion"
 
 class BrokenConnection(Exception):
     """Raised inside the app to make uvicorn drop the connection mid-response."""
+
+
+@dataclass
+class Hang:
+    """One `hang` call as the upstream saw it: it began, and its client (signoff) closed the request."""
+
+    started: anyio.Event = field(default_factory=anyio.Event)
+    gone: anyio.Event = field(default_factory=anyio.Event)
+
+
+_HANGS: dict[Any, Hang] = {}
+
+
+def watch_hang(request_id: Any) -> Hang:
+    """What the upstream will see of the `hang` call with `request_id` (call it in the test's event loop)."""
+    return _HANGS.setdefault(request_id, Hang())
 
 
 async def _read(receive: Receive) -> bytes:
@@ -102,8 +120,13 @@ async def _misbehave(send: Send, receive: Receive, request_id: Any, behaviour: s
     elif behaviour == "neither":
         await _answer(send, 200, _json({"jsonrpc": "2.0", "id": request_id}))
     elif behaviour == "hang":  # until the client gives up, so that uvicorn can shut down
+        hang = _HANGS.pop(request_id, None) if isinstance(request_id, str | int) else None
+        if hang is not None:
+            hang.started.set()
         while (await receive())["type"] != "http.disconnect":
             pass
+        if hang is not None:
+            hang.gone.set()
     elif behaviour == "close":  # the head and part of the body, then the connection drops
         headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

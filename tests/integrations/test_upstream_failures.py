@@ -7,6 +7,7 @@ misbehaves on cue (`tests/fakes/broken_upstream.py`) or a stdio child that does 
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -15,7 +16,7 @@ import pytest
 from mcp_types import CallToolResult, TextContent
 
 from tests.conftest import AGENT_TOKEN, READER, Running
-from tests.fakes.broken_upstream import broken_app
+from tests.fakes.broken_upstream import broken_app, watch_hang
 from tests.fakes.upstreams import serve_http
 
 pytestmark = pytest.mark.anyio
@@ -257,3 +258,22 @@ async def test_a_clients_response_to_the_server_still_gets_the_upstreams_bare_20
             answer = await http.post(running.mcp_url("broken"), json=response_to_server, headers=headers)
 
     assert answer.status_code == 202 and answer.content == b""
+
+
+@pytest.mark.parametrize("method", ["tools/call", "resources/read"])
+async def test_a_client_that_goes_away_closes_its_request_to_an_http_upstream(signoff: Start, method: str) -> None:
+    request_id = f"gone-{method}"
+    hang = watch_hang(request_id)
+    params = {"name": "hang", "arguments": {}} if method == "tools/call" else {"uri": "hang"}
+    request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}", "Accept": ACCEPT}
+    with anyio.fail_after(10):  # far below the upstream timeout: the close is the client's, passed on
+        async with (
+            broken_http(signoff, gateway={"upstream_timeout": "60s"}) as running,
+            httpx2.AsyncClient(timeout=30) as http,
+        ):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(http.post, running.mcp_url("broken"), json=request, headers=headers))
+                await hang.started.wait()
+                tg.cancel_scope.cancel()  # the client closes its request
+            await hang.gone.wait()

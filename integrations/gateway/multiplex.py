@@ -1,0 +1,302 @@
+"""Which downstream session a message from a shared stdio child is for: the rules and the state they read, no I/O.
+
+Over stdio a child cannot say which request a log message or a server-to-client request belongs to
+(the SDK's `related_request_id` only routes on HTTP transports), so signoff attributes one to the
+session whose requests are in flight. When requests of more than one session are in flight, it cannot
+tell, and such a message goes to nobody: isolation wins over delivery. What belongs to no request goes
+where the protocol says: log messages to the sessions whose level allows them, resource updates to the
+sessions that subscribed, list-changed notifications to every session.
+"""
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# What signoff declares to the child: it relays these to the session that caused them, if that session can.
+CHILD_CAPABILITIES: Message = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
+RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create"})
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request written to the child and not yet answered; `owner` None: signoff's own."""
+
+    downstream_id: Any
+    send: MemoryObjectSendStream[Message]
+    owner: str | None = None  # the session id, or "request:<uid>" for a 2026-07-28 request (it has no session)
+    progress_token: Any = None
+    tool: str | None = None
+    streams: bool = False  # its answer may be an event stream, which carries what belongs to the request
+    levels: frozenset[str] = frozenset(LEVELS)  # 2026-07-28: the log levels the request opted in to
+
+
+@dataclass(slots=True)
+class DownstreamSession:
+    """One handshake session on the shared child: who owns it, what its client can do and asked for."""
+
+    identity: str
+    capabilities: Message = field(default_factory=dict)
+    level: str | None = None  # from logging/setLevel; None: every level the child sends
+    subscriptions: set[str] = field(default_factory=set)
+    listeners: list[MemoryObjectSendStream[Message]] = field(default_factory=list)
+
+    def wants(self, level: Any) -> bool:
+        return level_allows(self.level, level)
+
+
+def params_of(message: Message) -> Message:
+    """A message's params as an object (an absent or malformed one reads as empty)."""
+    params = message.get("params")
+    return params if isinstance(params, dict) else {}
+
+
+def level_allows(threshold: str | None, level: Any) -> bool:
+    """Whether a log message at `level` passes a session's `threshold` (an unknown level passes only no threshold)."""
+    if threshold is None:
+        return True
+    if level not in LEVELS or threshold not in LEVELS:
+        return False
+    return LEVELS.index(level) >= LEVELS.index(threshold)
+
+
+def most_verbose(levels: Iterable[str | None]) -> str | None:
+    """The level the child must log at so that every session gets what it asked for."""
+    known = [level for level in levels if level in LEVELS]
+    return min(known, key=LEVELS.index) if known else None
+
+
+def modern_levels(meta: Message, key: str) -> frozenset[str]:
+    """The levels a 2026-07-28 request opted in to with its `_meta` log-level key (none without it)."""
+    requested = meta.get(key)
+    if requested not in LEVELS:
+        return frozenset()
+    return frozenset(LEVELS[LEVELS.index(requested) :])
+
+
+def the_one(owners: Iterable[str | None]) -> tuple[str | None, bool]:
+    """The owner of every request in flight, and whether any is: (owner, True), (None, False) idle, or (None, True)."""
+    distinct = {owner for owner in owners if owner is not None}
+    if len(distinct) == 1:
+        return next(iter(distinct)), True
+    return None, bool(distinct)
+
+
+def refusal(session: DownstreamSession | None, message: Message) -> str | None:
+    """Why a server-to-client request may not go to `session`'s client; None when it may."""
+    if session is None:
+        return "a 2026-07-28 client cannot be asked over stdio (it has no session to carry the request)"
+    method = message.get("method")
+    params = params_of(message)
+    capabilities = session.capabilities
+    if method == "sampling/createMessage":
+        return None if isinstance(capabilities.get("sampling"), dict) else "the client did not declare sampling"
+    elicitation = capabilities.get("elicitation")
+    if not isinstance(elicitation, dict):
+        return "the client did not declare elicitation"
+    mode = params.get("mode", "form")
+    if mode == "url" and "url" not in elicitation:
+        return "the client did not declare URL elicitation"
+    if mode == "form" and elicitation and "form" not in elicitation:  # {} means form (2025-06-18)
+        return "the client did not declare form elicitation"
+    return None
+
+
+MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that never ends them cannot grow this past it
+REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
+
+
+def deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
+    # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
+        send.send_nowait(message)
+
+
+def error(request_id: Any, code: int, message: str) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _broadcast(session: DownstreamSession, message: Message) -> bool:
+    for listener in session.listeners:
+        deliver(listener, message)
+    return bool(session.listeners)
+
+
+class Multiplexer:
+    """The sessions on one shared child and its requests in flight, and where each message of the child goes.
+
+    Every method is synchronous: the caller (`StdioUpstream`) does the writing to the child.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Pending] = {}  # by the id signoff gave the request upstream
+        self.sessions: dict[str, DownstreamSession] = {}
+        self.asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
+        self.elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
+        self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
+
+    def forget_requests(self) -> list[Pending]:
+        """The child is gone: every request in flight, to be failed, and nothing it asked stays open."""
+        pending = list(self.pending.values())
+        self.pending.clear()
+        self.asked.clear()  # a client's late answer must not reach the next child
+        self.elicitations.clear()
+        return pending
+
+    # -- from the child ------------------------------------------------------------------------
+
+    def answered(self, message: Message) -> None:
+        uid = message.get("id")
+        pending = self.pending.pop(uid, None) if isinstance(uid, int) else None
+        if pending is not None:  # answered: no longer in flight, and nothing more is for it
+            deliver(pending.send, {**message, "id": pending.downstream_id})
+            pending.send.close()
+
+    def notified(self, message: Message) -> None:
+        method, params = str(message.get("method")), params_of(message)
+        if method == "notifications/progress":
+            # signoff rewrote each request's progress token to its own upstream id
+            token = params.get("progressToken")
+            pending = self.pending.get(token) if isinstance(token, int) else None
+            if pending is not None and pending.progress_token is not None and pending.owner is not None:
+                self._to_request(pending, {**message, "params": {**params, "progressToken": pending.progress_token}})
+        elif method == "notifications/cancelled":  # the child gave up on a request it sent a client
+            asked = params.get("requestId")
+            owner = self.asked.pop(asked, None) if isinstance(asked, str | int) else None
+            if owner is not None:
+                self._to_owner(owner, message)
+        elif method == "notifications/resources/updated":
+            for session in self.sessions.values():
+                if params.get("uri") in session.subscriptions:
+                    _broadcast(session, message)
+        elif method.endswith("/list_changed"):
+            for session in self.sessions.values():
+                _broadcast(session, message)
+        elif method == "notifications/elicitation/complete":  # ends a URL elicitation: for the session asked
+            owner = self.elicitations.pop(str(params.get("elicitationId")), None)
+            if owner is not None:
+                self._to_owner(owner, message)
+        else:  # a log message, or one the protocol does not place: for the request in flight, or for everyone
+            self._attributed(message, params.get("level") if method == "notifications/message" else None)
+
+    def relay(self, message: Message) -> str | None:
+        """Send a server-to-client request to the session whose request caused it; why not, if it cannot."""
+        request_id = message["id"]
+        if not isinstance(request_id, str | int) or request_id in self.asked:
+            return "its id is not a string or number, or is already in use"
+        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        if owner is None:
+            return "requests of several sessions are in flight" if busy else "no client request is in flight"
+        problem = refusal(self.sessions.get(owner), message)
+        if problem is not None:
+            return problem
+        self.asked[request_id] = owner
+        if not self._to_owner(owner, message):
+            del self.asked[request_id]
+            return "the client has no open stream to carry it"
+        elicitation = params_of(message).get("elicitationId")
+        if isinstance(elicitation, str) and len(self.elicitations) < MAX_ELICITATIONS:
+            self.elicitations[elicitation] = owner
+        return None
+
+    def _attributed(self, message: Message, level: Any) -> None:
+        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        if owner is not None:
+            self._to_owner(owner, message, level)
+        elif not busy:
+            for session in self.sessions.values():
+                if level is None or session.wants(level):
+                    _broadcast(session, message)
+        else:
+            self.unattributed += 1
+            logger.debug("%s while several sessions wait; sent to none", message.get("method"))
+
+    def _to_owner(self, owner: str, message: Message, level: Any = None) -> bool:
+        """Send `message` to `owner`: on the stream of a request of its in flight, else its GET streams."""
+        session = self.sessions.get(owner)
+        if level is not None and session is not None and not session.wants(level):
+            return False
+        for pending in self.pending.values():
+            if pending.owner == owner:
+                if level is not None and session is None and level not in pending.levels:
+                    return False
+                if pending.streams:
+                    deliver(pending.send, message)
+                    return True
+        return session is not None and _broadcast(session, message)
+
+    def _to_request(self, pending: Pending, message: Message) -> None:
+        if pending.streams:
+            deliver(pending.send, message)
+        elif (session := self.sessions.get(pending.owner or "")) is not None:
+            _broadcast(session, message)
+
+    # -- from a client -------------------------------------------------------------------------
+
+    def session_request(self, session_id: str, message: Message) -> Message | None:
+        """Keep what a session asked for (its log level, its subscriptions) and say what the child must be sent.
+
+        The child serves every session at once: it logs at the most verbose level any session asked for, and
+        stays subscribed to a resource while any session wants it. None: nothing, the answer is `{}`.
+        """
+        session = self.sessions[session_id]
+        method, params = message.get("method"), message.get("params")
+        if not isinstance(params, dict):
+            return message
+        if method == "logging/setLevel" and params.get("level") in LEVELS:
+            session.level = params["level"]
+            level = most_verbose(other.level for other in self.sessions.values())
+            return {**message, "params": {**params, "level": level}}
+        uri = params.get("uri")
+        if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
+            return message
+        others = any(uri in other.subscriptions for sid, other in self.sessions.items() if sid != session_id)
+        if method == "resources/subscribe":
+            session.subscriptions.add(uri)
+        else:
+            session.subscriptions.discard(uri)
+        return None if others else message
+
+    def client_answer(self, message: Message, session_id: str | None) -> Message | None:
+        """A client's answer to a request the child sent, for the child: only the session asked may give it."""
+        request_id = message.get("id")
+        if not isinstance(request_id, str | int) or session_id is None or self.asked.get(request_id) != session_id:
+            return None
+        del self.asked[request_id]
+        return {key: message[key] for key in ("jsonrpc", "id", "result", "error") if key in message}
+
+    def client_notification(self, message: Message, session_id: str | None) -> Message | None:
+        """What reaches the child of a client's notification: a cancel only for a request of that session's."""
+        if message.get("method") != "notifications/cancelled":
+            return message
+        params = params_of(message)
+        for uid, pending in self.pending.items():
+            if pending.owner == session_id and pending.downstream_id == params.get("requestId"):
+                del self.pending[uid]  # answered now, so a late answer is ignored and no later cancel hits it
+                deliver(pending.send, error(pending.downstream_id, REQUEST_CANCELLED, "Request cancelled"))
+                pending.send.close()
+                return {**message, "params": {**params, "requestId": uid}}
+        return None  # no request of this session's: its id means nothing to the child, or another session's call
+
+    def session_ended(self, session_id: str) -> tuple[list[int], list[str | int], list[str]]:
+        """Forget a session: its requests in flight, the child's requests to it, and the subscriptions only it held."""
+        session = self.sessions.pop(session_id)
+        for listener in session.listeners:
+            listener.close()
+        uids = [uid for uid, pending in self.pending.items() if pending.owner == session_id]
+        asked = [request_id for request_id, owner in self.asked.items() if owner == session_id]
+        for request_id in asked:
+            del self.asked[request_id]
+        for elicitation in [key for key, owner in self.elicitations.items() if owner == session_id]:
+            del self.elicitations[elicitation]
+        wanted = set().union(*(other.subscriptions for other in self.sessions.values()))
+        return uids, asked, sorted(session.subscriptions - wanted)
