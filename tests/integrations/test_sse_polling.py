@@ -20,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import CallToolResult, TextContent
 
+from integrations.gateway.sse import Cursor
 from tests.conftest import AGENT_TOKEN, Running
 from tests.fakes.upstreams import polling_http_app, serve_http
 from tests.integrations.test_upstream_failures import api, approve_when_pending, broken_http, outcome
@@ -129,7 +130,10 @@ async def test_the_agent_reads_the_priming_event_and_the_response_on_the_post_st
     ]
 
 
-async def test_an_approved_call_whose_upstream_polls_runs_once_and_is_recorded_executed(signoff: Start) -> None:
+@pytest.mark.parametrize("streamed", [True, False])  # held on an event stream with progress, or answered whole
+async def test_an_approved_call_whose_upstream_polls_runs_once_and_is_recorded_executed(
+    signoff: Start, streamed: bool
+) -> None:
     progress: list[str | None] = []
     reconnects: list[str] = []
     results: list[CallToolResult] = []
@@ -141,7 +145,8 @@ async def test_an_approved_call_whose_upstream_polls_runs_once_and_is_recorded_e
             async with anyio.create_task_group() as tg:
 
                 async def call() -> None:
-                    results.append(await agent.call_tool("poll", {"times": 2}, progress_callback=noted(progress)))
+                    on_progress = noted(progress) if streamed else None
+                    results.append(await agent.call_tool("poll", {"times": 2}, progress_callback=on_progress))
 
                 tg.start_soon(call)
                 approval_id = await approve_when_pending(running, "poll")
@@ -153,7 +158,9 @@ async def test_an_approved_call_whose_upstream_polls_runs_once_and_is_recorded_e
     [result] = results
     assert not result.is_error, text(result)
     assert text(result) == "polled 2 times"
-    assert [m for m in progress if m and m.startswith("round")] == ["round 1 of 2", "round 2 of 2"]
+    assert [m for m in progress if m and m.startswith("round")] == (
+        ["round 1 of 2", "round 2 of 2"] if streamed else []
+    )
     assert reconnects == []
     assert (detail["status"], detail["outcome"]) == ("executed", "ok")
 
@@ -180,3 +187,17 @@ async def test_an_upstream_that_primes_a_stream_and_never_resumes_it_ends_in_a_t
     assert not after.is_error
     [row] = [r for r in rows if r.tool == behaviour]
     assert row.outcome == "upstream_failure" and why in row.detail
+
+
+def test_the_cursor_keeps_the_last_event_id_a_header_can_carry_and_the_retry_asked_for() -> None:
+    cursor = Cursor()
+    cursor.note([b"id: 7", b"retry: 250", b"data: "])
+    assert (cursor.last_id, cursor.retry_ms) == ("7", 250)
+    cursor.note([b"id:8", b"retry: soon"])  # no space after the colon is fine; a retry that is not digits is ignored
+    assert (cursor.last_id, cursor.retry_ms) == ("8", 250)
+    cursor.note([b"id: a\0b"])  # an id holding NUL is ignored (the SSE rules)
+    assert cursor.last_id == "8"
+    cursor.note([b"id"])  # an empty id clears it: nothing to resume from
+    assert cursor.last_id is None
+    cursor.note(["id: caf\u00e9".encode()])  # no header could carry it back
+    assert cursor.last_id is None
