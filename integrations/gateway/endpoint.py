@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -35,8 +36,8 @@ from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, for_revision, refusal, upstream_failure
 from integrations.gateway.revisions import notification_version_error, version_error
-from integrations.gateway.sse import Message, rewrite_events
-from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
+from integrations.gateway.sse import Cursor, Message, rewrite_events
+from integrations.gateway.upstream import ENDED, FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
@@ -699,8 +700,9 @@ async def _checked(
 
     The response passes through `rewrite`. When the upstream gave no usable response (a 5xx, a body that is
     not the JSON-RPC response, an event stream that breaks or ends without it), the client gets `fail(detail)`
-    instead: as the JSON body (with `failed_status`) or as the stream's last event. `unanswered` is called
-    when there is neither to report: a 3xx or 4xx passed through, or the client went away first.
+    instead: as the JSON body (with `failed_status`) or as the stream's last event. An event stream the upstream
+    ends early is resumed first, if the reply can be (`Reply.resume`). `unanswered` is called when there is neither
+    to report: a 3xx or 4xx passed through, or the client went away first.
     """
     if reply.status >= 500:
         await reply.close()
@@ -708,7 +710,7 @@ async def _checked(
             await aclose()
         return json_reply(fail(_status_problem(reply)), failed_status)
     if reply.stream is not None:
-        reply.stream = _checked_events(reply.stream, request_id, rewrite, fail, unanswered)
+        reply.stream = _checked_events(reply.stream, reply.resume, request_id, rewrite, fail, unanswered)
         return reply
     if reply.status >= 300:  # a redirect or a 4xx (a lost session, a refused header): for the client to act on
         if unanswered is not None:
@@ -725,12 +727,15 @@ async def _checked(
 
 async def _checked_events(
     stream: AsyncIterator[bytes],
+    resume: Callable[[Cursor], Awaitable[AsyncIterator[bytes]]] | None,
     request_id: Any,
     rewrite: Callable[[Message], Message | None],
     fail: Callable[[str], Message],
     unanswered: Callable[[], None] | None,
 ) -> AsyncIterator[bytes]:
     answered = False
+    cursor = Cursor()
+    first = stream
 
     def watch(message: Message) -> Message | None:
         nonlocal answered
@@ -739,20 +744,41 @@ async def _checked_events(
         return fail(problem) if problem is not None else rewrite(message)
 
     try:
-        try:
-            async for chunk in rewrite_events(stream, request_id, watch):
-                yield chunk
-        except UpstreamFailed as exc:
-            if not answered:
-                answered = True
-                yield _event(fail(exc.detail))
-            return
-        if not answered:
-            answered = True
-            yield _event(fail("its event stream ended without the response"))
+        while True:
+            try:
+                async with aclosing(rewrite_events(stream, request_id, watch, cursor)) as events:
+                    async for chunk in events:
+                        yield chunk
+                        if answered and stream is not first:  # a resumed stream may stay open (the SDK's does)
+                            break
+                if answered:
+                    return
+                if resume is None:
+                    answered = True
+                    yield _event(fail(ENDED))
+                    return
+                # The upstream ended the stream early (SEP-1699 polling): read on where it left off, until the answer.
+                resumed = await resume(cursor)
+            except UpstreamFailed as exc:
+                if not answered:
+                    answered = True
+                    yield _event(fail(exc.detail))
+                return
+            if stream is not first:
+                await _aclose(stream)
+            stream = resumed
     finally:
+        if stream is not first:  # the streams it opened are its own to close; the first is the reply's
+            with anyio.CancelScope(shield=True):
+                await _aclose(stream)
         if not answered and unanswered is not None:
             unanswered()
+
+
+async def _aclose(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _event(message: Message) -> bytes:

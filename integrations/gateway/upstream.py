@@ -1,8 +1,9 @@
 """Upstream MCP servers behind the gateway, as one interface over two transports.
 
 `HttpUpstream` passes Streamable HTTP exchanges through byte for byte (with the config's headers, never
-the agent's); `StdioUpstream` (in `stdio.py`) multiplexes many downstream sessions onto one supervised
-child process. Both answer with a `Reply` the gateway can send, inspect or rewrite.
+the agent's), and resumes a request's event stream that the server ends before the response (SEP-1699);
+`StdioUpstream` (in `stdio.py`) multiplexes many downstream sessions onto one supervised child process.
+Both answer with a `Reply` the gateway can send, inspect or rewrite.
 """
 
 import json
@@ -28,7 +29,7 @@ from integrations.gateway.connections import (
     TransportError,
 )
 from integrations.gateway.revisions import DISCOVER_BODY, DISCOVER_HEADERS, DISCOVER_ID, MAX_DISCOVER_BYTES, versions_in
-from integrations.gateway.sse import rewrite_events
+from integrations.gateway.sse import Cursor, rewrite_events
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ _NOT_SENT = (ConnectError, ConnectTimeout, PoolTimeout)
 DISCOVER_TTL = 60.0  # how long an upstream's list of revisions is trusted before it is asked again
 DISCOVER_RETRY = 5.0  # how soon an upstream that could not be asked is asked again
 DISCOVER_TIMEOUT = 10.0
+# Resuming a stream the server ended early: the headers that name the session, and the delay before the GET when the
+# server asked for none (the SDKs' clients wait 1 s) or for less than the least (no busy loop of reconnections).
+_RESUME_HEADERS = ("mcp-session-id", "mcp-protocol-version")
+DEFAULT_RETRY = 1.0
+MIN_RETRY = 0.02
+ENDED = "its event stream ended without the response"
 
 
 async def _nothing() -> None:
@@ -66,6 +73,9 @@ class Reply:
     # An answer still to come (a call held for approval): the gateway awaits it once the handlers that decided
     # to hold the call have returned, so the wait keeps only what the held call needs, not their frames.
     later: Callable[[], Awaitable["Reply"]] | None = None
+    # Continues a request's event stream that the upstream ended before the response, from where `Cursor` says it
+    # stood; raises `UpstreamFailed` when it cannot. None: such a stream cannot be resumed (a stdio child's).
+    resume: Callable[[Cursor], Awaitable[AsyncIterator[bytes]]] | None = None
 
     @property
     def content_type(self) -> str:
@@ -198,7 +208,16 @@ class HttpUpstream:
             await response.aclose()
 
     async def post(self, body: bytes, message: dict[str, Any], headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send(b"POST", headers, body)
+        reply = await self._send(b"POST", headers, body)
+        if reply.stream is not None:
+            reply.resume = _Resumption(self, headers).resume
+        return reply
+
+    async def get_after(self, session: Mapping[str, str], last_event_id: str) -> Reply:
+        """GET the endpoint with `Last-Event-ID`: the rest of the stream that event was on (from 2025-11-25).
+
+        `session`: the headers that name the session and its protocol version."""
+        return await self._send(b"GET", {**session, "accept": "text/event-stream", "last-event-id": last_event_id})
 
     async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
         return await self._send(b"GET", headers)
@@ -256,3 +275,50 @@ class HttpUpstream:
         finally:
             with anyio.CancelScope(shield=True):
                 await reply.close()
+
+
+class _Resumption:
+    """Resuming one request's event stream that the upstream ended before the response, as a 2025-11-25 client would.
+
+    From 2025-11-25 a server may end a request's stream once it has sent an event id, and the client reconnects
+    with GET and `Last-Event-ID` after the `retry` delay the server asked for, for the rest of it (SEP-1699, the
+    transport's "Resumability and Redelivery"). signoff does that itself, so the agent reads one stream to the
+    response and the response is decided and audited as any other. It gives up, with `UpstreamFailed`, when no event
+    id came, when the GET is refused, or when the upstream timeout passes without a message (or the delay asked for
+    is longer): the read timeout's promise, kept across reconnections, so an upstream that never resumes still
+    fails in time.
+    """
+
+    def __init__(self, upstream: HttpUpstream, headers: Mapping[str, str]) -> None:
+        self._upstream = upstream
+        self._session = {k: v for k in _RESUME_HEADERS if (v := headers.get(k)) is not None}
+        self._messages = -1
+        self._deadline = 0.0
+
+    async def resume(self, cursor: Cursor) -> AsyncIterator[bytes]:
+        upstream = self._upstream
+        if cursor.last_id is None:
+            raise UpstreamFailed(upstream.name, ENDED)
+        timeout = upstream.pool.read_timeout
+        now = time.monotonic()
+        if cursor.messages != self._messages:  # a message since the last reconnection: the clock starts again
+            self._messages = cursor.messages
+            self._deadline = now + timeout
+        delay = DEFAULT_RETRY if cursor.retry_ms is None else max(MIN_RETRY, cursor.retry_ms / 1000)
+        if now + delay > self._deadline:
+            detail = f"{ENDED}, and resuming it brought no message within {timeout:g} s"
+            logger.warning("Upstream %s: %s", upstream.name, detail)
+            raise UpstreamFailed(upstream.name, detail)
+        logger.debug("Upstream %s ended a stream before the response; resuming it in %g s", upstream.name, delay)
+        await anyio.sleep(delay)
+        try:
+            reply = await upstream.get_after(self._session, cursor.last_id)
+        except UpstreamUnavailable as exc:  # UpstreamFailed too; either way the call itself had reached the server
+            raise UpstreamFailed(upstream.name, f"{ENDED}, and resuming it failed: {exc.detail}") from exc
+        if reply.status == 200 and reply.stream is not None:
+            return reply.stream
+        await reply.close()
+        what = f"HTTP {reply.status}" + (f" with {reply.content_type or 'no body'}" if reply.status == 200 else "")
+        detail = f"{ENDED}, and resuming it with GET and Last-Event-ID answered {what}"
+        logger.warning("Upstream %s: %s", upstream.name, detail)
+        raise UpstreamFailed(upstream.name, detail)

@@ -15,7 +15,19 @@ from starlette.types import Receive, Scope, Send
 
 __all__ = ["BEHAVIOURS", "BrokenConnection", "Hang", "broken_app", "watch_hang"]
 
-BEHAVIOURS = ("echo", "five_hundred", "not_json", "wrong_id", "neither", "hang", "close", "sse_end", "sse_break")
+BEHAVIOURS = (
+    "echo",
+    "five_hundred",
+    "not_json",
+    "wrong_id",
+    "neither",
+    "hang",
+    "close",
+    "sse_end",
+    "sse_break",
+    "sse_poll_refused",
+    "sse_poll_empty",
+)
 PROTOCOL_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
 ENVELOPE_VERSION = "io.modelcontextprotocol/protocolVersion"
@@ -64,6 +76,19 @@ def _event(message: dict[str, Any]) -> bytes:
     return b"event: message\ndata: " + _json(message) + b"\n\n"
 
 
+def _priming(event_id: bytes) -> bytes:
+    """An event with an id and no data, asking for a reconnection after 20 ms (SEP-1699's priming event)."""
+    return b"id: " + event_id + b"\nretry: 20\ndata: \n\n"
+
+
+async def _stream(send: Send, *events: bytes) -> None:
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for event in events:
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
@@ -71,6 +96,10 @@ async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "lifespan.shutdown.complete"})
         return
     if scope["method"] != "POST":
+        last_event_id = dict(scope["headers"]).get(b"last-event-id", b"")
+        if scope["method"] == "GET" and last_event_id.startswith(b"sse_poll_empty"):  # resumed with nothing in it
+            await _stream(send, _priming(b"sse_poll_empty-again"))
+            return
         await _answer(send, 405, b"")
         return
     message = json.loads(await _read(receive))
@@ -140,6 +169,8 @@ async def _misbehave(send: Send, receive: Receive, request_id: Any, behaviour: s
         if behaviour == "sse_break":
             raise BrokenConnection(behaviour)
         await send({"type": "http.response.body", "body": b""})
+    elif behaviour in ("sse_poll_refused", "sse_poll_empty"):  # primed to be resumed; a GET then refuses or is empty
+        await _stream(send, _priming(behaviour.encode() + b"-1"))
     else:
         await _answer(
             send, 200, _json({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": behaviour}})

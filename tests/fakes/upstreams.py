@@ -24,7 +24,9 @@ from mcp_types import (
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
-__all__ = ["EverythingState", "build_everything_server", "everything_http_app", "serve_http"]
+from tests.fakes.conformance_server import MemoryEventStore
+
+__all__ = ["EverythingState", "build_everything_server", "everything_http_app", "polling_http_app", "serve_http"]
 
 TOPICS = ["approvals", "audit", "gateways", "policies"]
 
@@ -118,6 +120,28 @@ def everything_http_app(state: EverythingState | None = None) -> ASGIApp:
     Each call builds a new server: a session manager runs only once.
     """
     return build_everything_server(state).streamable_http_app(streamable_http_path="/mcp")
+
+
+def polling_http_app(retry_ms: int = 50) -> ASGIApp:
+    """A server that ends a call's event stream mid-call for the client to poll (SEP-1699, from 2025-11-25).
+
+    Streamable HTTP at `/mcp` with an event store, so a GET with `Last-Event-ID` resumes the stream, and a priming
+    event asking clients to reconnect after `retry_ms`. Its one tool, `poll`, reports progress and ends its stream
+    `times` times, then answers; the events sent while no stream was open wait in the store.
+    """
+    server = MCPServer("polling", version="1.0.0")
+
+    @server.tool(description="Report progress and end the call's event stream `times` times, then answer.")
+    async def poll(times: int, ctx: Context) -> str:
+        for round_ in range(1, times + 1):
+            await ctx.report_progress(round_, times, f"round {round_} of {times}")
+            await ctx.close_sse_stream()
+            await anyio.sleep(retry_ms / 1000 * 2)  # the client reconnects meanwhile
+        return f"polled {times} times"
+
+    return server.streamable_http_app(
+        streamable_http_path="/mcp", event_store=MemoryEventStore(), retry_interval=retry_ms
+    )
 
 
 @asynccontextmanager
