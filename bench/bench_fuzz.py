@@ -57,7 +57,7 @@ def render(args: argparse.Namespace, families: list[str], report: Report, alive:
     rate = report.sent / report.seconds if report.seconds else 0.0
     statuses = ", ".join(f"{status}: {n}" for status, n in sorted(report.statuses.items()))
     groups = report.distinct()
-    tracebacks = sum(len(g) for g in groups.values() if g[0].what.startswith("log"))
+    tracebacks = sum(report.counts[s] for s, g in groups.items() if g[0].what.startswith("log"))
     lines = [
         "# Fuzz run",
         "",
@@ -70,7 +70,7 @@ def render(args: argparse.Namespace, families: list[str], report: Report, alive:
         f"- statuses: {statuses}",
         f"- 5xx answers: {report.server_errors}",
         f"- log records with a traceback or at ERROR: {tracebacks}",
-        f"- failures: {len(report.failures)} ({len(groups)} distinct)",
+        f"- failures: {report.failed} ({len(groups)} distinct)",
         f"- after the run: normal call {'ok' if alive.call_ok else 'FAILED'}, /healthz "
         f"{'ok' if alive.healthz_ok else 'FAILED'}, audit verify {'ok' if alive.chain_ok else 'FAILED'}, "
         f"row for the last call {'ok' if alive.last_call_audited else 'MISSING'}",
@@ -82,7 +82,14 @@ def render(args: argparse.Namespace, families: list[str], report: Report, alive:
         lines.append("None.")
     for signature, group in groups.items():
         first = group[0]
-        lines += [f"### {signature} ({len(group)}x)", "", first.what, "", "```python", first.case.replay(url, 600)]
+        lines += [
+            f"### {signature} ({report.counts[signature]}x)",
+            "",
+            first.what,
+            "",
+            "```python",
+            first.case.replay(url, 600),
+        ]
         if first.trace:
             lines += ["", *[f"# {line}" for line in first.trace.strip().splitlines()[-4:]]]
         lines += ["```", ""]
