@@ -68,7 +68,7 @@ async def connect(url: str, token: str = AGENT_TOKEN, mode: str = "legacy", **op
     so a test run in that mode cannot pass by falling back to the handshake."""
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode, **options) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, **options) as client:
             if mode == "auto" and client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 raise AssertionError(f"mode auto negotiated {client.protocol_version}, not a 2026-07-28 revision")
             yield client

@@ -145,7 +145,7 @@ def hanging_http_app(started: anyio.Event, ran: list[str]) -> Any:
 async def test_sigkill_while_an_approved_call_runs_fails_it_at_restart_and_every_repeat_is_told_the_result_is_unknown(
     tmp_path: Path,
 ) -> None:
-    started, ran = anyio.Event(), []
+    started, ran = anyio.Event(), list[str]()
     policy = {
         "version": "1",
         "default": "allow",

@@ -114,7 +114,8 @@ class Posted:
     @property
     def text(self) -> str:
         """Everything a reader sees: the notification text and every text in the blocks."""
-        return self.now["text"] + "\n" + "\n".join(_texts(self.now["blocks"]))
+        text: str = self.now["text"]
+        return text + "\n" + "\n".join(_texts(self.now["blocks"]))
 
     def buttons(self) -> dict[str, dict[str, Any]]:
         actions = [b for b in self.now["blocks"] if b["type"] == "actions"]

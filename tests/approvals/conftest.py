@@ -16,8 +16,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'signoff.db'}"
     else:
-        url = os.environ.get("SIGNOFF_TEST_DATABASE_URL")
-        if url is None:
+        url = os.environ.get("SIGNOFF_TEST_DATABASE_URL", "")
+        if not url:
             pytest.skip("SIGNOFF_TEST_DATABASE_URL is not set")
     engine = create_database_engine(url, migrate=False)
     SQLModel.metadata.drop_all(engine)

@@ -57,7 +57,8 @@ async def _read(receive: Receive) -> bytes:
     body = b""
     while True:
         event = await receive()
-        body += event.get("body", b"")
+        chunk: bytes = event.get("body", b"")
+        body += chunk
         if not event.get("more_body", False):
             return body
 

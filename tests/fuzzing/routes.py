@@ -250,8 +250,8 @@ def gen_web(rng: random.Random, target: Target) -> dict[str, Any]:
         fields["reason"] = rng.choice(["ok", "", weird_string(rng)])
         if rng.random() < 0.3:
             fields[weird_string(rng)] = weird_string(rng)
-    pairs = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()]
-    body = urlencode(pairs, encoding="utf-8", errors="surrogatepass").encode()
+    form = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()]
+    body = urlencode(form, encoding="utf-8", errors="surrogatepass").encode()
     if rng.random() < 0.1:
         body = rng.choice([b"csrf=%ff%fe&reason=%00", b"\xff\xfe", b"=&=&&&", b"reason=" + b"x" * 100_000])
     return {"method": "POST", "path": path, "headers": headers, "body": body}

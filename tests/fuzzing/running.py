@@ -84,8 +84,8 @@ def describe(record: logging.LogRecord) -> tuple[str, str, str]:
         inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
         frames = traceback.extract_tb(inner.__traceback__) or frames
     ours = [f for f in frames if any(part in f.filename for part in OURS)]
-    frame = (ours or frames or [None])[-1]
-    where = f"{frame.filename.split('/wt-fuzz/')[-1].split('/main/')[-1]}:{frame.lineno}" if frame else ""
+    frame = (ours or frames)[-1] if ours or frames else None
+    where = f"{frame.filename.split('/main/')[-1]}:{frame.lineno}" if frame else ""
     what += f" [{type(inner).__name__}: {str(inner)[:160]}]"
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return what, where, trace

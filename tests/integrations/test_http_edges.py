@@ -32,7 +32,8 @@ MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, HEADER_MISMATCH = -32700, -32600, -32602, -32020
 ALLOW_ALL = {"version": "1", "default": "allow"}
-DEMO = {"name": "demo", "command": [sys.executable, "-m", "integrations.demo"], "policy": "catalog:demo"}
+DEMO_COMMAND = [sys.executable, "-m", "integrations.demo"]
+DEMO: dict[str, Any] = {"name": "demo", "command": DEMO_COMMAND, "policy": "catalog:demo"}
 ACCEPT = "application/json, text/event-stream"
 
 
@@ -80,7 +81,8 @@ def message_of(response: httpx2.Response) -> dict[str, Any]:
         ]
         answers = [m for m in answers if "method" not in m]
         assert answers, response.text
-        return answers[-1]
+        last: dict[str, Any] = answers[-1]
+        return last
     message: dict[str, Any] = response.json()
     return message
 

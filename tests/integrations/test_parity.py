@@ -21,10 +21,10 @@ ALLOW_ALL = {"version": "1", "default": "allow"}
 
 async def client_script(client: Client) -> dict[str, Any]:
     """What a user of the upstream would look at: every kind of thing it offers, dumped as data."""
-    progress: list[tuple[float, float | None]] = []
+    steps: list[tuple[float, float | None]] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, total))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        steps.append((progress, total))
 
     tools = await client.list_tools()
     resources = await client.list_resources()
@@ -47,7 +47,7 @@ async def client_script(client: Client) -> dict[str, Any]:
         "slow": (await client.call_tool("slow_count", {"steps": 3}, progress_callback=on_progress)).model_dump(
             exclude_none=True
         ),
-        "progress": progress,
+        "progress": steps,
     }
 
 
@@ -62,7 +62,7 @@ async def test_server_to_client_elicitation_passes_through_the_gateway(signoff: 
         async with signoff([{"name": "everything", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]) as running:
             async with httpx2.AsyncClient(headers={"Authorization": "Bearer agent-token-alpha"}, timeout=30) as http:
                 transport = streamable_http_client(running.mcp_url("everything"), http_client=http)
-                async with Client(transport, mode="legacy", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+                async with Client(transport, mode="legacy", elicitation_callback=answer) as client:
                     with anyio.fail_after(20):
                         result = await client.call_tool("confirm", {"question": "Delete record r-1?"})
 
@@ -74,7 +74,7 @@ async def test_server_to_client_elicitation_passes_through_the_gateway(signoff: 
 @asynccontextmanager
 async def direct(url: str, mode: str) -> AsyncIterator[Client]:
     async with httpx2.AsyncClient(timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             yield client
 
 

@@ -206,7 +206,7 @@ def test_suggest_names_an_unknown_or_unreachable_server(tmp_path: Path, capsys: 
 # -- test --------------------------------------------------------------------------------------------------------------
 
 
-DEMO_CASES = [
+DEMO_CASES: list[dict[str, Any]] = [
     {"name": "reads are allowed", "identity": "alice", "tool": "list_connections", "arguments": {}, "expect": "allow"},
     {"name": "system pids are protected", "tool": "kill_connection", "arguments": {"pid": 87}, "expect": "deny"},
     {"name": "destroy is hidden", "tool": "destroy_connection", "expect": "hidden"},

@@ -180,7 +180,7 @@ async def approve_when_pending(running: Running, tool: str) -> str:
 async def test_an_approved_call_the_upstream_fails_is_a_tool_error_and_recorded_failed_with_why(
     signoff: Start, tool: str, streamed: bool, mode: str
 ) -> None:
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         return None
 
     results: list[CallToolResult] = []

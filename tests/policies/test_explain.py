@@ -161,7 +161,7 @@ def test_format_trace_prints_the_call_each_step_and_the_decision() -> None:
     assert lines[-1].startswith('decision: deny, by tools["kill_connection"].deny_if[0]: PIDs below 100')
 
 
-CALLS = [
+CALLS: list[tuple[str, dict[str, Any]]] = [
     ("kill_connection", {"pid": 87}),
     ("kill_connection", {"pid": 4121}),
     ("kill_connection", {}),
