@@ -59,3 +59,11 @@ class GrantEnded(ApprovalError, ValueError):
         super().__init__(f"Grant {grant_id} is already {status}")
         self.grant_id = grant_id
         self.status = status
+
+
+class InvalidReason(ApprovalError, ValueError):
+    """Raised when a decision's or a revocation's reason breaks the rule of `approvals.reasons`."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why[:1].upper() + why[1:])
+        self.why = why

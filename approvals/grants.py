@@ -15,8 +15,9 @@ from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, select
 
 from approvals.audit import AuditRecord, append
-from approvals.errors import GrantEnded, GrantNotFound
+from approvals.errors import GrantEnded, GrantNotFound, InvalidReason
 from approvals.models import ApprovalRequest, AuditKind, Grant, GrantStatus
+from approvals.reasons import reason_problem
 
 __all__ = [
     "active_grants",
@@ -138,7 +139,11 @@ def revoke_grant(session: Session, grant_id: UUID, by: str, reason: str, channel
     Raises:
         GrantNotFound: no such grant.
         GrantEnded: it has already expired or been revoked (a grant past its time is expired first).
+        InvalidReason: `reason` breaks the rule of `approvals.reasons`.
     """
+    why = reason_problem(reason)
+    if why is not None:
+        raise InvalidReason(why)
     grant = get_grant(session, grant_id)
     if grant.status == GrantStatus.ACTIVE and _utc(grant.expires_at) <= now:
         expire_grant(session, grant_id, now)

@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
-from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, NotAllowed
+from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, InvalidReason, NotAllowed
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
+from approvals.reasons import reason_problem
 from policies import ApprovalSpec, ToolCall
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
@@ -252,6 +253,7 @@ def decide(
         NotAllowed: this approver may not decide it (not named by the rule, or the requester themselves).
         AlreadyDecided: the request is no longer pending (including: its deadline has passed).
         GrantNotAllowed: a grant was asked for with a rejection, or beyond what the request's rule allows.
+        InvalidReason: `comment` breaks the rule of `approvals.reasons` (a rejection without one, say).
     """
     # Lock the row (PostgreSQL) so concurrent votes towards a quorum count each other; SQLite serialises writers.
     request = session.exec(
@@ -280,6 +282,9 @@ def decide(
         if refusal is not None:
             raise NotAllowed(request_id, approver.name, refusal)
         raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
+    why = reason_problem(comment, rejecting=verdict == Verdict.REJECT)  # after who may: that is the first word
+    if why is not None:
+        raise InvalidReason(why)
     if grant_seconds is not None:
         no_grant = (
             "a grant comes with an approval" if verdict == Verdict.REJECT else grant_refusal(request, grant_seconds)

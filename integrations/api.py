@@ -15,17 +15,24 @@ from starlette.routing import Route
 
 from approvals import grants, pins, service
 from approvals.audit import AUDIT_FILTERS, latest_events
-from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantEnded, GrantNotAllowed, GrantNotFound, NotAllowed
+from approvals.errors import (
+    AlreadyDecided,
+    ApprovalNotFound,
+    GrantEnded,
+    GrantNotAllowed,
+    GrantNotFound,
+    InvalidReason,
+    NotAllowed,
+)
 from approvals.models import GrantStatus, ToolPin, Verdict
-from integrations.bodies import json_object, text_problem
+from approvals.reasons import MAX_REASON, reason_problem
+from integrations.bodies import json_object
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.gateway.holding import ApprovalDesk
 from integrations.reloading import Check, PolicyWatcher
 from integrations.tokens import TokenBook
 from policies import parse_duration
-
-MAX_REASON = 2000
 
 
 def _problem(code: int, message: str, **extra: Any) -> JSONResponse:
@@ -74,16 +81,16 @@ def _approvers_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Calla
     return guarded
 
 
-async def _decision_body(request: Request) -> tuple[dict[str, Any], str] | Response:
+async def _decision_body(request: Request, rejecting: bool = False) -> tuple[dict[str, Any], str] | Response:
     """A decision's JSON object body and its `reason` (empty when absent), or the 400 that says what is wrong."""
     payload = await json_object(request)
     if isinstance(payload, str):
         return _problem(400, payload)
     reason = payload.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+    if not isinstance(reason, str):
         return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
-    problem = text_problem('"reason"', reason)
-    return _problem(400, problem) if problem is not None else (payload, reason)
+    why = reason_problem(reason, rejecting=rejecting)  # the domain's rule, said before anything is looked up
+    return _problem(400, InvalidReason(why).args[0]) if why is not None else (payload, reason)
 
 
 def _grant_seconds(payload: dict[str, Any]) -> float | Response | None:
@@ -150,12 +157,10 @@ def build_routes() -> list[Route]:
         request_id = _request_id(request)
         if request_id is None:
             return _problem(404, "No approval request with that id")
-        body = await _decision_body(request)
+        body = await _decision_body(request, rejecting=verdict == Verdict.REJECT)
         if isinstance(body, Response):
             return body
         payload, reason = body
-        if verdict == Verdict.REJECT and not reason.strip():
-            return _problem(400, 'A rejection needs a "reason": the agent and the audit log will show it')
         seconds = _grant_seconds(payload)
         if isinstance(seconds, Response):
             return seconds
@@ -169,6 +174,8 @@ def build_routes() -> list[Route]:
             return _problem(409, str(exc), status=exc.status)
         except GrantNotAllowed as exc:
             return _problem(422, str(exc))
+        except InvalidReason as exc:
+            return _problem(400, str(exc))
         view = {**service.public_view(result.request, result.decisions), "url": desk.link(request_id)}
         grant = grants.grant_view(result.grant, desk.now()) if result.grant is not None else None
         return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
@@ -220,6 +227,8 @@ def build_routes() -> list[Route]:
             return _problem(404, str(exc))
         except GrantEnded as exc:
             return _problem(409, str(exc), status=exc.status)
+        except InvalidReason as exc:
+            return _problem(400, str(exc))
         return JSONResponse(grants.grant_view(grant, desk.now()))
 
     async def list_drift(request: Request) -> Response:

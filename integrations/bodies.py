@@ -3,7 +3,7 @@
 `bounded(scope, receive, ...)` wraps an ASGI `receive` so that no route reads more than its limit or waits
 longer than `body_timeout` for a body: it raises `BodyTooLarge` or `BodyTooSlow` (Starlette HTTP exceptions
 that `app.py` answers as 413 and 408) the moment either is passed, never buffering past the limit.
-`json_object` and `text_problem` turn a body into the values adapters read, or a 400's message. This module
+`json_object` turns a body into the object adapters read, or a 400's message. This module
 never answers a request itself and knows nothing of the routes behind it beyond their paths.
 """
 
@@ -29,7 +29,6 @@ __all__ = [
     "drain",
     "json_object",
     "limit_for",
-    "text_problem",
 ]
 
 SLACK_LIMIT = 1024 * 1024  # what Slack itself may send to /slack/events
@@ -155,18 +154,3 @@ async def json_object(request: Request, example: str = '{"reason": "..."}') -> d
 def _kind(value: Any) -> str:
     kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return kinds.get(type(value), "null")
-
-
-def text_problem(name: str, value: str) -> str | None:
-    """Why `value` cannot be stored as the free text `name`, or None when it can.
-
-    A lone surrogate (JSON may escape one, "\\ud800") has no UTF-8 form, so no database could store it; a NUL is
-    refused by PostgreSQL's text type. Refusing both keeps SQLite and PostgreSQL alike; everything else is kept as sent.
-    """
-    if "\x00" in value:
-        return f"{name} must be text: it contains a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"{name} must be text: it contains a lone surrogate (\\u{ord(value[exc.start]):04x})"
-    return None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from approvals.reasons import MAX_REASON
+
 __all__ = [
     "APPROVE",
     "APPROVE_NOTE",
@@ -38,7 +40,6 @@ REASON_ACTION = "signoff_reason_input"
 MAX_ARGUMENTS = 1200  # characters of pretty JSON shown; Slack's limit for a section is 3000
 MAX_ARGUMENT_LINES = 30
 MAX_TEXT = 2800
-MAX_REASON = 2000
 
 Block = dict[str, Any]
 

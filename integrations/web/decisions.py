@@ -15,10 +15,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from approvals import service
-from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
+from approvals.errors import AlreadyDecided, ApprovalNotFound, InvalidReason, NotAllowed
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
-from integrations.api import MAX_REASON
-from integrations.bodies import text_problem
+from approvals.reasons import MAX_REASON, reason_problem
 from integrations.web.identity import Identity
 from integrations.web.pages import Pages
 
@@ -130,15 +129,11 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         form = await request.form()
         raw = form.get("reason", "")
         reason = raw.strip() if isinstance(raw, str) else ""
-        if verdict == Verdict.REJECT and not reason:
-            error = "A rejection needs a reason: the agent and the audit log will show it."
-            return await render_detail(request, identity, status_code=400, error=error)
-        problem = text_problem("The reason", reason)
-        if problem is not None:
-            return await render_detail(request, identity, status_code=400, error=f"{problem}.")
-        if len(reason) > MAX_REASON:
-            error = f"The reason is too long: at most {MAX_REASON} characters."
-            return await render_detail(request, identity, status_code=400, error=error, reason=reason[:MAX_REASON])
+        why = reason_problem(reason, rejecting=verdict == Verdict.REJECT)  # the domain's rule, in the page's words
+        if why is not None:
+            error = InvalidReason(why).args[0] + "."
+            kept = reason[:MAX_REASON] if len(reason) > MAX_REASON else ""  # a text too long is shown back, cut
+            return await render_detail(request, identity, status_code=400, error=error, reason=kept)
         try:
             result = await pages.desk(request).decide(request_id, identity.approver, verdict, reason, "web")
         except ApprovalNotFound:

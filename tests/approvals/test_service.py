@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from approvals import service
 from approvals.audit import verify_chain
-from approvals.errors import AlreadyDecided, ApprovalNotFound, NotAllowed
+from approvals.errors import AlreadyDecided, ApprovalNotFound, InvalidReason, NotAllowed
 from approvals.models import ApprovalStatus, AuditEvent, Verdict
 from policies import ApprovalSpec, ToolCall
 
@@ -60,6 +60,28 @@ def test_a_repeat_of_the_same_call_joins_its_pending_request(engine: Engine) -> 
     assert again.id == first.id and other.id != first.id
     assert first.deadline.replace(tzinfo=UTC) == NOW + timedelta(minutes=15)
     assert '"note":"[redacted]"' in (requested[0].arguments or "")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "reason", "why"),
+    [
+        (Verdict.REJECT, "  ", "A rejection needs a reason: the agent and the audit log will show it"),
+        (Verdict.APPROVE, "x" * 2001, "The reason is too long: at most 2000 characters"),
+        (Verdict.APPROVE, "ok\x00", "The reason must be text: it contains a NUL character"),
+        (Verdict.REJECT, "no \ud800", "The reason must be text: it contains a lone surrogate (\\ud800)"),
+    ],
+)
+def test_a_reason_no_channel_may_send_is_refused_by_the_domain_and_nothing_is_decided(
+    engine: Engine, verdict: Verdict, reason: str, why: str
+) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        request, _ = service.request_approval(session, pending_call(), NOW, REMEMBER)
+        with pytest.raises(InvalidReason) as refused:
+            service.decide(session, request.id, BOB, verdict, reason, "slack", NOW)
+        after = service.get_request(session, request.id)
+
+    assert str(refused.value) == why
+    assert after.status == ApprovalStatus.PENDING
 
 
 def test_a_rejection_settles_at_once_and_later_votes_are_refused_and_audited(engine: Engine) -> None:
