@@ -282,9 +282,9 @@ def decide(
         if refusal is not None:
             raise NotAllowed(request_id, approver.name, refusal)
         raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
-    why = reason_problem(comment, rejecting=verdict == Verdict.REJECT)  # after who may: that is the first word
-    if why is not None:
-        raise InvalidReason(why)
+    bad_reason = reason_problem(comment, rejecting=verdict == Verdict.REJECT)  # after who may: the first word
+    if bad_reason is not None:
+        raise InvalidReason(bad_reason)
     if grant_seconds is not None:
         no_grant = (
             "a grant comes with an approval" if verdict == Verdict.REJECT else grant_refusal(request, grant_seconds)
