@@ -59,10 +59,11 @@ class AuditWriter:
         self.down_since: float | None = None  # monotonic time the database was first found down, while it is
         self.last_error: str | None = None
         self.unstored: list[dict[str, Any]] = []  # quarantined records the database would not take even so
+        self.unwritten: list[Recordable] = []  # what shutdown left, the database being down: logged, still counted
 
     @property
     def queued(self) -> int:
-        return self._queue.queued
+        return self._queue.queued + len(self.unwritten)
 
     @property
     def written(self) -> int:
@@ -181,11 +182,10 @@ class AuditWriter:
 
     async def close(self) -> None:
         """Write what is queued, for at most `close_timeout` seconds; what the database did not take is logged."""
-        left = await self._queue.close()
-        if left:
-            logger.error(
-                "Stopping with %d audit records unwritten: the database is down (%s)", len(left), self.last_error
-            )
+        self.unwritten = await self._queue.close()
+        if self.unwritten:
+            count = len(self.unwritten)
+            logger.error("Stopping with %d audit records unwritten: the database is down (%s)", count, self.last_error)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._queue.close_timeout):
             await anyio.to_thread.run_sync(self._disconnect)
 
