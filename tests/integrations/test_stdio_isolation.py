@@ -345,8 +345,9 @@ async def test_a_held_call_stays_when_its_client_goes_and_runs_once_approved(sig
     guarded = {"whisper": {"action": "require_approval", "approval": {"approvers": ["alice"], "timeout": "10m"}}}
     servers = [{**SERVERS[0], "policy": {"version": "1", "default": "allow", "tools": guarded}}]
     call = {"name": "whisper", "arguments": {"secret": "held"}}
-    async with signoff(servers, approvers=True) as running, raw_session(running) as raw:
-        with anyio.fail_after(10):
+    hold = {"approval_hold": "4s"}  # long enough for the approval to find the call held; the repeat waits it out
+    async with signoff(servers, approvers=True, gateway=hold) as running, raw_session(running) as raw:
+        with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(raw.post, {"id": 1, "method": "tools/call", "params": call}, "application/json")
                 approval_id = await wait_for_pending(running, "whisper")
@@ -358,9 +359,13 @@ async def test_a_held_call_stays_when_its_client_goes_and_runs_once_approved(sig
                 # a bounded poll of what an approver sees, as wait_for_pending does
                 while (done := await status(http, approval_id)) in ("pending", "approved", "executing"):  # noqa: ASYNC110
                     await anyio.sleep(0.02)
+            again = (await raw.post({"id": 2, "method": "tools/call", "params": call}, "application/json")).json()
 
     assert still == "pending"  # not withdrawn: the call stays held
     assert done == "executed"  # and runs once approved, with nobody left to read its answer
+    told = again["result"]["_meta"]["signoff/decision"]  # the agent, back, asks anew and is told that it ran
+    assert told["outcome"] == "approval_pending" and told["approval_id"] != approval_id
+    assert told["ran_before"]["approval_id"] == approval_id and told["ran_before"]["status"] == "executed"
 
 
 async def test_a_2026_client_hears_the_logs_of_its_own_requests_at_the_level_it_opted_in_to(signoff: Any) -> None:
