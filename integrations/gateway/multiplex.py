@@ -5,7 +5,8 @@ Over stdio a child cannot say which request a log message or a server-to-client 
 session whose requests are in flight. When requests of more than one session are in flight, it cannot
 tell, and such a message goes to nobody: isolation wins over delivery. What belongs to no request goes
 where the protocol says: log messages to the sessions whose level allows them, resource updates to the
-sessions that subscribed, list-changed notifications to every session.
+sessions that subscribed, list-changed notifications to every session. A 2026-07-28 child names the
+`subscriptions/listen` request each of its stream's messages is for: those go to that request alone.
 """
 
 import contextlib
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Pending:
     tool: str | None = None
     streams: bool = False  # its answer may be an event stream, which carries what belongs to the request
     levels: frozenset[str] = frozenset(LEVELS)  # 2026-07-28: the log levels the request opted in to
+    tagged: bool = False  # a `subscriptions/listen` stream: what is for it names it, so it is no request in flight
 
 
 @dataclass(slots=True)
@@ -115,6 +118,20 @@ MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that n
 REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
 
 
+def subscription_of(message: Message) -> Any:
+    """The `subscriptions/listen` request id a 2026-07-28 message is tagged with (`_meta`), or None."""
+    body = message.get("params") if "method" in message else message.get("result")
+    meta = body.get("_meta") if isinstance(body, dict) else None
+    return meta.get(SUBSCRIPTION_ID_META_KEY) if isinstance(meta, dict) else None
+
+
+def retagged(message: Message, subscription: Any) -> Message:
+    """`message` with its subscription tag set to `subscription` (the client's id for its listen request)."""
+    key = "params" if "method" in message else "result"
+    body = message[key]
+    return {**message, key: {**body, "_meta": {**body["_meta"], SUBSCRIPTION_ID_META_KEY: subscription}}}
+
+
 def deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
     # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
@@ -158,12 +175,19 @@ class Multiplexer:
         uid = message.get("id")
         pending = self.pending.pop(uid, None) if isinstance(uid, int) else None
         if pending is not None:  # answered: no longer in flight, and nothing more is for it
+            if subscription_of(message) == uid:
+                message = retagged(message, pending.downstream_id)
             deliver(pending.send, {**message, "id": pending.downstream_id})
             pending.send.close()
 
     def notified(self, message: Message) -> None:
         method, params = str(message.get("method")), params_of(message)
-        if method == "notifications/progress":
+        subscription = subscription_of(message)
+        if subscription is not None:  # a frame of a listen stream: for that request only, or for nobody
+            pending = self.pending.get(subscription) if isinstance(subscription, int) else None
+            if pending is not None and pending.streams:
+                deliver(pending.send, retagged(message, pending.downstream_id))
+        elif method == "notifications/progress":
             # signoff rewrote each request's progress token to its own upstream id
             token = params.get("progressToken")
             pending = self.pending.get(token) if isinstance(token, int) else None
@@ -193,7 +217,7 @@ class Multiplexer:
         request_id = message["id"]
         if not isinstance(request_id, str | int) or request_id in self.asked:
             return "its id is not a string or number, or is already in use"
-        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)
         if owner is None:
             return "requests of several sessions are in flight" if busy else "no client request is in flight"
         problem = refusal(self.sessions.get(owner), message)
@@ -209,7 +233,7 @@ class Multiplexer:
         return None
 
     def _attributed(self, message: Message, level: Any) -> None:
-        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)
         if owner is not None:
             self._to_owner(owner, message, level)
         elif not busy:

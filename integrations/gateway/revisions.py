@@ -23,6 +23,7 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from mcp_types.jsonrpc import METHOD_NOT_FOUND
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
 Message = dict[str, Any]
@@ -98,3 +99,19 @@ def _refusal(verdict: InboundLadderRejection, request_id: Any) -> tuple[int, Mes
     if verdict.data is not None:
         error["data"] = verdict.data
     return ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+# Methods 2026-07-28 removed: a request for one at that revision is answered as for any unknown method.
+REMOVED_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+
+
+def method_not_found(request_id: Any) -> tuple[int, Message]:
+    """The 2026-07-28 answer to a method the server does not serve (or the revision removed): 404 and -32601."""
+    return 404, {"jsonrpc": "2.0", "id": request_id, "error": {"code": METHOD_NOT_FOUND, "message": "Method not found"}}
+
+
+def error_status(message: Message) -> int:
+    """The HTTP status a 2026-07-28 answer is sent with: the spec's status for its error code, else 200."""
+    error = message.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200

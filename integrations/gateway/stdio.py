@@ -25,8 +25,14 @@ from mcp_types import (
     CLIENT_INFO_META_KEY,
     LOG_LEVEL_META_KEY,
     PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
 )
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.multiplex import (
@@ -41,6 +47,11 @@ from integrations.gateway.multiplex import (
     params_of,
 )
 from integrations.gateway.refusals import upstream_failure
+from integrations.gateway.revisions import (
+    REMOVED_METHODS,
+    error_status,
+    method_not_found,
+)
 from integrations.gateway.upstream import Reply, json_reply
 
 logger = logging.getLogger(__name__)
@@ -49,12 +60,17 @@ Message = dict[str, Any]
 MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
 INITIALIZE_TIMEOUT = 30.0
+DISCOVER_TIMEOUT = 10.0  # a child that serves only the handshake may not answer a discover before initialize at all
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
 CACHEABLE_METHODS = frozenset(
     {"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"}
 )
 ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+
+
+class NoModernEra(Exception):
+    """Raised when a child started for 2026-07-28 clients does not serve that revision (its discover fails)."""
 
 
 class Unsendable(ValueError):
@@ -81,7 +97,14 @@ def _sse(message: Message) -> bytes:
 
 
 class StdioUpstream:
-    """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it."""
+    """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it.
+
+    The child is initialized at a handshake revision; its SDK then serves that era only (the era of a stdio
+    connection is fixed by its first request). 2026-07-28 clients are served by a second child of the same
+    command, started when the first such client comes and spoken to at that revision (`modern`): its requests
+    pass with their own `_meta`, so it judges their capabilities and may answer `input_required` (MRTR). A child
+    that does not serve 2026-07-28 (its `server/discover` fails) is stopped, and signoff translates for it.
+    """
 
     def __init__(
         self,
@@ -92,8 +115,10 @@ class StdioUpstream:
         cwd: str | None = None,
         request_timeout: float = 300.0,
         max_backoff: float = 30.0,
+        modern: bool = False,
     ) -> None:
         self.name = name
+        self.modern = modern  # spoken to at 2026-07-28 (for 2026-07-28 clients), not initialized
         self._command = list(command)
         self._env = dict(env) if env else None
         self._cwd = cwd
@@ -109,10 +134,15 @@ class StdioUpstream:
         self._output_lost = False  # the running child closed its stdout and was killed for it
         self.restarts = 0
         self.last_exit: str | None = None
+        self.no_modern: str | None = None  # why the child does not serve 2026-07-28, once its discover said so
+        self._decided = anyio.Event()  # set once the child is ready or known not to serve its era
+        self._task_group: TaskGroup | None = None
+        self._modern_child: StdioUpstream | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
         task_group.start_soon(self._supervise)
 
     async def wait_ready(self, within: float) -> None:
@@ -130,8 +160,32 @@ class StdioUpstream:
         """Messages the child sent while requests of several sessions were in flight: they went to no session."""
         return self._mux.unattributed
 
+    def health(self) -> dict[str, Any]:
+        """For `/healthz`: both children as one (ready when each that runs is, their restarts summed), and how
+        2026-07-28 clients are served: `not yet` (none came), `by a child at 2026-07-28`, or translated, and why."""
+        child = self._modern_child
+        ready, restarts, last_exit = self.ready, self.restarts, self.last_exit
+        if child is None:
+            modern = "not yet"
+        elif child.no_modern is not None:
+            modern = f"translated for a handshake-era child: {child.no_modern}"
+        else:
+            modern = "by a child at 2026-07-28"
+            ready = ready and (child.ready or not child._decided.is_set())
+            restarts += child.restarts
+            last_exit = child.last_exit or last_exit
+        return {
+            "ready": ready,
+            "restarts": restarts,
+            "last_exit": last_exit,
+            "unattributed": self.unattributed + (child.unattributed if child else 0),
+            "modern": modern,
+        }
+
     async def aclose(self) -> None:
         self._closing = True
+        if self._modern_child is not None:
+            await self._modern_child.aclose()
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             with anyio.move_on_after(5):
@@ -145,6 +199,12 @@ class StdioUpstream:
             try:
                 await self._run_once()
                 backoff = 0.25
+            except NoModernEra as exc:  # not a failure to restart for: the command serves the handshake only
+                self.no_modern = str(exc)
+                logger.info("Upstream %s does not serve 2026-07-28 (%s); signoff translates for it", self.name, exc)
+                self._fail_pending(self.no_modern)
+                self._decided.set()
+                return
             except Exception as exc:
                 self.last_exit = f"{type(exc).__name__}: {exc}"
                 logger.warning("Upstream %s failed: %s", self.name, self.last_exit)
@@ -161,25 +221,36 @@ class StdioUpstream:
         process = await anyio.open_process(self._command, env=self._env, cwd=self._cwd)
         self._process = process
         self._output_lost = False
+        refused: NoModernEra | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_stderr, process)
                 tg.start_soon(self._read, process)
-                with anyio.fail_after(INITIALIZE_TIMEOUT):
-                    await self._initialize()
-                self._ready.set()
-                logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
-                code = await process.wait()
-                if self._output_lost:
-                    self.last_exit = "the server process closed its output"
+                if self.modern:
+                    try:
+                        await self._discover()
+                    except NoModernEra as exc:  # raised below, not wrapped in the task group's ExceptionGroup
+                        refused = exc
                 else:
-                    self.last_exit = f"the server process exited with code {code}"
+                    with anyio.fail_after(INITIALIZE_TIMEOUT):
+                        await self._initialize()
+                if refused is None:
+                    self._ready.set()
+                    self._decided.set()
+                    logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
+                    code = await process.wait()
+                    if self._output_lost:
+                        self.last_exit = "the server process closed its output"
+                    else:
+                        self.last_exit = f"the server process exited with code {code}"
                 tg.cancel_scope.cancel()
         finally:
             if process.returncode is None:
                 process.kill()
             with anyio.CancelScope(shield=True):
                 await process.aclose()
+        if refused is not None:
+            raise refused
 
     async def _drain_stderr(self, process: Process) -> None:
         if process.stderr is None:
@@ -236,6 +307,27 @@ class StdioUpstream:
         )
         self._init_result = result
         await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _discover(self) -> None:
+        """Ask the child at 2026-07-28 what it serves; NoModernEra if it does not answer so."""
+        envelope = {
+            PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
+            CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_INFO_META_KEY: {"name": "signoff", "version": "0.1.0"},
+        }
+        try:
+            with anyio.fail_after(DISCOVER_TIMEOUT):
+                result = await self._call("server/discover", {"_meta": envelope})
+        except (TimeoutError, UpstreamUnavailable) as exc:
+            if self._process is None or self._process.returncode is not None:
+                raise UpstreamUnavailable(self.name, "the server process exited while starting") from exc
+            if isinstance(exc, TimeoutError):
+                raise NoModernEra(f"server/discover had no answer within {DISCOVER_TIMEOUT:g} s") from exc
+            raise NoModernEra(exc.detail) from exc
+        versions = result.get("supportedVersions")
+        if not isinstance(versions, list) or LATEST_MODERN_VERSION not in versions:
+            raise NoModernEra(f"its server/discover names {json.dumps(versions)[:200]}, not {LATEST_MODERN_VERSION}")
+        self._init_result = result
 
     async def _call(self, method: str, params: Message) -> Message:
         uid = next(self._ids)
@@ -330,27 +422,56 @@ class StdioUpstream:
                 except Unsendable as exc:
                     return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
+        if modern:
+            return await self._modern_request(message, headers, method)
         if method == "initialize":
             return await self._initialize_session(message, identity)
-        session = None
-        if not modern:
-            if session_id is None:
-                return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-            session = self._mux.sessions.get(session_id)
-            if session is None:
-                return json_reply(error(message["id"], -32001, "Session not found"), 404)
+        if session_id is None:
+            return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+        if session_id not in self._mux.sessions:
+            return json_reply(error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
-        if session is not None and session_id is not None:
-            forwarded = self._mux.session_request(session_id, message)
-            if forwarded is None:  # the child already does what the session asked
-                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-            message = forwarded
-        owner = session_id if session is not None else None  # a 2026-07-28 request has no session
-        return await self._request(message, headers, method if modern else None, owner)
+        forwarded = self._mux.session_request(session_id, message)
+        if forwarded is None:  # the child already does what the session asked
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        return await self._request(forwarded, headers, None, session_id)
+
+    async def _modern_request(self, message: Message, headers: Mapping[str, str], method: str) -> Reply:
+        """A 2026-07-28 request (it has no session): to the child of that revision if the command serves it, else
+        translated for the handshake child; a method the revision removed is unknown either way."""
+        if method in REMOVED_METHODS:
+            status, problem = method_not_found(message["id"])
+            return json_reply(problem, status)
+        target = await self._modern() or self
+        await target.wait_ready(self._request_timeout)
+        if target is self and method == "server/discover":
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
+        return await target._request(message, headers, method, None)
+
+    async def _modern(self) -> "StdioUpstream | None":
+        """The child for 2026-07-28 clients, started with the first of them; None if the command does not serve it."""
+        if self._modern_child is None:
+            if self._task_group is None or self.modern:
+                return None
+            self._modern_child = StdioUpstream(
+                self.name,
+                self._command,
+                env=self._env,
+                cwd=self._cwd,
+                request_timeout=self._request_timeout,
+                max_backoff=self._max_backoff,
+                modern=True,
+            )
+            self._modern_child.start(self._task_group)
+        child = self._modern_child
+        with anyio.move_on_after(DISCOVER_TIMEOUT + INITIALIZE_TIMEOUT):  # its spawn (npx, uvx), then its discover
+            await child._decided.wait()
+        return None if child.no_modern is not None else child
 
     def _discover_result(self) -> Message:
+        """signoff's `server/discover` answer for a handshake-era child, from its `initialize` result."""
         init = self._init_result or {}
         result: Message = {
             "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
@@ -361,6 +482,8 @@ class StdioUpstream:
         }
         if init.get("instructions"):
             result["instructions"] = init["instructions"]
+        if isinstance(init.get("serverInfo"), dict):
+            result["_meta"] = {SERVER_INFO_META_KEY: init["serverInfo"]}
         return result
 
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
@@ -399,12 +522,14 @@ class StdioUpstream:
             progress_token=token,
             tool=tool,
             streams=_accepts_sse(headers),
+            tagged=self.modern and modern == "subscriptions/listen",
         )
         if session_id is None:
             pending.levels = modern_levels(meta, LOG_LEVEL_META_KEY)
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and "_meta" in params:
-            meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+            if not self.modern:  # a child initialized on a handshake revision refuses the envelope
+                meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
             if token is not None:
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
@@ -421,16 +546,18 @@ class StdioUpstream:
             self._forget(uid)
             raise
         deadline = anyio.current_time() + self._request_timeout
+        if modern == "subscriptions/listen":  # a stream that lasts until the client ends it
+            deadline = math.inf
         if not pending.streams:
             with receive:
                 final = await self._next(uid, pending, receive, deadline, final_only=True)
-            return json_reply(self._finish(final, modern))
+            return self._answer(final, modern)
         first = None
         if token is None:  # an event stream only if something comes before the answer (a log, a sampling request)
             first = await self._next(uid, pending, receive, deadline, final_only=False)
             if "method" not in first:
                 receive.close()
-                return json_reply(self._finish(first, modern))
+                return self._answer(first, modern)
 
         async def close() -> None:
             receive.close()
@@ -504,6 +631,10 @@ class StdioUpstream:
         pending = self._mux.pending.pop(uid, None)
         if pending is not None:
             pending.send.close()
+
+    def _answer(self, message: Message, modern: str | None) -> Reply:
+        """The child's answer as JSON; for a 2026-07-28 client with the spec's status for its error code."""
+        return json_reply(self._finish(message, modern), error_status(message) if modern else 200)
 
     @staticmethod
     def _finish(message: Message, modern: str | None) -> Message:
