@@ -51,6 +51,8 @@ from integrations.gateway.revisions import (
     REMOVED_METHODS,
     error_status,
     method_not_found,
+    param_header_error,
+    wants_param_check,
 )
 from integrations.gateway.upstream import Reply, json_reply
 
@@ -61,6 +63,7 @@ MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
 INITIALIZE_TIMEOUT = 30.0
 DISCOVER_TIMEOUT = 10.0  # a child that serves only the handshake may not answer a discover before initialize at all
+MAX_TOOL_PAGES = 100
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
 CACHEABLE_METHODS = frozenset(
@@ -446,6 +449,11 @@ class StdioUpstream:
             return json_reply(problem, status)
         target = await self._modern() or self
         await target.wait_ready(self._request_timeout)
+        if wants_param_check(message, headers):  # over stdio no header reaches the child: signoff checks them
+            refused = param_header_error(await target._input_schema(message), message, headers)
+            if refused is not None:
+                status, problem = refused
+                return json_reply(problem, status)
         if target is self and method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
         return await target._request(message, headers, method, None)
@@ -469,6 +477,29 @@ class StdioUpstream:
         with anyio.move_on_after(DISCOVER_TIMEOUT + INITIALIZE_TIMEOUT):  # its spawn (npx, uvx), then its discover
             await child._decided.wait()
         return None if child.no_modern is not None else child
+
+    async def _input_schema(self, message: Message) -> Any:
+        """The `inputSchema` the child lists for the tool `message` calls (at the caller's envelope, as the SDK's
+        server looks it up); None when it lists none or cannot say, and the headers go unchecked (fail open)."""
+        params = params_of(message)
+        meta = params.get("_meta")
+        query: Message = {}
+        if self.modern and isinstance(meta, dict):
+            query["_meta"] = {key: value for key, value in meta.items() if key in ENVELOPE_KEYS}
+        with anyio.move_on_after(INITIALIZE_TIMEOUT):
+            for _ in range(MAX_TOOL_PAGES):
+                try:
+                    result = await self._call("tools/list", query)
+                except UpstreamUnavailable:
+                    return None
+                for tool in result.get("tools") or ():
+                    if isinstance(tool, dict) and tool.get("name") == params.get("name"):
+                        return tool.get("inputSchema")
+                cursor = result.get("nextCursor")
+                if not isinstance(cursor, str):
+                    return None
+                query = {**query, "cursor": cursor}
+        return None
 
     def _discover_result(self) -> Message:
         """signoff's `server/discover` answer for a handshake-era child, from its `initialize` result."""

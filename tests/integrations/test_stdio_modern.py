@@ -146,6 +146,18 @@ async def test_methods_2026_removed_or_never_had_are_404_and_method_not_found_on
         assert (method, status, answer["id"], answer["error"]["code"]) == (method, 404, method, -32601)
 
 
+async def test_mcp_param_headers_that_disagree_with_the_arguments_are_refused_for_a_stdio_child(signoff: Any) -> None:
+    call = {"name": "test_x_mcp_header", "arguments": {"region": "eu-west"}}
+    async with signoff(SERVERS) as running:
+        agreed = await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "eu-west"})
+        mismatched = await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "us-east"})
+        missing = await post(running, "fixture", "tools/call", call)
+
+    assert agreed[0] == 200 and agreed[1]["result"]["content"][0]["text"] == "region=eu-west"
+    for status, answer in (mismatched, missing):
+        assert (status, answer["error"]["code"]) == (400, -32020)
+
+
 async def test_a_listen_stream_on_a_stdio_child_is_acknowledged_tagged_and_filtered(signoff: Any) -> None:
     async with signoff(SERVERS) as running:
         with anyio.fail_after(30):
