@@ -4,7 +4,7 @@ The child speaks MCP over stdin/stdout and was built for one client, so this mod
 multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
 renumbers request ids and progress tokens so sessions cannot collide, and routes what the child sends
 to the one session it is for (`multiplex.py` says how; nothing reaches a session it was not for). A crashed
-child fails its in-flight requests with a clear error and is restarted with backoff.
+child fails its in-flight requests with a clear error and is restarted with backoff (`child.py`).
 """
 
 import contextlib
@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
@@ -35,6 +33,7 @@ from mcp_types.version import (
 )
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
+from integrations.gateway.child import Declined, SupervisedChild, Unsendable, line_of
 from integrations.gateway.multiplex import (
     CHILD_CAPABILITIES,
     RELAYED_REQUESTS,
@@ -59,7 +58,6 @@ from integrations.gateway.upstream import Reply, json_reply
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
-MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
 INITIALIZE_TIMEOUT = 30.0
 DISCOVER_TIMEOUT = 10.0  # a child that serves only the handshake may not answer a discover before initialize at all
@@ -72,23 +70,8 @@ CACHEABLE_METHODS = frozenset(
 ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 
 
-class NoModernEra(Exception):
+class NoModernEra(Declined):
     """Raised when a child started for 2026-07-28 clients does not serve that revision (its discover fails)."""
-
-
-class Unsendable(ValueError):
-    """Raised when a message holds a lone UTF-16 surrogate: JSON can spell one, but a child reads UTF-8 lines."""
-
-    def __init__(self) -> None:
-        super().__init__("a string holds a lone UTF-16 surrogate, which a stdio server cannot read as UTF-8")
-
-
-def _line(message: Message) -> bytes:
-    """One message as the line a child reads: UTF-8 JSON (the spec's encoding for stdio)."""
-    try:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    except UnicodeEncodeError as exc:
-        raise Unsendable from exc
 
 
 def _accepts_sse(headers: Mapping[str, str]) -> bool:
@@ -99,7 +82,7 @@ def _sse(message: Message) -> bytes:
     return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
-class StdioUpstream:
+class StdioUpstream(SupervisedChild):
     """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it.
 
     The child is initialized at a handshake revision; its SDK then serves that era only (the era of a stdio
@@ -120,43 +103,15 @@ class StdioUpstream:
         max_backoff: float = 30.0,
         modern: bool = False,
     ) -> None:
-        self.name = name
+        super().__init__(name, command, env=env, cwd=cwd, max_backoff=max_backoff)
         self.modern = modern  # spoken to at 2026-07-28 (for 2026-07-28 clients), not initialized
-        self._command = list(command)
-        self._env = dict(env) if env else None
-        self._cwd = cwd
         self._request_timeout = request_timeout
-        self._max_backoff = max_backoff
         self._ids = itertools.count(1)
         self._mux = Multiplexer()
-        self._process: Process | None = None
-        self._ready = anyio.Event()
         self._init_result: Message | None = None
-        self._write_lock = anyio.Lock()
-        self._closing = False
-        self._output_lost = False  # the running child closed its stdout and was killed for it
-        self.restarts = 0
-        self.last_exit: str | None = None
-        self.no_modern: str | None = None  # why the child does not serve 2026-07-28, once its discover said so
-        self._decided = anyio.Event()  # set once the child is ready or known not to serve its era
-        self._task_group: TaskGroup | None = None
         self._modern_child: StdioUpstream | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    def start(self, task_group: TaskGroup) -> None:
-        self._task_group = task_group
-        task_group.start_soon(self._supervise)
-
-    async def wait_ready(self, within: float) -> None:
-        with anyio.move_on_after(within):
-            await self._ready.wait()
-        if not self._ready.is_set():
-            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is still starting")
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
 
     @property
     def unattributed(self) -> int:
@@ -170,8 +125,8 @@ class StdioUpstream:
         ready, restarts, last_exit = self.ready, self.restarts, self.last_exit
         if child is None:
             modern = "not yet"
-        elif child.no_modern is not None:
-            modern = f"translated for a handshake-era child: {child.no_modern}"
+        elif child.declined is not None:
+            modern = f"translated for a handshake-era child: {child.declined}"
         else:
             modern = "by a child at 2026-07-28"
             ready = ready and (child.ready or not child._decided.is_set())
@@ -186,118 +141,16 @@ class StdioUpstream:
         }
 
     async def aclose(self) -> None:
-        self._closing = True
         if self._modern_child is not None:
             await self._modern_child.aclose()
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            with anyio.move_on_after(5):
-                await self._process.wait()
-            if self._process.returncode is None:
-                self._process.kill()
+        await super().aclose()
 
-    async def _supervise(self) -> None:
-        backoff = 0.25
-        while not self._closing:
-            try:
-                await self._run_once()
-                backoff = 0.25
-            except NoModernEra as exc:  # not a failure to restart for: the command serves the handshake only
-                self.no_modern = str(exc)
-                logger.info("Upstream %s does not serve 2026-07-28 (%s); signoff translates for it", self.name, exc)
-                self._fail_pending(self.no_modern)
-                self._decided.set()
-                return
-            except Exception as exc:
-                self.last_exit = f"{type(exc).__name__}: {exc}"
-                logger.warning("Upstream %s failed: %s", self.name, self.last_exit)
-            self._ready = anyio.Event()
-            self._fail_pending(self.last_exit or "the server process exited")
-            if self._closing:
-                return
-            self.restarts += 1
-            logger.warning("Restarting upstream %s in %.2fs", self.name, backoff)
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff)
-
-    async def _run_once(self) -> None:
-        process = await anyio.open_process(self._command, env=self._env, cwd=self._cwd)
-        self._process = process
-        self._output_lost = False
-        refused: NoModernEra | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._drain_stderr, process)
-                tg.start_soon(self._read, process)
-                if self.modern:
-                    try:
-                        await self._discover()
-                    except NoModernEra as exc:  # raised below, not wrapped in the task group's ExceptionGroup
-                        refused = exc
-                else:
-                    with anyio.fail_after(INITIALIZE_TIMEOUT):
-                        await self._initialize()
-                if refused is None:
-                    self._ready.set()
-                    self._decided.set()
-                    logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
-                    code = await process.wait()
-                    if self._output_lost:
-                        self.last_exit = "the server process closed its output"
-                    else:
-                        self.last_exit = f"the server process exited with code {code}"
-                tg.cancel_scope.cancel()
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
-        if refused is not None:
-            raise refused
-
-    async def _drain_stderr(self, process: Process) -> None:
-        if process.stderr is None:
-            return
-        stream = BufferedByteReceiveStream(process.stderr)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.ClosedResourceError):
-                return
-            logger.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
-
-    async def _read(self, process: Process) -> None:
-        if process.stdout is None:
-            return
-        stream = BufferedByteReceiveStream(process.stdout)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                await self._output_closed(process)
-                return
-            except anyio.DelimiterNotFound:
-                logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
-                process.kill()
-                return
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                logger.warning("Upstream %s wrote a line that is not JSON: %.200r", self.name, line)
-                continue
-            if isinstance(message, dict):
-                await self._dispatch(message)
-
-    async def _output_closed(self, process: Process) -> None:
-        """The child closed its stdout: it usually exits next; one that lives on can answer nothing, so restart it."""
-        with anyio.move_on_after(1.0):
-            await process.wait()
-        if process.returncode is None:
-            self._output_lost = True
-            logger.warning("Upstream %s closed its output but kept running; restarting it", self.name)
-            process.kill()
+    async def _open(self) -> None:
+        if self.modern:
+            await self._discover()
+        else:
+            with anyio.fail_after(INITIALIZE_TIMEOUT):
+                await self._initialize()
 
     async def _initialize(self) -> None:
         result = await self._call(
@@ -346,18 +199,6 @@ class StdioUpstream:
             raise UpstreamUnavailable(self.name, f"{method} failed: {reply['error'].get('message')}")
         result: Message = reply.get("result", {})
         return result
-
-    async def _write(self, message: Message | bytes) -> None:
-        """Send one message (or the line `_line` made of it) to the child."""
-        process = self._process
-        if process is None or process.stdin is None or process.returncode is not None:
-            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is not running")
-        data = message if isinstance(message, bytes) else _line(message)
-        async with self._write_lock:
-            try:
-                await process.stdin.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
 
     def _failure(self, pending: Pending, code: int, reason: str) -> Message:
         """The answer to a request the child will not answer: a tool error for a tool call, else a JSON-RPC error."""
@@ -476,7 +317,7 @@ class StdioUpstream:
         child = self._modern_child
         with anyio.move_on_after(DISCOVER_TIMEOUT + INITIALIZE_TIMEOUT):  # its spawn (npx, uvx), then its discover
             await child._decided.wait()
-        return None if child.no_modern is not None else child
+        return None if child.declined is not None else child
 
     async def _input_schema(self, message: Message) -> Any:
         """The `inputSchema` the child lists for the tool `message` calls (at the caller's envelope, as the SDK's
@@ -565,7 +406,7 @@ class StdioUpstream:
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
         try:
-            line = _line(forwarded)
+            line = line_of(forwarded)
         except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
             send.close()
             receive.close()
