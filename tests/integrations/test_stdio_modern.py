@@ -3,6 +3,7 @@
 The child is the conformance fixture (`tests/fakes/conformance_server.py --stdio`), an SDK server that serves both
 eras; `tests/fakes/broken_stdio.py` stands in for a child of the handshake revisions only. Raw HTTP where a test
 needs the status codes and the stream in its hands, the SDK's `Client` (mode `auto`) where it drives the rounds.
+An approved call's `Mcp-Param-*` headers are tested on both upstream kinds: the SDK's HTTP server checks them too.
 """
 
 import json
@@ -19,6 +20,9 @@ from mcp.client.context import ClientRequestContext
 from mcp_types.version import LATEST_MODERN_VERSION
 
 from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, Running
+from tests.fakes.conformance_server import conformance_http_app
+from tests.fakes.upstreams import serve_http
+from tests.test_approval_flow import api, wait_for_pending
 
 pytestmark = pytest.mark.anyio
 
@@ -218,3 +222,42 @@ async def test_an_open_listen_stream_does_not_keep_a_2026_call_from_hearing_its_
                     await client.call_tool("test_tool_with_logging", {})
 
     assert heard == ["Tool execution started", "Tool processing data", "Tool execution completed"]
+
+
+@pytest.mark.parametrize("kind", ["stdio", "http"])
+async def test_an_approved_2026_call_reaches_the_upstream_with_the_mcp_param_headers_it_was_sent_with(
+    signoff: Any, kind: str
+) -> None:
+    guarded = {
+        "version": "1",
+        "default": "allow",
+        "tools": {"test_x_mcp_header": {"action": "require_approval", "approval": {"approvers": ["alice"]}}},
+    }
+    call = {"name": "test_x_mcp_header", "arguments": {"region": "eu-west"}}
+    answers: list[tuple[int, dict[str, Any]]] = []
+    async with (
+        serve_http(conformance_http_app()) as upstream,
+        signoff(
+            [
+                {**SERVERS[0], "policy": guarded}
+                if kind == "stdio"
+                else {"name": "fixture", "url": f"{upstream}/mcp", "policy": guarded}
+            ],
+            approvers=True,
+            gateway={"approval_hold": "20s"},
+        ) as running,
+    ):
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+
+                async def held() -> None:
+                    answers.append(
+                        await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "eu-west"})
+                    )
+
+                tg.start_soon(held)
+                approval_id = await wait_for_pending(running, "test_x_mcp_header")
+                await api(running, "POST", f"/api/approvals/{approval_id}/approve", "alice-approver-token", reason="ok")
+
+    [(status, answer)] = answers
+    assert status == 200 and answer["result"]["content"][0]["text"] == "region=eu-west"
