@@ -6,7 +6,9 @@ session whose requests are in flight. When requests of more than one session are
 tell, and such a message goes to nobody: isolation wins over delivery. What belongs to no request goes
 where the protocol says: log messages to the sessions whose level allows them, resource updates to the
 sessions that subscribed, list-changed notifications to every session. A 2026-07-28 child names the
-`subscriptions/listen` request each of its stream's messages is for: those go to that request alone.
+`subscriptions/listen` request each of its stream's messages is for: those go to that request alone. For a
+handshake-era child signoff serves `subscriptions/listen` itself: a `Listener` takes the list-changed kinds and
+the resources it asked for (and the child can send), tagged with its request's id.
 """
 
 import contextlib
@@ -27,6 +29,13 @@ LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "e
 # What signoff declares to the child: it relays these to the session that caused them, if that session can.
 CHILD_CAPABILITIES: Message = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
 RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create"})
+# subscriptions/listen filter keys, by the notification they take, and the child capability each needs
+LISTEN_KINDS = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+MAX_LISTEN_URIS = 100  # resources one listen stream may watch: each costs the child a resources/subscribe
 
 
 @dataclass(slots=True)
@@ -41,6 +50,20 @@ class Pending:
     streams: bool = False  # its answer may be an event stream, which carries what belongs to the request
     levels: frozenset[str] = frozenset(LEVELS)  # 2026-07-28: the log levels the request opted in to
     tagged: bool = False  # a `subscriptions/listen` stream: what is for it names it, so it is no request in flight
+
+
+@dataclass(slots=True, eq=False)
+class Listener:
+    """A 2026-07-28 `subscriptions/listen` stream signoff serves for a handshake-era child."""
+
+    subscription: Any  # the client's id for its listen request: every message on the stream names it
+    send: MemoryObjectSendStream[Message]
+    honoured: Message  # the filter it was acknowledged with
+
+    def takes(self, method: str, uri: Any) -> bool:
+        if method == "notifications/resources/updated":
+            return uri in self.honoured.get("resourceSubscriptions", ())
+        return self.honoured.get(LISTEN_KINDS.get(method, "")) is True
 
 
 @dataclass(slots=True)
@@ -132,6 +155,33 @@ def retagged(message: Message, subscription: Any) -> Message:
     return {**message, key: {**body, "_meta": {**body["_meta"], SUBSCRIPTION_ID_META_KEY: subscription}}}
 
 
+def honoured_filter(requested: Any, capabilities: Any) -> Message:
+    """What signoff acknowledges of a listen request's filter for a handshake-era child: the kinds asked for that
+    the child declares it sends (listChanged, resources.subscribe); the spec's ack omits the rest."""
+    requested = requested if isinstance(requested, dict) else {}
+    capabilities = capabilities if isinstance(capabilities, dict) else {}
+    honoured: Message = {}
+    for key in LISTEN_KINDS.values():
+        section = capabilities.get(key.removesuffix("ListChanged"))
+        if requested.get(key) is True and isinstance(section, dict) and section.get("listChanged") is True:
+            honoured[key] = True
+    uris = requested.get("resourceSubscriptions")
+    resources = capabilities.get("resources")
+    if isinstance(uris, list) and isinstance(resources, dict) and resources.get("subscribe") is True:
+        kept = list(dict.fromkeys(uri for uri in uris if isinstance(uri, str)))[:MAX_LISTEN_URIS]
+        if kept:
+            honoured["resourceSubscriptions"] = kept
+    return honoured
+
+
+def tagged_for(message: Message, subscription: Any) -> Message:
+    """A child's notification as a listen stream carries it: its `_meta` names the listen request."""
+    params = params_of(message)
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    return {**message, "params": {**params, "_meta": {**meta, SUBSCRIPTION_ID_META_KEY: subscription}}}
+
+
 def deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
     # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
@@ -160,6 +210,7 @@ class Multiplexer:
         self.asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
         self.elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
         self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
+        self.listeners: list[Listener] = []  # 2026-07-28 listen streams signoff serves for the child
 
     def forget_requests(self) -> list[Pending]:
         """The child is gone: every request in flight, to be failed, and nothing it asked stays open."""
@@ -202,9 +253,11 @@ class Multiplexer:
             for session in self.sessions.values():
                 if params.get("uri") in session.subscriptions:
                     _broadcast(session, message)
+            self._to_listeners(method, message, params.get("uri"))
         elif method.endswith("/list_changed"):
             for session in self.sessions.values():
                 _broadcast(session, message)
+            self._to_listeners(method, message, None)
         elif method == "notifications/elicitation/complete":  # ends a URL elicitation: for the session asked
             owner = self.elicitations.pop(str(params.get("elicitationId")), None)
             if owner is not None:
@@ -258,6 +311,37 @@ class Multiplexer:
                     return True
         return session is not None and _broadcast(session, message)
 
+    def _to_listeners(self, method: str, message: Message, uri: Any) -> None:
+        for listener in self.listeners:
+            if listener.takes(method, uri):
+                deliver(listener.send, tagged_for(message, listener.subscription))
+
+    def _wanted(self, besides: object = None) -> set[str]:
+        """The resources some session or listen stream (other than `besides`) wants the child subscribed to."""
+        wanted: set[str] = set()
+        for sid, session in self.sessions.items():
+            if sid != besides:
+                wanted |= session.subscriptions
+        for listener in self.listeners:
+            if listener is not besides:
+                wanted.update(listener.honoured.get("resourceSubscriptions", ()))
+        return wanted
+
+    def listen(self, listener: Listener) -> list[str]:
+        """Add a listen stream; the resources the child must be subscribed to for it (nobody else wanted them)."""
+        wanted = self._wanted()
+        self.listeners.append(listener)
+        return [uri for uri in listener.honoured.get("resourceSubscriptions", ()) if uri not in wanted]
+
+    def unlisten(self, listener: Listener) -> list[str]:
+        """Forget a listen stream; the resources nobody wants any more, for the child to stop watching."""
+        if listener not in self.listeners:
+            return []
+        self.listeners.remove(listener)
+        listener.send.close()
+        wanted = self._wanted()
+        return [uri for uri in listener.honoured.get("resourceSubscriptions", ()) if uri not in wanted]
+
     def _to_request(self, pending: Pending, message: Message) -> None:
         if pending.streams:
             deliver(pending.send, message)
@@ -283,7 +367,7 @@ class Multiplexer:
         uri = params.get("uri")
         if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
             return message
-        others = any(uri in other.subscriptions for sid, other in self.sessions.items() if sid != session_id)
+        others = uri in self._wanted(besides=session_id)
         if method == "resources/subscribe":
             session.subscriptions.add(uri)
         else:
@@ -322,5 +406,5 @@ class Multiplexer:
             del self.asked[request_id]
         for elicitation in [key for key, owner in self.elicitations.items() if owner == session_id]:
             del self.elicitations[elicitation]
-        wanted = set().union(*(other.subscriptions for other in self.sessions.values()))
+        wanted = self._wanted()
         return uids, asked, sorted(session.subscriptions - wanted)

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
@@ -38,10 +39,12 @@ from integrations.gateway.multiplex import (
     CHILD_CAPABILITIES,
     RELAYED_REQUESTS,
     DownstreamSession,
+    Listener,
     Multiplexer,
     Pending,
     deliver,
     error,
+    honoured_filter,
     modern_levels,
     params_of,
 )
@@ -62,6 +65,7 @@ INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -
 INITIALIZE_TIMEOUT = 30.0
 DISCOVER_TIMEOUT = 10.0  # a child that serves only the handshake may not answer a discover before initialize at all
 MAX_TOOL_PAGES = 100
+MAX_LISTENERS = 1024  # listen streams signoff serves for one handshake-era child (the SDK's server allows as many)
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
 CACHEABLE_METHODS = frozenset(
@@ -297,6 +301,8 @@ class StdioUpstream(SupervisedChild):
                 return json_reply(problem, status)
         if target is self and method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
+        if target is self and method == "subscriptions/listen":
+            return await self._listen(message, headers)
         return await target._request(message, headers, method, None)
 
     async def _modern(self) -> "StdioUpstream | None":
@@ -357,6 +363,54 @@ class StdioUpstream(SupervisedChild):
         if isinstance(init.get("serverInfo"), dict):
             result["_meta"] = {SERVER_INFO_META_KEY: init["serverInfo"]}
         return result
+
+    async def _listen(self, message: Message, headers: Mapping[str, str]) -> Reply:
+        """`subscriptions/listen` for a handshake-era child, served by signoff: acknowledged with what the child
+        can send, then its list-changed and resource-updated notifications as the filter asks, tagged with the
+        request's id; the child is subscribed to the resources asked for while some stream or session wants them."""
+        if not _accepts_sse(headers):
+            problem = error(message["id"], INVALID_REQUEST, "subscriptions/listen answers with an event stream")
+            return json_reply(problem, 406)
+        if len(self._mux.listeners) >= MAX_LISTENERS:
+            return json_reply(error(message["id"], -32603, "Subscription limit reached"))
+        capabilities = (self._init_result or {}).get("capabilities")
+        honoured = honoured_filter(params_of(message).get("notifications"), capabilities)
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        listener = Listener(subscription=message["id"], send=send, honoured=honoured)
+        for uri in self._mux.listen(listener):
+            await self._watch("resources/subscribe", uri)
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: message["id"]}},
+        }
+
+        async def events() -> AsyncIterator[bytes]:
+            with receive:
+                yield _sse(ack)
+                async for item in receive:
+                    yield _sse(item)
+
+        async def close() -> None:
+            for uri in self._mux.unlisten(listener):
+                await self._watch("resources/unsubscribe", uri)
+
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=events(),
+            close=close,
+        )
+
+    async def _watch(self, method: str, uri: str) -> None:
+        """Subscribe the child to `uri`, or unsubscribe it, for signoff's own bookkeeping (a failure is logged)."""
+        with anyio.move_on_after(5, shield=True) as scope:
+            try:
+                await self._call(method, {"uri": uri})
+            except UpstreamUnavailable as exc:
+                logger.info("Upstream %s: %s %s failed: %s", self.name, method, uri, exc.detail)
+        if scope.cancelled_caught:
+            logger.info("Upstream %s: %s %s had no answer within 5 s", self.name, method, uri)
 
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
         await self.wait_ready(self._request_timeout)

@@ -34,6 +34,7 @@ SERVERS = [
         "policy": ALLOW_ALL,
     },
     {"name": "old", "command": [sys.executable, "-m", "tests.fakes.broken_stdio"], "policy": ALLOW_ALL},
+    {"name": "listed", "command": [sys.executable, "-m", "tests.fakes.handshake_child"], "policy": ALLOW_ALL},
 ]
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
@@ -70,14 +71,16 @@ async def post(
 
 
 @asynccontextmanager
-async def listen(running: Running, filter: dict[str, bool], request_id: str, token: str) -> AsyncIterator[Any]:
+async def listen(
+    running: Running, filter: dict[str, Any], request_id: str, token: str, server: str = "fixture"
+) -> AsyncIterator[Any]:
     """A `subscriptions/listen` stream; yields an async iterator over its messages."""
     params = {"notifications": filter, "_meta": ENVELOPE}
     body = {"jsonrpc": "2.0", "id": request_id, "method": "subscriptions/listen", "params": params}
     async with (
         httpx2.AsyncClient(timeout=30) as http,
         http.stream(
-            "POST", running.mcp_url("fixture"), json=body, headers=headers_for("subscriptions/listen", params, token)
+            "POST", running.mcp_url(server), json=body, headers=headers_for("subscriptions/listen", params, token)
         ) as response,
     ):
         assert response.status_code == 200
@@ -261,3 +264,46 @@ async def test_an_approved_2026_call_reaches_the_upstream_with_the_mcp_param_hea
 
     [(status, answer)] = answers
     assert status == 200 and answer["result"]["content"][0]["text"] == "region=eu-west"
+
+
+async def test_signoff_serves_listen_streams_for_a_handshake_era_stdio_child_each_with_what_it_asked(
+    signoff: Any,
+) -> None:
+    async def subscribed() -> list[str]:
+        answer = (await post(running, "listed", "tools/call", {"name": "state", "arguments": {}}))[1]
+        return list(json.loads(answer["result"]["content"][0]["text"]))
+
+    alpha_asks = {"toolsListChanged": True, "promptsListChanged": True, "resourceSubscriptions": ["note://a"]}
+    async with signoff(SERVERS) as running:
+        with anyio.fail_after(30):
+            async with (
+                listen(running, alpha_asks, "alpha-listen", AGENT_TOKEN, "listed") as alpha,
+                listen(
+                    running, {"resourceSubscriptions": ["note://b"]}, "bravo-listen", OTHER_TOKEN, "listed"
+                ) as bravo,
+            ):
+                alpha_ack, bravo_ack = await anext(alpha), await anext(bravo)
+                while_listening = await subscribed()
+                await post(running, "listed", "tools/call", {"name": "change", "arguments": {}})
+                alpha_heard = [await anext(alpha), await anext(alpha)]
+                bravo_heard = await anext(bravo)
+            # the streams closed, so the child may stop watching: a bounded poll of what it was told (fail_after above)
+            while (after := await subscribed()) != []:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+
+    tag = "io.modelcontextprotocol/subscriptionId"
+    # the child sends no prompts list-changed (it does not declare it): the ack leaves it out
+    assert alpha_ack["params"] == {
+        "notifications": {"toolsListChanged": True, "resourceSubscriptions": ["note://a"]},
+        "_meta": {tag: "alpha-listen"},
+    }
+    assert bravo_ack["params"]["notifications"] == {"resourceSubscriptions": ["note://b"]}
+    assert sorted(while_listening) == ["note://a", "note://b"]
+    assert [(m["method"], m["params"].get("uri"), m["params"]["_meta"][tag]) for m in alpha_heard] == [
+        ("notifications/tools/list_changed", None, "alpha-listen"),
+        ("notifications/resources/updated", "note://a", "alpha-listen"),
+    ]
+    # bravo asked for note://b only: no tools change, and not alpha's resource
+    assert (bravo_heard["method"], bravo_heard["params"]["uri"]) == ("notifications/resources/updated", "note://b")
+    assert bravo_heard["params"]["_meta"][tag] == "bravo-listen"
+    assert after == []
