@@ -13,6 +13,7 @@ the resources it asked for (and the child can send), tagged with its request's i
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,18 @@ class Pending:
     streams: bool = False  # its answer may be an event stream, which carries what belongs to the request
     levels: frozenset[str] = frozenset(LEVELS)  # 2026-07-28: the log levels the request opted in to
     tagged: bool = False  # a `subscriptions/listen` stream: what is for it names it, so it is no request in flight
+    capabilities: Message | None = None  # a 2026-07-28 request for a handshake-era child: what its client declared
+    identity: str | None = None  # the agent that sent it (a 2026-07-28 request's round is that agent's alone)
+    round: str | None = None  # the requestState of the question its client was asked and has not answered yet
+
+
+@dataclass(slots=True, frozen=True)
+class Round:
+    """A question a handshake-era child asked during a 2026-07-28 request, sent to its client as input_required."""
+
+    uid: int  # the child's request that asked (signoff's id for it upstream)
+    asked: str | int  # the child's id for its question
+    identity: str | None
 
 
 @dataclass(slots=True, eq=False)
@@ -117,13 +130,10 @@ def the_one(owners: Iterable[str | None]) -> tuple[str | None, bool]:
     return None, bool(distinct)
 
 
-def refusal(session: DownstreamSession | None, message: Message) -> str | None:
-    """Why a server-to-client request may not go to `session`'s client; None when it may."""
-    if session is None:
-        return "a 2026-07-28 client cannot be asked over stdio (it has no session to carry the request)"
+def refusal(capabilities: Message, message: Message) -> str | None:
+    """Why a server-to-client request may not go to a client that declared `capabilities`; None when it may."""
     method = message.get("method")
     params = params_of(message)
-    capabilities = session.capabilities
     if method == "sampling/createMessage":
         return None if isinstance(capabilities.get("sampling"), dict) else "the client did not declare sampling"
     elicitation = capabilities.get("elicitation")
@@ -137,6 +147,8 @@ def refusal(session: DownstreamSession | None, message: Message) -> str | None:
     return None
 
 
+INPUT_KEY = "signoff"  # the one key of the inputRequests signoff sends for a handshake-era child's question
+MAX_ROUNDS = 10_000  # questions waiting for a 2026-07-28 client's retry; each also holds a request of the child
 MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that never ends them cannot grow this past it
 REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
 
@@ -211,12 +223,14 @@ class Multiplexer:
         self.elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
         self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
         self.listeners: list[Listener] = []  # 2026-07-28 listen streams signoff serves for the child
+        self.rounds: dict[str, Round] = {}  # by requestState: the child's questions to 2026-07-28 clients
 
     def forget_requests(self) -> list[Pending]:
         """The child is gone: every request in flight, to be failed, and nothing it asked stays open."""
         pending = list(self.pending.values())
         self.pending.clear()
         self.asked.clear()  # a client's late answer must not reach the next child
+        self.rounds.clear()
         self.elicitations.clear()
         return pending
 
@@ -273,7 +287,10 @@ class Multiplexer:
         owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)
         if owner is None:
             return "requests of several sessions are in flight" if busy else "no client request is in flight"
-        problem = refusal(self.sessions.get(owner), message)
+        session = self.sessions.get(owner)
+        if session is None:
+            return self._ask_in_a_round(owner, message)
+        problem = refusal(session.capabilities, message)
         if problem is not None:
             return problem
         self.asked[request_id] = owner
@@ -284,6 +301,38 @@ class Multiplexer:
         if isinstance(elicitation, str) and len(self.elicitations) < MAX_ELICITATIONS:
             self.elicitations[elicitation] = owner
         return None
+
+    def _ask_in_a_round(self, owner: str, message: Message) -> str | None:
+        """Answer the 2026-07-28 request `owner` with `input_required` carrying the child's question (MRTR): the
+        client retries with the answer and the requestState, and `resume` finds the child's request again."""
+        found = next(((uid, p) for uid, p in self.pending.items() if p.owner == owner), None)
+        capabilities = found[1].capabilities if found is not None else None
+        if found is None or capabilities is None:
+            return "a 2026-07-28 client of this child cannot be asked (it has no session to carry the request)"
+        uid, pending = found
+        if pending.round is not None:
+            return "its client was asked already and has not answered; it is asked one question at a time"
+        if len(self.rounds) >= MAX_ROUNDS:
+            return "too many questions wait for their clients' answers"
+        problem = refusal(capabilities, message)
+        if problem is not None:
+            return problem
+        state = secrets.token_urlsafe(24)
+        self.rounds[state] = Round(uid=uid, asked=message["id"], identity=pending.identity)
+        pending.round = state
+        question = {"method": message["method"], "params": params_of(message)}
+        result = {"resultType": "input_required", "inputRequests": {INPUT_KEY: question}, "requestState": state}
+        deliver(pending.send, {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result})
+        pending.send.close()
+        return None
+
+    def resume(self, state: Any, identity: str) -> Round | None:
+        """The round a 2026-07-28 retry's `requestState` names, if it is this agent's; it ends here."""
+        round = self.rounds.get(state) if isinstance(state, str) else None
+        if round is None or round.identity != identity:
+            return None
+        del self.rounds[state]
+        return round
 
     def _attributed(self, message: Message, level: Any) -> None:
         owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)

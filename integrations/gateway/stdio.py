@@ -37,11 +37,13 @@ from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.child import Declined, SupervisedChild, Unsendable, line_of
 from integrations.gateway.multiplex import (
     CHILD_CAPABILITIES,
+    INPUT_KEY,
     RELAYED_REQUESTS,
     DownstreamSession,
     Listener,
     Multiplexer,
     Pending,
+    Round,
     deliver,
     error,
     honoured_filter,
@@ -238,6 +240,9 @@ class StdioUpstream(SupervisedChild):
             if problem is not None:
                 logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
                 await self._write(error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
+            for state, round in list(self._mux.rounds.items()):
+                if round.asked == request_id and self._task_group is not None:  # asked in a round: it may expire
+                    self._task_group.start_soon(self._expire_round, state)
         else:
             await self._write(error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
 
@@ -271,7 +276,7 @@ class StdioUpstream(SupervisedChild):
                     return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if modern:
-            return await self._modern_request(message, headers, method)
+            return await self._modern_request(message, headers, method, identity)
         if method == "initialize":
             return await self._initialize_session(message, identity)
         if session_id is None:
@@ -286,7 +291,7 @@ class StdioUpstream(SupervisedChild):
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
         return await self._request(forwarded, headers, None, session_id)
 
-    async def _modern_request(self, message: Message, headers: Mapping[str, str], method: str) -> Reply:
+    async def _modern_request(self, message: Message, headers: Mapping[str, str], method: str, identity: str) -> Reply:
         """A 2026-07-28 request (it has no session): to the child of that revision if the command serves it, else
         translated for the handshake child; a method the revision removed is unknown either way."""
         if method in REMOVED_METHODS:
@@ -303,7 +308,9 @@ class StdioUpstream(SupervisedChild):
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
         if target is self and method == "subscriptions/listen":
             return await self._listen(message, headers)
-        return await target._request(message, headers, method, None)
+        if target is self and (round := self._mux.resume(params_of(message).get("requestState"), identity)):
+            return await self._resume(message, headers, method, round)
+        return await target._request(message, headers, method, None, identity)
 
     async def _modern(self) -> "StdioUpstream | None":
         """The child for 2026-07-28 clients, started with the first of them; None if the command does not serve it."""
@@ -429,7 +436,12 @@ class StdioUpstream(SupervisedChild):
         )
 
     async def _request(
-        self, message: Message, headers: Mapping[str, str], modern: str | None, session_id: str | None
+        self,
+        message: Message,
+        headers: Mapping[str, str],
+        modern: str | None,
+        session_id: str | None,
+        identity: str | None = None,
     ) -> Reply:
         """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
         params = message.get("params")
@@ -452,6 +464,9 @@ class StdioUpstream(SupervisedChild):
         )
         if session_id is None:
             pending.levels = modern_levels(meta, LOG_LEVEL_META_KEY)
+            if not self.modern:  # the child may ask its client a question: in a round (MRTR), if it declared so
+                declared = meta.get(CLIENT_CAPABILITIES_META_KEY)
+                pending.capabilities, pending.identity = (declared if isinstance(declared, dict) else {}), identity
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and "_meta" in params:
             if not self.modern:  # a child initialized on a handshake revision refuses the envelope
@@ -471,6 +486,13 @@ class StdioUpstream(SupervisedChild):
         except UpstreamUnavailable:
             self._forget(uid)
             raise
+        return await self._await(uid, pending, receive, modern)
+
+    async def _await(
+        self, uid: int, pending: Pending, receive: MemoryObjectReceiveStream[Message], modern: str | None
+    ) -> Reply:
+        """The answer to request `uid` as its client reads it: JSON, or an event stream of what comes first."""
+        token = pending.progress_token
         deadline = anyio.current_time() + self._request_timeout
         if modern == "subscriptions/listen":  # a stream that lasts until the client ends it
             deadline = math.inf
@@ -539,11 +561,48 @@ class StdioUpstream(SupervisedChild):
                 yield _sse(self._finish(item, modern))
                 return
 
-    async def _abandon(self, uid: int, reason: str) -> None:
-        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop."""
-        pending = self._mux.pending.pop(uid, None)
+    async def _resume(self, message: Message, headers: Mapping[str, str], method: str, round: Round) -> Reply:
+        """A 2026-07-28 retry carrying the answer to a question the child asked in a round: the answer goes to the
+        child, and the retry waits for what the child's request does next (another question, or its result)."""
+        pending = self._mux.pending.get(round.uid)
         if pending is None:
+            gone = "Invalid params: the request this answers is gone (its server restarted or gave up)"
+            return json_reply(error(message["id"], INVALID_PARAMS, gone), 400)
+        responses = params_of(message).get("inputResponses")
+        answer = responses.get(INPUT_KEY) if isinstance(responses, dict) else None
+        if isinstance(answer, dict):
+            reply = {"jsonrpc": "2.0", "id": round.asked, "result": answer}
+        else:
+            reply = error(round.asked, INVALID_REQUEST, "the client gave no answer")
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        pending.send, pending.downstream_id, pending.round = send, message["id"], None
+        pending.streams = _accepts_sse(headers)
+        try:
+            await self._write(reply)
+        except Unsendable as exc:
+            await self._write(error(round.asked, INVALID_REQUEST, "the client's answer cannot be sent over stdio"))
+            logger.info("Upstream %s: a client's answer was not sent: %s", self.name, exc)
+        return await self._await(round.uid, pending, receive, method)
+
+    async def _expire_round(self, state: str) -> None:
+        """A question whose client never came back: after the request timeout, the child's request is given up."""
+        await anyio.sleep(self._request_timeout)
+        round = self._mux.rounds.pop(state, None)
+        pending = self._mux.pending.get(round.uid) if round is not None else None
+        if round is None or pending is None or pending.round != state:
             return
+        pending.round = None
+        with contextlib.suppress(UpstreamUnavailable):
+            await self._write(error(round.asked, INVALID_REQUEST, "the client did not answer in time"))
+        await self._abandon(round.uid, "the client did not answer the server's question in time")
+
+    async def _abandon(self, uid: int, reason: str) -> None:
+        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop (unless the
+        client was asked a question in a round: it answers with a new request, and the round has its own expiry)."""
+        pending = self._mux.pending.get(uid)
+        if pending is None or pending.round is not None:
+            return
+        del self._mux.pending[uid]
         pending.send.close()
         with anyio.move_on_after(5, shield=True):
             await self._cancel(uid, reason)

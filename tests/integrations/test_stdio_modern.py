@@ -58,12 +58,22 @@ def headers_for(method: str, params: dict[str, Any], token: str = AGENT_TOKEN, *
 
 
 async def post(
-    running: Running, server: str, method: str, params: dict[str, Any], request_id: Any = 7, **extra: str
+    running: Running,
+    server: str,
+    method: str,
+    params: dict[str, Any],
+    request_id: Any = 7,
+    token: str = AGENT_TOKEN,
+    capabilities: dict[str, Any] | None = None,
+    **extra: str,
 ) -> tuple[int, dict[str, Any]]:
-    """One 2026-07-28 request; its HTTP status and its answer (the last event, if it is a stream)."""
-    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": ENVELOPE}}
+    """One 2026-07-28 request (its client declaring `capabilities`, none by default); its HTTP status and its
+    answer (the last event, if it is a stream)."""
+    envelope = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": capabilities or {}}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": envelope}}
+    headers = headers_for(method, params, token, **extra)
     async with httpx2.AsyncClient(timeout=30) as http:
-        response = await http.post(running.mcp_url(server), json=body, headers=headers_for(method, params, **extra))
+        response = await http.post(running.mcp_url(server), json=body, headers=headers)
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         events = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
         return response.status_code, json.loads(events[-1])
@@ -307,3 +317,45 @@ async def test_signoff_serves_listen_streams_for_a_handshake_era_stdio_child_eac
     assert (bravo_heard["method"], bravo_heard["params"]["uri"]) == ("notifications/resources/updated", "note://b")
     assert bravo_heard["params"]["_meta"][tag] == "bravo-listen"
     assert after == []
+
+
+async def test_a_handshake_era_stdio_childs_questions_reach_a_2026_client_as_rounds_of_input_required(
+    signoff: Any,
+) -> None:
+    async def sample(ctx: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="hi"), model="m")
+
+    async def elicit(ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    ask = {"name": "ask", "arguments": {"questions": ["sample", "elicit"]}}
+    async with signoff(SERVERS) as running:
+        with anyio.fail_after(30):
+            async with running.client(
+                "listed", mode="auto", sampling_callback=sample, elicitation_callback=elicit
+            ) as c:
+                answered = await c.call_tool("ask", ask["arguments"])
+            undeclared = await post(
+                running, "listed", "tools/call", {"name": "ask", "arguments": {"questions": ["sample"]}}
+            )
+            sampling = {"sampling": {}}
+            status, first = await post(running, "listed", "tools/call", ask, capabilities=sampling)  # the wire's view
+            state = first["result"]["requestState"]
+            stolen = await post(
+                running,
+                "listed",
+                "tools/call",
+                {**ask, "requestState": state},
+                token=OTHER_TOKEN,
+                capabilities=sampling,
+            )
+
+    assert not answered.is_error and answered.content[0].text == 'hi | {"name": "Ada"}'  # type: ignore[union-attr]
+    assert status == 200 and first["result"]["resultType"] == "input_required"
+    assert first["result"]["inputRequests"]["signoff"]["method"] == "sampling/createMessage"
+    # a client that declared no sampling is not asked: the child is told so and says what it was told
+    assert "the client did not declare sampling" in undeclared[1]["result"]["content"][0]["text"]
+    # another agent's retry with alpha's requestState is a call of its own, not alpha's round; and while alpha's
+    # round waits, a question cannot be told apart from one for alpha's request, so it goes to nobody
+    assert "requestState" not in stolen[1]["result"]
+    assert "requests of several sessions are in flight" in stolen[1]["result"]["content"][0]["text"]
