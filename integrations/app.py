@@ -281,14 +281,7 @@ def create_app(
         for name, served in gateway.servers.items():
             upstream = served.upstream
             if isinstance(upstream, StdioUpstream):
-                servers[name] = {
-                    "transport": "stdio",
-                    "ready": upstream.ready,
-                    "restarts": upstream.restarts,
-                    "last_exit": upstream.last_exit,
-                    "unattributed": upstream.unattributed,
-                    "policy_version": served.policy.digest,
-                }
+                servers[name] = {"transport": "stdio", **upstream.health(), "policy_version": served.policy.digest}
             else:
                 servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
             servers[name]["policy"] = watcher.files[name].health(served.policy)

@@ -84,7 +84,6 @@ def test_an_allowlist_entry_without_a_reason_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_committed_allowlist_loads_and_gives_a_reason_for_every_entry() -> None:
-    entries = load_allowed(Path(__file__).parent / "conformance-allowed.toml")
-    assert entries
+    entries = load_allowed(Path(__file__).parent / "conformance-allowed.toml")  # it only shrinks: it may be empty
     assert all(entry.reason.strip() for entry in entries)
     assert len({(e.run, e.scenario, e.upstream) for e in entries}) == len(entries)

@@ -35,7 +35,7 @@ from integrations.gateway.drift import ToolWatch
 from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, for_revision, refusal, upstream_failure
-from integrations.gateway.revisions import notification_version_error, version_error
+from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
 from integrations.gateway.sse import Cursor, Message, rewrite_events
 from integrations.gateway.upstream import ENDED, FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.tokens import TokenBook
@@ -93,8 +93,11 @@ class _Exchange:
         return _Outbound(self.server, tool, self.served.upstream, body, self.headers, self.identity, self.message)
 
     def held(self, body: bytes, tool: str) -> "_Outbound":
-        """What a call held for approval keeps while it waits: its bytes and the headers it forwards."""
-        headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := self.headers.get(k)) is not None}
+        """What a call held for approval keeps while it waits: its bytes and the headers it forwards (its
+        `Mcp-Param-*` headers too: a 2026-07-28 server checks them against the arguments when the call runs)."""
+        headers = {
+            k: v for k, v in self.headers.items() if k in FORWARDED_REQUEST_HEADERS or k.startswith(PARAM_HEADER_PREFIX)
+        }
         return _Outbound(self.server, tool, self.served.upstream, body, headers, self.identity, None)
 
 

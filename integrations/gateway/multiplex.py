@@ -5,17 +5,22 @@ Over stdio a child cannot say which request a log message or a server-to-client 
 session whose requests are in flight. When requests of more than one session are in flight, it cannot
 tell, and such a message goes to nobody: isolation wins over delivery. What belongs to no request goes
 where the protocol says: log messages to the sessions whose level allows them, resource updates to the
-sessions that subscribed, list-changed notifications to every session.
+sessions that subscribed, list-changed notifications to every session. A 2026-07-28 child names the
+`subscriptions/listen` request each of its stream's messages is for: those go to that request alone. For a
+handshake-era child signoff serves `subscriptions/listen` itself: a `Listener` takes the list-changed kinds and
+the resources it asked for (and the child can send), tagged with its request's id.
 """
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +30,13 @@ LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "e
 # What signoff declares to the child: it relays these to the session that caused them, if that session can.
 CHILD_CAPABILITIES: Message = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
 RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create"})
+# subscriptions/listen filter keys, by the notification they take, and the child capability each needs
+LISTEN_KINDS = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+MAX_LISTEN_URIS = 100  # resources one listen stream may watch: each costs the child a resources/subscribe
 
 
 @dataclass(slots=True)
@@ -38,6 +50,33 @@ class Pending:
     tool: str | None = None
     streams: bool = False  # its answer may be an event stream, which carries what belongs to the request
     levels: frozenset[str] = frozenset(LEVELS)  # 2026-07-28: the log levels the request opted in to
+    tagged: bool = False  # a `subscriptions/listen` stream: what is for it names it, so it is no request in flight
+    capabilities: Message | None = None  # a 2026-07-28 request for a handshake-era child: what its client declared
+    identity: str | None = None  # the agent that sent it (a 2026-07-28 request's round is that agent's alone)
+    round: str | None = None  # the requestState of the question its client was asked and has not answered yet
+
+
+@dataclass(slots=True, frozen=True)
+class Round:
+    """A question a handshake-era child asked during a 2026-07-28 request, sent to its client as input_required."""
+
+    uid: int  # the child's request that asked (signoff's id for it upstream)
+    asked: str | int  # the child's id for its question
+    identity: str | None
+
+
+@dataclass(slots=True, eq=False)
+class Listener:
+    """A 2026-07-28 `subscriptions/listen` stream signoff serves for a handshake-era child."""
+
+    subscription: Any  # the client's id for its listen request: every message on the stream names it
+    send: MemoryObjectSendStream[Message]
+    honoured: Message  # the filter it was acknowledged with
+
+    def takes(self, method: str, uri: Any) -> bool:
+        if method == "notifications/resources/updated":
+            return uri in self.honoured.get("resourceSubscriptions", ())
+        return self.honoured.get(LISTEN_KINDS.get(method, "")) is True
 
 
 @dataclass(slots=True)
@@ -91,13 +130,10 @@ def the_one(owners: Iterable[str | None]) -> tuple[str | None, bool]:
     return None, bool(distinct)
 
 
-def refusal(session: DownstreamSession | None, message: Message) -> str | None:
-    """Why a server-to-client request may not go to `session`'s client; None when it may."""
-    if session is None:
-        return "a 2026-07-28 client cannot be asked over stdio (it has no session to carry the request)"
+def refusal(capabilities: Message, message: Message) -> str | None:
+    """Why a server-to-client request may not go to a client that declared `capabilities`; None when it may."""
     method = message.get("method")
     params = params_of(message)
-    capabilities = session.capabilities
     if method == "sampling/createMessage":
         return None if isinstance(capabilities.get("sampling"), dict) else "the client did not declare sampling"
     elicitation = capabilities.get("elicitation")
@@ -111,8 +147,51 @@ def refusal(session: DownstreamSession | None, message: Message) -> str | None:
     return None
 
 
+INPUT_KEY = "signoff"  # the one key of the inputRequests signoff sends for a handshake-era child's question
+MAX_ROUNDS = 10_000  # questions waiting for a 2026-07-28 client's retry; each also holds a request of the child
 MAX_ELICITATIONS = 10_000  # URL elicitations awaiting their end; a child that never ends them cannot grow this past it
 REQUEST_CANCELLED = -32800  # the code the SDK's own server answers a cancelled request with
+
+
+def subscription_of(message: Message) -> Any:
+    """The `subscriptions/listen` request id a 2026-07-28 message is tagged with (`_meta`), or None."""
+    body = message.get("params") if "method" in message else message.get("result")
+    meta = body.get("_meta") if isinstance(body, dict) else None
+    return meta.get(SUBSCRIPTION_ID_META_KEY) if isinstance(meta, dict) else None
+
+
+def retagged(message: Message, subscription: Any) -> Message:
+    """`message` with its subscription tag set to `subscription` (the client's id for its listen request)."""
+    key = "params" if "method" in message else "result"
+    body = message[key]
+    return {**message, key: {**body, "_meta": {**body["_meta"], SUBSCRIPTION_ID_META_KEY: subscription}}}
+
+
+def honoured_filter(requested: Any, capabilities: Any) -> Message:
+    """What signoff acknowledges of a listen request's filter for a handshake-era child: the kinds asked for that
+    the child declares it sends (listChanged, resources.subscribe); the spec's ack omits the rest."""
+    requested = requested if isinstance(requested, dict) else {}
+    capabilities = capabilities if isinstance(capabilities, dict) else {}
+    honoured: Message = {}
+    for key in LISTEN_KINDS.values():
+        section = capabilities.get(key.removesuffix("ListChanged"))
+        if requested.get(key) is True and isinstance(section, dict) and section.get("listChanged") is True:
+            honoured[key] = True
+    uris = requested.get("resourceSubscriptions")
+    resources = capabilities.get("resources")
+    if isinstance(uris, list) and isinstance(resources, dict) and resources.get("subscribe") is True:
+        kept = list(dict.fromkeys(uri for uri in uris if isinstance(uri, str)))[:MAX_LISTEN_URIS]
+        if kept:
+            honoured["resourceSubscriptions"] = kept
+    return honoured
+
+
+def tagged_for(message: Message, subscription: Any) -> Message:
+    """A child's notification as a listen stream carries it: its `_meta` names the listen request."""
+    params = params_of(message)
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    return {**message, "params": {**params, "_meta": {**meta, SUBSCRIPTION_ID_META_KEY: subscription}}}
 
 
 def deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
@@ -143,12 +222,15 @@ class Multiplexer:
         self.asked: dict[str | int, str] = {}  # the child's requests relayed to a client, and to which session
         self.elicitations: dict[str, str] = {}  # URL elicitations relayed, and to which session (for their end)
         self.unattributed = 0  # messages the child sent while several sessions waited: sent to none
+        self.listeners: list[Listener] = []  # 2026-07-28 listen streams signoff serves for the child
+        self.rounds: dict[str, Round] = {}  # by requestState: the child's questions to 2026-07-28 clients
 
     def forget_requests(self) -> list[Pending]:
         """The child is gone: every request in flight, to be failed, and nothing it asked stays open."""
         pending = list(self.pending.values())
         self.pending.clear()
         self.asked.clear()  # a client's late answer must not reach the next child
+        self.rounds.clear()
         self.elicitations.clear()
         return pending
 
@@ -158,12 +240,19 @@ class Multiplexer:
         uid = message.get("id")
         pending = self.pending.pop(uid, None) if isinstance(uid, int) else None
         if pending is not None:  # answered: no longer in flight, and nothing more is for it
+            if subscription_of(message) == uid:
+                message = retagged(message, pending.downstream_id)
             deliver(pending.send, {**message, "id": pending.downstream_id})
             pending.send.close()
 
     def notified(self, message: Message) -> None:
         method, params = str(message.get("method")), params_of(message)
-        if method == "notifications/progress":
+        subscription = subscription_of(message)
+        if subscription is not None:  # a frame of a listen stream: for that request only, or for nobody
+            pending = self.pending.get(subscription) if isinstance(subscription, int) else None
+            if pending is not None and pending.streams:
+                deliver(pending.send, retagged(message, pending.downstream_id))
+        elif method == "notifications/progress":
             # signoff rewrote each request's progress token to its own upstream id
             token = params.get("progressToken")
             pending = self.pending.get(token) if isinstance(token, int) else None
@@ -178,9 +267,11 @@ class Multiplexer:
             for session in self.sessions.values():
                 if params.get("uri") in session.subscriptions:
                     _broadcast(session, message)
+            self._to_listeners(method, message, params.get("uri"))
         elif method.endswith("/list_changed"):
             for session in self.sessions.values():
                 _broadcast(session, message)
+            self._to_listeners(method, message, None)
         elif method == "notifications/elicitation/complete":  # ends a URL elicitation: for the session asked
             owner = self.elicitations.pop(str(params.get("elicitationId")), None)
             if owner is not None:
@@ -193,10 +284,13 @@ class Multiplexer:
         request_id = message["id"]
         if not isinstance(request_id, str | int) or request_id in self.asked:
             return "its id is not a string or number, or is already in use"
-        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)
         if owner is None:
             return "requests of several sessions are in flight" if busy else "no client request is in flight"
-        problem = refusal(self.sessions.get(owner), message)
+        session = self.sessions.get(owner)
+        if session is None:
+            return self._ask_in_a_round(owner, message)
+        problem = refusal(session.capabilities, message)
         if problem is not None:
             return problem
         self.asked[request_id] = owner
@@ -208,8 +302,40 @@ class Multiplexer:
             self.elicitations[elicitation] = owner
         return None
 
+    def _ask_in_a_round(self, owner: str, message: Message) -> str | None:
+        """Answer the 2026-07-28 request `owner` with `input_required` carrying the child's question (MRTR): the
+        client retries with the answer and the requestState, and `resume` finds the child's request again."""
+        found = next(((uid, p) for uid, p in self.pending.items() if p.owner == owner), None)
+        capabilities = found[1].capabilities if found is not None else None
+        if found is None or capabilities is None:
+            return "a 2026-07-28 client of this child cannot be asked (it has no session to carry the request)"
+        uid, pending = found
+        if pending.round is not None:
+            return "its client was asked already and has not answered; it is asked one question at a time"
+        if len(self.rounds) >= MAX_ROUNDS:
+            return "too many questions wait for their clients' answers"
+        problem = refusal(capabilities, message)
+        if problem is not None:
+            return problem
+        state = secrets.token_urlsafe(24)
+        self.rounds[state] = Round(uid=uid, asked=message["id"], identity=pending.identity)
+        pending.round = state
+        question = {"method": message["method"], "params": params_of(message)}
+        result = {"resultType": "input_required", "inputRequests": {INPUT_KEY: question}, "requestState": state}
+        deliver(pending.send, {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result})
+        pending.send.close()
+        return None
+
+    def resume(self, state: Any, identity: str) -> Round | None:
+        """The round a 2026-07-28 retry's `requestState` names, if it is this agent's; it ends here."""
+        round = self.rounds.get(state) if isinstance(state, str) else None
+        if round is None or round.identity != identity:
+            return None
+        del self.rounds[state]
+        return round
+
     def _attributed(self, message: Message, level: Any) -> None:
-        owner, busy = the_one(pending.owner for pending in self.pending.values())
+        owner, busy = the_one(pending.owner for pending in self.pending.values() if not pending.tagged)
         if owner is not None:
             self._to_owner(owner, message, level)
         elif not busy:
@@ -233,6 +359,37 @@ class Multiplexer:
                     deliver(pending.send, message)
                     return True
         return session is not None and _broadcast(session, message)
+
+    def _to_listeners(self, method: str, message: Message, uri: Any) -> None:
+        for listener in self.listeners:
+            if listener.takes(method, uri):
+                deliver(listener.send, tagged_for(message, listener.subscription))
+
+    def _wanted(self, besides: object = None) -> set[str]:
+        """The resources some session or listen stream (other than `besides`) wants the child subscribed to."""
+        wanted: set[str] = set()
+        for sid, session in self.sessions.items():
+            if sid != besides:
+                wanted |= session.subscriptions
+        for listener in self.listeners:
+            if listener is not besides:
+                wanted.update(listener.honoured.get("resourceSubscriptions", ()))
+        return wanted
+
+    def listen(self, listener: Listener) -> list[str]:
+        """Add a listen stream; the resources the child must be subscribed to for it (nobody else wanted them)."""
+        wanted = self._wanted()
+        self.listeners.append(listener)
+        return [uri for uri in listener.honoured.get("resourceSubscriptions", ()) if uri not in wanted]
+
+    def unlisten(self, listener: Listener) -> list[str]:
+        """Forget a listen stream; the resources nobody wants any more, for the child to stop watching."""
+        if listener not in self.listeners:
+            return []
+        self.listeners.remove(listener)
+        listener.send.close()
+        wanted = self._wanted()
+        return [uri for uri in listener.honoured.get("resourceSubscriptions", ()) if uri not in wanted]
 
     def _to_request(self, pending: Pending, message: Message) -> None:
         if pending.streams:
@@ -259,7 +416,7 @@ class Multiplexer:
         uri = params.get("uri")
         if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
             return message
-        others = any(uri in other.subscriptions for sid, other in self.sessions.items() if sid != session_id)
+        others = uri in self._wanted(besides=session_id)
         if method == "resources/subscribe":
             session.subscriptions.add(uri)
         else:
@@ -298,5 +455,5 @@ class Multiplexer:
             del self.asked[request_id]
         for elicitation in [key for key, owner in self.elicitations.items() if owner == session_id]:
             del self.elicitations[elicitation]
-        wanted = set().union(*(other.subscriptions for other in self.sessions.values()))
+        wanted = self._wanted()
         return uids, asked, sorted(session.subscriptions - wanted)

@@ -8,14 +8,16 @@ This module reads one answer and builds one error; it sends nothing itself (`Htt
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
     InboundLadderRejection,
     classify_inbound_request,
     unsupported_protocol_version_rejection,
+    validate_mcp_param_headers,
 )
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
@@ -23,12 +25,14 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from mcp_types.jsonrpc import METHOD_NOT_FOUND
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
 Message = dict[str, Any]
 
 DISCOVER_ID = "signoff-discover"
 MAX_DISCOVER_BYTES = 64 * 1024
+PARAM_HEADER_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 DISCOVER_HEADERS = {
     "content-type": "application/json",
     "accept": "application/json, text/event-stream",
@@ -98,3 +102,40 @@ def _refusal(verdict: InboundLadderRejection, request_id: Any) -> tuple[int, Mes
     if verdict.data is not None:
         error["data"] = verdict.data
     return ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+# Methods 2026-07-28 removed: a request for one at that revision is answered as for any unknown method.
+REMOVED_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+
+
+def method_not_found(request_id: Any) -> tuple[int, Message]:
+    """The 2026-07-28 answer to a method the server does not serve (or the revision removed): 404 and -32601."""
+    return 404, {"jsonrpc": "2.0", "id": request_id, "error": {"code": METHOD_NOT_FOUND, "message": "Method not found"}}
+
+
+def error_status(message: Message) -> int:
+    """The HTTP status a 2026-07-28 answer is sent with: the spec's status for its error code, else 200."""
+    error = message.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
+
+
+def wants_param_check(message: Message, headers: Mapping[str, str]) -> bool:
+    """Whether a 2026-07-28 `tools/call` could break an `Mcp-Param-*` declaration (it has arguments or such headers)."""
+    params = message.get("params")
+    if message.get("method") != "tools/call" or not isinstance(params, dict):
+        return False
+    return bool(params.get("arguments")) or any(name.startswith(PARAM_HEADER_PREFIX) for name in headers)
+
+
+def param_header_error(input_schema: Any, message: Message, headers: Mapping[str, str]) -> tuple[int, Message] | None:
+    """The 400 and -32020 refusal of a `tools/call` whose `Mcp-Param-*` headers disagree with its arguments, as the
+    SDK's own server checks them against the tool's `inputSchema`; None when they agree (or cannot be compared)."""
+    params = message.get("params")
+    arguments = params.get("arguments") if isinstance(params, dict) else None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        return None
+    verdict = validate_mcp_param_headers(input_schema, arguments, headers)
+    return None if verdict is None else _refusal(verdict, message["id"])

@@ -4,7 +4,7 @@ The child speaks MCP over stdin/stdout and was built for one client, so this mod
 multiplexer: it initializes the child once, answers each downstream `initialize` from that result,
 renumbers request ids and progress tokens so sessions cannot collide, and routes what the child sends
 to the one session it is for (`multiplex.py` says how; nothing reaches a session it was not for). A crashed
-child fails its in-flight requests with a clear error and is restarted with backoff.
+child fails its in-flight requests with a clear error and is restarted with backoff (`child.py`).
 """
 
 import contextlib
@@ -17,38 +17,57 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
     LOG_LEVEL_META_KEY,
     PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
 )
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
+from integrations.gateway.child import Declined, SupervisedChild, Unsendable, line_of
 from integrations.gateway.multiplex import (
     CHILD_CAPABILITIES,
+    INPUT_KEY,
     RELAYED_REQUESTS,
     DownstreamSession,
+    Listener,
     Multiplexer,
     Pending,
+    Round,
     deliver,
     error,
+    honoured_filter,
     modern_levels,
     params_of,
 )
 from integrations.gateway.refusals import upstream_failure
+from integrations.gateway.revisions import (
+    REMOVED_METHODS,
+    error_status,
+    method_not_found,
+    param_header_error,
+    wants_param_check,
+)
 from integrations.gateway.upstream import Reply, json_reply
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
-MAX_LINE = 16 * 1024 * 1024
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, TIMED_OUT = -32600, -32601, -32602, -32001
 INITIALIZE_TIMEOUT = 30.0
+DISCOVER_TIMEOUT = 10.0  # a child that serves only the handshake may not answer a discover before initialize at all
+MAX_TOOL_PAGES = 100
+MAX_LISTENERS = 1024  # listen streams signoff serves for one handshake-era child (the SDK's server allows as many)
 # The 2026-07-28 per-request envelope; a child initialized on a handshake revision refuses requests carrying it.
 # 2026-07-28 results of these methods carry caching directives; a handshake-era child sends none.
 CACHEABLE_METHODS = frozenset(
@@ -57,19 +76,8 @@ CACHEABLE_METHODS = frozenset(
 ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 
 
-class Unsendable(ValueError):
-    """Raised when a message holds a lone UTF-16 surrogate: JSON can spell one, but a child reads UTF-8 lines."""
-
-    def __init__(self) -> None:
-        super().__init__("a string holds a lone UTF-16 surrogate, which a stdio server cannot read as UTF-8")
-
-
-def _line(message: Message) -> bytes:
-    """One message as the line a child reads: UTF-8 JSON (the spec's encoding for stdio)."""
-    try:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    except UnicodeEncodeError as exc:
-        raise Unsendable from exc
+class NoModernEra(Declined):
+    """Raised when a child started for 2026-07-28 clients does not serve that revision (its discover fails)."""
 
 
 def _accepts_sse(headers: Mapping[str, str]) -> bool:
@@ -80,8 +88,15 @@ def _sse(message: Message) -> bytes:
     return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
-class StdioUpstream:
-    """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it."""
+class StdioUpstream(SupervisedChild):
+    """Spawns `command`, keeps it running, and multiplexes downstream sessions onto it.
+
+    The child is initialized at a handshake revision; its SDK then serves that era only (the era of a stdio
+    connection is fixed by its first request). 2026-07-28 clients are served by a second child of the same
+    command, started when the first such client comes and spoken to at that revision (`modern`): its requests
+    pass with their own `_meta`, so it judges their capabilities and may answer `input_required` (MRTR). A child
+    that does not serve 2026-07-28 (its `server/discover` fails) is stopped, and signoff translates for it.
+    """
 
     def __init__(
         self,
@@ -92,138 +107,56 @@ class StdioUpstream:
         cwd: str | None = None,
         request_timeout: float = 300.0,
         max_backoff: float = 30.0,
+        modern: bool = False,
     ) -> None:
-        self.name = name
-        self._command = list(command)
-        self._env = dict(env) if env else None
-        self._cwd = cwd
+        super().__init__(name, command, env=env, cwd=cwd, max_backoff=max_backoff)
+        self.modern = modern  # spoken to at 2026-07-28 (for 2026-07-28 clients), not initialized
         self._request_timeout = request_timeout
-        self._max_backoff = max_backoff
         self._ids = itertools.count(1)
         self._mux = Multiplexer()
-        self._process: Process | None = None
-        self._ready = anyio.Event()
         self._init_result: Message | None = None
-        self._write_lock = anyio.Lock()
-        self._closing = False
-        self._output_lost = False  # the running child closed its stdout and was killed for it
-        self.restarts = 0
-        self.last_exit: str | None = None
+        self._modern_child: StdioUpstream | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    def start(self, task_group: TaskGroup) -> None:
-        task_group.start_soon(self._supervise)
-
-    async def wait_ready(self, within: float) -> None:
-        with anyio.move_on_after(within):
-            await self._ready.wait()
-        if not self._ready.is_set():
-            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is still starting")
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
 
     @property
     def unattributed(self) -> int:
         """Messages the child sent while requests of several sessions were in flight: they went to no session."""
         return self._mux.unattributed
 
+    def health(self) -> dict[str, Any]:
+        """For `/healthz`: both children as one (ready when each that runs is, their restarts summed), and how
+        2026-07-28 clients are served: `not yet` (none came), `by a child at 2026-07-28`, or translated, and why."""
+        child = self._modern_child
+        ready, restarts, last_exit = self.ready, self.restarts, self.last_exit
+        if child is None:
+            modern = "not yet"
+        elif child.declined is not None:
+            modern = f"translated for a handshake-era child: {child.declined}"
+        else:
+            modern = "by a child at 2026-07-28"
+            ready = ready and (child.ready or not child._decided.is_set())
+            restarts += child.restarts
+            last_exit = child.last_exit or last_exit
+        return {
+            "ready": ready,
+            "restarts": restarts,
+            "last_exit": last_exit,
+            "unattributed": self.unattributed + (child.unattributed if child else 0),
+            "modern": modern,
+        }
+
     async def aclose(self) -> None:
-        self._closing = True
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            with anyio.move_on_after(5):
-                await self._process.wait()
-            if self._process.returncode is None:
-                self._process.kill()
+        if self._modern_child is not None:
+            await self._modern_child.aclose()
+        await super().aclose()
 
-    async def _supervise(self) -> None:
-        backoff = 0.25
-        while not self._closing:
-            try:
-                await self._run_once()
-                backoff = 0.25
-            except Exception as exc:
-                self.last_exit = f"{type(exc).__name__}: {exc}"
-                logger.warning("Upstream %s failed: %s", self.name, self.last_exit)
-            self._ready = anyio.Event()
-            self._fail_pending(self.last_exit or "the server process exited")
-            if self._closing:
-                return
-            self.restarts += 1
-            logger.warning("Restarting upstream %s in %.2fs", self.name, backoff)
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff)
-
-    async def _run_once(self) -> None:
-        process = await anyio.open_process(self._command, env=self._env, cwd=self._cwd)
-        self._process = process
-        self._output_lost = False
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._drain_stderr, process)
-                tg.start_soon(self._read, process)
-                with anyio.fail_after(INITIALIZE_TIMEOUT):
-                    await self._initialize()
-                self._ready.set()
-                logger.info("Upstream %s is ready (pid %s)", self.name, process.pid)
-                code = await process.wait()
-                if self._output_lost:
-                    self.last_exit = "the server process closed its output"
-                else:
-                    self.last_exit = f"the server process exited with code {code}"
-                tg.cancel_scope.cancel()
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
-
-    async def _drain_stderr(self, process: Process) -> None:
-        if process.stderr is None:
-            return
-        stream = BufferedByteReceiveStream(process.stderr)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.ClosedResourceError):
-                return
-            logger.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
-
-    async def _read(self, process: Process) -> None:
-        if process.stdout is None:
-            return
-        stream = BufferedByteReceiveStream(process.stdout)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                await self._output_closed(process)
-                return
-            except anyio.DelimiterNotFound:
-                logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
-                process.kill()
-                return
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                logger.warning("Upstream %s wrote a line that is not JSON: %.200r", self.name, line)
-                continue
-            if isinstance(message, dict):
-                await self._dispatch(message)
-
-    async def _output_closed(self, process: Process) -> None:
-        """The child closed its stdout: it usually exits next; one that lives on can answer nothing, so restart it."""
-        with anyio.move_on_after(1.0):
-            await process.wait()
-        if process.returncode is None:
-            self._output_lost = True
-            logger.warning("Upstream %s closed its output but kept running; restarting it", self.name)
-            process.kill()
+    async def _open(self) -> None:
+        if self.modern:
+            await self._discover()
+        else:
+            with anyio.fail_after(INITIALIZE_TIMEOUT):
+                await self._initialize()
 
     async def _initialize(self) -> None:
         result = await self._call(
@@ -236,6 +169,27 @@ class StdioUpstream:
         )
         self._init_result = result
         await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _discover(self) -> None:
+        """Ask the child at 2026-07-28 what it serves; NoModernEra if it does not answer so."""
+        envelope = {
+            PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
+            CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_INFO_META_KEY: {"name": "signoff", "version": "0.1.0"},
+        }
+        try:
+            with anyio.fail_after(DISCOVER_TIMEOUT):
+                result = await self._call("server/discover", {"_meta": envelope})
+        except (TimeoutError, UpstreamUnavailable) as exc:
+            if self._process is None or self._process.returncode is not None:
+                raise UpstreamUnavailable(self.name, "the server process exited while starting") from exc
+            if isinstance(exc, TimeoutError):
+                raise NoModernEra(f"server/discover had no answer within {DISCOVER_TIMEOUT:g} s") from exc
+            raise NoModernEra(exc.detail) from exc
+        versions = result.get("supportedVersions")
+        if not isinstance(versions, list) or LATEST_MODERN_VERSION not in versions:
+            raise NoModernEra(f"its server/discover names {json.dumps(versions)[:200]}, not {LATEST_MODERN_VERSION}")
+        self._init_result = result
 
     async def _call(self, method: str, params: Message) -> Message:
         uid = next(self._ids)
@@ -251,18 +205,6 @@ class StdioUpstream:
             raise UpstreamUnavailable(self.name, f"{method} failed: {reply['error'].get('message')}")
         result: Message = reply.get("result", {})
         return result
-
-    async def _write(self, message: Message | bytes) -> None:
-        """Send one message (or the line `_line` made of it) to the child."""
-        process = self._process
-        if process is None or process.stdin is None or process.returncode is not None:
-            raise UpstreamUnavailable(self.name, self.last_exit or "the server process is not running")
-        data = message if isinstance(message, bytes) else _line(message)
-        async with self._write_lock:
-            try:
-                await process.stdin.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
 
     def _failure(self, pending: Pending, code: int, reason: str) -> Message:
         """The answer to a request the child will not answer: a tool error for a tool call, else a JSON-RPC error."""
@@ -298,6 +240,9 @@ class StdioUpstream:
             if problem is not None:
                 logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
                 await self._write(error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
+            for state, round in list(self._mux.rounds.items()):
+                if round.asked == request_id and self._task_group is not None:  # asked in a round: it may expire
+                    self._task_group.start_soon(self._expire_round, state)
         else:
             await self._write(error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
 
@@ -330,27 +275,88 @@ class StdioUpstream:
                 except Unsendable as exc:
                     return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
+        if modern:
+            return await self._modern_request(message, headers, method, identity)
         if method == "initialize":
             return await self._initialize_session(message, identity)
-        session = None
-        if not modern:
-            if session_id is None:
-                return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-            session = self._mux.sessions.get(session_id)
-            if session is None:
-                return json_reply(error(message["id"], -32001, "Session not found"), 404)
+        if session_id is None:
+            return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+        if session_id not in self._mux.sessions:
+            return json_reply(error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
-        if session is not None and session_id is not None:
-            forwarded = self._mux.session_request(session_id, message)
-            if forwarded is None:  # the child already does what the session asked
-                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-            message = forwarded
-        owner = session_id if session is not None else None  # a 2026-07-28 request has no session
-        return await self._request(message, headers, method if modern else None, owner)
+        forwarded = self._mux.session_request(session_id, message)
+        if forwarded is None:  # the child already does what the session asked
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        return await self._request(forwarded, headers, None, session_id)
+
+    async def _modern_request(self, message: Message, headers: Mapping[str, str], method: str, identity: str) -> Reply:
+        """A 2026-07-28 request (it has no session): to the child of that revision if the command serves it, else
+        translated for the handshake child; a method the revision removed is unknown either way."""
+        if method in REMOVED_METHODS:
+            status, problem = method_not_found(message["id"])
+            return json_reply(problem, status)
+        target = await self._modern() or self
+        await target.wait_ready(self._request_timeout)
+        if wants_param_check(message, headers):  # over stdio no header reaches the child: signoff checks them
+            refused = param_header_error(await target._input_schema(message), message, headers)
+            if refused is not None:
+                status, problem = refused
+                return json_reply(problem, status)
+        if target is self and method == "server/discover":
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
+        if target is self and method == "subscriptions/listen":
+            return await self._listen(message, headers)
+        if target is self and (round := self._mux.resume(params_of(message).get("requestState"), identity)):
+            return await self._resume(message, headers, method, round)
+        return await target._request(message, headers, method, None, identity)
+
+    async def _modern(self) -> "StdioUpstream | None":
+        """The child for 2026-07-28 clients, started with the first of them; None if the command does not serve it."""
+        if self._modern_child is None:
+            if self._task_group is None or self.modern:
+                return None
+            self._modern_child = StdioUpstream(
+                self.name,
+                self._command,
+                env=self._env,
+                cwd=self._cwd,
+                request_timeout=self._request_timeout,
+                max_backoff=self._max_backoff,
+                modern=True,
+            )
+            self._modern_child.start(self._task_group)
+        child = self._modern_child
+        with anyio.move_on_after(DISCOVER_TIMEOUT + INITIALIZE_TIMEOUT):  # its spawn (npx, uvx), then its discover
+            await child._decided.wait()
+        return None if child.declined is not None else child
+
+    async def _input_schema(self, message: Message) -> Any:
+        """The `inputSchema` the child lists for the tool `message` calls (at the caller's envelope, as the SDK's
+        server looks it up); None when it lists none or cannot say, and the headers go unchecked (fail open)."""
+        params = params_of(message)
+        meta = params.get("_meta")
+        query: Message = {}
+        if self.modern and isinstance(meta, dict):
+            query["_meta"] = {key: value for key, value in meta.items() if key in ENVELOPE_KEYS}
+        with anyio.move_on_after(INITIALIZE_TIMEOUT):
+            for _ in range(MAX_TOOL_PAGES):
+                try:
+                    result = await self._call("tools/list", query)
+                except UpstreamUnavailable:
+                    return None
+                for tool in result.get("tools") or ():
+                    if isinstance(tool, dict) and tool.get("name") == params.get("name"):
+                        return tool.get("inputSchema")
+                cursor = result.get("nextCursor")
+                if not isinstance(cursor, str):
+                    return None
+                query = {**query, "cursor": cursor}
+        return None
 
     def _discover_result(self) -> Message:
+        """signoff's `server/discover` answer for a handshake-era child, from its `initialize` result."""
         init = self._init_result or {}
         result: Message = {
             "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
@@ -361,7 +367,57 @@ class StdioUpstream:
         }
         if init.get("instructions"):
             result["instructions"] = init["instructions"]
+        if isinstance(init.get("serverInfo"), dict):
+            result["_meta"] = {SERVER_INFO_META_KEY: init["serverInfo"]}
         return result
+
+    async def _listen(self, message: Message, headers: Mapping[str, str]) -> Reply:
+        """`subscriptions/listen` for a handshake-era child, served by signoff: acknowledged with what the child
+        can send, then its list-changed and resource-updated notifications as the filter asks, tagged with the
+        request's id; the child is subscribed to the resources asked for while some stream or session wants them."""
+        if not _accepts_sse(headers):
+            problem = error(message["id"], INVALID_REQUEST, "subscriptions/listen answers with an event stream")
+            return json_reply(problem, 406)
+        if len(self._mux.listeners) >= MAX_LISTENERS:
+            return json_reply(error(message["id"], -32603, "Subscription limit reached"))
+        capabilities = (self._init_result or {}).get("capabilities")
+        honoured = honoured_filter(params_of(message).get("notifications"), capabilities)
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        listener = Listener(subscription=message["id"], send=send, honoured=honoured)
+        for uri in self._mux.listen(listener):
+            await self._watch("resources/subscribe", uri)
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: message["id"]}},
+        }
+
+        async def events() -> AsyncIterator[bytes]:
+            with receive:
+                yield _sse(ack)
+                async for item in receive:
+                    yield _sse(item)
+
+        async def close() -> None:
+            for uri in self._mux.unlisten(listener):
+                await self._watch("resources/unsubscribe", uri)
+
+        return Reply(
+            status=200,
+            headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
+            stream=events(),
+            close=close,
+        )
+
+    async def _watch(self, method: str, uri: str) -> None:
+        """Subscribe the child to `uri`, or unsubscribe it, for signoff's own bookkeeping (a failure is logged)."""
+        with anyio.move_on_after(5, shield=True) as scope:
+            try:
+                await self._call(method, {"uri": uri})
+            except UpstreamUnavailable as exc:
+                logger.info("Upstream %s: %s %s failed: %s", self.name, method, uri, exc.detail)
+        if scope.cancelled_caught:
+            logger.info("Upstream %s: %s %s had no answer within 5 s", self.name, method, uri)
 
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
         await self.wait_ready(self._request_timeout)
@@ -380,7 +436,12 @@ class StdioUpstream:
         )
 
     async def _request(
-        self, message: Message, headers: Mapping[str, str], modern: str | None, session_id: str | None
+        self,
+        message: Message,
+        headers: Mapping[str, str],
+        modern: str | None,
+        session_id: str | None,
+        identity: str | None = None,
     ) -> Reply:
         """Forward one request; `modern` is its method when the client speaks 2026-07-28."""
         params = message.get("params")
@@ -399,17 +460,22 @@ class StdioUpstream:
             progress_token=token,
             tool=tool,
             streams=_accepts_sse(headers),
+            tagged=self.modern and modern == "subscriptions/listen",
         )
         if session_id is None:
             pending.levels = modern_levels(meta, LOG_LEVEL_META_KEY)
+            if not self.modern:  # the child may ask its client a question: in a round (MRTR), if it declared so
+                declared = meta.get(CLIENT_CAPABILITIES_META_KEY)
+                pending.capabilities, pending.identity = (declared if isinstance(declared, dict) else {}), identity
         forwarded = {**message, "id": uid}
         if isinstance(params, dict) and "_meta" in params:
-            meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+            if not self.modern:  # a child initialized on a handshake revision refuses the envelope
+                meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
             if token is not None:
                 meta["progressToken"] = uid
             forwarded["params"] = {**params, "_meta": meta}
         try:
-            line = _line(forwarded)
+            line = line_of(forwarded)
         except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
             send.close()
             receive.close()
@@ -420,17 +486,26 @@ class StdioUpstream:
         except UpstreamUnavailable:
             self._forget(uid)
             raise
+        return await self._await(uid, pending, receive, modern)
+
+    async def _await(
+        self, uid: int, pending: Pending, receive: MemoryObjectReceiveStream[Message], modern: str | None
+    ) -> Reply:
+        """The answer to request `uid` as its client reads it: JSON, or an event stream of what comes first."""
+        token = pending.progress_token
         deadline = anyio.current_time() + self._request_timeout
+        if modern == "subscriptions/listen":  # a stream that lasts until the client ends it
+            deadline = math.inf
         if not pending.streams:
             with receive:
                 final = await self._next(uid, pending, receive, deadline, final_only=True)
-            return json_reply(self._finish(final, modern))
+            return self._answer(final, modern)
         first = None
         if token is None:  # an event stream only if something comes before the answer (a log, a sampling request)
             first = await self._next(uid, pending, receive, deadline, final_only=False)
             if "method" not in first:
                 receive.close()
-                return json_reply(self._finish(first, modern))
+                return self._answer(first, modern)
 
         async def close() -> None:
             receive.close()
@@ -486,11 +561,48 @@ class StdioUpstream:
                 yield _sse(self._finish(item, modern))
                 return
 
-    async def _abandon(self, uid: int, reason: str) -> None:
-        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop."""
-        pending = self._mux.pending.pop(uid, None)
+    async def _resume(self, message: Message, headers: Mapping[str, str], method: str, round: Round) -> Reply:
+        """A 2026-07-28 retry carrying the answer to a question the child asked in a round: the answer goes to the
+        child, and the retry waits for what the child's request does next (another question, or its result)."""
+        pending = self._mux.pending.get(round.uid)
         if pending is None:
+            gone = "Invalid params: the request this answers is gone (its server restarted or gave up)"
+            return json_reply(error(message["id"], INVALID_PARAMS, gone), 400)
+        responses = params_of(message).get("inputResponses")
+        answer = responses.get(INPUT_KEY) if isinstance(responses, dict) else None
+        if isinstance(answer, dict):
+            reply = {"jsonrpc": "2.0", "id": round.asked, "result": answer}
+        else:
+            reply = error(round.asked, INVALID_REQUEST, "the client gave no answer")
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        pending.send, pending.downstream_id, pending.round = send, message["id"], None
+        pending.streams = _accepts_sse(headers)
+        try:
+            await self._write(reply)
+        except Unsendable as exc:
+            await self._write(error(round.asked, INVALID_REQUEST, "the client's answer cannot be sent over stdio"))
+            logger.info("Upstream %s: a client's answer was not sent: %s", self.name, exc)
+        return await self._await(round.uid, pending, receive, method)
+
+    async def _expire_round(self, state: str) -> None:
+        """A question whose client never came back: after the request timeout, the child's request is given up."""
+        await anyio.sleep(self._request_timeout)
+        round = self._mux.rounds.pop(state, None)
+        pending = self._mux.pending.get(round.uid) if round is not None else None
+        if round is None or pending is None or pending.round != state:
             return
+        pending.round = None
+        with contextlib.suppress(UpstreamUnavailable):
+            await self._write(error(round.asked, INVALID_REQUEST, "the client did not answer in time"))
+        await self._abandon(round.uid, "the client did not answer the server's question in time")
+
+    async def _abandon(self, uid: int, reason: str) -> None:
+        """Stop waiting for request `uid`; if the child still owes its answer, tell the child to stop (unless the
+        client was asked a question in a round: it answers with a new request, and the round has its own expiry)."""
+        pending = self._mux.pending.get(uid)
+        if pending is None or pending.round is not None:
+            return
+        del self._mux.pending[uid]
         pending.send.close()
         with anyio.move_on_after(5, shield=True):
             await self._cancel(uid, reason)
@@ -504,6 +616,10 @@ class StdioUpstream:
         pending = self._mux.pending.pop(uid, None)
         if pending is not None:
             pending.send.close()
+
+    def _answer(self, message: Message, modern: str | None) -> Reply:
+        """The child's answer as JSON; for a 2026-07-28 client with the spec's status for its error code."""
+        return json_reply(self._finish(message, modern), error_status(message) if modern else 200)
 
     @staticmethod
     def _finish(message: Message, modern: str | None) -> Message:
