@@ -65,13 +65,13 @@ async def post(
     request_id: Any = 7,
     token: str = AGENT_TOKEN,
     capabilities: dict[str, Any] | None = None,
-    **extra: str,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """One 2026-07-28 request (its client declaring `capabilities`, none by default); its HTTP status and its
     answer (the last event, if it is a stream)."""
     envelope = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": capabilities or {}}
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": envelope}}
-    headers = headers_for(method, params, token, **extra)
+    headers = headers_for(method, params, token, **(extra or {}))
     async with httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(running.mcp_url(server), json=body, headers=headers)
     if response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -124,9 +124,9 @@ async def test_a_2026_client_answers_a_stdio_tools_questions_over_several_rounds
                 prompt = await c.get_prompt("test_input_required_result_prompt", {})
 
     assert asked[:2] == ["Step 1: What is your name?", "Step 2: What is your favorite color?"]
-    assert not rounds.is_error and rounds.content[0].text == "Ada likes blue."  # type: ignore[union-attr]
-    assert sampled.content[0].text == "Model said: Paris"  # type: ignore[union-attr]
-    assert "Use the following context" in prompt.messages[0].content.text  # type: ignore[union-attr]
+    assert not rounds.is_error and rounds.content[0].text == "Ada likes blue."
+    assert sampled.content[0].text == "Model said: Paris"
+    assert "Use the following context" in prompt.messages[0].content.text
 
 
 async def test_a_stdio_child_judges_a_2026_request_by_the_capabilities_it_declares(signoff: Any) -> None:
@@ -149,14 +149,16 @@ async def test_methods_2026_removed_or_never_had_are_404_and_method_not_found_on
     async with signoff(SERVERS) as running:
         answers = {
             method: await post(running, server, method, params, request_id=method)
-            for method, params in [
-                ("initialize", {"protocolVersion": LATEST_MODERN_VERSION, "capabilities": {}}),
-                ("ping", {}),
-                ("logging/setLevel", {"level": "debug"}),
-                ("resources/subscribe", {"uri": "test://watched-resource"}),
-                ("resources/unsubscribe", {"uri": "test://watched-resource"}),
-                ("unknown/method", {}),
-            ]
+            for method, params in list[tuple[str, dict[str, Any]]](
+                [
+                    ("initialize", {"protocolVersion": LATEST_MODERN_VERSION, "capabilities": {}}),
+                    ("ping", {}),
+                    ("logging/setLevel", {"level": "debug"}),
+                    ("resources/subscribe", {"uri": "test://watched-resource"}),
+                    ("resources/unsubscribe", {"uri": "test://watched-resource"}),
+                    ("unknown/method", {}),
+                ]
+            )
         }
 
     for method, (status, answer) in answers.items():
@@ -166,8 +168,8 @@ async def test_methods_2026_removed_or_never_had_are_404_and_method_not_found_on
 async def test_mcp_param_headers_that_disagree_with_the_arguments_are_refused_for_a_stdio_child(signoff: Any) -> None:
     call = {"name": "test_x_mcp_header", "arguments": {"region": "eu-west"}}
     async with signoff(SERVERS) as running:
-        agreed = await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "eu-west"})
-        mismatched = await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "us-east"})
+        agreed = await post(running, "fixture", "tools/call", call, extra={"mcp-param-region": "eu-west"})
+        mismatched = await post(running, "fixture", "tools/call", call, extra={"mcp-param-region": "us-east"})
         missing = await post(running, "fixture", "tools/call", call)
 
     assert agreed[0] == 200 and agreed[1]["result"]["content"][0]["text"] == "region=eu-west"
@@ -265,7 +267,7 @@ async def test_an_approved_2026_call_reaches_the_upstream_with_the_mcp_param_hea
 
                 async def held() -> None:
                     answers.append(
-                        await post(running, "fixture", "tools/call", call, **{"mcp-param-region": "eu-west"})
+                        await post(running, "fixture", "tools/call", call, extra={"mcp-param-region": "eu-west"})
                     )
 
                 tg.start_soon(held)
@@ -338,7 +340,7 @@ async def test_a_handshake_era_stdio_childs_questions_reach_a_2026_client_as_rou
             undeclared = await post(
                 running, "listed", "tools/call", {"name": "ask", "arguments": {"questions": ["sample"]}}
             )
-            sampling = {"sampling": {}}
+            sampling: dict[str, Any] = {"sampling": {}}
             status, first = await post(running, "listed", "tools/call", ask, capabilities=sampling)  # the wire's view
             state = first["result"]["requestState"]
             stolen = await post(
@@ -350,7 +352,7 @@ async def test_a_handshake_era_stdio_childs_questions_reach_a_2026_client_as_rou
                 capabilities=sampling,
             )
 
-    assert not answered.is_error and answered.content[0].text == 'hi | {"name": "Ada"}'  # type: ignore[union-attr]
+    assert not answered.is_error and answered.content[0].text == 'hi | {"name": "Ada"}'
     assert status == 200 and first["result"]["resultType"] == "input_required"
     assert first["result"]["inputRequests"]["signoff"]["method"] == "sampling/createMessage"
     # a client that declared no sampling is not asked: the child is told so and says what it was told
