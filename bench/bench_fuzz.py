@@ -29,8 +29,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as `python bench/bench_fuzz.py`: the tests package is one up
 
+from approvals.models import utcnow  # noqa: E402
 from integrations.app import create_app  # noqa: E402
-from integrations.gateway.holding import utcnow  # noqa: E402
 from integrations.settings import load_settings  # noqa: E402
 from tests.conftest import AGENT_TOKEN, Running, write_config  # noqa: E402
 from tests.fakes.upstreams import serve_http  # noqa: E402

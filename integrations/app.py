@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan, Receive, Scope, Send
 
 from approvals.audit import AuditRecord, append
-from approvals.models import AuditKind
+from approvals.models import AuditKind, utcnow
 from approvals.service import Approver
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
@@ -35,7 +35,7 @@ from integrations.database import checkpoint_wal, create_database_engine
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
-from integrations.gateway.holding import ApprovalDesk, utcnow
+from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout

@@ -16,11 +16,10 @@ import httpx2
 from sqlmodel import Session, col, select
 
 from approvals import grants
-from approvals.models import AuditEvent, AuditKind, GrantStatus
+from approvals.models import AuditEvent, AuditKind, GrantStatus, utcnow
 from approvals.service import as_utc
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
-from integrations.gateway.holding import utcnow
 from integrations.settings import approver_token, load_settings
 from policies import PolicyInvalid, format_fault, load_policy, parse_duration
 from policies.explain import DecisionKind

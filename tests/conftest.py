@@ -17,10 +17,9 @@ from sqlalchemy import MetaData
 from sqlmodel import Session, col, select
 from starlette.applications import Starlette
 
-from approvals.models import AuditEvent
+from approvals.models import AuditEvent, utcnow
 from integrations.app import create_app
 from integrations.database import create_database_engine
-from integrations.gateway.holding import utcnow
 from integrations.settings import load_settings
 from tests.fakes.upstreams import serve_http
 

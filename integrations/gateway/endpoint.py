@@ -22,7 +22,7 @@ from uuid import UUID
 
 import anyio
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, redacted
@@ -36,8 +36,9 @@ from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.refusals import META_KEY, for_revision, refusal, upstream_failure
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
-from integrations.gateway.sse import Cursor, Message, rewrite_events
+from integrations.gateway.sse import Cursor, rewrite_events
 from integrations.gateway.upstream import ENDED, FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
+from integrations.gateway.wire import Message, is_modern, rpc_error, sse_event
 from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
@@ -173,10 +174,6 @@ async def _recorded_first(
                 await record()
 
 
-def _error(request_id: Any, code: int, message: str) -> Message:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-
-
 def _decoded(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     # A field value excludes the spaces and tabs around it (RFC 9110 section 5.5); httptools keeps them, h11 does not.
     return {k.decode("latin-1").lower(): v.decode("latin-1").strip(" \t") for k, v in headers}
@@ -241,10 +238,10 @@ class Gateway:
         served = self.servers.get(server)
         if served is None:
             known = ", ".join(sorted(self.servers)) or "none"
-            return json_reply(_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
+            return json_reply(rpc_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
         session_id = headers.get("mcp-session-id")
         if session_id is not None and self._session_owner.get(session_id, identity) != identity:
-            return json_reply(_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
+            return json_reply(rpc_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
         try:
             if method == "POST":
                 return await self._post(server, served, identity, headers, receive)
@@ -256,7 +253,7 @@ class Gateway:
                     self._session_owner.pop(session_id, None)
                 return reply
         except UpstreamUnavailable as exc:
-            return json_reply(_error(None, -32000, str(exc)), 502)
+            return json_reply(rpc_error(None, -32000, str(exc)), 502)
         return _http_error(
             405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
         )
@@ -292,23 +289,23 @@ class Gateway:
             body = await self._read_body(headers, receive)
         if reading.cancelled_caught:
             slow = f"The request body did not arrive within {self._body_timeout:g} s: send it all at once"
-            return json_reply(_error(None, INVALID_REQUEST, slow), 408, [("connection", "close")])
+            return json_reply(rpc_error(None, INVALID_REQUEST, slow), 408, [("connection", "close")])
         if body is None:
             too_large = f"Request body is larger than {self._max_body} bytes"
-            return json_reply(_error(None, INVALID_REQUEST, too_large), 413, [("connection", "close")])
+            return json_reply(rpc_error(None, INVALID_REQUEST, too_large), 413, [("connection", "close")])
         try:
             message = json.loads(body)
         except ValueError as exc:
-            return json_reply(_error(None, PARSE_ERROR, f"Parse error: body is not valid JSON ({exc})"), 400)
+            return json_reply(rpc_error(None, PARSE_ERROR, f"Parse error: body is not valid JSON ({exc})"), 400)
         except RecursionError:
-            return json_reply(_error(None, PARSE_ERROR, "Parse error: JSON nested too deeply"), 400)
+            return json_reply(rpc_error(None, PARSE_ERROR, "Parse error: JSON nested too deeply"), 400)
         problem = _envelope_problem(message)
         if problem is not None:
             request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
-            return json_reply(_error(request_id, INVALID_REQUEST, problem), 400)
+            return json_reply(rpc_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get(VERSION_HEADER)
         exchange = _Exchange(server, served, identity, headers, message, served.policy, receive=receive)
-        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS and "method" in message:
+        if is_modern(version) and "method" in message:
             # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
             # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
             supported = await served.upstream.modern_versions() or MODERN_PROTOCOL_VERSIONS
@@ -327,14 +324,14 @@ class Gateway:
                 await self.desk.cancel_held(headers.get("mcp-session-id") or identity, cancelled)
         if method == "tools/call":
             if "id" not in message:  # a notification would reach the upstream without a decision
-                return json_reply(_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
+                return json_reply(rpc_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
         reply = await _unless_gone(receive, served.upstream.post(body, message, headers, identity))
         if method is not None and "id" in message:  # a request; a client's response to the server gets a bare 202
             request_id = message["id"]
 
             def failed(detail: str) -> Message:
-                return _error(request_id, UPSTREAM_ERROR, f"upstream server {server!r} failed: {detail}")
+                return rpc_error(request_id, UPSTREAM_ERROR, f"upstream server {server!r} failed: {detail}")
 
             rewrite: Callable[[Message], Message | None] = _unchanged
             if method == "tools/list":
@@ -380,14 +377,14 @@ class Gateway:
             problem = "tools/call needs params.name (a string) and params.arguments (an object, if given)"
             # 2026-07-28 maps JSON-RPC error codes to HTTP statuses; the handshake revisions answer 200.
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
-            return json_reply(_error(message["id"], INVALID_PARAMS, problem), status)
+            return json_reply(rpc_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.policy
         call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
         unfit = _tool_name_problem(name)
         if unfit is not None:  # no server has such a tool, and no row could hold its name as sent
             self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
-            return json_reply(_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {unfit}"), status)
+            return json_reply(rpc_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {unfit}"), status)
         decision = evaluate(policy, call, self._limiter, self._clock())
         if self.tools is not None:
             drift = self.tools.drifted.get((exchange.server, name))
@@ -649,7 +646,7 @@ def _first_text(result: Message) -> str:
 
 
 def _http_error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
-    return json_reply(_error(None, INVALID_REQUEST, message), status, headers)
+    return json_reply(rpc_error(None, INVALID_REQUEST, message), status, headers)
 
 
 def _unchanged(message: Message) -> None:
@@ -758,14 +755,14 @@ async def _checked_events(
                     return
                 if resume is None:
                     answered = True
-                    yield _event(fail(ENDED))
+                    yield sse_event(fail(ENDED))
                     return
                 # The upstream ended the stream early (SEP-1699 polling): read on where it left off, until the answer.
                 resumed = await resume(cursor)
             except UpstreamFailed as exc:
                 if not answered:
                     answered = True
-                    yield _event(fail(exc.detail))
+                    yield sse_event(fail(exc.detail))
                 return
             if stream is not first:
                 await _aclose(stream)
@@ -782,10 +779,6 @@ async def _aclose(stream: AsyncIterator[bytes]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _event(message: Message) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _send_reply(reply: Reply, send: Send, receive: Receive) -> None:

@@ -9,14 +9,13 @@ it wakes (one trip to the database, which also claims the execution), and the ro
 answer a call that will not run.
 """
 
-import json
 import logging
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -26,13 +25,14 @@ from sqlmodel import Session
 
 from approvals import grants, service
 from approvals.errors import AlreadyDecided
-from approvals.models import ApprovalRequest, ApprovalStatus, Grant
+from approvals.models import ApprovalRequest, ApprovalStatus, Grant, utcnow
 from approvals.ports import Notifier
 from approvals.waiting import DecisionWaiter
 from integrations.database import serialised, transaction_slots
 from integrations.gateway.grants import ActiveGrant, GrantBook
 from integrations.gateway.refusals import approval_outcome, for_revision
 from integrations.gateway.upstream import Reply, json_reply
+from integrations.gateway.wire import sse_event
 from integrations.supervision import Spawner
 
 logger = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ def _running(pid: int) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +411,7 @@ class ApprovalDesk:
                     break
                 pending = held
                 waited = time.monotonic() - started
-                yield _event(
+                yield sse_event(
                     {
                         "jsonrpc": "2.0",
                         "method": "notifications/progress",
@@ -429,7 +425,7 @@ class ApprovalDesk:
         finally:
             self._held.pop(key, None)
         if settled is None or not settled.execute:
-            yield _event(await self.answer(settled, request_id, message_id, version))
+            yield sse_event(await self.answer(settled, request_id, message_id, version))
             return
         reply = await execute()
         try:
@@ -440,7 +436,3 @@ class ApprovalDesk:
                 yield b"event: message\ndata: " + reply.body + b"\n\n"
         finally:
             await reply.close()
-
-
-def _event(message: Message) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"

@@ -22,9 +22,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
+from integrations.gateway.wire import Message, rpc_error
+
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # What signoff declares to the child: it relays these to the session that caused them, if that session can.
@@ -198,10 +199,6 @@ def deliver(send: MemoryObjectSendStream[Message], message: Message) -> None:
     # The waiting side may have gone (client disconnected, timed out); the message then has no reader.
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
         send.send_nowait(message)
-
-
-def error(request_id: Any, code: int, message: str) -> Message:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
 def _broadcast(session: DownstreamSession, message: Message) -> bool:
@@ -439,7 +436,7 @@ class Multiplexer:
         for uid, pending in self.pending.items():
             if pending.owner == session_id and pending.downstream_id == params.get("requestId"):
                 del self.pending[uid]  # answered now, so a late answer is ignored and no later cancel hits it
-                deliver(pending.send, error(pending.downstream_id, REQUEST_CANCELLED, "Request cancelled"))
+                deliver(pending.send, rpc_error(pending.downstream_id, REQUEST_CANCELLED, "Request cancelled"))
                 pending.send.close()
                 return {**message, "params": {**params, "requestId": uid}}
         return None  # no request of this session's: its id means nothing to the child, or another session's call

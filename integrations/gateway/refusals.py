@@ -8,8 +8,8 @@ client without the fields that revision requires.
 from typing import Any, assert_never
 
 from mcp_types import SERVER_INFO_META_KEY
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from integrations.gateway.wire import is_modern
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, RateLimited
 
 META_KEY = "signoff/decision"
@@ -23,7 +23,7 @@ def for_revision(result: dict[str, Any], version: str | None) -> dict[str, Any]:
     without it), and servers should name themselves in `_meta` on every response: signoff made this one.
     The handshake revisions know neither field, so their results are left as they are.
     """
-    if version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+    if not is_modern(version):
         return result
     meta = {SERVER_INFO_META_KEY: IMPLEMENTATION, **(result.get("_meta") or {})}
     return {"resultType": "complete", **result, "_meta": meta}

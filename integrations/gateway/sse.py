@@ -10,7 +10,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-Message = dict[str, Any]
+from integrations.gateway.wire import Message
+
 Rewrite = Callable[[Message], Message | None]
 
 

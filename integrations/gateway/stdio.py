@@ -45,7 +45,6 @@ from integrations.gateway.multiplex import (
     Pending,
     Round,
     deliver,
-    error,
     honoured_filter,
     modern_levels,
     params_of,
@@ -59,6 +58,7 @@ from integrations.gateway.revisions import (
     wants_param_check,
 )
 from integrations.gateway.upstream import Reply, json_reply
+from integrations.gateway.wire import is_modern, rpc_error, sse_event
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ class NoModernEra(Declined):
 
 def _accepts_sse(headers: Mapping[str, str]) -> bool:
     return "text/event-stream" in headers.get("accept", "")
-
-
-def _sse(message: Message) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
 class StdioUpstream(SupervisedChild):
@@ -212,7 +208,7 @@ class StdioUpstream(SupervisedChild):
         if pending.tool is not None:  # a tool error the model can read and act on
             result = upstream_failure(self.name, pending.tool, detail)
             return {"jsonrpc": "2.0", "id": pending.downstream_id, "result": result}
-        return error(pending.downstream_id, code, detail)
+        return rpc_error(pending.downstream_id, code, detail)
 
     def _fail_pending(self, reason: str) -> None:
         for pending in self._mux.forget_requests():
@@ -239,12 +235,12 @@ class StdioUpstream(SupervisedChild):
             problem = self._mux.relay(message)
             if problem is not None:
                 logger.info("Upstream %s asked for %s; refused: %s", self.name, method, problem)
-                await self._write(error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
+                await self._write(rpc_error(request_id, INVALID_REQUEST, f"signoff cannot relay {method}: {problem}"))
             for state, round in list(self._mux.rounds.items()):
                 if round.asked == request_id and self._task_group is not None:  # asked in a round: it may expire
                     self._task_group.start_soon(self._expire_round, state)
         else:
-            await self._write(error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
+            await self._write(rpc_error(request_id, METHOD_NOT_FOUND, "signoff does not relay this request to clients"))
 
     # -- downstream ------------------------------------------------------------------------------
 
@@ -257,8 +253,7 @@ class StdioUpstream(SupervisedChild):
         return session.identity if session else None
 
     async def post(self, body: bytes, message: Message, headers: Mapping[str, str], identity: str) -> Reply:
-        version = headers.get("mcp-protocol-version", "")
-        modern = version in MODERN_PROTOCOL_VERSIONS
+        modern = is_modern(headers.get("mcp-protocol-version"))
         method = message.get("method")
         session_id = headers.get("mcp-session-id")
         if method is None or "id" not in message:
@@ -273,16 +268,16 @@ class StdioUpstream(SupervisedChild):
                 try:
                     await self._write(forwarded)
                 except Unsendable as exc:
-                    return json_reply(error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
+                    return json_reply(rpc_error(None, INVALID_PARAMS, f"Invalid params: {exc}"), 400)
             return Reply(status=202, headers=[])
         if modern:
             return await self._modern_request(message, headers, method, identity)
         if method == "initialize":
             return await self._initialize_session(message, identity)
         if session_id is None:
-            return json_reply(error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
+            return json_reply(rpc_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
         if session_id not in self._mux.sessions:
-            return json_reply(error(message["id"], -32001, "Session not found"), 404)
+            return json_reply(rpc_error(message["id"], -32001, "Session not found"), 404)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
@@ -376,10 +371,10 @@ class StdioUpstream(SupervisedChild):
         can send, then its list-changed and resource-updated notifications as the filter asks, tagged with the
         request's id; the child is subscribed to the resources asked for while some stream or session wants them."""
         if not _accepts_sse(headers):
-            problem = error(message["id"], INVALID_REQUEST, "subscriptions/listen answers with an event stream")
+            problem = rpc_error(message["id"], INVALID_REQUEST, "subscriptions/listen answers with an event stream")
             return json_reply(problem, 406)
         if len(self._mux.listeners) >= MAX_LISTENERS:
-            return json_reply(error(message["id"], -32603, "Subscription limit reached"))
+            return json_reply(rpc_error(message["id"], -32603, "Subscription limit reached"))
         capabilities = (self._init_result or {}).get("capabilities")
         honoured = honoured_filter(params_of(message).get("notifications"), capabilities)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
@@ -394,9 +389,9 @@ class StdioUpstream(SupervisedChild):
 
         async def events() -> AsyncIterator[bytes]:
             with receive:
-                yield _sse(ack)
+                yield sse_event(ack)
                 async for item in receive:
-                    yield _sse(item)
+                    yield sse_event(item)
 
         async def close() -> None:
             for uri in self._mux.unlisten(listener):
@@ -447,7 +442,7 @@ class StdioUpstream(SupervisedChild):
         params = message.get("params")
         meta = params.get("_meta", {}) if isinstance(params, dict) else {}
         if not isinstance(meta, dict):
-            problem = error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
+            problem = rpc_error(message["id"], INVALID_PARAMS, "Invalid params: params._meta must be an object")
             return json_reply(problem, 400 if modern else 200)  # 2026-07-28 maps -32602 to 400
         uid = next(self._ids)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
@@ -479,7 +474,9 @@ class StdioUpstream(SupervisedChild):
         except Unsendable as exc:  # the child would drop it unanswered, and the call would wait out the timeout
             send.close()
             receive.close()
-            return json_reply(error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200)
+            return json_reply(
+                rpc_error(message["id"], INVALID_PARAMS, f"Invalid params: {exc}"), 400 if modern else 200
+            )
         self._mux.pending[uid] = pending
         try:
             await self._write(line)
@@ -552,13 +549,13 @@ class StdioUpstream(SupervisedChild):
     ) -> AsyncIterator[bytes]:
         with receive:
             if first is not None:
-                yield _sse(first)
+                yield sse_event(first)
             while True:
                 item = await self._next(uid, pending, receive, deadline, final_only=False)
                 if "method" in item:
-                    yield _sse(item)
+                    yield sse_event(item)
                     continue
-                yield _sse(self._finish(item, modern))
+                yield sse_event(self._finish(item, modern))
                 return
 
     async def _resume(self, message: Message, headers: Mapping[str, str], method: str, round: Round) -> Reply:
@@ -567,20 +564,20 @@ class StdioUpstream(SupervisedChild):
         pending = self._mux.pending.get(round.uid)
         if pending is None:
             gone = "Invalid params: the request this answers is gone (its server restarted or gave up)"
-            return json_reply(error(message["id"], INVALID_PARAMS, gone), 400)
+            return json_reply(rpc_error(message["id"], INVALID_PARAMS, gone), 400)
         responses = params_of(message).get("inputResponses")
         answer = responses.get(INPUT_KEY) if isinstance(responses, dict) else None
         if isinstance(answer, dict):
             reply = {"jsonrpc": "2.0", "id": round.asked, "result": answer}
         else:
-            reply = error(round.asked, INVALID_REQUEST, "the client gave no answer")
+            reply = rpc_error(round.asked, INVALID_REQUEST, "the client gave no answer")
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         pending.send, pending.downstream_id, pending.round = send, message["id"], None
         pending.streams = _accepts_sse(headers)
         try:
             await self._write(reply)
         except Unsendable as exc:
-            await self._write(error(round.asked, INVALID_REQUEST, "the client's answer cannot be sent over stdio"))
+            await self._write(rpc_error(round.asked, INVALID_REQUEST, "the client's answer cannot be sent over stdio"))
             logger.info("Upstream %s: a client's answer was not sent: %s", self.name, exc)
         return await self._await(round.uid, pending, receive, method)
 
@@ -593,7 +590,7 @@ class StdioUpstream(SupervisedChild):
             return
         pending.round = None
         with contextlib.suppress(UpstreamUnavailable):
-            await self._write(error(round.asked, INVALID_REQUEST, "the client did not answer in time"))
+            await self._write(rpc_error(round.asked, INVALID_REQUEST, "the client did not answer in time"))
         await self._abandon(round.uid, "the client did not answer the server's question in time")
 
     async def _abandon(self, uid: int, reason: str) -> None:
@@ -634,14 +631,14 @@ class StdioUpstream(SupervisedChild):
     async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
         session = self._mux.sessions.get(headers.get("mcp-session-id", ""))
         if session is None:
-            return json_reply(error(None, -32001, "Session not found"), 404)
+            return json_reply(rpc_error(None, -32001, "Session not found"), 404)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         session.listeners.append(send)
 
         async def events() -> AsyncIterator[bytes]:
             async with receive:
                 async for item in receive:
-                    yield _sse(item)
+                    yield sse_event(item)
 
         async def close() -> None:
             if send in session.listeners:
@@ -658,13 +655,13 @@ class StdioUpstream(SupervisedChild):
     async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
         session_id = headers.get("mcp-session-id", "")
         if session_id not in self._mux.sessions:
-            return json_reply(error(None, -32001, "Session not found"), 404)
+            return json_reply(rpc_error(None, -32001, "Session not found"), 404)
         uids, asked, unwanted = self._mux.session_ended(session_id)
         for uid in uids:
             await self._abandon(uid, "the client ended its session")
         for request_id in asked:
             with contextlib.suppress(UpstreamUnavailable):
-                await self._write(error(request_id, INVALID_REQUEST, "the client ended its session"))
+                await self._write(rpc_error(request_id, INVALID_REQUEST, "the client ended its session"))
         for uri in unwanted:  # nobody else wants it: the child may stop watching
             with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
                 await self._call("resources/unsubscribe", {"uri": uri})
