@@ -10,8 +10,9 @@ from typing import Any, TypeGuard
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 Message = dict[str, Any]
+VERSION_HEADER = "mcp-protocol-version"  # the header a Streamable HTTP client names its revision in
 
-__all__ = ["Message", "is_modern", "rpc_error", "sse_event"]
+__all__ = ["VERSION_HEADER", "Message", "is_modern", "rpc_error", "sse_event"]
 
 
 def rpc_error(request_id: Any, code: int, message: str) -> Message:
