@@ -34,6 +34,7 @@ from policies.model import (
     Rule,
     ToolCall,
     hide_locator,
+    reason_of,
 )
 from policies.values import show
 
@@ -308,7 +309,7 @@ class _Sayer:
 
 def _decision_text(decision: Decision) -> str:
     kind = kind_of(decision)
-    reason = getattr(decision, "reason", None)
+    reason = reason_of(decision)
     return f"{kind}, by {decision.rule}" + (f": {reason}" if reason else "")
 
 

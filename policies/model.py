@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, assert_never
 
 from policies.globs import NameMatcher
 from policies.values import json_kind, show
@@ -342,3 +342,14 @@ class NeedsApproval:
 
 
 Decision: TypeAlias = Allow | Deny | Hidden | RateLimited | NeedsApproval
+
+
+def reason_of(decision: Decision) -> str | None:
+    """The sentence a decision gives the agent: None for an allowed call or a hidden tool (they give none)."""
+    match decision:
+        case Deny(reason=reason) | RateLimited(reason=reason) | NeedsApproval(reason=reason):
+            return reason
+        case Allow() | Hidden():
+            return None
+        case _:
+            assert_never(decision)

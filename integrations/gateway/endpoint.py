@@ -42,6 +42,7 @@ from integrations.tokens import TokenBook
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
+from policies.model import reason_of
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ class Gateway:
                 if grant is not None:  # a grant replaces only the approval step: deny rules and limits passed
                     return await self._forward_call(exchange, body, call, decision, grant=grant)
             return await self._hold(self.desk, exchange, body, call, decision)
-        self._record(exchange, call, decision, outcome="refused", detail=getattr(decision, "reason", "hidden"))
+        self._record(exchange, call, decision, outcome="refused", detail=reason_of(decision) or "hidden")
         result = for_revision(refusal(decision, name, policy.digest), exchange.version)
         return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
@@ -401,7 +402,7 @@ class Gateway:
     ) -> Reply:
         def record(outcome: str, detail: str) -> None:
             if shadow:
-                why = getattr(decision, "reason", "hidden by policy")
+                why = reason_of(decision) or "hidden by policy"
                 self._record(
                     exchange, call, decision, outcome=shadow_outcome(decision), detail=f"{why}; ran: {outcome}"
                 )
