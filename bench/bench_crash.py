@@ -391,6 +391,33 @@ async def after_restart(
     rnd.twice = [f"{key}: ran {seen.started[key]} times" for key in calls if seen.started[key] > 1]
 
 
+async def restarted(
+    rnd: Round,
+    config: Path,
+    port: int,
+    seen: Executions,
+    calls: dict[str, tuple[str, dict[str, Any]]],
+    held: dict[str, str],
+    approved_ok: set[str],
+    told: dict[str, Answer],
+) -> Round:
+    """After a kill: start signoff again on the same database, check what it says (`after_restart`), stop it,
+    count the errors it logged and verify the audit chain."""
+    rnd.approvals_ok = len(approved_ok)
+    told = {key: answer for key, answer in told.items() if answer.kind != "broken"}
+    log = config.parent / "signoff.log"
+    mark = log.stat().st_size
+    with signoff(config, port, log) as process:
+        rnd.restart_s = await until_healthy(f"http://{HOST}:{port}", process)
+        await after_restart(
+            rnd, f"http://{HOST}:{port}", config.parent / "signoff.db", seen, calls, held, approved_ok, told
+        )
+        stop(process)
+    rnd.log_errors = count_errors(log, mark)
+    rnd.verify_ok, rnd.verify_text = await audit_verify(config)
+    return rnd
+
+
 async def gather(*awaitables: Any) -> list[Any]:
     return list(await asyncio.gather(*awaitables))
 
@@ -439,17 +466,8 @@ async def burst_round(number: int, directory: Path, upstream: str, seen: Executi
             ran = sum(seen.started[key] for key in calls)
             rnd.killed_after = f"{answered} of {size} approvals answered, {ran} calls started upstream"
             await asyncio.gather(*deciding, *tasks)
-    rnd.approvals_ok = len(approved_ok)
-    told = {key: answer for key, answer in told.items() if answer.kind != "broken"}
     config = write_config(directory, port, upstream, hold="1s")
-    mark = log.stat().st_size
-    with signoff(config, port, log) as process:
-        rnd.restart_s = await until_healthy(base, process)
-        await after_restart(rnd, base, directory / "signoff.db", seen, calls, held, approved_ok, told)
-        stop(process)
-    rnd.log_errors = count_errors(log, mark)
-    rnd.verify_ok, rnd.verify_text = await audit_verify(config)
-    return rnd
+    return await restarted(rnd, config, port, seen, calls, held, approved_ok, told)
 
 
 async def execution_round(number: int, directory: Path, upstream: str, seen: Executions, size: int) -> Round:
@@ -496,16 +514,7 @@ async def execution_round(number: int, directory: Path, upstream: str, seen: Exe
             done = sum(k in seen.finished for k in calls)
             rnd.killed_after = f"{when}, {time.monotonic() - began:.2f} s into the runs, {done} of {size} done"
             await asyncio.gather(*tasks)
-    rnd.approvals_ok = len(approved_ok)
-    told = {key: answer for key, answer in told.items() if answer.kind != "broken"}
-    mark = log.stat().st_size
-    with signoff(config, port, log) as process:
-        rnd.restart_s = await until_healthy(base, process)
-        await after_restart(rnd, base, directory / "signoff.db", seen, calls, held, approved_ok, told)
-        stop(process)
-    rnd.log_errors = count_errors(log, mark)
-    rnd.verify_ok, rnd.verify_text = await audit_verify(config)
-    return rnd
+    return await restarted(rnd, config, port, seen, calls, held, approved_ok, told)
 
 
 def count_errors(log: Path, since: int) -> int:

@@ -6,13 +6,14 @@ goes (`_fail_pending`). A child that declines what it was started for (`Declined
 restarted.
 """
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
+from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from integrations.errors import UpstreamUnavailable
@@ -165,37 +166,29 @@ class SupervisedChild:
     async def _drain_stderr(self, process: Process) -> None:
         if process.stderr is None:
             return
-        stream = BufferedByteReceiveStream(process.stderr)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.ClosedResourceError):
-                return
-            logger.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
+        with contextlib.suppress(anyio.DelimiterNotFound):  # a line past MAX_LINE ends the logging, not the child
+            async for line in _lines(process.stderr):
+                logger.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
     async def _read(self, process: Process) -> None:
         if process.stdout is None:
             return
-        stream = BufferedByteReceiveStream(process.stdout)
-        while True:
-            try:
-                line = await stream.receive_until(b"\n", MAX_LINE)
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                await self._output_closed(process)
-                return
-            except anyio.DelimiterNotFound:
-                logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
-                process.kill()
-                return
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                logger.warning("Upstream %s wrote a line that is not JSON: %.200r", self.name, line)
-                continue
-            if isinstance(message, dict):
-                await self._dispatch(message)
+        try:
+            async for line in _lines(process.stdout):
+                if not line.strip():
+                    continue
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    logger.warning("Upstream %s wrote a line that is not JSON: %.200r", self.name, line)
+                    continue
+                if isinstance(message, dict):
+                    await self._dispatch(message)
+        except anyio.DelimiterNotFound:
+            logger.error("Upstream %s wrote a line over %d bytes; restarting it", self.name, MAX_LINE)
+            process.kill()
+            return
+        await self._output_closed(process)
 
     async def _output_closed(self, process: Process) -> None:
         """The child closed its stdout: it usually exits next; one that lives on can answer nothing, so restart it."""
@@ -217,3 +210,13 @@ class SupervisedChild:
                 await process.stdin.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise UpstreamUnavailable(self.name, "the server process closed its input") from exc
+
+
+async def _lines(output: ByteReceiveStream) -> AsyncIterator[bytes]:
+    """The lines a child writes to one of its pipes until it closes it; raises `DelimiterNotFound` past `MAX_LINE`."""
+    stream = BufferedByteReceiveStream(output)
+    while True:
+        try:
+            yield await stream.receive_until(b"\n", MAX_LINE)
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+            return

@@ -85,13 +85,7 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
     reply: Reply | None = None
     failure: Exception | None = None
     async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
+        tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
         try:
             reply = await work
         except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup, for the callers' handlers
@@ -266,13 +260,7 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
     try:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         async with anyio.create_task_group() as tg:
-
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_disconnect)
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             try:
                 async for chunk in stream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -288,3 +276,10 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel `scope` once the client disconnects (the request's body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
