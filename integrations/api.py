@@ -1,6 +1,6 @@
 """The JSON API: approval requests and their decisions (with grants), grants, tool drift, policy reloads, audit.
 
-Adapters only: decode the request, call one domain function through the desk, encode the answer. Domain
+Adapters only: decode the request, call one domain function through the approval engine, encode the answer. Domain
 errors map to HTTP statuses here and nowhere else.
 """
 
@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from approvals import grants, pins, service
 from approvals.audit import AUDIT_FILTERS, latest_events
+from approvals.engine import ApprovalEngine
 from approvals.errors import (
     AlreadyDecided,
     ApprovalNotFound,
@@ -27,11 +28,8 @@ from approvals.errors import (
 from approvals.models import GrantStatus, ToolPin, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from integrations.bodies import json_object
-from integrations.gateway.drift import ToolWatch
-from integrations.gateway.endpoint import Gateway
-from integrations.gateway.holding import ApprovalDesk
-from integrations.reloading import Check, PolicyWatcher
-from integrations.tokens import TokenBook
+from integrations.reloading import Check
+from integrations.runtime import runtime
 from policies import parse_duration
 
 
@@ -53,14 +51,13 @@ def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
     return max(1, min(int(raw) if len(raw) <= 9 else most, most))  # int() refuses 4,300 digits and more
 
 
-def _desk(request: Request) -> ApprovalDesk:
-    desk: ApprovalDesk = request.app.state.desk
-    return desk
+def _engine(request: Request) -> ApprovalEngine:
+    return runtime(request).approvals
 
 
 def _approver(request: Request) -> service.Approver | Response:
     """The approver whose token the request carries, or the 401 to answer."""
-    approvers: TokenBook[service.Approver] = request.app.state.approvers
+    approvers = runtime(request).approvers
     approver = approvers.lookup(request.headers.get("authorization", ""))
     if approver is None:
         response = _problem(401, "Missing or invalid approver token")
@@ -119,12 +116,12 @@ def _pin_view(pin: ToolPin) -> dict[str, Any]:
 
 
 def build_routes() -> list[Route]:
-    """The `/api` routes; each finds the desk and the approvers' tokens in the app's state."""
+    """The `/api` routes; each finds the approval engine and the approvers' tokens in the app's state."""
 
     async def list_approvals(request: Request) -> Response:
-        desk = _desk(request)
+        engine = _engine(request)
         params = request.query_params
-        rows = await desk.db(
+        rows = await engine.store.run(
             lambda s: service.list_requests(
                 s,
                 status=params.get("status"),
@@ -134,23 +131,23 @@ def build_routes() -> list[Route]:
                 limit=_limit(request),
             )
         )
-        return JSONResponse({"approvals": [desk.view(r) for r in rows]})
+        return JSONResponse({"approvals": [engine.view(r) for r in rows]})
 
     async def get_approval(request: Request) -> Response:
-        desk = _desk(request)
+        engine = _engine(request)
         request_id = _request_id(request)
         if request_id is None:
             return _problem(404, "No approval request with that id")
         try:
-            row, decisions = await desk.db(
+            row, decisions = await engine.store.run(
                 lambda s: (service.get_request(s, request_id), service.decisions_for(s, request_id))
             )
         except ApprovalNotFound as exc:
             return _problem(404, str(exc))
-        return JSONResponse({**service.public_view(row, decisions), "url": desk.link(row.id)})
+        return JSONResponse({**service.public_view(row, decisions), "url": engine.link(row.id)})
 
     async def vote(request: Request, verdict: Verdict) -> Response:
-        desk = _desk(request)
+        engine = _engine(request)
         approver = _approver(request)
         if isinstance(approver, Response):
             return approver
@@ -165,7 +162,7 @@ def build_routes() -> list[Route]:
         if isinstance(seconds, Response):
             return seconds
         try:
-            result = await desk.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
+            result = await engine.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
         except ApprovalNotFound as exc:
             return _problem(404, str(exc))
         except NotAllowed as exc:
@@ -176,8 +173,8 @@ def build_routes() -> list[Route]:
             return _problem(422, str(exc))
         except InvalidReason as exc:
             return _problem(400, str(exc))
-        view = {**service.public_view(result.request, result.decisions), "url": desk.link(request_id)}
-        grant = grants.grant_view(result.grant, desk.now()) if result.grant is not None else None
+        view = {**service.public_view(result.request, result.decisions), "url": engine.link(request_id)}
+        grant = grants.grant_view(result.grant, engine.now()) if result.grant is not None else None
         return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
 
     async def approve(request: Request) -> Response:
@@ -190,18 +187,18 @@ def build_routes() -> list[Route]:
         params = request.query_params
         filters = {name: params.get(name, "") for name in AUDIT_FILTERS}
         filters["identity"] = params.get("agent") or filters["identity"]  # `agent` is the name the other routes use
-        rows = await _desk(request).db(latest_events, filters, _limit(request))
+        rows = await _engine(request).store.run(latest_events, filters, _limit(request))
         return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
 
     async def list_grants(request: Request) -> Response:
-        desk = _desk(request)
+        engine = _engine(request)
         params = request.query_params
         status = params.get("status", GrantStatus.ACTIVE)
-        now = desk.now()
+        now = engine.now()
         if status == GrantStatus.ACTIVE:
-            rows = await desk.db(grants.active_grants, now)
+            rows = await engine.store.run(grants.active_grants, now)
         else:
-            rows = await desk.db(
+            rows = await engine.store.run(
                 lambda s: grants.list_grants(
                     s, status=None if status == "all" else status, server=params.get("server"), limit=_limit(request)
                 )
@@ -210,7 +207,7 @@ def build_routes() -> list[Route]:
         return JSONResponse({"grants": views})
 
     async def revoke_grant(request: Request) -> Response:
-        desk = _desk(request)
+        engine = _engine(request)
         approver = _approver(request)
         if isinstance(approver, Response):
             return approver
@@ -222,27 +219,26 @@ def build_routes() -> list[Route]:
             return body
         _, reason = body
         try:
-            grant = await desk.revoke_grant(grant_id, approver.name, reason.strip(), "api")
+            grant = await engine.revoke_grant(grant_id, approver.name, reason.strip(), "api")
         except GrantNotFound as exc:
             return _problem(404, str(exc))
         except GrantEnded as exc:
             return _problem(409, str(exc), status=exc.status)
         except InvalidReason as exc:
             return _problem(400, str(exc))
-        return JSONResponse(grants.grant_view(grant, desk.now()))
+        return JSONResponse(grants.grant_view(grant, engine.now()))
 
     async def list_drift(request: Request) -> Response:
         params = request.query_params
         drifted_only = params.get("all") not in ("1", "true")
-        rows = await _desk(request).db(pins.list_pins, params.get("server"), drifted_only)
+        rows = await _engine(request).store.run(pins.list_pins, params.get("server"), drifted_only)
         return JSONResponse({"tools": [_pin_view(pin) for pin in rows]})
 
     async def accept_drift(request: Request) -> Response:
         approver = _approver(request)
         if isinstance(approver, Response):
             return approver
-        gateway: Gateway = request.app.state.gateway
-        tools: ToolWatch = request.app.state.tools
+        gateway, tools = runtime(request).gateway, runtime(request).tools
         server, tool = request.path_params["server"], request.path_params.get("tool")
         served = gateway.servers.get(server)
         if served is None:
@@ -254,8 +250,7 @@ def build_routes() -> list[Route]:
         approver = _approver(request)
         if isinstance(approver, Response):
             return approver
-        gateway: Gateway = request.app.state.gateway
-        watcher: PolicyWatcher = request.app.state.watcher
+        gateway, watcher = runtime(request).gateway, runtime(request).watcher
         results = await watcher.check_all(force=True)
         servers = {
             name: {"result": result, **watcher.files[name].health(gateway.servers[name].policy)}

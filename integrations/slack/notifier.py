@@ -28,12 +28,12 @@ from sqlmodel import Session
 
 from approvals import service
 from approvals.errors import ApprovalNotFound
-from integrations.gateway.holding import ApprovalDesk
+from approvals.store import Store
 from integrations.slack.blocks import Card, request_message
 from integrations.slack.diagnosis import explain
 from integrations.supervision import Spawner
 
-__all__ = ["DeskRecords", "Posted", "Records", "SlackNotifier"]
+__all__ = ["Posted", "Records", "SlackNotifier", "StoreRecords"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +54,31 @@ class Records(Protocol):
         ...
 
 
-class DeskRecords:
-    """`Records` on the approval database, through the desk's worker-thread sessions."""
+class StoreRecords:
+    """`Records` on the approval database; `base_url` is signoff's, for each request's link to its page."""
 
-    def __init__(self, desk: ApprovalDesk) -> None:
-        self.desk = desk
+    def __init__(self, store: Store, base_url: str) -> None:
+        self.store = store
+        self.base_url = base_url
 
     async def load(self, request_id: UUID) -> tuple[dict[str, Any], Posted | None]:
         def read(session: Session) -> tuple[dict[str, Any], Posted | None]:
             request = service.get_request(session, request_id)
             view = service.public_view(request, service.decisions_for(session, request_id))
             posted = json.loads(request.messages or "{}").get("slack")
-            return {**view, "url": self.desk.link(request_id)}, posted
+            return {**view, "url": f"{self.base_url}/approvals/{request_id}"}, posted
 
-        return await self.desk.db(read)
+        return await self.store.run(read)
 
     async def save(self, request_id: UUID, posted: Posted) -> None:
-        await self.desk.db(service.record_message, request_id, "slack", posted)
+        await self.store.run(service.record_message, request_id, "slack", posted)
 
     async def unposted(self) -> list[UUID]:
         def read(session: Session) -> list[UUID]:
             pending = service.list_requests(session, status="pending", limit=10_000)
             return [r.id for r in pending if "slack" not in json.loads(r.messages or "{}")]
 
-        return await self.desk.db(read)
+        return await self.store.run(read)
 
 
 class SlackNotifier:
