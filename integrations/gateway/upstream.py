@@ -11,7 +11,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -79,10 +79,15 @@ class Reply:
 
     @property
     def content_type(self) -> str:
-        for name, value in self.headers:
-            if name == "content-type":
-                return value.split(";", 1)[0].strip().lower()
-        return ""
+        return content_type(self.headers)
+
+
+def content_type(headers: Iterable[tuple[str, str]]) -> str:
+    """The media type of a response with these headers, lowercased, without parameters; "" if none is given."""
+    for name, value in headers:
+        if name == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +199,10 @@ class HttpUpstream:
         reply_headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers if k in _FORWARDED_RESPONSE_BYTES
         ]
-        reply = Reply(status=response.status, headers=reply_headers)
-        if reply.content_type == "text/event-stream":
-            return replace(reply, stream=self._stream(response), close=response.aclose)
+        if content_type(reply_headers) == "text/event-stream":
+            return Reply(response.status, reply_headers, stream=self._stream(response), close=response.aclose)
         try:
-            return replace(reply, body=await response.read())
+            return Reply(response.status, reply_headers, body=await response.read())
         except TransportError as exc:
             raise UpstreamFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
 
