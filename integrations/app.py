@@ -39,6 +39,8 @@ from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
+from integrations.oauth import build_metadata_routes
+from integrations.oauth.agents import build_authenticator
 from integrations.preflight import load_policies
 from integrations.reloading import PolicyWatcher
 from integrations.scheduler import ExpiryScheduler
@@ -191,9 +193,11 @@ def create_app(
             interval=settings.gateway.policy_poll,
             approvers=settings.approver_names,
         )
+        identity_client = app.state.identity_client = httpx2.AsyncClient(timeout=httpx2.Timeout(5.0))
         gateway = Gateway(
             servers=servers,
-            agents={a.token.get_secret_value(): a.name for a in settings.agents},
+            agents={},
+            authenticator=build_authenticator(settings, identity_client, clock),
             audit=audit,
             limiter=RateLimiter(),
             allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
@@ -236,6 +240,7 @@ def create_app(
             async with anyio.create_task_group() as tg:
                 parts = app.state.parts = Parts(tg)
                 audit.start(parts)
+                parts.start_soon(gateway.authenticator.warm, name="oauth-keys")
                 if engine.dialect.name == "sqlite":
                     parts.start_soon(checkpoint_wal, engine)
                 tools.start(parts)
@@ -272,6 +277,7 @@ def create_app(
                     tg.cancel_scope.cancel()
         finally:
             await hooks_client.aclose()
+            await identity_client.aclose()
             engine.dispose()
 
     async def healthz(request: Request) -> Response:
@@ -285,7 +291,8 @@ def create_app(
             else:
                 servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
             servers[name]["policy"] = watcher.files[name].health(served.policy)
-        healthy = all(s["ready"] for s in servers.values())
+        auth = gateway.authenticator.health()  # [auth]'s identity provider: down, only access tokens fail
+        healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"])
         drifted = sorted(f"{server}/{tool}" for server, tool in request.app.state.tools.drifted)
         audit = request.app.state.audit.health()
         parts = request.app.state.parts.health()
@@ -300,6 +307,8 @@ def create_app(
             "tool_pins": request.app.state.tools.health(),
             "active_grants": len(request.app.state.desk.grants),
         }
+        if auth is not None:
+            detail["auth"] = auth
         hooks: WebhookNotifier | None = request.app.state.webhooks
         if hooks is not None:
             detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
@@ -330,6 +339,7 @@ def create_app(
             Route("/metrics", metrics),
             *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
             *build_routes(),
+            *(build_metadata_routes(settings.auth, [s.name for s in settings.servers]) if settings.auth else []),
             *build_web_routes(settings, clock=clock),  # the web page: /login, /approvals, /audit
         ],
         lifespan=lifespan,
