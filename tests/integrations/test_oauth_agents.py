@@ -20,12 +20,19 @@ import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from mcp import Client
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from mcp_types import CallToolResult, TextContent
 
+from integrations.app import create_app
 from integrations.errors import ConfigError
 from integrations.settings import load_settings
-from tests.conftest import AGENT_TOKEN, Running, connect
+from tests.conftest import AGENT_TOKEN, Running, connect, write_config
 from tests.fakes.identity_provider import (
+    AGENT_CLIENT,
+    AGENT_SECRET,
     STRANGER_CLIENT,
     STRANGER_SECRET,
     IdentityProvider,
@@ -34,7 +41,7 @@ from tests.fakes.identity_provider import (
     restart,
     stop,
 )
-from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
+from tests.fakes.upstreams import EverythingState, everything_http_app, loopback_socket, serve_http
 
 pytestmark = pytest.mark.anyio
 
@@ -171,6 +178,58 @@ async def test_an_agent_with_an_access_token_calls_tools_as_its_agents_entry_bes
         ("garbage", "not a known agent token or a JWT"),
     ],
 )
+class Storage:
+    """The SDK OAuth client's token store, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_sdks_oauth_client_finds_the_provider_from_the_401_gets_a_token_and_calls_a_tool(
+    tmp_path: Path,
+) -> None:
+    sock = loopback_socket()  # bound first: the audience is signoff's own URL, as the SDK derives the resource
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with identity_provider(tmp_path) as idp, serve_http(everything_http_app(EverythingState())) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": {"version": "1", "default": "allow"}}]
+        auth = f'[[agents]]\nname = "ci-bot"\n\n[auth]\nissuer = "{idp.issuer}"\naudience = "{url}/mcp"\n'
+        config = write_config(tmp_path, servers, extra=auth)
+        app = create_app(load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN}))
+        async with serve_http(app, sock) as served:
+            storage = Storage()
+            oauth = ClientCredentialsOAuthProvider(
+                f"{served}/mcp/ev", storage, AGENT_CLIENT, AGENT_SECRET, issuer=idp.issuer
+            )
+            async with httpx2.AsyncClient(auth=oauth, timeout=30) as http:
+                async with Client(
+                    streamable_http_client(f"{served}/mcp/ev", http_client=http), mode="legacy"
+                ) as client:
+                    result = await client.call_tool("echo", {"text": "found my way"})
+            events = await running_audit(app)
+
+    assert not result.is_error and text(result) == "found my way"
+    assert storage.tokens is not None
+    assert jwt.decode(storage.tokens.access_token, options={"verify_signature": False})["aud"] == f"{url}/mcp"
+    assert [e.identity for e in events if e.tool == "echo"] == ["ci-bot"]
+
+
+async def running_audit(app: Any) -> list[Any]:
+    return await Running(url="", app=app).audit()
+
+
 async def test_a_bad_access_token_gets_401_invalid_token_saying_why_and_where_the_metadata_is(
     signoff: Any, tmp_path: Path, forgery: str, says: str
 ) -> None:
