@@ -31,7 +31,7 @@ AGENT_CLIENT, AGENT_SECRET = "ci-bot", "ci-bot-client-secret"
 STRANGER_CLIENT, STRANGER_SECRET = "stranger", "stranger-client-secret"
 USERS = {
     "alice": {"password": "alice-password", "groups": ["dba", "sso-reviewers"]},
-    "bob": {"password": "bob-password", "groups": ["dba"]},
+    "bob": {"password": "bob-password", "groups": ["dba", "ops"]},  # "ops" only at the provider
     "zed": {"password": "zed-password", "groups": []},  # known to the provider, not an approver
 }
 
