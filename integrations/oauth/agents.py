@@ -166,6 +166,19 @@ def build_authenticator(settings: Settings, client: httpx2.AsyncClient, clock: C
     # `groups` on [[agents]] comes with per-agent rights (issue 13); until then an entry gives no groups.
     listed = {a.name: frozenset(getattr(a, "groups", ())) for a in settings.agents}
     issuer = Issuer(settings.auth.issuer, client, clock=clock) if settings.auth is not None else None
+    public = settings.gateway.public_url
+    if (
+        settings.auth is not None
+        and public
+        and not f"{public.rstrip('/')}/mcp/".startswith(settings.auth.audience.rstrip("/") + "/")
+    ):
+        # MCP clients ask for a token for the metadata's resource only when it is a parent of the server's URL.
+        logger.warning(
+            "[auth] audience %s is not %s/mcp or a parent of it: MCP clients will ask for tokens for their server's"
+            " own URL instead, which signoff refuses",
+            settings.auth.audience,
+            public.rstrip("/"),
+        )
     return Authenticator(
         tokens,
         listed=listed,

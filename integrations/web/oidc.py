@@ -22,11 +22,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from approvals.service import Approver
-from integrations.errors import InvalidToken, IssuerUnavailable
+from integrations.errors import IntegrationError, InvalidToken, IssuerUnavailable
 from integrations.oauth import Issuer, IssuerMetadata, verify_jwt
 from integrations.settings import OidcSettings
 from integrations.web.identity import with_groups
 from integrations.web.pages import Pages, safe_next
+
+__all__ = ["OidcSignIn", "SignInRefused", "build_oidc_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,8 @@ def _strings(value: Any) -> frozenset[str]:
     return frozenset()
 
 
-class _Refused(Exception):
-    """Raised inside the callback when the sign-in cannot go on; carries the page to show."""
+class SignInRefused(IntegrationError, PermissionError):
+    """Raised when a single sign-on callback cannot sign anyone in; carries the page the person is shown."""
 
     def __init__(self, status: int, title: str, message: str) -> None:
         super().__init__(message)
@@ -104,55 +106,57 @@ class OidcSignIn:
         """The approver this callback signs in, the groups the provider gives them, and where they go next.
 
         Raises:
-            _Refused: the state is missing or wrong, the provider said no, the ID token is invalid, or it names
+            SignInRefused: the state is missing or wrong, the provider said no, the ID token is invalid, or it names
                 nobody in `[[approvers]]`.
         """
         pending = request.session.pop("oidc", None)
         params = request.query_params
         if not isinstance(pending, dict) or not isinstance(pending.get("state"), str):
-            raise _Refused(
+            raise SignInRefused(
                 400, "Sign-in not started here", "This sign-in was not started from this browser, or was already used."
             )
         state = params.get("state", "")
         if not hmac.compare_digest(state.encode(), str(pending["state"]).encode()):
-            raise _Refused(
+            raise SignInRefused(
                 400,
                 "Sign-in could not be checked",
                 "The answer from the identity provider does not belong to the sign-in this browser started (its"
                 " state does not match). Nothing was signed in: start again.",
             )
         if self._clock() - float(pending.get("started", 0)) > SIGN_IN_WINDOW:
-            raise _Refused(400, "Sign-in took too long", "This sign-in was started too long ago: start again.")
+            raise SignInRefused(400, "Sign-in took too long", "This sign-in was started too long ago: start again.")
         if "error" in params:
             described = params.get("error_description") or params["error"]
-            raise _Refused(
+            raise SignInRefused(
                 401, "The identity provider refused", f"The identity provider did not sign you in: {described}"
             )
         code = params.get("code")
         if not code:
-            raise _Refused(400, "Sign-in could not be checked", "The identity provider sent no authorization code.")
+            raise SignInRefused(
+                400, "Sign-in could not be checked", "The identity provider sent no authorization code."
+            )
         issuer = self.issuer(request)
         metadata = await issuer.metadata()
         tokens = await self._exchange(request, metadata, code, str(pending["verifier"]))
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
-            raise _Refused(502, "Sign-in failed", "The identity provider sent no ID token.")
+            raise SignInRefused(502, "Sign-in failed", "The identity provider sent no ID token.")
         try:
             claims = await verify_jwt(
                 id_token, issuer, audiences=(self.settings.client_id,), now=self._clock(), nonce=str(pending["nonce"])
             )
         except InvalidToken as exc:
             logger.warning("Web sign-in (oidc) refused: %s", exc.detail)
-            raise _Refused(
+            raise SignInRefused(
                 401, "Sign-in could not be checked", f"The identity provider's ID token is invalid: {exc.detail}."
             ) from exc
         azp = claims.get("azp")
         if isinstance(claims.get("aud"), list) and len(claims["aud"]) > 1 and azp != self.settings.client_id:
-            raise _Refused(401, "Sign-in could not be checked", "The ID token was issued to another client (azp).")
+            raise SignInRefused(401, "Sign-in could not be checked", "The ID token was issued to another client (azp).")
         claims = await self._with_userinfo(request, metadata, claims, tokens.get("access_token"))
         name = claims.get(self.settings.approver_claim)
         if not isinstance(name, str) or not name:
-            raise _Refused(
+            raise SignInRefused(
                 403,
                 "Not an approver",
                 f"The identity provider did not say who you are ({self.settings.approver_claim}).",
@@ -160,7 +164,7 @@ class OidcSignIn:
         approver = directory.get(name)
         if approver is None:
             logger.warning("Web sign-in (oidc) refused: %r is not in [[approvers]]", name)
-            raise _Refused(
+            raise SignInRefused(
                 403,
                 "Not an approver",
                 f"You signed in at the identity provider as {name!r}, but this signoff has no approver of that name,"
@@ -197,7 +201,7 @@ class OidcSignIn:
             raise IssuerUnavailable(self.settings.issuer, f"its token endpoint failed: {type(exc).__name__}") from exc
         if response.status_code != 200 or not isinstance(body, dict):
             error = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
-            raise _Refused(
+            raise SignInRefused(
                 401,
                 "Sign-in failed",
                 f"The identity provider did not accept the sign-in: {error or response.status_code}.",
@@ -221,7 +225,9 @@ class OidcSignIn:
                 self.settings.issuer, f"its userinfo endpoint failed: {type(exc).__name__}"
             ) from exc
         if response.status_code != 200 or not isinstance(info, dict) or info.get("sub") != claims.get("sub"):
-            raise _Refused(401, "Sign-in could not be checked", "The identity provider's userinfo is not about you.")
+            raise SignInRefused(
+                401, "Sign-in could not be checked", "The identity provider's userinfo is not about you."
+            )
         return {**info, **claims}
 
 
@@ -244,7 +250,7 @@ def build_oidc_routes(pages: Pages, sign_in: OidcSignIn) -> list[BaseRoute]:
         client = request.client.host if request.client else "?"
         try:
             listed, groups, target = await sign_in.finish(request, dict(pages.identities.directory))
-        except _Refused as refused:
+        except SignInRefused as refused:
             return pages.refuse(request, refused.status, refused.title, refused.message)
         except IssuerUnavailable as exc:
             logger.warning("Web sign-in (oidc) cannot finish: %s", exc)
@@ -264,6 +270,3 @@ def build_oidc_routes(pages: Pages, sign_in: OidcSignIn) -> list[BaseRoute]:
         pages.route("/login/oidc", login, name="login_oidc"),
         pages.route(CALLBACK, callback, name="login_oidc_callback"),
     ]
-
-
-__all__ = ["OidcSignIn", "build_oidc_routes"]

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx2
 import jwt
+import pytest
 from anyio.abc import Process
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
@@ -56,7 +57,9 @@ def install() -> Path:
         return prefix
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is not on PATH: the OpenID provider tests install oidc-provider with it")
+        if os.environ.get("CI") == "true":
+            pytest.fail("npm is missing under CI: .ci/run installs it before the tests (they need oidc-provider)")
+        pytest.skip("npm is not on PATH: the OpenID provider tests install oidc-provider (npm) with it")
     staging = CACHE / f"{digest}.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -163,21 +163,6 @@ async def test_an_agent_with_an_access_token_calls_tools_as_its_agents_entry_bes
     assert status["status"] == "ok"
 
 
-@pytest.mark.parametrize(
-    ("forgery", "says"),
-    [
-        ("wrong_audience", "was not issued for https://signoff.example.com/mcp"),
-        ("wrong_issuer", "was not issued by"),
-        ("expired", "has expired"),
-        ("not_yet_valid", "is not valid yet"),
-        ("bad_signature", "signature does not verify"),
-        ("alg_none", "signing algorithm is not one signoff accepts"),
-        ("hs256_with_the_public_key", "signing algorithm is not one signoff accepts"),
-        ("unknown_key", "signed with a key the issuer does not publish"),
-        ("no_exp", "has no exp claim"),
-        ("garbage", "not a known agent token or a JWT"),
-    ],
-)
 class Storage:
     """The SDK OAuth client's token store, in memory."""
 
@@ -230,6 +215,21 @@ async def running_audit(app: Any) -> list[Any]:
     return await Running(url="", app=app).audit()
 
 
+@pytest.mark.parametrize(
+    ("forgery", "says"),
+    [
+        ("wrong_audience", "was not issued for https://signoff.example.com/mcp"),
+        ("wrong_issuer", "was not issued by"),
+        ("expired", "has expired"),
+        ("not_yet_valid", "is not valid yet"),
+        ("bad_signature", "signature does not verify"),
+        ("alg_none", "signing algorithm is not one signoff accepts"),
+        ("hs256_with_the_public_key", "signing algorithm is not one signoff accepts"),
+        ("unknown_key", "signed with a key the issuer does not publish"),
+        ("no_exp", "has no exp claim"),
+        ("garbage", "not a known agent token or a JWT"),
+    ],
+)
 async def test_a_bad_access_token_gets_401_invalid_token_saying_why_and_where_the_metadata_is(
     signoff: Any, tmp_path: Path, forgery: str, says: str
 ) -> None:
