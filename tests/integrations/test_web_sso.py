@@ -224,3 +224,24 @@ def test_switching_token_sign_in_off_needs_single_sign_on(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         load_settings(config, environ={})
     assert "web.token_login is false and [web.oidc] is not set" in str(caught.value)
+
+
+async def test_a_provider_that_says_no_or_a_code_it_does_not_know_gives_a_page_saying_so(
+    signoff: Any, tmp_path: Path
+) -> None:
+    async with identity_provider(tmp_path) as idp, sso(signoff, idp) as running, browser(running) as http:
+        # the person cancels at the provider: it comes back with an error instead of a code
+        authorize = (await http.get("/login/oidc", follow_redirects=False)).headers["location"]
+        state = parse_qs(urlsplit(authorize).query)["state"][0]
+        query = urlencode({"error": "access_denied", "error_description": "the user cancelled", "state": state})
+        cancelled = await http.get(f"/login/oidc/callback?{query}")
+
+        # a code the provider never issued, with this sign-in's state
+        authorize = (await http.get("/login/oidc", follow_redirects=False)).headers["location"]
+        callback = await callback_url(http, authorize, "alice")
+        unknown = await http.get(with_query(callback, code="a-code-nobody-issued"))
+        after = await http.get("/approvals")
+
+    assert cancelled.status_code == 401 and "did not sign you in: the user cancelled" in cancelled.text
+    assert unknown.status_code == 401 and "did not accept the sign-in" in unknown.text
+    assert str(after.url).startswith(f"{running.url}/login")
