@@ -226,7 +226,7 @@ class Issuer:
         """For /healthz: whether keys are at hand and the last fetch worked."""
         return {
             "issuer": self.issuer,
-            "ok": self._keys is not None and self.error is None,
+            "ok": bool(self._keys) and self.error is None,  # a JWKS with no usable key verifies nothing
             "keys": len(self._keys or ()),
             "error": self.error,
             "fetches": self.fetches,
