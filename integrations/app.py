@@ -43,6 +43,8 @@ from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.health import healthz, metrics
 from integrations.notifiers import Fanout
+from integrations.oauth import build_metadata_routes
+from integrations.oauth.agents import build_authenticator
 from integrations.preflight import load_policies
 from integrations.reloading import PolicyWatcher
 from integrations.runtime import Runtime
@@ -159,6 +161,7 @@ def create_app(
             Route("/metrics", metrics),
             *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
             *build_routes(),
+            *(build_metadata_routes(settings.auth, [s.name for s in settings.servers]) if settings.auth else []),
             *build_web_routes(settings, clock=clock),  # the web page: /login, /approvals, /audit
         ],
         lifespan=lifespan,
@@ -189,6 +192,10 @@ async def _start(
     audit = AuditWriter(database)
     audit.start(parts)
     stack.push_async_callback(audit.close)
+    identity_client = httpx2.AsyncClient(timeout=httpx2.Timeout(5.0))  # the identity provider's, for [auth], SSO
+    stack.push_async_callback(identity_client.aclose)
+    authenticator = build_authenticator(settings, identity_client, clock)
+    parts.start_soon(authenticator.warm, name="oauth-keys")
     if database.dialect.name == "sqlite":
         parts.start_soon(checkpoint_wal, database)
     tools = ToolWatch(database, now)
@@ -238,7 +245,7 @@ async def _start(
         scheduler.schedule(upcoming)
     gateway = Gateway(
         servers=servers,
-        agents={a.token.get_secret_value(): a.name for a in settings.agents},
+        authenticator=authenticator,
         audit=audit,
         limiter=RateLimiter(),
         allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
@@ -251,7 +258,9 @@ async def _start(
     approvers = TokenBook(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
     )
-    return Runtime(database, audit, gateway, approvals, approvers, tools, watcher, parts, webhooks, slack)
+    return Runtime(
+        database, audit, gateway, approvals, approvers, tools, watcher, parts, identity_client, webhooks, slack
+    )
 
 
 def _record_loaded(database: Engine, policies: dict[str, Policy]) -> None:

@@ -28,3 +28,20 @@ class UpstreamFailed(UpstreamUnavailable):
     """
 
     state = "failed"
+
+
+class IssuerUnavailable(IntegrationError, ConnectionError):
+    """Raised when an OAuth/OpenID issuer's metadata or signing keys cannot be fetched (the provider is down)."""
+
+    def __init__(self, issuer: str, detail: str) -> None:
+        super().__init__(f"the identity provider {issuer} cannot be reached: {detail}")
+        self.issuer = issuer
+        self.detail = detail
+
+
+class InvalidToken(IntegrationError, ValueError):
+    """Raised when a JWT (an access token or an ID token) fails validation; the message never holds the token."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

@@ -25,7 +25,8 @@ async def healthz(request: Request) -> Response:
         else:
             servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
         servers[name]["policy"] = running.watcher.files[name].health(served.policy)
-    healthy = all(s["ready"] for s in servers.values())
+    auth = running.gateway.authenticator.health()  # [auth]'s identity provider: down, only access tokens fail
+    healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"])
     audit = running.audit.health()
     parts = running.parts.health()
     failing = not (audit["ok"] and parts["ok"])
@@ -39,6 +40,8 @@ async def healthz(request: Request) -> Response:
         "tool_pins": running.tools.health(),
         "active_grants": len(running.approvals.grants),
     }
+    if auth is not None:
+        detail["auth"] = auth
     if running.webhooks is not None:
         hooks = running.webhooks
         detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}

@@ -8,6 +8,7 @@ The routes (the API, the web page, /healthz, /metrics) read the running parts fr
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx2
 from sqlalchemy.engine import Engine
 from starlette.requests import HTTPConnection
 
@@ -39,6 +40,7 @@ class Runtime:
     tools: ToolWatch
     watcher: PolicyWatcher
     parts: Parts
+    identity_client: httpx2.AsyncClient  # for the identity provider of [auth] and [web.oidc]
     webhooks: WebhookNotifier | None = None
     slack: "SlackIntegration | None" = None
 

@@ -74,7 +74,47 @@ class GatewaySettings(_Model):
 
 class AgentSettings(_Model):
     name: str = Field(min_length=1)
-    token: SecretStr  # length and uniqueness: `token_faults`, so one start lists every token fault
+    # Length and uniqueness: `token_faults`, so one start lists every token fault. Optional only with [auth]:
+    # an agent that signs in with OAuth access tokens needs no static one.
+    token: SecretStr | None = None
+
+
+def _http_url(value: str, what: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{what} must start with https:// (or http:// on loopback)")
+    return value
+
+
+class AuthSettings(_Model):
+    """`[auth]`: agents may bring OAuth 2.1 access tokens (JWTs) from this issuer, issued for `audience`."""
+
+    issuer: str
+    audience: str
+    agent_claim: str = Field(default="sub", min_length=1)
+    groups_claim: str = Field(default="groups", min_length=1)
+    allow_unlisted: bool = False  # an identity no [[agents]] entry names: refused (403) unless this is true
+    scopes: tuple[str, ...] = ()  # scopes every token must carry (its `scope` or `scp` claim); none: any token
+
+    @field_validator("issuer", "audience")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value, "issuer and audience")
+
+
+class OidcSettings(_Model):
+    """`[web.oidc]`: approvers sign in to the web page at this OpenID provider (authorization code + PKCE)."""
+
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None  # None: a public client (PKCE only)
+    approver_claim: str = Field(default="preferred_username", min_length=1)
+    groups_claim: str | None = None  # a claim whose values add to the approver's configured groups
+    scopes: tuple[str, ...] = ("openid", "profile")
+
+    @field_validator("issuer")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value, "issuer")
 
 
 class ApproverSettings(_Model):
@@ -129,6 +169,8 @@ class WebSettings(_Model):
     # Signs the web page's session cookies. Unset: a random one per process (a warning at start), so
     # sign-ins end at a restart and do not carry across replicas.
     session_secret: SecretStr | None = None
+    token_login: bool = True  # approvers may sign in with their token; false: single sign-on only
+    oidc: OidcSettings | None = None
 
     @field_validator("session_secret")
     @classmethod
@@ -146,6 +188,7 @@ class Settings(_Model):
     slack: SlackSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
     web: WebSettings = WebSettings()
+    auth: AuthSettings | None = None
     source: str = "<defaults>"
     demo: bool = False
 
@@ -159,6 +202,15 @@ class Settings(_Model):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: duplicate name(s) {', '.join(duplicates)}")
+        if self.auth is None:
+            tokenless = [a.name for a in self.agents if a.token is None]
+            if tokenless:
+                raise ValueError(
+                    f"agents {', '.join(tokenless)}: no `token`; an agent needs one unless [auth] lets agents bring"
+                    " OAuth access tokens"
+                )
+        if not self.web.token_login and self.web.oidc is None:
+            raise ValueError("web.token_login is false and [web.oidc] is not set, so no approver could sign in")
         return self
 
     @property

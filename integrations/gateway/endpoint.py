@@ -38,7 +38,7 @@ from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
-from integrations.tokens import TokenBook
+from integrations.oauth import Authenticator, Refusal
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
@@ -179,7 +179,7 @@ class Gateway:
         self,
         *,
         servers: Mapping[str, Served],
-        agents: Mapping[str, str],
+        authenticator: Authenticator,
         audit: AuditWriter,
         limiter: RateLimiter,
         allowed_origins: Iterable[str] = (),
@@ -190,7 +190,8 @@ class Gateway:
         tools: ToolWatch | None = None,
     ) -> None:
         self.servers = dict(servers)
-        self._agents = TokenBook(agents.items())
+        # Static agent tokens and, with [auth], OAuth access tokens (integrations/oauth).
+        self.authenticator = authenticator
         self._audit = audit
         self._limiter = limiter
         self._allowed_origins = frozenset(allowed_origins)
@@ -212,9 +213,10 @@ class Gateway:
         await send_reply(reply, send, receive)
 
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> "Reply | _Held":
-        identity = self._agents.lookup(headers.get("authorization", ""))
-        if identity is None:
-            return _http_error(401, "Missing or invalid bearer token", [("www-authenticate", 'Bearer realm="signoff"')])
+        caller = await self.authenticator.authenticate(headers.get("authorization", ""), server, headers.get("host"))
+        if isinstance(caller, Refusal):
+            return _http_error(caller.status, caller.message, list(caller.headers))
+        identity = caller.name
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self._allowed_origins):
             return _http_error(403, f"Origin {origin!r} is not allowed")

@@ -20,6 +20,7 @@ from integrations.settings import Settings
 from integrations.web.auditlog import build_audit_routes
 from integrations.web.decisions import build_decision_routes
 from integrations.web.identity import Identities
+from integrations.web.oidc import OidcSignIn, build_oidc_routes
 from integrations.web.pages import Pages, SecurityHeaders
 from integrations.web.sessions import SESSION_HOURS, SessionBook
 from integrations.web.signin import build_signin_routes
@@ -57,8 +58,11 @@ def build_web_routes(settings: Settings, *, clock: Callable[[], float] = time.ti
     approvers = (Approver(a.name, a.groups) for a in settings.approvers)
     pages = Pages(Identities(approvers, SessionBook(clock)), middleware)
     static = StaticFiles(directory=Path(__file__).parent / "static")
+    oidc = settings.web.oidc
+    sso = build_oidc_routes(pages, OidcSignIn(oidc, settings.gateway.public_url, clock)) if oidc else []
     return [
-        *build_signin_routes(pages, SignInThrottle(clock=clock)),
+        *build_signin_routes(pages, SignInThrottle(clock=clock), token_login=settings.web.token_login, sso=bool(sso)),
+        *sso,
         *build_decision_routes(pages),
         *build_audit_routes(pages),
         Mount("/static", app=static, name="static"),

@@ -107,12 +107,20 @@ class Identities:
         if found is None or approver is None:
             del request.session["sid"]  # the browser may as well forget it
             return None
+        extra = request.session.get("groups")
+        if found.method == "oidc" and isinstance(extra, list):  # the provider's groups, kept in the signed cookie
+            approver = with_groups(approver, frozenset(g for g in extra if isinstance(g, str)))
         return Identity(approver, found.method)
 
     async def _end(self, request: Request, reason: EndReason) -> None:
         session_id = request.session.get("sid")
         if isinstance(session_id, str):
             await self.book.end(_engine(request), session_id, reason)
+
+
+def with_groups(approver: Approver, groups: frozenset[str]) -> Approver:
+    """`approver` with `groups` added to those the config gives it."""
+    return Approver(approver.name, tuple(sorted(set(approver.groups) | groups))) if groups else approver
 
 
 def _engine(request: Request) -> Engine:

@@ -1,5 +1,6 @@
-"""Signing in and out of the web page. Signing in with the approver token is one `SignInMethod`; another
-(OIDC) would add its own routes here and end, like this one, in `Identities.sign_in`.
+"""Signing in and out of the web page. Signing in with the approver token is one `SignInMethod` (and can be
+switched off: `[web] token_login = false`); single sign-on (`oidc.py`) has its own routes and ends, like this one,
+in `Identities.sign_in`.
 
 Failed token sign-ins are throttled (`throttle.py`) and logged with the client's address, never the token.
 """
@@ -18,7 +19,12 @@ from integrations.web.throttle import Blocked, Scope, SignInThrottle, client_key
 logger = logging.getLogger(__name__)
 
 
-def build_signin_routes(pages: Pages, throttle: SignInThrottle) -> list[BaseRoute]:
+def build_signin_routes(
+    pages: Pages, throttle: SignInThrottle, *, token_login: bool = True, sso: bool = False
+) -> list[BaseRoute]:
+    """The sign-in and sign-out routes; `token_login` allows the approver token, `sso` offers `/login/oidc`."""
+    methods = {"token_login": token_login, "sso": sso}
+
     def token_sign_in(request: Request) -> TokenSignIn:
         return TokenSignIn(runtime(request).approvers)
 
@@ -29,9 +35,16 @@ def build_signin_routes(pages: Pages, throttle: SignInThrottle) -> list[BaseRout
         target = safe_next(request.query_params.get("next"))
         if await pages.identities.current(request) is not None:
             return RedirectResponse(target, status_code=303)
-        return pages.render(request, "login.html", {"next": target})
+        return pages.render(request, "login.html", {"next": target, **methods})
 
     async def login(request: Request) -> Response:
+        if not token_login:
+            return pages.refuse(
+                request,
+                403,
+                "Token sign-in is off",
+                "This signoff takes no approver tokens on the web page: sign in with single sign-on.",
+            )
         client = client_key(request.client.host if request.client else None)
         # Refused before the form is even read: while blocked, no token is checked, so guessing learns nothing.
         blocked = throttle.blocked(client)
@@ -42,14 +55,16 @@ def build_signin_routes(pages: Pages, throttle: SignInThrottle) -> list[BaseRout
         target = safe_next(raw_next if isinstance(raw_next, str) else None)
         if not csrf_ok(request, form.get("csrf")):
             error = "The sign-in form had expired. Please try again."
-            return pages.render(request, "login.html", {"next": target, "error": error}, status_code=403)
+            context = {"next": target, "error": error, **methods}
+            return pages.render(request, "login.html", context, status_code=403)
         method = token_sign_in(request)
         approver = method.identify(secret) if isinstance(secret, str) else None
         if approver is None:
             # No await between `blocked` above and `failed` here, so concurrent guesses cannot slip past the limit.
             _record_failure(throttle, client)
             error = "That is not an approver token in this signoff's configuration."
-            return pages.render(request, "login.html", {"next": target, "error": error}, status_code=401)
+            context = {"next": target, "error": error, **methods}
+            return pages.render(request, "login.html", context, status_code=401)
         throttle.succeeded(client)
         await pages.identities.sign_in(request, approver, method.name)
         logger.info("Web sign-in: %s (%s) from %s", approver.name, method.name, client)

@@ -144,14 +144,20 @@ def polling_http_app(retry_ms: int = 50) -> ASGIApp:
     )
 
 
-@asynccontextmanager
-async def serve_http(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve any ASGI app with uvicorn on a free loopback port, lifespan on; yield its base URL."""
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, for `serve_http` (bound first when the URL must be known early)."""
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it every
     # response waits ~40 ms for a delayed ACK (uvicorn writes the head and the body separately).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def serve_http(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve any ASGI app with uvicorn on a free loopback port (or on `sock`), lifespan on; yield its base URL."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     # log_config=None: uvicorn's own errors propagate to the root logger, where pytest's caplog sees them.
     config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", log_config=None)
