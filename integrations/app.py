@@ -36,11 +36,12 @@ from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
 from integrations.gateway.holding import ApprovalDesk
+from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.notifiers import Fanout
-from integrations.preflight import load_policies
-from integrations.reloading import PolicyWatcher
+from integrations.preflight import agent_rights, load_policy_set
+from integrations.reloading import PolicyWatcher, Slot
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.supervision import Parts
@@ -134,7 +135,8 @@ def create_app(
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
     pins are; tests pass their own.
     """
-    policies = load_policies(settings)
+    policy_set = load_policy_set(settings)
+    policies = policy_set.servers
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -145,38 +147,58 @@ def create_app(
             append(
                 session,
                 [
-                    AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
-                    for name, p in policies.items()
+                    *(
+                        AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
+                        for name, p in policies.items()
+                    ),
+                    *(
+                        AuditRecord(
+                            kind=AuditKind.POLICY_LOADED,
+                            server=server,
+                            identity=agent,
+                            policy_version=p.digest,
+                            detail=f"{p.source} (agent {agent}'s own)",
+                        )
+                        for (server, agent), p in policy_set.agents.items()
+                    ),
                 ],
             )
             session.commit()
         audit = AuditWriter(engine)
         timeout = settings.gateway.upstream_timeout
         servers = {
-            s.name: Served(upstream=build_upstream(s, timeout), policy=policies[s.name]) for s in settings.servers
+            s.name: Served(
+                upstream=build_upstream(s, timeout),
+                policy=policies[s.name],
+                agent_policies={agent: p for (server, agent), p in policy_set.agents.items() if server == s.name},
+            )
+            for s in settings.servers
         }
         tools = ToolWatch(engine, now)
         await tools.load({name: p.digest for name, p in policies.items()})
 
-        def reloaded(server: str, old: Policy, new: Policy) -> None:
+        def reloaded(slot: Slot, old: Policy, new: Policy) -> None:
             audit.record(
                 AuditRecord(
                     kind=AuditKind.POLICY_RELOADED,
-                    server=server,
+                    server=slot.server,
+                    identity=slot.agent or "",
                     policy_version=new.digest,
                     actor="signoff",
                     outcome="reloaded",
                     detail=f"{new.source}: version {new.digest} replaces {old.digest}",
                 )
             )
-            tools.recheck(server, new.digest)  # a new policy version re-checks drifted tools
+            if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
+                tools.recheck(slot.server, new.digest)
 
-        def refused(server: str, error: str) -> None:
+        def refused(slot: Slot, error: str) -> None:
             audit.record(
                 AuditRecord(
                     kind=AuditKind.POLICY_REFUSED,
-                    server=server,
-                    policy_version=servers[server].policy.digest,
+                    server=slot.server,
+                    identity=slot.agent or "",
+                    policy_version=watcher.policy(slot).digest,
                     actor="signoff",
                     outcome="refused",
                     detail=f"the previous policy keeps serving: {error}"[:2000],
@@ -185,7 +207,10 @@ def create_app(
 
         watcher = PolicyWatcher(
             servers,
-            {s.name: Path(s.policy) for s in settings.servers},
+            {
+                **{Slot(s.name): Path(s.policy) for s in settings.servers},
+                **{Slot(server, a.name): Path(path) for a in settings.agents for server, path in a.policies.items()},
+            },
             on_reload=reloaded,
             on_refused=refused,
             interval=settings.gateway.policy_poll,
@@ -194,6 +219,8 @@ def create_app(
         gateway = Gateway(
             servers=servers,
             agents={a.token.get_secret_value(): a.name for a in settings.agents},
+            owners=SessionOwners(engine, now),
+            rights=agent_rights(settings),
             audit=audit,
             limiter=RateLimiter(),
             allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
@@ -284,7 +311,11 @@ def create_app(
                 servers[name] = {"transport": "stdio", **upstream.health(), "policy_version": served.policy.digest}
             else:
                 servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
-            servers[name]["policy"] = watcher.files[name].health(served.policy)
+            servers[name]["policy"] = watcher.files[Slot(name)].health(served.policy)
+            if served.agent_policies:
+                servers[name]["agent_policies"] = {
+                    agent: watcher.files[Slot(name, agent)].health(p) for agent, p in served.agent_policies.items()
+                }
         healthy = all(s["ready"] for s in servers.values())
         drifted = sorted(f"{server}/{tool}" for server, tool in request.app.state.tools.drifted)
         audit = request.app.state.audit.health()

@@ -34,12 +34,14 @@ from integrations.gateway.drift import ToolWatch
 from integrations.gateway.forwarding import Outbound, checked, send_call, send_reply, unchanged, unless_gone
 from integrations.gateway.grants import ActiveGrant
 from integrations.gateway.holding import ApprovalDesk
+from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
+from integrations.gateway.rights import Rights
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.tokens import TokenBook
-from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
+from policies import Allow, Caller, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
 from policies.model import reason_of
@@ -48,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 UPSTREAM_ERROR = -32000  # implementation-defined server error: the upstream's answer was unusable or missing
-MAX_TRACKED_SESSIONS = 100_000
 MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -62,13 +63,19 @@ _KIND: dict[type, AuditKind] = {
 
 @dataclass(slots=True)
 class Served:
-    """One upstream as the gateway serves it: the connection and the policy in force.
+    """One upstream as the gateway serves it: the connection, the policy in force, and agents' own policies.
 
-    A policy reload replaces `policy` (one assignment); each request reads it once, when it starts.
+    An agent with a policy of its own in `agent_policies` is judged by it alone, instead of by `policy`. A policy
+    reload replaces one of them (one assignment); each request reads its policy once, when it starts.
     """
 
     upstream: Upstream
     policy: Policy
+    agent_policies: dict[str, Policy] = field(default_factory=dict)
+
+    def policy_for(self, agent: str) -> Policy:
+        """The policy `agent`'s calls on this server are judged by: its own, if it has one, else the server's."""
+        return self.agent_policies.get(agent, self.policy)
 
 
 @dataclass(slots=True)
@@ -77,10 +84,10 @@ class _Exchange:
 
     server: str
     served: Served
-    identity: str
+    caller: Caller
     headers: dict[str, str]
     message: Message
-    policy: Policy  # the policy in force when the request arrived, kept for its whole life
+    policy: Policy  # the caller's policy in force when the request arrived, kept for its whole life
     version: str | None = None  # the client's 2026-07-28-era revision, once its request passed that revision's checks
     started: float = field(default_factory=time.perf_counter)
     receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
@@ -88,6 +95,10 @@ class _Exchange:
     @property
     def modern(self) -> bool:
         return self.version is not None
+
+    @property
+    def identity(self) -> str:
+        return self.caller.name
 
     def outbound(self, body: bytes, tool: str) -> "Outbound":
         return Outbound(self.server, tool, self.served.upstream, body, self.headers, self.identity, self.message)
@@ -180,6 +191,7 @@ class Gateway:
         *,
         servers: Mapping[str, Served],
         agents: Mapping[str, str],
+        owners: SessionOwners,
         audit: AuditWriter,
         limiter: RateLimiter,
         allowed_origins: Iterable[str] = (),
@@ -188,9 +200,14 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         desk: ApprovalDesk | None = None,
         tools: ToolWatch | None = None,
+        rights: Mapping[str, Rights] | None = None,
     ) -> None:
+        """`agents` maps each static token to its agent's name, `rights` each agent's name to what it may do (an
+        agent without an entry may reach every server, in no group); `owners` keeps who each session is whose."""
         self.servers = dict(servers)
         self._agents = TokenBook(agents.items())
+        self._rights = dict(rights or {})
+        self._owners = owners
         self._audit = audit
         self._limiter = limiter
         self._allowed_origins = frozenset(allowed_origins)
@@ -199,7 +216,6 @@ class Gateway:
         self._clock = clock
         self.desk = desk
         self.tools = tools
-        self._session_owner: dict[str, str] = {}
         self.counts: dict[tuple[str, str], int] = {}
 
     # -- ASGI ------------------------------------------------------------------------------------
@@ -211,10 +227,15 @@ class Gateway:
             reply = await reply.later()
         await send_reply(reply, send, receive)
 
+    def rights_of(self, agent: str) -> Rights:
+        """What `agent` may do: its configured rights, else every server, in no group."""
+        return self._rights.get(agent) or Rights(Caller(agent))
+
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
         identity = self._agents.lookup(headers.get("authorization", ""))
         if identity is None:
             return _http_error(401, "Missing or invalid bearer token", [("www-authenticate", 'Bearer realm="signoff"')])
+        rights = self.rights_of(identity)
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self._allowed_origins):
             return _http_error(403, f"Origin {origin!r} is not allowed")
@@ -225,24 +246,57 @@ class Gateway:
         if served is None:
             known = ", ".join(sorted(self.servers)) or "none"
             return json_reply(rpc_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
+        if not rights.may_reach(server):  # before anything goes upstream, whatever the method
+            return self._unreachable(rights, server, method)
         session_id = headers.get("mcp-session-id")
-        if session_id is not None and self._session_owner.get(session_id, identity) != identity:
-            return json_reply(rpc_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
+        if session_id is not None:
+            refused = await self._check_session(session_id, identity, server)
+            if refused is not None:
+                return refused
         try:
             if method == "POST":
-                return await self._post(server, served, identity, headers, receive)
+                return await self._post(server, served, rights.caller, headers, receive)
             if method == "GET":
                 return await served.upstream.get(headers, identity)
             if method == "DELETE":
                 reply = await served.upstream.delete(headers, identity)
                 if session_id is not None and reply.status < 300:
-                    self._session_owner.pop(session_id, None)
+                    await self._owners.release(session_id)
                 return reply
         except UpstreamUnavailable as exc:
             return json_reply(rpc_error(None, -32000, str(exc)), 502)
         return _http_error(
             405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
         )
+
+    def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
+        """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited."""
+        agent = rights.caller.name
+        reachable = ", ".join(rights.reachable(self.servers)) or "none"
+        why = f"agent {agent!r} may not reach server {server!r}; it may reach: {reachable}"
+        key = (server, AuditKind.SERVER_REFUSED.value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self._audit.record(
+            AuditRecord(
+                kind=AuditKind.SERVER_REFUSED,
+                server=server,
+                identity=agent,
+                outcome="refused",
+                detail=f"{method}: {why}",
+            )
+        )
+        return json_reply(rpc_error(None, INVALID_REQUEST, f"Forbidden: {why}"), 403)
+
+    async def _check_session(self, session_id: str, agent: str, server: str) -> Reply | None:
+        """Why a request in session `session_id` is refused (another agent's, or no live session), or None."""
+        owner = await self._owners.owner(session_id)
+        if owner is not None and owner.agent != agent:
+            return json_reply(rpc_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
+        if owner is None or owner.server != server:
+            # As a server answers a session id it does not know (MCP Streamable HTTP): the client opens a new one.
+            gone = "Session not found: it ended or expired; start a new session with initialize"
+            return json_reply(rpc_error(None, INVALID_REQUEST, gone), 404)
+        return None
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
@@ -269,8 +323,9 @@ class Gateway:
     # -- POST ------------------------------------------------------------------------------------
 
     async def _post(
-        self, server: str, served: Served, identity: str, headers: dict[str, str], receive: Receive
+        self, server: str, served: Served, caller: Caller, headers: dict[str, str], receive: Receive
     ) -> Reply:
+        identity = caller.name
         with anyio.move_on_after(self._body_timeout) as reading:  # a body that trickles must not hold a request
             body = await self._read_body(headers, receive)
         if reading.cancelled_caught:
@@ -290,7 +345,8 @@ class Gateway:
             request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
             return json_reply(rpc_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get(VERSION_HEADER)
-        exchange = _Exchange(server, served, identity, headers, message, served.policy, receive=receive)
+        policy = served.policy_for(identity)
+        exchange = _Exchange(server, served, caller, headers, message, policy, receive=receive)
         if is_modern(version) and "method" in message:
             # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
             # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
@@ -321,27 +377,35 @@ class Gateway:
 
             rewrite: Callable[[Message], Message | None] = unchanged
             if method == "tools/list":
-                rewrite = partial(self._filter_tools, server=server, policy=exchange.policy)
+                rewrite = partial(self._filter_tools, server=server, policy=exchange.policy, modern=exchange.modern)
             reply = await checked(reply, request_id, rewrite, failed)
         if method == "initialize":
-            self._track_session(reply, identity)
+            await self._track_session(reply, identity, server)
         return reply
 
-    def _track_session(self, reply: Reply, identity: str) -> None:
+    async def _track_session(self, reply: Reply, identity: str, server: str) -> None:
+        """Record the session the upstream opened as `identity`'s, before the answer that names it leaves."""
         for name, value in reply.headers:
             if name == "mcp-session-id":
-                if len(self._session_owner) >= MAX_TRACKED_SESSIONS:
-                    self._session_owner.pop(next(iter(self._session_owner)))
-                self._session_owner[value] = identity
+                await self._owners.claim(value, identity, server)
 
-    def _filter_tools(self, message: Message, server: str, policy: Policy) -> Message | None:
+    def _filter_tools(self, message: Message, server: str, policy: Policy, modern: bool) -> Message | None:
+        """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.
+
+        A 2026-07-28 result is marked `cacheScope: "private"`, always: the list is the caller's, computed under its
+        own policy (an agent's own, or the server's), and whether anyone else would get the same one depends on
+        every other agent's rights, which can change with a policy reload. "private" keeps a shared cache (a
+        gateway or proxy in front) from serving one agent's list to another, while the client's own cache still
+        works; an upstream's "public" described the upstream's list, not this one.
+        """
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return None
         listed = result["tools"]
         drifted = self.tools.observe(server, policy, listed) if self.tools is not None else frozenset()
+        private = modern and result.get("cacheScope") != "private"
         if policy.shadow:  # nothing is enforced, so nothing is left out
-            return None
+            return {**message, "result": {**result, "cacheScope": "private"}} if private else None
 
         def left_out(tool: Any) -> bool:
             if not isinstance(tool, dict):
@@ -350,9 +414,9 @@ class Gateway:
             return is_hidden(policy, name) or (name in drifted and not is_shadowed(policy, name))
 
         tools = [t for t in listed if not left_out(t)]
-        if len(tools) == len(listed):
+        if len(tools) == len(listed) and not private:
             return None
-        return {**message, "result": {**result, "tools": tools}}
+        return {**message, "result": {**result, "tools": tools, **({"cacheScope": "private"} if modern else {})}}
 
     async def _call_tool(self, exchange: _Exchange, body: bytes) -> Reply:
         message = exchange.message
@@ -365,7 +429,8 @@ class Gateway:
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
             return json_reply(rpc_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.policy
-        call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
+        caller = exchange.caller
+        call = ToolCall(exchange.server, name, arguments, caller.name, caller.groups)
         unfit = _tool_name_problem(name)
         if unfit is not None:  # no server has such a tool, and no row could hold its name as sent
             self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)

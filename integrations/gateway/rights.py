@@ -1,0 +1,38 @@
+"""Who may reach what: an agent's identity (name and groups), the servers it may reach, and its own policies.
+
+Plain values built from the config at start (`integrations.preflight.agent_rights`); the gateway reads them on
+every request and never looks anything up itself. Whatever proves who an agent is (a static token, an OAuth
+access token) ends in the same `Caller` and looks its `Rights` up by the agent's name.
+"""
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from policies import Caller, Policy
+
+__all__ = ["Rights", "own_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rights:
+    """What one agent may do: who it is (`caller`), and the servers it may reach (None: all of them)."""
+
+    caller: Caller
+    servers: frozenset[str] | None = None
+
+    def may_reach(self, server: str) -> bool:
+        return self.servers is None or server in self.servers
+
+    def reachable(self, served: Iterable[str]) -> list[str]:
+        """The servers of `served` this agent may reach, sorted."""
+        return sorted(name for name in served if self.may_reach(name))
+
+
+def own_policy(policy: Policy, agent: str) -> Policy:
+    """`policy` as `agent`'s own policy for a server: the same rules, its limits counted in a budget of its own.
+
+    An agent's own policy replaces the server's for that agent, so a budget it shares by name (a `global` counter
+    `all`, say) must not be drawn from the server policy's, which every other agent spends.
+    """
+    return dataclasses.replace(policy, counters=f"agent:{agent}")
