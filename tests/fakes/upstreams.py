@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import uvicorn
-from mcp.server.caching import CacheHint
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import (
@@ -49,7 +49,9 @@ def build_everything_server(state: EverythingState | None = None, *, public_list
     """A server with one of each MCP feature; pass `state` to observe its side effects. With `public_lists`, its
     2026-07-28 `tools/list` results say `cacheScope: "public"` (the SDK's default is "private")."""
     state = state if state is not None else EverythingState()
-    hints = {"tools/list": CacheHint(ttl_ms=60_000, scope="public")} if public_lists else None
+    hints: dict[CacheableMethod, CacheHint] | None = None
+    if public_lists:
+        hints = {"tools/list": CacheHint(ttl_ms=60_000, scope="public")}
     server = MCPServer("everything", version="1.0.0", cache_hints=hints)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True), description="Echo the text back.")

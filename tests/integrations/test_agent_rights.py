@@ -31,7 +31,9 @@ SERVER_POLICY = {
         "counter": {"limits": [{"counter": "calls", "window": "minute", "max": 1, "scope": "global"}]},
     },
 }
-ALPHAS_OWN = {  # alpha's own policy for ev: other hides, another deny, the same limit in a budget of its own
+ALPHAS_OWN: dict[
+    str, Any
+] = {  # alpha's own policy for ev: other hides, another deny, the same limit in a budget of its own
     "version": "1",
     "default": "deny",
     "hide": ["echo"],
