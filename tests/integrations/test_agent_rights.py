@@ -1,6 +1,9 @@
 """Per-agent rights over loopback: the servers an agent may reach, its own policies, conditions on the caller."""
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +23,8 @@ from tests.conftest import AGENT_TOKEN, OTHER_TOKEN
 from tests.fakes.upstreams import everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVER_POLICY = {
     "version": "1",
@@ -312,3 +317,27 @@ def test_explain_as_an_agent_refuses_a_server_it_may_not_reach(
 
     assert code == 2
     assert err == "signoff: agent 'ci-bot' may not reach server 'memory'; it may reach: postgres\n"
+
+
+def test_serve_says_at_start_which_servers_each_agent_may_reach(tmp_path: Path) -> None:
+    config = config_with(
+        tmp_path, 'groups = ["automation"]\nservers = ["postgres"]\npolicies = { postgres = "p.json" }'
+    )
+    with config.open("a") as more:
+        more.write('[[agents]]\nname = "claude-desktop"\ntoken = "claude-desktop-token-0123"\n')
+    command = [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve", "--port", "0"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+    with subprocess.Popen(
+        command, cwd=tmp_path, env={**clean, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            banner = [process.stdout.readline() for _ in range(3)]  # printed before uvicorn starts
+        finally:
+            process.kill()
+
+    assert banner == [
+        "agents and the servers each may reach:\n",
+        "  ci-bot         : postgres (its own policy)   groups: automation\n",
+        "  claude-desktop : postgres, memory\n",
+    ]
