@@ -377,7 +377,7 @@ class Gateway:
 
             rewrite: Callable[[Message], Message | None] = unchanged
             if method == "tools/list":
-                rewrite = partial(self._filter_tools, server=server, policy=exchange.policy, modern=exchange.modern)
+                rewrite = partial(self._filter_tools, exchange=exchange)
             reply = await checked(reply, request_id, rewrite, failed)
         if method == "initialize":
             await self._track_session(reply, identity, server)
@@ -389,7 +389,7 @@ class Gateway:
             if name == "mcp-session-id":
                 await self._owners.claim(value, identity, server)
 
-    def _filter_tools(self, message: Message, server: str, policy: Policy, modern: bool) -> Message | None:
+    def _filter_tools(self, message: Message, exchange: _Exchange) -> Message | None:
         """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.
 
         A 2026-07-28 result is marked `cacheScope: "private"`, always: the list is the caller's, computed under its
@@ -401,8 +401,10 @@ class Gateway:
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return None
-        listed = result["tools"]
-        drifted = self.tools.observe(server, policy, listed) if self.tools is not None else frozenset()
+        listed, policy, modern = result["tools"], exchange.policy, exchange.modern
+        drifted = frozenset[str]()
+        if self.tools is not None:
+            drifted = self.tools.observe(exchange.server, policy, listed, exchange.served.policy.digest)
         private = modern and result.get("cacheScope") != "private"
         if policy.shadow:  # nothing is enforced, so nothing is left out
             return {**message, "result": {**result, "cacheScope": "private"}} if private else None

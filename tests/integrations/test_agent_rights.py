@@ -13,8 +13,10 @@ import anyio
 import httpx2
 import pytest
 from mcp_types import CallToolResult, TextContent
+from sqlmodel import Session, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from approvals.models import ToolPin
 from integrations.cli import main
 from integrations.errors import ConfigError
 from integrations.settings import load_settings
@@ -341,3 +343,16 @@ def test_serve_says_at_start_which_servers_each_agent_may_reach(tmp_path: Path) 
         "  ci-bot         : postgres (its own policy)   groups: automation\n",
         "  claude-desktop : postgres, memory\n",
     ]
+
+
+async def test_tools_an_agent_lists_under_its_own_policy_are_pinned_under_the_servers_policy(signoff: Any) -> None:
+    async with upstreams() as (servers, _), signoff(servers, agents=AGENTS) as running:
+        async with running.client("ev") as alpha:
+            with anyio.fail_after(20):
+                await alpha.list_tools()
+        await running.app.state.tools.flush()
+        with Session(running.app.state.engine) as db:
+            versions = {pin.policy_version for pin in db.exec(select(ToolPin)).all()}
+
+    # The server's next start re-checks pins whose version is not its policy's: alpha's would accept any drift.
+    assert versions == {load_policy(json.dumps(SERVER_POLICY)).digest}
