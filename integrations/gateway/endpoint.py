@@ -37,7 +37,7 @@ from integrations.gateway.holding import ApprovalDesk
 from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
-from integrations.gateway.rights import Rights
+from integrations.gateway.rights import Rights, unreachable
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.tokens import TokenBook
@@ -202,8 +202,7 @@ class Gateway:
         tools: ToolWatch | None = None,
         rights: Mapping[str, Rights] | None = None,
     ) -> None:
-        """`agents` maps each static token to its agent's name, `rights` each agent's name to what it may do (an
-        agent without an entry may reach every server, in no group); `owners` keeps who each session is whose."""
+        """`agents` maps static tokens to agents' names, `rights` names to what each may do; `owners` has sessions'."""
         self.servers = dict(servers)
         self._agents = TokenBook(agents.items())
         self._rights = dict(rights or {})
@@ -228,8 +227,7 @@ class Gateway:
         await send_reply(reply, send, receive)
 
     def rights_of(self, agent: str) -> Rights:
-        """What `agent` may do: its configured rights, else every server, in no group."""
-        return self._rights.get(agent) or Rights(Caller(agent))
+        return self._rights.get(agent) or Rights(Caller(agent))  # not configured: every server, in no group
 
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
         identity = self._agents.lookup(headers.get("authorization", ""))
@@ -250,9 +248,10 @@ class Gateway:
             return self._unreachable(rights, server, method)
         session_id = headers.get("mcp-session-id")
         if session_id is not None:
-            refused = await self._check_session(session_id, identity, server)
+            refused = await self._owners.refusal(session_id, identity, server)
             if refused is not None:
-                return refused
+                status, code, why = refused
+                return json_reply(rpc_error(None, code, why), status)
         try:
             if method == "POST":
                 return await self._post(server, served, rights.caller, headers, receive)
@@ -271,32 +270,11 @@ class Gateway:
 
     def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
         """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited."""
-        agent = rights.caller.name
-        reachable = ", ".join(rights.reachable(self.servers)) or "none"
-        why = f"agent {agent!r} may not reach server {server!r}; it may reach: {reachable}"
         key = (server, AuditKind.SERVER_REFUSED.value)
         self.counts[key] = self.counts.get(key, 0) + 1
-        self._audit.record(
-            AuditRecord(
-                kind=AuditKind.SERVER_REFUSED,
-                server=server,
-                identity=agent,
-                outcome="refused",
-                detail=f"{method}: {why}",
-            )
-        )
-        return json_reply(rpc_error(None, INVALID_REQUEST, f"Forbidden: {why}"), 403)
-
-    async def _check_session(self, session_id: str, agent: str, server: str) -> Reply | None:
-        """Why a request in session `session_id` is refused (another agent's, or no live session), or None."""
-        owner = await self._owners.owner(session_id)
-        if owner is not None and owner.agent != agent:
-            return json_reply(rpc_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
-        if owner is None or owner.server != server:
-            # As a server answers a session id it does not know (MCP Streamable HTTP): the client opens a new one.
-            gone = "Session not found: it ended or expired; start a new session with initialize"
-            return json_reply(rpc_error(None, INVALID_REQUEST, gone), 404)
-        return None
+        error, record = unreachable(rights, server, method, self.servers)
+        self._audit.record(record)
+        return json_reply(error, 403)
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
@@ -380,14 +358,18 @@ class Gateway:
                 rewrite = partial(self._filter_tools, exchange=exchange)
             reply = await checked(reply, request_id, rewrite, failed)
         if method == "initialize":
-            await self._track_session(reply, identity, server)
+            return await self._track_session(reply, identity, server)
         return reply
 
-    async def _track_session(self, reply: Reply, identity: str, server: str) -> None:
-        """Record the session the upstream opened as `identity`'s, before the answer that names it leaves."""
+    async def _track_session(self, reply: Reply, identity: str, server: str) -> Reply:
+        """Record the session the upstream opened as `identity`'s before the answer naming it leaves; one whose
+        owner cannot be recorded is not handed out, since no request in it could be checked."""
         for name, value in reply.headers:
-            if name == "mcp-session-id":
-                await self._owners.claim(value, identity, server)
+            if name == "mcp-session-id" and not await self._owners.claim(value, identity, server):
+                await reply.close()
+                failed = "signoff could not record the new session; retry initialize"
+                return json_reply(rpc_error(None, UPSTREAM_ERROR, failed), 503)
+        return reply
 
     def _filter_tools(self, message: Message, exchange: _Exchange) -> Message | None:
         """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.
@@ -402,9 +384,8 @@ class Gateway:
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return None
         listed, policy, modern = result["tools"], exchange.policy, exchange.modern
-        drifted = frozenset[str]()
-        if self.tools is not None:
-            drifted = self.tools.observe(exchange.server, policy, listed, exchange.served.policy.digest)
+        version = exchange.served.policy.digest  # pins are the server's, whoever lists
+        drifted = self.tools.observe(exchange.server, policy, listed, version) if self.tools else frozenset()
         private = modern and result.get("cacheScope") != "private"
         if policy.shadow:  # nothing is enforced, so nothing is left out
             return {**message, "result": {**result, "cacheScope": "private"}} if private else None

@@ -9,6 +9,7 @@ LIFETIME, after which the session is unknown: the agent gets 404 and opens a new
 """
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 import anyio
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from approvals.models import McpSession, utcnow
@@ -24,10 +26,13 @@ from integrations.database import serialised
 
 __all__ = ["LIFETIME", "Owner", "SessionOwners"]
 
+logger = logging.getLogger(__name__)
+
 # Long enough for a desktop client that stays open for days; a session past it is refused, and its client opens
 # a new one.
 LIFETIME = timedelta(days=7)
 MAX_CACHED = 100_000
+INVALID_REQUEST, UNAVAILABLE = -32600, -32000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +57,12 @@ class SessionOwners:
         self._lifetime = lifetime
         self._cache: dict[str, Owner] = {}  # digest -> owner, oldest first
 
-    async def claim(self, session_id: str, agent: str, server: str) -> None:
-        """Record that `agent` opened `session_id` on `server` (and clear away rows past their lifetime)."""
+    async def claim(self, session_id: str, agent: str, server: str) -> bool:
+        """Record that `agent` opened `session_id` on `server` (and clear away rows past their lifetime).
+
+        Returns:
+            Whether it was recorded (False: the database failed, which is logged).
+        """
         digest, now = _digest(session_id), self._now()
         owner = Owner(agent, server, now)
 
@@ -63,8 +72,13 @@ class SessionOwners:
                 db.merge(McpSession(id=digest, agent=agent, server=server, created_at=now))
                 db.commit()
 
-        await anyio.to_thread.run_sync(write)
+        try:
+            await anyio.to_thread.run_sync(write)
+        except SQLAlchemyError:
+            logger.exception("Recording the owner of a new session on %s failed", server)
+            return False
         self._remember(digest, owner)
+        return True
 
     async def owner(self, session_id: str) -> Owner | None:
         """Who `session_id` belongs to; None when no live session has that id (never opened here, ended, too old)."""
@@ -85,6 +99,21 @@ class SessionOwners:
             self._cache.pop(digest, None)
             return None
         return owner
+
+    async def refusal(self, session_id: str, agent: str, server: str) -> tuple[int, int, str] | None:
+        """Why `agent` may not send a request in `session_id` on `server`, as (HTTP status, JSON-RPC code, message):
+        another agent's session (403), no live session of that id there (404), or no way to tell now (503)."""
+        try:
+            owner = await self.owner(session_id)
+        except SQLAlchemyError:
+            logger.exception("Reading the owner of a session failed")
+            return 503, UNAVAILABLE, "signoff cannot check this session now; retry"
+        if owner is not None and owner.agent != agent:
+            return 403, INVALID_REQUEST, "This session belongs to another agent"
+        if owner is None or owner.server != server:
+            # As a server answers a session id it does not know (MCP Streamable HTTP): the client opens a new one.
+            return 404, INVALID_REQUEST, "Session not found: it ended or expired; start a new session with initialize"
+        return None
 
     async def release(self, session_id: str) -> None:
         """Forget `session_id`: its agent ended it."""

@@ -9,9 +9,14 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from approvals.audit import AuditRecord
+from approvals.models import AuditKind
+from integrations.gateway.wire import Message, rpc_error
 from policies import Caller, Policy
 
-__all__ = ["Rights", "own_policy"]
+__all__ = ["Rights", "own_policy", "unreachable"]
+
+INVALID_REQUEST = -32600
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +41,16 @@ def own_policy(policy: Policy, agent: str) -> Policy:
     `all`, say) must not be drawn from the server policy's, which every other agent spends.
     """
     return dataclasses.replace(policy, counters=f"agent:{agent}")
+
+
+def unreachable(rights: Rights, server: str, method: str, served: Iterable[str]) -> tuple[Message, AuditRecord]:
+    """The JSON-RPC error (sent with 403) and the audit record for an agent asking for a server outside its
+    `servers`: both name the servers it may reach, so the agent (or the person reading the log) can tell."""
+    agent, reachable = rights.caller.name, rights.reachable(served)
+    why = f"agent {agent!r} may not reach server {server!r}; it may reach: {', '.join(reachable) or 'none'}"
+    error = rpc_error(None, INVALID_REQUEST, f"Forbidden: {why}")
+    error["error"]["data"] = {"agent": agent, "server": server, "reachable": reachable}
+    record = AuditRecord(
+        kind=AuditKind.SERVER_REFUSED, server=server, identity=agent, outcome="refused", detail=f"{method}: {why}"
+    )
+    return error, record

@@ -151,9 +151,11 @@ async def test_an_agent_outside_a_servers_list_gets_403_naming_what_it_may_reach
 
     for refused in (posted, got, deleted):
         assert refused.status_code == 403
-        assert refused.json()["error"]["message"] == (
-            "Forbidden: agent 'alpha' may not reach server 'locked'; it may reach: ev, other"
-        )
+        assert refused.json()["error"] == {
+            "code": -32600,
+            "message": "Forbidden: agent 'alpha' may not reach server 'locked'; it may reach: ev, other",
+            "data": {"agent": "alpha", "server": "locked", "reachable": ["ev", "other"]},
+        }
     assert bravo.status_code == 200  # bravo may reach every server
     assert locked.requests == ["POST"]  # bravo's initialize; none of alpha's three
     assert [(r.server, r.identity, r.outcome) for r in rows] == [("locked", "alpha", "refused")] * 3

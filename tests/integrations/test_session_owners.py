@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from approvals.models import McpSession, utcnow
@@ -121,3 +122,20 @@ async def test_a_session_past_its_lifetime_is_refused_and_its_row_pruned(signoff
     assert fresh_ping.status_code == 200
     assert stale_ping.status_code == 404
     assert [(agent, server) for _, agent, server in left] == [("bravo", "ev")]
+
+
+async def test_without_the_session_table_no_session_is_handed_out_or_let_through(signoff: Any) -> None:
+    async with serve_http(everything_http_app()) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]
+        async with signoff(servers) as running:
+            with running.app.state.engine.begin() as db:
+                db.execute(text("DROP TABLE mcp_sessions"))
+            async with httpx2.AsyncClient(timeout=10, headers=as_agent(AGENT_TOKEN)) as http:
+                opened = await http.post(running.mcp_url("ev"), json=INITIALIZE)
+            unchecked = await ping(running, AGENT_TOKEN, "a-session-this-replica-has-not-seen")
+
+    assert opened.status_code == 503
+    assert "mcp-session-id" not in opened.headers
+    assert opened.json()["error"]["message"] == "signoff could not record the new session; retry initialize"
+    assert unchecked.status_code == 503
+    assert unchecked.json()["error"]["message"] == "signoff cannot check this session now; retry"
