@@ -22,8 +22,9 @@ from integrations.errors import ConfigError
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
 from integrations.settings import AgentSettings, ApproverSettings, Settings, approver_token, load_settings, named_config
-from policies import check_policy, format_fault
+from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
+from policies.pitfalls import unknown_callers
 
 EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
 
@@ -135,7 +136,8 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     errors = warnings = 0
     # With a config named, the approvers a policy names are checked too: each must be a configured name or group.
     config = named_config(args.config)
-    approvers = None
+    approvers: frozenset[str] | None = None
+    settings: Settings | None = None
     files = list(args.files)
     if config is not None or args.agent:
         settings = load_settings(config)
@@ -157,6 +159,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
             errors += 1
             continue
         faults = check_policy(text, source=str(path), approvers=approvers)
+        if settings is not None and not any(f.severity == "error" for f in faults):  # and caller names
+            groups = {g for a in settings.agents for g in a.groups}
+            faults += unknown_callers(load_policy(text, source=str(path)), [a.name for a in settings.agents], groups)
         for fault in faults:
             sys.stdout.write(format_fault(fault, str(path)) + "\n")
         file_errors = sum(1 for f in faults if f.severity == "error")

@@ -358,3 +358,30 @@ async def test_tools_an_agent_lists_under_its_own_policy_are_pinned_under_the_se
 
     # The server's next start re-checks pins whose version is not its policy's: alpha's would accept any drift.
     assert versions == {load_policy(json.dumps(SERVER_POLICY)).digest}
+
+
+def test_policy_check_with_a_config_warns_of_caller_names_no_agent_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_with(tmp_path, 'groups = ["automation"]')
+    typo = {
+        "version": "1",
+        "default": "allow",
+        "tools": {
+            "drop_table": {"deny_if": [{"caller": "agent", "op": "in", "value": ["ci-bto", "ci-bot"]}]},
+            "delete_record": {"require": [{"caller": "groups", "op": "contains", "value": "automaton"}]},
+        },
+    }
+    (tmp_path / "typo.json").write_text(json.dumps(typo))
+
+    code, out, _ = cli(["--config", str(config), "policy", "check", str(tmp_path / "typo.json")], capsys)
+
+    path = tmp_path / "typo.json"
+    assert code == 0  # warnings; --strict would fail
+    assert out.splitlines()[1:] == [
+        f'{path}: $.tools["drop_table"].deny_if[0].value: warning: "ci-bto" names no configured agent'
+        ' (hint: did you mean "ci-bot"? configured: ci-bot)',
+        f'{path}: $.tools["delete_record"].require[0].value: warning: no configured agent is in group "automaton"'
+        ' (hint: did you mean "automation"? configured: automation)',
+        "0 error(s), 2 warning(s) in 1 file(s)",
+    ]
