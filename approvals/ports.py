@@ -1,5 +1,6 @@
 """What the approval engine needs from the edges, as Protocols implemented in `integrations`."""
 
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 
@@ -12,3 +13,9 @@ class Notifier(Protocol):
     def publish(self, event: str, request: dict[str, Any]) -> None:
         """Queue `event` ("approval.requested", "approval.approved", ...) about `request` (its public JSON)."""
         ...
+
+
+class Spawner(Protocol):
+    """Starts background work: `integrations.supervision.Parts` (which restarts what fails), or a task group."""
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> Any: ...

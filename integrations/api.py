@@ -1,6 +1,6 @@
 """The JSON API: approval requests and their decisions (with grants), grants, tool drift, policy reloads, audit.
 
-Adapters only: decode the request, call one domain function through the desk, encode the answer. Domain
+Adapters only: decode the request, call one domain function through the approval engine, encode the answer. Domain
 errors map to HTTP statuses here and nowhere else.
 """
 
@@ -15,8 +15,10 @@ from starlette.routing import Route
 
 from approvals import grants, pins, service
 from approvals.audit import AUDIT_FILTERS, latest_events
+from approvals.engine import ApprovalEngine
 from approvals.errors import (
     AlreadyDecided,
+    ApprovalError,
     ApprovalNotFound,
     GrantEnded,
     GrantNotAllowed,
@@ -27,11 +29,8 @@ from approvals.errors import (
 from approvals.models import GrantStatus, ToolPin, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from integrations.bodies import json_object
-from integrations.gateway.drift import ToolWatch
-from integrations.gateway.endpoint import Gateway
-from integrations.gateway.holding import ApprovalDesk
-from integrations.reloading import Check, PolicyWatcher
-from integrations.tokens import TokenBook
+from integrations.reloading import Check
+from integrations.runtime import runtime
 from policies import parse_duration
 
 
@@ -53,14 +52,13 @@ def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
     return max(1, min(int(raw) if len(raw) <= 9 else most, most))  # int() refuses 4,300 digits and more
 
 
-def _desk(request: Request) -> ApprovalDesk:
-    desk: ApprovalDesk = request.app.state.desk
-    return desk
+def _engine(request: Request) -> ApprovalEngine:
+    return runtime(request).approvals
 
 
 def _approver(request: Request) -> service.Approver | Response:
     """The approver whose token the request carries, or the 401 to answer."""
-    approvers: TokenBook[service.Approver] = request.app.state.approvers
+    approvers = runtime(request).approvers
     approver = approvers.lookup(request.headers.get("authorization", ""))
     if approver is None:
         response = _problem(401, "Missing or invalid approver token")
@@ -69,7 +67,10 @@ def _approver(request: Request) -> service.Approver | Response:
     return approver
 
 
-def _approvers_only(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _approvers_only(endpoint: Endpoint) -> Endpoint:
     """Reading requests and the audit log needs an approver's token too: arguments and decisions are sensitive."""
 
     async def guarded(request: Request) -> Response:
@@ -118,164 +119,175 @@ def _pin_view(pin: ToolPin) -> dict[str, Any]:
     }
 
 
-def build_routes() -> list[Route]:
-    """The `/api` routes; each finds the desk and the approvers' tokens in the app's state."""
+# A domain error and the status it answers with: mapped here and nowhere else.
+_STATUS: tuple[tuple[type[ApprovalError], int], ...] = (
+    (ApprovalNotFound, 404),
+    (GrantNotFound, 404),
+    (NotAllowed, 403),
+    (AlreadyDecided, 409),
+    (GrantEnded, 409),
+    (GrantNotAllowed, 422),
+    (InvalidReason, 400),
+)
 
-    async def list_approvals(request: Request) -> Response:
-        desk = _desk(request)
-        params = request.query_params
-        rows = await desk.db(
-            lambda s: service.list_requests(
-                s,
-                status=params.get("status"),
-                server=params.get("server"),
-                tool=params.get("tool"),
-                identity=params.get("agent"),
-                limit=_limit(request),
+
+def _as_approver(endpoint: Callable[[Request, service.Approver], Awaitable[Response]]) -> Endpoint:
+    """An endpoint that acts for the approver whose token the request carries (401 without one); the domain's
+    refusals become their HTTP statuses, with the state a request or grant is already in where there is one."""
+
+    async def acting(request: Request) -> Response:
+        approver = _approver(request)
+        if isinstance(approver, Response):
+            return approver
+        try:
+            return await endpoint(request, approver)
+        except ApprovalError as exc:
+            code = next((code for kind, code in _STATUS if isinstance(exc, kind)), None)
+            if code is None:
+                raise
+            extra = {"status": exc.status} if isinstance(exc, AlreadyDecided | GrantEnded) else {}
+            return _problem(code, str(exc), **extra)
+
+    return acting
+
+
+async def list_approvals(request: Request) -> Response:
+    engine = _engine(request)
+    params = request.query_params
+    rows = await engine.store.run(
+        lambda s: service.list_requests(
+            s,
+            status=params.get("status"),
+            server=params.get("server"),
+            tool=params.get("tool"),
+            identity=params.get("agent"),
+            limit=_limit(request),
+        )
+    )
+    return JSONResponse({"approvals": [engine.view(r) for r in rows]})
+
+
+async def get_approval(request: Request) -> Response:
+    engine = _engine(request)
+    request_id = _request_id(request)
+    if request_id is None:
+        return _problem(404, "No approval request with that id")
+    try:
+        row, decisions = await engine.store.run(
+            lambda s: (service.get_request(s, request_id), service.decisions_for(s, request_id))
+        )
+    except ApprovalNotFound as exc:
+        return _problem(404, str(exc))
+    return JSONResponse({**service.public_view(row, decisions), "url": engine.link(row.id)})
+
+
+async def _vote(request: Request, approver: service.Approver, verdict: Verdict) -> Response:
+    engine = _engine(request)
+    request_id = _request_id(request)
+    if request_id is None:
+        return _problem(404, "No approval request with that id")
+    body = await _decision_body(request, rejecting=verdict == Verdict.REJECT)
+    if isinstance(body, Response):
+        return body
+    payload, reason = body
+    seconds = _grant_seconds(payload)
+    if isinstance(seconds, Response):
+        return seconds
+    result = await engine.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
+    view = {**service.public_view(result.request, result.decisions), "url": engine.link(request_id)}
+    grant = grants.grant_view(result.grant, engine.now()) if result.grant is not None else None
+    return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
+
+
+async def approve(request: Request, approver: service.Approver) -> Response:
+    return await _vote(request, approver, Verdict.APPROVE)
+
+
+async def reject(request: Request, approver: service.Approver) -> Response:
+    return await _vote(request, approver, Verdict.REJECT)
+
+
+async def audit(request: Request) -> Response:
+    params = request.query_params
+    filters = {name: params.get(name, "") for name in AUDIT_FILTERS}
+    filters["identity"] = params.get("agent") or filters["identity"]  # `agent` is the name the other routes use
+    rows = await _engine(request).store.run(latest_events, filters, _limit(request))
+    return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
+
+
+async def list_grants(request: Request) -> Response:
+    engine = _engine(request)
+    params = request.query_params
+    status = params.get("status", GrantStatus.ACTIVE)
+    now = engine.now()
+    if status == GrantStatus.ACTIVE:
+        rows = await engine.store.run(grants.active_grants, now)
+    else:
+        rows = await engine.store.run(
+            lambda s: grants.list_grants(
+                s, status=None if status == "all" else status, server=params.get("server"), limit=_limit(request)
             )
         )
-        return JSONResponse({"approvals": [desk.view(r) for r in rows]})
+    views = [grants.grant_view(g, now) for g in rows if params.get("server") in (None, g.server)]
+    return JSONResponse({"grants": views})
 
-    async def get_approval(request: Request) -> Response:
-        desk = _desk(request)
-        request_id = _request_id(request)
-        if request_id is None:
-            return _problem(404, "No approval request with that id")
-        try:
-            row, decisions = await desk.db(
-                lambda s: (service.get_request(s, request_id), service.decisions_for(s, request_id))
-            )
-        except ApprovalNotFound as exc:
-            return _problem(404, str(exc))
-        return JSONResponse({**service.public_view(row, decisions), "url": desk.link(row.id)})
 
-    async def vote(request: Request, verdict: Verdict) -> Response:
-        desk = _desk(request)
-        approver = _approver(request)
-        if isinstance(approver, Response):
-            return approver
-        request_id = _request_id(request)
-        if request_id is None:
-            return _problem(404, "No approval request with that id")
-        body = await _decision_body(request, rejecting=verdict == Verdict.REJECT)
-        if isinstance(body, Response):
-            return body
-        payload, reason = body
-        seconds = _grant_seconds(payload)
-        if isinstance(seconds, Response):
-            return seconds
-        try:
-            result = await desk.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
-        except ApprovalNotFound as exc:
-            return _problem(404, str(exc))
-        except NotAllowed as exc:
-            return _problem(403, str(exc))
-        except AlreadyDecided as exc:
-            return _problem(409, str(exc), status=exc.status)
-        except GrantNotAllowed as exc:
-            return _problem(422, str(exc))
-        except InvalidReason as exc:
-            return _problem(400, str(exc))
-        view = {**service.public_view(result.request, result.decisions), "url": desk.link(request_id)}
-        grant = grants.grant_view(result.grant, desk.now()) if result.grant is not None else None
-        return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
+async def revoke_grant(request: Request, approver: service.Approver) -> Response:
+    engine = _engine(request)
+    grant_id = _request_id(request)
+    if grant_id is None:
+        return _problem(404, "No grant with that id")
+    body = await _decision_body(request)
+    if isinstance(body, Response):
+        return body
+    _, reason = body
+    grant = await engine.revoke_grant(grant_id, approver.name, reason.strip(), "api")
+    return JSONResponse(grants.grant_view(grant, engine.now()))
 
-    async def approve(request: Request) -> Response:
-        return await vote(request, Verdict.APPROVE)
 
-    async def reject(request: Request) -> Response:
-        return await vote(request, Verdict.REJECT)
+async def list_drift(request: Request) -> Response:
+    params = request.query_params
+    drifted_only = params.get("all") not in ("1", "true")
+    rows = await _engine(request).store.run(pins.list_pins, params.get("server"), drifted_only)
+    return JSONResponse({"tools": [_pin_view(pin) for pin in rows]})
 
-    async def audit(request: Request) -> Response:
-        params = request.query_params
-        filters = {name: params.get(name, "") for name in AUDIT_FILTERS}
-        filters["identity"] = params.get("agent") or filters["identity"]  # `agent` is the name the other routes use
-        rows = await _desk(request).db(latest_events, filters, _limit(request))
-        return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
 
-    async def list_grants(request: Request) -> Response:
-        desk = _desk(request)
-        params = request.query_params
-        status = params.get("status", GrantStatus.ACTIVE)
-        now = desk.now()
-        if status == GrantStatus.ACTIVE:
-            rows = await desk.db(grants.active_grants, now)
+async def accept_drift(request: Request, approver: service.Approver) -> Response:
+    gateway, tools = runtime(request).gateway, runtime(request).tools
+    server, tool = request.path_params["server"], request.path_params.get("tool")
+    served = gateway.servers.get(server)
+    if served is None:
+        return _problem(404, f"No server named {server!r}")
+    accepted = await tools.accept(server, tool, approver.name, "api", served.policy.digest)
+    return JSONResponse({"server": server, "accepted": accepted, "policy_version": served.policy.digest})
+
+
+async def reload_policies(request: Request, approver: service.Approver) -> Response:
+    watcher = runtime(request).watcher
+    results = await watcher.check_all(force=True)
+    servers: dict[str, dict[str, Any]] = {}
+    for slot, result in results.items():
+        health = {"result": result, **watcher.files[slot].health(watcher.policy(slot))}
+        if slot.agent is None:
+            servers.setdefault(slot.server, {}).update(health)
         else:
-            rows = await desk.db(
-                lambda s: grants.list_grants(
-                    s, status=None if status == "all" else status, server=params.get("server"), limit=_limit(request)
-                )
-            )
-        views = [grants.grant_view(g, now) for g in rows if params.get("server") in (None, g.server)]
-        return JSONResponse({"grants": views})
+            servers.setdefault(slot.server, {}).setdefault("agent_policies", {})[slot.agent] = health
+    refused = any(r is Check.REFUSED for r in results.values())
+    return JSONResponse({"servers": servers}, status_code=422 if refused else 200)
 
-    async def revoke_grant(request: Request) -> Response:
-        desk = _desk(request)
-        approver = _approver(request)
-        if isinstance(approver, Response):
-            return approver
-        grant_id = _request_id(request)
-        if grant_id is None:
-            return _problem(404, "No grant with that id")
-        body = await _decision_body(request)
-        if isinstance(body, Response):
-            return body
-        _, reason = body
-        try:
-            grant = await desk.revoke_grant(grant_id, approver.name, reason.strip(), "api")
-        except GrantNotFound as exc:
-            return _problem(404, str(exc))
-        except GrantEnded as exc:
-            return _problem(409, str(exc), status=exc.status)
-        except InvalidReason as exc:
-            return _problem(400, str(exc))
-        return JSONResponse(grants.grant_view(grant, desk.now()))
 
-    async def list_drift(request: Request) -> Response:
-        params = request.query_params
-        drifted_only = params.get("all") not in ("1", "true")
-        rows = await _desk(request).db(pins.list_pins, params.get("server"), drifted_only)
-        return JSONResponse({"tools": [_pin_view(pin) for pin in rows]})
-
-    async def accept_drift(request: Request) -> Response:
-        approver = _approver(request)
-        if isinstance(approver, Response):
-            return approver
-        gateway: Gateway = request.app.state.gateway
-        tools: ToolWatch = request.app.state.tools
-        server, tool = request.path_params["server"], request.path_params.get("tool")
-        served = gateway.servers.get(server)
-        if served is None:
-            return _problem(404, f"No server named {server!r}")
-        accepted = await tools.accept(server, tool, approver.name, "api", served.policy.digest)
-        return JSONResponse({"server": server, "accepted": accepted, "policy_version": served.policy.digest})
-
-    async def reload_policies(request: Request) -> Response:
-        approver = _approver(request)
-        if isinstance(approver, Response):
-            return approver
-        watcher: PolicyWatcher = request.app.state.watcher
-        results = await watcher.check_all(force=True)
-        servers: dict[str, dict[str, Any]] = {}
-        for slot, result in results.items():
-            health = {"result": result, **watcher.files[slot].health(watcher.policy(slot))}
-            if slot.agent is None:
-                servers.setdefault(slot.server, {}).update(health)
-            else:
-                servers.setdefault(slot.server, {}).setdefault("agent_policies", {})[slot.agent] = health
-        refused = any(r is Check.REFUSED for r in results.values())
-        return JSONResponse({"servers": servers}, status_code=422 if refused else 200)
-
+def build_routes() -> list[Route]:
+    """The `/api` routes; each finds the approval engine and the approvers' tokens in the app's `Runtime`."""
     return [
         Route("/api/approvals", _approvers_only(list_approvals)),
         Route("/api/approvals/{id}", _approvers_only(get_approval)),
-        Route("/api/approvals/{id}/approve", approve, methods=["POST"]),
-        Route("/api/approvals/{id}/reject", reject, methods=["POST"]),
+        Route("/api/approvals/{id}/approve", _as_approver(approve), methods=["POST"]),
+        Route("/api/approvals/{id}/reject", _as_approver(reject), methods=["POST"]),
         Route("/api/audit", _approvers_only(audit)),
         Route("/api/grants", _approvers_only(list_grants)),
-        Route("/api/grants/{id}/revoke", revoke_grant, methods=["POST"]),
+        Route("/api/grants/{id}/revoke", _as_approver(revoke_grant), methods=["POST"]),
         Route("/api/drift", _approvers_only(list_drift)),
-        Route("/api/drift/{server}/accept", accept_drift, methods=["POST"]),
-        Route("/api/drift/{server}/{tool}/accept", accept_drift, methods=["POST"]),
-        Route("/api/policies/reload", reload_policies, methods=["POST"]),
+        Route("/api/drift/{server}/accept", _as_approver(accept_drift), methods=["POST"]),
+        Route("/api/drift/{server}/{tool}/accept", _as_approver(accept_drift), methods=["POST"]),
+        Route("/api/policies/reload", _as_approver(reload_policies), methods=["POST"]),
     ]

@@ -13,10 +13,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx2
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,23 +26,27 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan, Receive, Scope, Send
 
 from approvals.audit import AuditRecord, append
+from approvals.engine import ApprovalEngine
 from approvals.models import AuditKind, utcnow
 from approvals.service import Approver
+from approvals.store import Store
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditing import AuditWriter
 from integrations.bodies import BodyRefused, bounded, limit_for
-from integrations.database import checkpoint_wal, create_database_engine
+from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
-from integrations.gateway.holding import ApprovalDesk
+from integrations.gateway.holding import Holding
 from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
+from integrations.health import healthz, metrics
 from integrations.notifiers import Fanout
-from integrations.preflight import agent_rights, load_policy_set
+from integrations.preflight import PolicySet, agent_rights, load_policy_set
 from integrations.reloading import PolicyWatcher, Slot
+from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
 from integrations.supervision import Parts
@@ -135,223 +140,17 @@ def create_app(
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
     pins are; tests pass their own.
     """
-    policy_set = load_policy_set(settings)
-    policies = policy_set.servers
+    policies = load_policy_set(settings)
     mcp = _Mcp()
     slack = _slack(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_database_engine(settings.gateway.database_url)
-        with Session(engine) as session:
-            append(
-                session,
-                [
-                    *(
-                        AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
-                        for name, p in policies.items()
-                    ),
-                    *(
-                        AuditRecord(
-                            kind=AuditKind.POLICY_LOADED,
-                            server=server,
-                            identity=agent,
-                            policy_version=p.digest,
-                            detail=f"{p.source} (agent {agent}'s own)",
-                        )
-                        for (server, agent), p in policy_set.agents.items()
-                    ),
-                ],
-            )
-            session.commit()
-        audit = AuditWriter(engine)
-        timeout = settings.gateway.upstream_timeout
-        servers = {
-            s.name: Served(
-                upstream=build_upstream(s, timeout),
-                policy=policies[s.name],
-                agent_policies={agent: p for (server, agent), p in policy_set.agents.items() if server == s.name},
-            )
-            for s in settings.servers
-        }
-        tools = ToolWatch(engine, now)
-        await tools.load({name: p.digest for name, p in policies.items()})
-
-        def reloaded(slot: Slot, old: Policy, new: Policy) -> None:
-            audit.record(
-                AuditRecord(
-                    kind=AuditKind.POLICY_RELOADED,
-                    server=slot.server,
-                    identity=slot.agent or "",
-                    policy_version=new.digest,
-                    actor="signoff",
-                    outcome="reloaded",
-                    detail=f"{new.source}: version {new.digest} replaces {old.digest}",
-                )
-            )
-            if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
-                tools.recheck(slot.server, new.digest)
-
-        def refused(slot: Slot, error: str) -> None:
-            audit.record(
-                AuditRecord(
-                    kind=AuditKind.POLICY_REFUSED,
-                    server=slot.server,
-                    identity=slot.agent or "",
-                    policy_version=watcher.policy(slot).digest,
-                    actor="signoff",
-                    outcome="refused",
-                    detail=f"the previous policy keeps serving: {error}"[:2000],
-                )
-            )
-
-        watcher = PolicyWatcher(
-            servers,
-            {
-                **{Slot(s.name): Path(s.policy) for s in settings.servers},
-                **{Slot(server, a.name): Path(path) for a in settings.agents for server, path in a.policies.items()},
-            },
-            on_reload=reloaded,
-            on_refused=refused,
-            interval=settings.gateway.policy_poll,
-            approvers=settings.approver_names,
-        )
-        gateway = Gateway(
-            servers=servers,
-            agents={a.token.get_secret_value(): a.name for a in settings.agents},
-            owners=SessionOwners(engine, now),
-            rights=agent_rights(settings),
-            audit=audit,
-            limiter=RateLimiter(),
-            allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
-            max_body_bytes=settings.gateway.max_body_bytes,
-            body_timeout=settings.gateway.body_timeout,
-            clock=clock,
-            tools=tools,
-        )
-        hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
-        webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
-        notifier = Fanout(*([webhooks] if webhooks else []))
-        # No approved call runs longer than the upstream timeout; one executing for much longer was left behind.
-        lease = timedelta(seconds=settings.gateway.upstream_timeout + 300)
-        desk = ApprovalDesk(
-            engine,
-            DecisionWaiter(),
-            notifier,
-            hold=settings.gateway.approval_hold,
-            base_url=settings.gateway.base_url,
-            now=now,
-            lease=lease,
-        )
-        if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
-            notifier.channels.append(slack.attach(desk))
-        scheduler = ExpiryScheduler(desk.expire_overdue, desk.next_deadline)
-        desk.schedule_expiry = scheduler.schedule
-        if settings.approvers:
-            gateway.desk = desk
-        app.state.gateway = gateway
-        app.state.audit = audit
-        app.state.engine = engine
-        app.state.desk = desk
-        app.state.webhooks = webhooks
-        app.state.tools = tools
-        app.state.watcher = watcher
-        app.state.approvers = TokenBook(
-            (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                parts = app.state.parts = Parts(tg)
-                audit.start(parts)
-                if engine.dialect.name == "sqlite":
-                    parts.start_soon(checkpoint_wal, engine)
-                tools.start(parts)
-                await desk.load_grants()
-                desk.start(parts)
-                watcher.start(parts)
-                hangup = _Hangup(watcher.wake)
-                if webhooks is not None:
-                    webhooks.start(parts)
-                for served in servers.values():
-                    served.upstream.start(tg)  # a stdio child has its own restarts, shown under servers
-                if slack is not None:
-                    await slack.start(parts)
-                await desk.expire_overdue()  # what came due while signoff was down fails closed first
-                scheduler.start()
-                upcoming = await desk.next_deadline()
-                if upcoming is not None:
-                    scheduler.schedule(upcoming)
-                mcp.gateway = gateway
-                try:
-                    yield
-                finally:
-                    mcp.gateway = None
-                    hangup.close()
-                    scheduler.shutdown()
-                    for served in servers.values():
-                        await served.upstream.aclose()
-                    await tools.close()
-                    await audit.close()
-                    if webhooks is not None:
-                        await webhooks.close()
-                    if slack is not None:
-                        await slack.close()
-                    tg.cancel_scope.cancel()
-        finally:
-            await hooks_client.aclose()
-            engine.dispose()
-
-    async def healthz(request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        watcher: PolicyWatcher = request.app.state.watcher
-        servers: dict[str, dict[str, Any]] = {}
-        for name, served in gateway.servers.items():
-            upstream = served.upstream
-            if isinstance(upstream, StdioUpstream):
-                servers[name] = {"transport": "stdio", **upstream.health(), "policy_version": served.policy.digest}
-            else:
-                servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
-            servers[name]["policy"] = watcher.files[Slot(name)].health(served.policy)
-            if served.agent_policies:
-                servers[name]["agent_policies"] = {
-                    agent: watcher.files[Slot(name, agent)].health(p) for agent, p in served.agent_policies.items()
-                }
-        healthy = all(s["ready"] for s in servers.values())
-        drifted = sorted(f"{server}/{tool}" for server, tool in request.app.state.tools.drifted)
-        audit = request.app.state.audit.health()
-        parts = request.app.state.parts.health()
-        failing = not (audit["ok"] and parts["ok"])  # calls go unaudited or a part is down: a supervisor should act
-        detail: dict[str, Any] = {
-            "status": "failing" if failing else "ok" if healthy else "degraded",
-            "servers": servers,
-            "audit": audit,
-            "background": parts,
-            "audit_queue": request.app.state.audit.queued,
-            "drifted_tools": drifted,
-            "tool_pins": request.app.state.tools.health(),
-            "active_grants": len(request.app.state.desk.grants),
-        }
-        hooks: WebhookNotifier | None = request.app.state.webhooks
-        if hooks is not None:
-            detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
-        if slack is not None:
-            detail["slack"] = slack.health()
-        return JSONResponse(detail, status_code=503 if failing else 200)
-
-    async def metrics(request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        lines = [
-            "# HELP signoff_tool_calls_total Tool calls by server and decision.",
-            "# TYPE signoff_tool_calls_total counter",
-        ]
-        for (server, decision), count in sorted(gateway.counts.items()):
-            lines.append(f'signoff_tool_calls_total{{server="{server}",decision="{decision}"}} {count}')
-        lines += [
-            "# HELP signoff_audit_queue Audit records waiting to be written.",
-            "# TYPE signoff_audit_queue gauge",
-            f"signoff_audit_queue {request.app.state.audit.queued}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        async with contextlib.AsyncExitStack() as stack:  # each part's close is pushed as it starts: LIFO at exit
+            app.state.signoff = running = await _start(settings, policies, slack, stack, clock=clock, now=now)
+            mcp.gateway = running.gateway
+            stack.callback(setattr, mcp, "gateway", None)  # the first thing undone: no new call is taken
+            yield
 
     return _App(
         mcp,
@@ -366,6 +165,169 @@ def create_app(
         lifespan=lifespan,
         body_timeout=settings.gateway.body_timeout,
     )
+
+
+async def _start(
+    settings: Settings,
+    loaded: PolicySet,
+    slack: "SlackIntegration | None",
+    stack: contextlib.AsyncExitStack,
+    *,
+    clock: Callable[[], float],
+    now: Callable[[], datetime],
+) -> Runtime:
+    """Build every part with its collaborators, start it, and push its close onto `stack`; in the order they depend
+    on each other, so they stop in reverse: calls first, then what they write to, the database last."""
+    database = create_database_engine(settings.gateway.database_url)
+    stack.callback(database.dispose)
+    _record_loaded(database, loaded)
+    policies = loaded.servers
+    hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
+    stack.push_async_callback(hooks_client.aclose)
+    task_group = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(task_group.cancel_scope.cancel)  # after every close below: what they wait for has ended
+    parts = Parts(task_group)
+
+    audit = AuditWriter(database)
+    audit.start(parts)
+    stack.push_async_callback(audit.close)
+    if database.dialect.name == "sqlite":
+        parts.start_soon(checkpoint_wal, database)
+    tools = ToolWatch(database, now)
+    await tools.load({name: p.digest for name, p in policies.items()})
+    tools.start(parts)
+    stack.push_async_callback(tools.close)
+    servers = {
+        s.name: Served(
+            upstream=build_upstream(s, settings.gateway.upstream_timeout),
+            policy=policies[s.name],
+            agent_policies={agent: p for (server, agent), p in loaded.agents.items() if server == s.name},
+        )
+        for s in settings.servers
+    }
+    watcher = _policy_watcher(settings, servers, audit, tools)
+    watcher.start(parts)
+    stack.callback(_Hangup(watcher.wake).close)
+
+    webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
+    if webhooks is not None:
+        webhooks.start(parts)
+        stack.push_async_callback(webhooks.close)
+    store = Store(database, slots=transaction_slots(database))
+    slack_notifier = slack.announce(store, settings.gateway.base_url) if slack is not None else None
+    approvals = ApprovalEngine(
+        store,
+        DecisionWaiter(),
+        Fanout(*(n for n in (webhooks, slack_notifier) if n is not None)),
+        base_url=settings.gateway.base_url,
+        # No approved call runs longer than the upstream timeout; one executing for much longer was left behind.
+        lease=timedelta(seconds=settings.gateway.upstream_timeout + 300),
+        now=now,
+    )
+    await approvals.load_grants()
+    approvals.start(parts)
+    if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
+        slack.listen(approvals)
+        await slack.start(parts)
+        stack.push_async_callback(slack.close)
+    scheduler = ExpiryScheduler(approvals.expire_overdue, approvals.next_deadline)
+    holding = Holding(approvals, hold=settings.gateway.approval_hold, schedule_expiry=scheduler.schedule)
+
+    for served in servers.values():
+        served.upstream.start(task_group)  # a stdio child has its own restarts, shown under servers
+        stack.push_async_callback(served.upstream.aclose)
+    await approvals.expire_overdue()  # what came due while signoff was down fails closed first
+    scheduler.start()
+    stack.callback(scheduler.shutdown)
+    upcoming = await approvals.next_deadline()
+    if upcoming is not None:
+        scheduler.schedule(upcoming)
+    gateway = Gateway(
+        servers=servers,
+        agents={a.token.get_secret_value(): a.name for a in settings.agents},
+        owners=SessionOwners(database, now),
+        rights=agent_rights(settings),
+        audit=audit,
+        limiter=RateLimiter(),
+        allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
+        max_body_bytes=settings.gateway.max_body_bytes,
+        body_timeout=settings.gateway.body_timeout,
+        clock=clock,
+        holding=holding if settings.approvers else None,
+        tools=tools,
+    )
+    approvers = TokenBook(
+        (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
+    )
+    return Runtime(database, audit, gateway, approvals, approvers, tools, watcher, parts, webhooks, slack)
+
+
+def _record_loaded(database: Engine, loaded: PolicySet) -> None:
+    """Audit the policy versions this process starts with (agents' own too), before it serves a call under them."""
+    servers = [
+        AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
+        for name, p in loaded.servers.items()
+    ]
+    agents = [
+        AuditRecord(
+            kind=AuditKind.POLICY_LOADED,
+            server=server,
+            identity=agent,
+            policy_version=p.digest,
+            detail=f"{p.source} (agent {agent}'s own)",
+        )
+        for (server, agent), p in loaded.agents.items()
+    ]
+    with Session(database) as session:
+        append(session, [*servers, *agents])
+        session.commit()
+
+
+def _policy_watcher(
+    settings: Settings, servers: dict[str, Served], audit: AuditWriter, tools: ToolWatch
+) -> PolicyWatcher:
+    """The watcher that hot-reloads each policy file (the servers' and the agents' own), auditing every version it
+    takes or refuses."""
+
+    def reloaded(slot: Slot, old: Policy, new: Policy) -> None:
+        audit.record(
+            AuditRecord(
+                kind=AuditKind.POLICY_RELOADED,
+                server=slot.server,
+                identity=slot.agent or "",
+                policy_version=new.digest,
+                actor="signoff",
+                outcome="reloaded",
+                detail=f"{new.source}: version {new.digest} replaces {old.digest}",
+            )
+        )
+        if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
+            tools.recheck(slot.server, new.digest)
+
+    def refused(slot: Slot, error: str) -> None:
+        audit.record(
+            AuditRecord(
+                kind=AuditKind.POLICY_REFUSED,
+                server=slot.server,
+                identity=slot.agent or "",
+                policy_version=watcher.policy(slot).digest,
+                actor="signoff",
+                outcome="refused",
+                detail=f"the previous policy keeps serving: {error}"[:2000],
+            )
+        )
+
+    paths = {Slot(s.name): Path(s.policy) for s in settings.servers}
+    paths |= {Slot(server, a.name): Path(path) for a in settings.agents for server, path in a.policies.items()}
+    watcher = PolicyWatcher(
+        servers,
+        paths,
+        on_reload=reloaded,
+        on_refused=refused,
+        interval=settings.gateway.policy_poll,
+        approvers=settings.approver_names,
+    )
+    return watcher
 
 
 class _Hangup:

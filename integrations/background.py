@@ -6,6 +6,8 @@ batches of up to `max_batch`, after waiting `gather` seconds for more to arrive,
 says how many it dealt with (the rest are offered again). `flush()` waits until everything put so far is dealt
 with; `close()` does the same for at most `close_timeout` seconds and returns what is left, so shutdown is bounded.
 
+`Backoff` and `retry_after` are the retry arithmetic every writer and notifier shares (the webhooks, Slack).
+
 The failure rules of the hardening work are here too, so no writer needs its own: a `handle` that raises does not
 end the task or lose the queue. The first item of the batch is set aside (kept in `set_aside`, logged with the
 traceback, shown by `health()`), the rest go on. A `handle` that must retry (a database that is down, a receiver
@@ -15,6 +17,8 @@ that answers 503) does so inside itself and returns 0 while it waits, or sleeps:
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -28,7 +32,40 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["WriteBehind"]
+__all__ = ["Backoff", "WriteBehind", "retry_after"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The pause before retry number `attempt` (from 1): `first` seconds, doubling, never more than `most`."""
+
+    first: float
+    most: float
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.most < self.first:
+            raise ValueError(f"need 0 <= first <= most, not {self.first} and {self.most}")
+
+    def delay(self, attempt: int, asked: float | None = None) -> float:
+        """The pause; `asked`: what the other side said to wait (`Retry-After`), honoured up to `most`."""
+        return min(self.first * 2 ** (attempt - 1) if asked is None else asked, self.most)
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delay-seconds or an HTTP date (RFC 9110 section 10.2.3), read
+    against the wall clock `now`; None when there is none or it is not one of the two."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 class WriteBehind(Generic[T]):

@@ -6,8 +6,6 @@ server started on a database already at head (the Procfile's `release:` step mig
 """
 
 import logging
-import threading
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +57,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-_SQLITE_WRITERS = threading.Lock()
-
-
 async def checkpoint_wal(engine: Engine, interval: float = CHECKPOINT_INTERVAL) -> None:
     """Copy SQLite's write-ahead log into the database file every `interval` seconds, beside the transactions.
 
@@ -81,12 +76,6 @@ async def checkpoint_wal(engine: Engine, interval: float = CHECKPOINT_INTERVAL) 
 def _checkpoint(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-
-
-def serialised(engine: Engine) -> AbstractContextManager[object]:
-    """A lock to hold around a transaction: SQLite has one writer at a time, so threads of this process take turns
-    here instead of timing out on the database lock; PostgreSQL's own row locks need no such help."""
-    return _SQLITE_WRITERS if engine.dialect.name == "sqlite" else nullcontext()
 
 
 def transaction_slots(engine: Engine) -> int:

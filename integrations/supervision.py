@@ -10,20 +10,18 @@ this, one bad record could end the lifespan's task group and leave uvicorn servi
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from approvals.ports import Spawner
+
+__all__ = ["Parts", "Spawner"]
+
 logger = logging.getLogger(__name__)
 
 FIRST_PAUSE, LONGEST_PAUSE = 1.0, 30.0
-
-
-class Spawner(Protocol):
-    """What a component needs to start its background work: `Parts`, or an anyio task group in tests."""
-
-    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> Any: ...
 
 
 @dataclass(slots=True)

@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -42,7 +41,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
-from integrations.background import WriteBehind
+from integrations.background import Backoff, WriteBehind, retry_after
 from integrations.settings import WebhookSettings
 from integrations.supervision import Spawner
 
@@ -144,8 +143,6 @@ class WebhookNotifier:
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        if first_backoff < 0 or max_backoff < first_backoff:
-            raise ValueError(f"need 0 <= first_backoff <= max_backoff, not {first_backoff} and {max_backoff}")
         self._endpoints = [
             _Endpoint(
                 url=webhook.url,
@@ -160,8 +157,7 @@ class WebhookNotifier:
             endpoint.queue = WriteBehind(f"webhook {endpoint.host}", deliver, close_timeout=close_timeout)
         self._client = client
         self._max_attempts = max_attempts
-        self._first_backoff = first_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(first_backoff, max_backoff)
         self._close_timeout = close_timeout
         self._clock = clock
         self._closed = False
@@ -245,7 +241,7 @@ class WebhookNotifier:
                 "Signoff-Delivery": str(delivery.id),
                 "Signoff-Signature": signature_header(endpoint.secret, delivery.body, timestamp),
             }
-            retry_after: float | None = None
+            asked: float | None = None
             try:
                 # Streamed and never read: a receiver's answer body is of no interest, however large.
                 async with self._client.stream(
@@ -253,7 +249,7 @@ class WebhookNotifier:
                 ) as response:
                     status = response.status_code
                     if status in (429, 503):
-                        retry_after = self._retry_after(response.headers.get("Retry-After"))
+                        asked = retry_after(response.headers.get("Retry-After"), self._clock())
             except httpx2.TransportError as exc:
                 outcome = type(exc).__name__
             else:
@@ -281,8 +277,7 @@ class WebhookNotifier:
                 outcome = f"status {status}"
             if attempt == self._max_attempts:
                 break
-            backoff = self._first_backoff * 2 ** (attempt - 1) if retry_after is None else retry_after
-            delay = min(backoff, self._max_backoff)
+            delay = self._backoff.delay(attempt, asked)
             logger.warning(
                 "Webhook %s %s to %s failed (%s, attempt %d of %d); retrying in %.2f s",
                 delivery.event,
@@ -303,18 +298,3 @@ class WebhookNotifier:
             outcome,
             self._max_attempts,
         )
-
-    def _retry_after(self, value: str | None) -> float | None:
-        """Seconds to wait from a `Retry-After` header: delay-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-        if value is None:
-            return None
-        value = value.strip()
-        if value.isascii() and value.isdigit():
-            return float(value)
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        return max(0.0, when.timestamp() - self._clock())

@@ -56,8 +56,8 @@ class Running:
             yield client
 
     async def audit(self) -> list[AuditEvent]:
-        await self.app.state.audit.flush()
-        with Session(self.app.state.engine) as session:
+        await self.app.state.signoff.audit.flush()
+        with Session(self.app.state.signoff.database) as session:
             return list(session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all())
 
 

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -25,6 +25,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, redacted
+from approvals.grantbook import ActiveGrant
 from approvals.models import AuditKind
 from approvals.service import CallForApproval
 from integrations.auditing import AuditWriter
@@ -32,13 +33,12 @@ from integrations.bodies import DRAIN_LIMIT, drain
 from integrations.errors import UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.forwarding import Outbound, checked, send_call, send_reply, unchanged, unless_gone
-from integrations.gateway.grants import ActiveGrant
-from integrations.gateway.holding import ApprovalDesk
+from integrations.gateway.holding import Holding
 from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
 from integrations.gateway.rights import Rights, unreachable
-from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, json_reply
+from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.tokens import TokenBook
 from policies import Allow, Caller, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
@@ -116,7 +116,7 @@ class _Exchange:
 class _Held:
     """A `tools/call` held for approval, as it waits: its request, where its answer goes, what runs if approved."""
 
-    desk: ApprovalDesk
+    holding: Holding
     request_id: UUID
     owner: str
     message_id: Any
@@ -125,7 +125,7 @@ class _Held:
     outbound: Outbound
 
     async def answer(self) -> Reply:
-        return await self.desk.hold_call(
+        return await self.holding.hold_call(
             self.request_id,
             self.owner,
             self.message_id,
@@ -145,12 +145,12 @@ class _Held:
         async def record() -> None:
             outcome, detail = seen[0] if seen else ("unknown", "the agent went away before the answer came")
             latency_ms = (time.perf_counter() - started) * 1000
-            await self.desk.finish(self.request_id, outcome == "ok", outcome, latency_ms, detail)
+            await self.holding.engine.finish(self.request_id, outcome == "ok", outcome, latency_ms, detail)
 
         if reply.stream is None:
             await record()
         else:
-            reply.stream = _recorded_first(reply.stream, seen, record)
+            return replace(reply, stream=_recorded_first(reply.stream, seen, record))
         return reply
 
 
@@ -198,7 +198,7 @@ class Gateway:
         max_body_bytes: int = 4 * 1024 * 1024,
         body_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
-        desk: ApprovalDesk | None = None,
+        holding: Holding | None = None,
         tools: ToolWatch | None = None,
         rights: Mapping[str, Rights] | None = None,
     ) -> None:
@@ -213,7 +213,7 @@ class Gateway:
         self._max_body = max_body_bytes
         self._body_timeout = body_timeout
         self._clock = clock
-        self.desk = desk
+        self.holding = holding
         self.tools = tools
         self.counts: dict[tuple[str, str], int] = {}
 
@@ -222,14 +222,14 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("path_params", {}).get("server", "")
         reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
-        if reply.later is not None:
-            reply = await reply.later()
+        if isinstance(reply, _Held):  # awaited here, so the wait keeps only what the held call needs, no frames
+            reply = await reply.answer()
         await send_reply(reply, send, receive)
 
     def rights_of(self, agent: str) -> Rights:
         return self._rights.get(agent) or Rights(Caller(agent))  # not configured: every server, in no group
 
-    async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> Reply:
+    async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> "Reply | _Held":
         identity = self._agents.lookup(headers.get("authorization", ""))
         if identity is None:
             return _http_error(401, "Missing or invalid bearer token", [("www-authenticate", 'Bearer realm="signoff"')])
@@ -256,9 +256,9 @@ class Gateway:
             if method == "POST":
                 return await self._post(server, served, rights.caller, headers, receive)
             if method == "GET":
-                return await served.upstream.get(headers, identity)
+                return await served.upstream.get(UpstreamRequest(headers, identity))
             if method == "DELETE":
-                reply = await served.upstream.delete(headers, identity)
+                reply = await served.upstream.delete(UpstreamRequest(headers, identity))
                 if session_id is not None and reply.status < 300:
                     await self._owners.release(session_id)
                 return reply
@@ -302,7 +302,7 @@ class Gateway:
 
     async def _post(
         self, server: str, served: Served, caller: Caller, headers: dict[str, str], receive: Receive
-    ) -> Reply:
+    ) -> "Reply | _Held":
         identity = caller.name
         with anyio.move_on_after(self._body_timeout) as reading:  # a body that trickles must not hold a request
             body = await self._read_body(headers, receive)
@@ -338,15 +338,15 @@ class Gateway:
                 status, error = refused
                 return json_reply(error, status)
         method = message.get("method")
-        if method == "notifications/cancelled" and self.desk is not None:
+        if method == "notifications/cancelled" and self.holding is not None:
             cancelled = message.get("params", {}).get("requestId")
             if isinstance(cancelled, str | int) and not isinstance(cancelled, bool):  # else no request has that id
-                await self.desk.cancel_held(headers.get("mcp-session-id") or identity, cancelled)
+                await self.holding.cancel_held(headers.get("mcp-session-id") or identity, cancelled)
         if method == "tools/call":
             if "id" not in message:  # a notification would reach the upstream without a decision
                 return json_reply(rpc_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
             return await self._call_tool(exchange, body)
-        reply = await unless_gone(receive, served.upstream.post(body, message, headers, identity))
+        reply = await unless_gone(receive, served.upstream.post(UpstreamRequest(headers, identity, body, message)))
         if method is not None and "id" in message:  # a request; a client's response to the server gets a bare 202
             request_id = message["id"]
 
@@ -401,7 +401,7 @@ class Gateway:
             return None
         return {**message, "result": {**result, "tools": tools, **({"cacheScope": "private"} if modern else {})}}
 
-    async def _call_tool(self, exchange: _Exchange, body: bytes) -> Reply:
+    async def _call_tool(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
         message = exchange.message
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
@@ -428,12 +428,12 @@ class Gateway:
             return await self._forward_call(exchange, body, call, decision)
         if is_shadowed(policy, name):  # audited as what it would have been; the call runs
             return await self._forward_call(exchange, body, call, decision, shadow=True)
-        if isinstance(decision, NeedsApproval) and self.desk is not None:
+        if isinstance(decision, NeedsApproval) and self.holding is not None:
             if decision.grant_max is not None:
-                grant = self.desk.find_grant(exchange.server, name, exchange.identity)
+                grant = self.holding.engine.find_grant(exchange.server, name, exchange.identity)
                 if grant is not None:  # a grant replaces only the approval step: deny rules and limits passed
                     return await self._forward_call(exchange, body, call, decision, grant=grant)
-            return await self._hold(self.desk, exchange, body, call, decision)
+            return await self._hold(self.holding, exchange, body, call, decision)
         self._record(exchange, call, decision, outcome="refused", detail=reason_of(decision) or "hidden")
         result = for_revision(refusal(decision, name, policy.digest), exchange.version)
         return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
@@ -464,8 +464,8 @@ class Gateway:
         return await unless_gone(exchange.receive, send_call(exchange.outbound(body, call.tool), record))
 
     async def _hold(
-        self, desk: ApprovalDesk, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
-    ) -> Reply:
+        self, holding: Holding, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval
+    ) -> "_Held":
         policy = exchange.policy
         rule = rule_for(policy, call.tool)
         pending = CallForApproval(
@@ -479,13 +479,13 @@ class Gateway:
         )
         message, headers = exchange.message, exchange.headers
         owner = headers.get("mcp-session-id") or exchange.identity
-        request_id = await desk.open(pending, (owner, message["id"]))
+        request_id = await holding.open(pending, (owner, message["id"]))
         self._record(exchange, call, decision, outcome="held", detail=f"approval {request_id}")
         meta = message["params"].get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
-        held = _Held(desk, request_id, owner, message["id"], token, stream, exchange.held(body, call.tool))
-        return Reply(status=200, headers=[], later=held.answer)
+        held = _Held(holding, request_id, owner, message["id"], token, stream, exchange.held(body, call.tool))
+        return held
 
     def _record(
         self,

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -20,7 +20,7 @@ from starlette.types import Receive, Send
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.refusals import META_KEY, for_revision, upstream_failure
 from integrations.gateway.sse import Cursor, rewrite_events
-from integrations.gateway.upstream import ENDED, Reply, Upstream, json_reply
+from integrations.gateway.upstream import ENDED, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, sse_event
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ async def send_call(out: Outbound, report: Callable[[str, str], None]) -> Reply:
         once(*call_outcome(response))
 
     try:
-        reply = await out.upstream.post(out.body, message, out.headers, out.identity)
+        reply = await out.upstream.post(UpstreamRequest(out.headers, out.identity, out.body, message))
     except UpstreamUnavailable as exc:
         return json_reply(failed(exc.detail, reached=isinstance(exc, UpstreamFailed)))
     except anyio.get_cancelled_exc_class():
@@ -177,8 +177,7 @@ async def checked(
             await aclose()
         return json_reply(fail(_status_problem(reply)), failed_status)
     if reply.stream is not None:
-        reply.stream = _checked_events(reply.stream, reply.resume, request_id, rewrite, fail, unanswered)
-        return reply
+        return replace(reply, stream=_checked_events(reply.stream, reply.resume, request_id, rewrite, fail, unanswered))
     if reply.status >= 300:  # a redirect or a 4xx (a lost session, a refused header): for the client to act on
         if unanswered is not None:
             unanswered()
@@ -188,7 +187,7 @@ async def checked(
         return json_reply(fail(problem or "its answer is not a JSON-RPC response"), failed_status)
     replaced = rewrite(message)
     if replaced is not None:
-        reply.body = json.dumps(replaced, separators=(",", ":")).encode()
+        return replace(reply, body=json.dumps(replaced, separators=(",", ":")).encode())
     return reply
 
 

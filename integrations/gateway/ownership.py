@@ -22,7 +22,7 @@ from sqlmodel import Session, col
 
 from approvals.models import McpSession, utcnow
 from approvals.service import as_utc
-from integrations.database import serialised
+from approvals.store import serialised
 
 __all__ = ["LIFETIME", "Owner", "SessionOwners"]
 

@@ -57,7 +57,7 @@ from integrations.gateway.revisions import (
     param_header_error,
     wants_param_check,
 )
-from integrations.gateway.upstream import Reply, json_reply
+from integrations.gateway.upstream import Reply, UpstreamRequest, json_reply
 from integrations.gateway.wire import is_modern, rpc_error, sse_event
 
 logger = logging.getLogger(__name__)
@@ -252,7 +252,8 @@ class StdioUpstream(SupervisedChild):
         session = self._mux.sessions.get(session_id)
         return session.identity if session else None
 
-    async def post(self, body: bytes, message: Message, headers: Mapping[str, str], identity: str) -> Reply:
+    async def post(self, request: UpstreamRequest) -> Reply:
+        message, headers, identity = request.message, request.headers, request.identity
         modern = is_modern(headers.get("mcp-protocol-version"))
         method = message.get("method")
         session_id = headers.get("mcp-session-id")
@@ -628,8 +629,8 @@ class StdioUpstream(SupervisedChild):
             result = {"ttlMs": 0, "cacheScope": "private", **result}
         return {**message, "result": result}
 
-    async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session = self._mux.sessions.get(headers.get("mcp-session-id", ""))
+    async def get(self, request: UpstreamRequest) -> Reply:
+        session = self._mux.sessions.get(request.headers.get("mcp-session-id", ""))
         if session is None:
             return json_reply(rpc_error(None, -32001, "Session not found"), 404)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
@@ -652,8 +653,8 @@ class StdioUpstream(SupervisedChild):
             close=close,
         )
 
-    async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
-        session_id = headers.get("mcp-session-id", "")
+    async def delete(self, request: UpstreamRequest) -> Reply:
+        session_id = request.headers.get("mcp-session-id", "")
         if session_id not in self._mux.sessions:
             return json_reply(rpc_error(None, -32001, "Session not found"), 404)
         uids, asked, unwanted = self._mux.session_ended(session_id)

@@ -11,8 +11,8 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import anyio
@@ -61,28 +61,44 @@ async def _nothing() -> None:
     return None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """An upstream's answer: a status, headers, and either a whole body or an event stream."""
+    """An answer for the agent: a status, headers, and either a whole body or an event stream.
+
+    Immutable: a step that changes an answer (checking it, rewriting its tool list) makes a new one with `replace`.
+    """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     close: Callable[[], Awaitable[None]] = field(default=_nothing)
-    # An answer still to come (a call held for approval): the gateway awaits it once the handlers that decided
-    # to hold the call have returned, so the wait keeps only what the held call needs, not their frames.
-    later: Callable[[], Awaitable["Reply"]] | None = None
     # Continues a request's event stream that the upstream ended before the response, from where `Cursor` says it
     # stood; raises `UpstreamFailed` when it cannot. None: such a stream cannot be resumed (a stdio child's).
     resume: Callable[[Cursor], Awaitable[AsyncIterator[bytes]]] | None = None
 
     @property
     def content_type(self) -> str:
-        for name, value in self.headers:
-            if name == "content-type":
-                return value.split(";", 1)[0].strip().lower()
-        return ""
+        return content_type(self.headers)
+
+
+def content_type(headers: Iterable[tuple[str, str]]) -> str:
+    """The media type of a response with these headers, lowercased, without parameters; "" if none is given."""
+    for name, value in headers:
+        if name == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """What the gateway sends an upstream, as one value: the agent's headers and name and, for a POST, its bytes
+    (`body`, forwarded as they are over HTTP) and their JSON (`message`, which a stdio child's multiplexer reads)."""
+
+    headers: Mapping[str, str]
+    identity: str
+    body: bytes = b""
+    message: dict[str, Any] = field(default_factory=dict)
 
 
 def json_reply(
@@ -99,11 +115,11 @@ class Upstream(Protocol):
 
     name: str
 
-    async def post(self, body: bytes, message: dict[str, Any], headers: Mapping[str, str], identity: str) -> Reply: ...
+    async def post(self, request: UpstreamRequest) -> Reply: ...
 
-    async def get(self, headers: Mapping[str, str], identity: str) -> Reply: ...
+    async def get(self, request: UpstreamRequest) -> Reply: ...
 
-    async def delete(self, headers: Mapping[str, str], identity: str) -> Reply: ...
+    async def delete(self, request: UpstreamRequest) -> Reply: ...
 
     async def modern_versions(self) -> Sequence[str] | None:
         """The 2026-07-28-era revisions a client can speak to this upstream through signoff, newest last;
@@ -183,16 +199,12 @@ class HttpUpstream:
         reply_headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers if k in _FORWARDED_RESPONSE_BYTES
         ]
-        reply = Reply(status=response.status, headers=reply_headers)
-        if reply.content_type == "text/event-stream":
-            reply.stream = self._stream(response)
-            reply.close = response.aclose
-            return reply
+        if content_type(reply_headers) == "text/event-stream":
+            return Reply(response.status, reply_headers, stream=self._stream(response), close=response.aclose)
         try:
-            reply.body = await response.read()
+            return Reply(response.status, reply_headers, body=await response.read())
         except TransportError as exc:
             raise UpstreamFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
-        return reply
 
     async def _stream(self, response: Response) -> AsyncIterator[bytes]:
         """The event stream's bytes; `UpstreamFailed` if it breaks, so the gateway can say so to the client."""
@@ -207,10 +219,10 @@ class HttpUpstream:
         finally:
             await response.aclose()
 
-    async def post(self, body: bytes, message: dict[str, Any], headers: Mapping[str, str], identity: str) -> Reply:
-        reply = await self._send(b"POST", headers, body)
+    async def post(self, request: UpstreamRequest) -> Reply:
+        reply = await self._send(b"POST", request.headers, request.body)
         if reply.stream is not None:
-            reply.resume = _Resumption(self, headers).resume
+            return replace(reply, resume=_Resumption(self, request.headers).resume)
         return reply
 
     async def get_after(self, session: Mapping[str, str], last_event_id: str) -> Reply:
@@ -219,11 +231,11 @@ class HttpUpstream:
         `session`: the headers that name the session and its protocol version."""
         return await self._send(b"GET", {**session, "accept": "text/event-stream", "last-event-id": last_event_id})
 
-    async def get(self, headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send(b"GET", headers)
+    async def get(self, request: UpstreamRequest) -> Reply:
+        return await self._send(b"GET", request.headers)
 
-    async def delete(self, headers: Mapping[str, str], identity: str) -> Reply:
-        return await self._send(b"DELETE", headers)
+    async def delete(self, request: UpstreamRequest) -> Reply:
+        return await self._send(b"DELETE", request.headers)
 
     async def modern_versions(self) -> tuple[str, ...] | None:
         """What the upstream's own `server/discover` says it serves, asked once a minute at most (so an upgrade

@@ -1,8 +1,9 @@
 """Slack, assembled: the Web API client, the notifier, the Bolt app, and HTTP or Socket Mode, for `app.py`.
 
 `SlackIntegration(settings, approvers)` checks the settings when the app is created (so a bad [slack]
-section is refused before serving); `attach(desk)` builds the clients in the lifespan; `start` and `close`
-run and stop them. It knows nothing of the gateway beyond the desk.
+section is refused before serving). In the lifespan, `announce(store, base_url)` builds the client and the notifier
+(which the approval engine is given), `listen(engine)` the Bolt app that decides through that engine; `start` and
+`close` run and stop them. It knows nothing of the gateway.
 """
 
 import logging
@@ -15,12 +16,13 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from approvals.engine import ApprovalEngine
 from approvals.service import Approver
+from approvals.store import Store
 from integrations.errors import ConfigError
-from integrations.gateway.holding import ApprovalDesk
 from integrations.settings import ApproverSettings, SlackSettings
 from integrations.slack.listeners import SlackDecisions, SlackEvents, build_bolt_app
-from integrations.slack.notifier import DeskRecords, SlackNotifier
+from integrations.slack.notifier import SlackNotifier, StoreRecords
 from integrations.supervision import Spawner
 
 __all__ = ["SlackIntegration", "api_base_url", "slack_approvers"]
@@ -56,6 +58,7 @@ class SlackIntegration:
         self.settings = settings
         self.approvers = approvers
         self.events = SlackEvents(enabled=settings.signing_secret is not None)
+        self._client: AsyncWebClient | None = None
         self.notifier: SlackNotifier | None = None
         self.decisions: SlackDecisions | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -65,12 +68,19 @@ class SlackIntegration:
     def mode(self) -> str:
         return "socket" if self.settings.app_token is not None else "http"
 
-    def attach(self, desk: ApprovalDesk) -> SlackNotifier:
-        """Build the client, the notifier and the Bolt app around `desk`; returns the notifier for the Fanout."""
+    def announce(self, store: Store, base_url: str) -> SlackNotifier:
+        """Build the Web API client and the notifier (one message per request); returns it for the Fanout."""
         bot_token = self.settings.bot_token.get_secret_value() if self.settings.bot_token else ""
-        client = AsyncWebClient(token=bot_token, base_url=api_base_url(self.settings), timeout=10)
-        self.notifier = SlackNotifier(client, DeskRecords(desk), self.settings.channel)
-        self.decisions = SlackDecisions(desk, client, self.approvers, refresh=self.notifier.refresh)
+        self._client = AsyncWebClient(token=bot_token, base_url=api_base_url(self.settings), timeout=10)
+        self.notifier = SlackNotifier(self._client, StoreRecords(store, base_url), self.settings.channel)
+        return self.notifier
+
+    def listen(self, engine: ApprovalEngine) -> None:
+        """Build the Bolt app that takes decisions into `engine`, over HTTP (`events`) or Socket Mode."""
+        if self._client is None or self.notifier is None:
+            raise RuntimeError("SlackIntegration.announce() comes first: the decisions use its client")
+        client = self._client
+        self.decisions = SlackDecisions(engine, client, self.approvers, refresh=self.notifier.refresh)
         secret = self.settings.signing_secret
         # Without a signing secret (Socket Mode only) nothing can verify against this random one.
         app = build_bolt_app(client, secret.get_secret_value() if secret else secrets.token_hex(32), self.decisions)
@@ -79,11 +89,10 @@ class SlackIntegration:
             self.events.secret = secret.get_secret_value()
         if self.settings.app_token is not None:
             self._socket = AsyncSocketModeHandler(app, self.settings.app_token.get_secret_value(), web_client=client)
-        return self.notifier
 
     async def start(self, task_group: Spawner) -> None:
         if self.notifier is None:
-            raise RuntimeError("SlackIntegration.attach() was not called")
+            raise RuntimeError("SlackIntegration.announce() was not called")
         self.notifier.start(task_group)
         if self._socket is not None:
             task_group.start_soon(self._connect)

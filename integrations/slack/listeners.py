@@ -1,6 +1,6 @@
-"""The Bolt app: Approve / Approve with note / Reject clicks and modal submissions, decided through the desk.
+"""The Bolt app: Approve / Approve with note / Reject clicks and modal submissions, decided through the approval engine.
 
-Adapters only: decode the Slack payload, map the Slack user to an approver, call `desk.decide` (the one way
+Adapters only: decode the Slack payload, map the Slack user to an approver, call `ApprovalEngine.decide` (the one way
 any channel decides), and tell the clicker what happened when the message update does not. Every listener
 acks first (Slack allows 3 s). `SlackEvents` is `POST /slack/events`: it checks the signature and timestamp
 itself before Bolt sees the request, so a malformed header is a 401 and never a 500, and drops exact replays.
@@ -29,9 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from approvals import service
+from approvals.engine import ApprovalEngine
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalNotFound, NotAllowed
 from approvals.models import ApprovalStatus, Verdict
-from integrations.gateway.holding import ApprovalDesk
 from integrations.slack.blocks import (
     APPROVE,
     APPROVE_NOTE,
@@ -103,12 +103,12 @@ class SlackDecisions:
 
     def __init__(
         self,
-        desk: ApprovalDesk,
+        engine: ApprovalEngine,
         client: AsyncWebClient,
         approvers: Mapping[str, service.Approver],
         refresh: Callable[[UUID], None] = lambda _id: None,
     ) -> None:
-        self.desk = desk
+        self.engine = engine
         self.client = client
         self.approvers = dict(approvers)
         self.refresh = refresh  # brings a request's message up to date (a click on buttons that should be gone)
@@ -153,7 +153,7 @@ class SlackDecisions:
         if approver is None:
             return
         try:
-            result = await self.desk.decide(request_id, approver, verdict, comment, CHANNEL)
+            result = await self.engine.decide(request_id, approver, verdict, comment, CHANNEL)
         except ApprovalError as exc:
             self.refused += 1
             if isinstance(exc, AlreadyDecided):
@@ -179,7 +179,7 @@ class SlackDecisions:
         why = f"Slack user {user} is not the slack_user of any [[approvers]] entry"
         self.refused += 1
         try:
-            await self.desk.db(service.refuse_unknown, request_id, f"slack:{user}", verdict, CHANNEL, why)
+            await self.engine.store.run(service.refuse_unknown, request_id, f"slack:{user}", verdict, CHANNEL, why)
         except ApprovalNotFound as exc:
             await self._tell(channel, user, refusal(exc))
             return None
@@ -202,16 +202,16 @@ class SlackDecisions:
         if approver is None:
             return
         try:
-            request = await self.desk.db(service.get_request, request_id)
+            request = await self.engine.store.run(service.get_request, request_id)
         except ApprovalNotFound as exc:
             await self._tell(channel, user, refusal(exc))
             return
-        overdue = service.as_utc(request.deadline) <= self.desk.now()
+        overdue = service.as_utc(request.deadline) <= self.engine.now()
         if service.may_decide(request, approver) is not None or request.status != ApprovalStatus.PENDING or overdue:
             # Not theirs to decide (or too late): let decide() refuse it, which audits the attempt, and explain.
             await self.decide(request_id, user, channel, verdict, "")
             return
-        card = Card.from_view(self.desk.view(request))
+        card = Card.from_view(self.engine.view(request))
         view = reject_modal(card, channel or "") if verdict == Verdict.REJECT else note_modal(card, channel or "")
         try:
             await self.client.views_open(trigger_id=BlockActions.model_validate(body).trigger_id, view=view)

@@ -28,12 +28,13 @@ from sqlmodel import Session
 
 from approvals import service
 from approvals.errors import ApprovalNotFound
-from integrations.gateway.holding import ApprovalDesk
+from approvals.store import Store
+from integrations.background import Backoff, retry_after
 from integrations.slack.blocks import Card, request_message
 from integrations.slack.diagnosis import explain
 from integrations.supervision import Spawner
 
-__all__ = ["DeskRecords", "Posted", "Records", "SlackNotifier"]
+__all__ = ["Posted", "Records", "SlackNotifier", "StoreRecords"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +55,31 @@ class Records(Protocol):
         ...
 
 
-class DeskRecords:
-    """`Records` on the approval database, through the desk's worker-thread sessions."""
+class StoreRecords:
+    """`Records` on the approval database; `base_url` is signoff's, for each request's link to its page."""
 
-    def __init__(self, desk: ApprovalDesk) -> None:
-        self.desk = desk
+    def __init__(self, store: Store, base_url: str) -> None:
+        self.store = store
+        self.base_url = base_url
 
     async def load(self, request_id: UUID) -> tuple[dict[str, Any], Posted | None]:
         def read(session: Session) -> tuple[dict[str, Any], Posted | None]:
             request = service.get_request(session, request_id)
             view = service.public_view(request, service.decisions_for(session, request_id))
             posted = json.loads(request.messages or "{}").get("slack")
-            return {**view, "url": self.desk.link(request_id)}, posted
+            return {**view, "url": f"{self.base_url}/approvals/{request_id}"}, posted
 
-        return await self.desk.db(read)
+        return await self.store.run(read)
 
     async def save(self, request_id: UUID, posted: Posted) -> None:
-        await self.desk.db(service.record_message, request_id, "slack", posted)
+        await self.store.run(service.record_message, request_id, "slack", posted)
 
     async def unposted(self) -> list[UUID]:
         def read(session: Session) -> list[UUID]:
             pending = service.list_requests(session, status="pending", limit=10_000)
             return [r.id for r in pending if "slack" not in json.loads(r.messages or "{}")]
 
-        return await self.desk.db(read)
+        return await self.store.run(read)
 
 
 class SlackNotifier:
@@ -101,8 +103,7 @@ class SlackNotifier:
         self._client = client
         self._records = records
         self._channel = channel
-        self._first_backoff = first_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(first_backoff, max_backoff)
         self._final_attempts = final_attempts
         self._close_timeout = close_timeout
         self._clock = clock
@@ -246,10 +247,10 @@ class SlackNotifier:
                     repost, delay = True, 0.0  # someone deleted the message: post it again
                 else:
                     attempt += 1
-                    delay = self._backoff(attempt)
+                    delay = self._backoff.delay(attempt)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 attempt += 1
-                delay = self._backoff(attempt)
+                delay = self._backoff.delay(attempt)
                 self._error(type(exc).__name__, "cannot reach Slack")
             if view["status"] != "pending" and attempt >= self._final_attempts:
                 # A pending request keeps trying (someone must see it); a finished one gives up in the end.
@@ -264,12 +265,11 @@ class SlackNotifier:
                 logger.warning("Slack: stopping; the message of %s is not up to date", request_id)
                 return
 
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self._first_backoff * 2 ** (attempt - 1), self._max_backoff))
-
-    def _hold(self, retry_after: str | None) -> None:
-        seconds = float(retry_after) if retry_after and retry_after.strip().isdigit() else self._first_backoff
-        self._not_before = max(self._not_before, self._clock() + min(seconds, self._max_backoff * 5))
+    def _hold(self, header: str | None) -> None:
+        """Hold every call for as long as Slack's `Retry-After` asks (up to five longest backoffs)."""
+        asked = retry_after(header, time.time())
+        seconds = self._backoff.first if asked is None else min(asked, self._backoff.most * 5)
+        self._not_before = max(self._not_before, self._clock() + seconds)
 
     async def _gate(self) -> bool:
         return await self._pause(self._not_before - self._clock())

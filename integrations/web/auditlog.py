@@ -179,7 +179,7 @@ class ChainStatus:
 
     async def current(self, request: Request, pages: Pages, force: bool) -> tuple[ChainReport, datetime]:
         if force or self.report is None or self.checked_at is None or time.monotonic() - self._at > self.every:
-            self.report = await pages.desk(request).db(verify_chain)
+            self.report = await pages.approvals(request).store.run(verify_chain)
             self.checked_at, self._at = datetime.now(UTC), time.monotonic()
         return self.report, self.checked_at
 
@@ -193,7 +193,7 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
         problems = wanted.problems()
         size = max(1, min(_int(params.get("limit")) or PAGE, 500))
         before, after = _cursor(params, "before", problems), _cursor(params, "after", problems)
-        page = await pages.desk(request).db(_read_page, wanted, before, after, size)
+        page = await pages.approvals(request).store.run(_read_page, wanted, before, after, size)
         keep = {"limit": size} if size != PAGE else {}
         report, checked_at = await chain.current(request, pages, force=params.get("verify") == "now")
         context = {
@@ -219,11 +219,11 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
         problems = wanted.problems()
         if problems:
             return pages.refuse(request, 400, "The filter is not valid", "; ".join(problems))
-        desk = pages.desk(request)
+        engine = pages.approvals(request)
 
         async def rows() -> AsyncIterator[AuditEvent]:
             before: int | None = None
-            while batch := await desk.db(_read_batch, wanted, before):
+            while batch := await engine.store.run(_read_batch, wanted, before):
                 for row in batch:
                     yield row
                 before = batch[-1].id

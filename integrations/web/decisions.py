@@ -1,6 +1,6 @@
 """The approval pages: what waits for a decision, one request in full, and the Approve and Reject forms.
 
-A decision made here goes through `ApprovalDesk.decide` with the channel "web", exactly like the API's and
+A decision made here goes through `ApprovalEngine.decide` with the channel "web", exactly like the API's and
 Slack's, so the held call wakes, the audit log records who decided, and a lost race is refused, not counted.
 """
 
@@ -67,7 +67,7 @@ def _detail(session: Session, request_id: uuid.UUID) -> tuple[ApprovalRequest, l
 
 def build_decision_routes(pages: Pages) -> list[BaseRoute]:
     async def overview_context(request: Request, identity: Identity) -> dict[str, Any]:
-        pending, recent, votes = await pages.desk(request).db(_overview)
+        pending, recent, votes = await pages.approvals(request).store.run(_overview)
         listed = [Listed(r, service.may_decide(r, identity.approver), votes.get(r.id, 0)) for r in pending]
         return {"pending": listed, "recent": recent, "status_words": STATUS_WORDS, "section": "approvals"}
 
@@ -110,7 +110,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         if request_id is None:
             return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
         try:
-            row, votes = await pages.desk(request).db(_detail, request_id)
+            row, votes = await pages.approvals(request).store.run(_detail, request_id)
         except ApprovalNotFound:
             return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
         context = {**await detail_context(identity, row, votes), "error": error, "reason": reason}
@@ -135,7 +135,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             kept = reason[:MAX_REASON] if len(reason) > MAX_REASON else ""  # a text too long is shown back, cut
             return await render_detail(request, identity, status_code=400, error=error, reason=kept)
         try:
-            result = await pages.desk(request).decide(request_id, identity.approver, verdict, reason, "web")
+            result = await pages.approvals(request).decide(request_id, identity.approver, verdict, reason, "web")
         except ApprovalNotFound:
             return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
         except NotAllowed as exc:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 from approvals.service import Approver
+from integrations.runtime import runtime
 from integrations.tokens import TokenBook
 from integrations.web.sessions import EndReason, SessionBook
 
@@ -115,8 +116,7 @@ class Identities:
 
 
 def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+    return runtime(request).database
 
 
 def csrf_token(request: Request) -> str:

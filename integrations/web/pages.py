@@ -1,7 +1,7 @@
 """What every web page shares: the templates, the signed-in check, the CSRF check, flash messages, headers.
 
 Pages are server-rendered Jinja2 with autoescaping on, so a tool argument, a reason or a rule shows as text,
-never as markup. This module decides nothing about approvals; the route modules call the domain through the desk.
+never as markup. This module decides nothing about approvals; the route modules call the approval engine.
 """
 
 import re
@@ -19,8 +19,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from approvals.engine import ApprovalEngine
 from approvals.service import as_utc
-from integrations.gateway.holding import ApprovalDesk
+from integrations.runtime import runtime
 from integrations.web.identity import Identities, Identity, csrf_ok, csrf_token
 
 HERE = Path(__file__).parent
@@ -128,9 +129,8 @@ class Pages:
         return Route(path, endpoint, methods=methods, name=name, middleware=self.middleware)
 
     @staticmethod
-    def desk(request: Request) -> ApprovalDesk:
-        desk: ApprovalDesk = request.app.state.desk
-        return desk
+    def approvals(request: Request) -> ApprovalEngine:
+        return runtime(request).approvals
 
     def render(
         self,

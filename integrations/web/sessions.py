@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 
 from approvals.models import WebSession
 from approvals.service import as_utc
-from integrations.database import serialised
+from approvals.store import serialised
 
 SESSION_HOURS = 12
 LIFETIME = timedelta(hours=SESSION_HOURS)

@@ -10,8 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from approvals.service import Approver
-from integrations.tokens import TokenBook
+from integrations.runtime import runtime
 from integrations.web.identity import Identity, TokenSignIn, csrf_ok
 from integrations.web.pages import Pages, safe_next
 from integrations.web.throttle import Blocked, Scope, SignInThrottle, client_key
@@ -21,8 +20,7 @@ logger = logging.getLogger(__name__)
 
 def build_signin_routes(pages: Pages, throttle: SignInThrottle) -> list[BaseRoute]:
     def token_sign_in(request: Request) -> TokenSignIn:
-        book: TokenBook[Approver] = request.app.state.approvers
-        return TokenSignIn(book)
+        return TokenSignIn(runtime(request).approvers)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/approvals", status_code=303)

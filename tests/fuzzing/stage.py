@@ -136,7 +136,7 @@ async def check_liveness(running: Running, marker: str) -> Liveness:
     """After the fuzzing: a normal allowed call through a real MCP client, /healthz, and the audit chain."""
     problems: list[str] = []
     call_ok = healthz_ok = chain_ok = audited = False
-    engine = running.app.state.engine
+    engine = running.app.state.signoff.database
     with Session(engine) as session:
         before = session.exec(select(func.max(col(AuditEvent.id)))).one() or 0
     try:
@@ -159,7 +159,7 @@ async def check_liveness(running: Running, marker: str) -> Liveness:
             problems.append(f"/healthz failed: {exc!r}")
     try:
         with anyio.fail_after(10):
-            await running.app.state.audit.flush()
+            await running.app.state.signoff.audit.flush()
     except Exception as exc:  # a writer that cannot flush is the finding, whatever it raised
         problems.append(f"the audit writer cannot flush: {type(exc).__name__}: {exc}"[:300])
     with Session(engine) as session:

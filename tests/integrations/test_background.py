@@ -3,11 +3,12 @@ items set aside, puts from worker threads, and a bounded close."""
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import anyio
 import pytest
 
-from integrations.background import WriteBehind
+from integrations.background import Backoff, WriteBehind, retry_after
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +110,31 @@ async def test_close_without_start_still_handles_what_was_queued() -> None:
 
     assert await queue.close() == []
     assert sink.items == ["x", "y"]
+
+
+def test_backoff_doubles_from_first_up_to_most_and_honours_what_was_asked_up_to_most() -> None:
+    backoff = Backoff(0.5, 4.0)
+
+    assert [backoff.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert backoff.delay(1, asked=3.0) == 3.0 and backoff.delay(1, asked=3600.0) == 4.0
+    with pytest.raises(ValueError, match="need 0 <= first <= most"):
+        Backoff(2.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Wed, 02 Dec 2026 10:00:30 GMT", 30.0),  # an HTTP date, against the wall clock given
+        ("Wed, 02 Dec 2026 09:59:00 GMT", 0.0),  # already past: no wait
+        ("soon", None),
+        ("-5", None),
+        ("²", None),  # a digit to str.isdigit, not to HTTP
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC).timestamp()
+
+    assert retry_after(header, now) == seconds

@@ -117,7 +117,7 @@ async def test_a_tool_that_changes_between_lists_is_noticed_audited_and_held_to_
             hidden = await client.call_tool("notes", {"limit": 1})
             ignored = await client.call_tool("clock", {})
             allowed = await client.call_tool("lookup", {"key": "k"})
-            await running.app.state.tools.flush()
+            await running.app.state.signoff.tools.flush()
             health = (await api(running, "GET", "/healthz")).json()
             listing = (await api(running, "GET", "/api/drift")).json()["tools"]
         rows = await running.audit()
@@ -189,7 +189,7 @@ async def test_drift_survives_a_restart_and_a_new_policy_version_re_checks_it(si
             (tmp_path / "up.json").write_text(json.dumps(changed))
             reload = await api(running, "POST", "/api/policies/reload", "alice-approver-token")
             sent = await client.call_tool("send_mail", {"to": "x@example.com"})
-            await running.app.state.tools.flush()
+            await running.app.state.signoff.tools.flush()
         rows = await running.audit()
 
     assert decision(denied)["outcome"] == "denied"

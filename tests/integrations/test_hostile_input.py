@@ -76,7 +76,7 @@ async def still_serving(running: Running) -> None:
     assert health["status"] == "ok", health
     rows = await running.audit()
     assert rows[-1].tool == "echo" and rows[-1].outcome == "ok"
-    with Session(running.app.state.engine) as session:
+    with Session(running.app.state.signoff.database) as session:
         assert verify_chain(session).ok
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 
 Start = Callable[..., AbstractAsyncContextManager[Running]]
 APPROVER = "Bearer alice-approver-token"
-NOBODY = uuid.UUID(int=7)  # no such request: a valid body reaches the desk and gets 404
+NOBODY = uuid.UUID(int=7)  # no such request: a valid body reaches the approval engine and gets 404
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -80,7 +80,7 @@ async def test_healthz_fails_while_the_audit_database_is_down_and_recovers_with_
             httpx2.AsyncClient(base_url=running.url, timeout=10) as http,
             running.client("ev") as client,
         ):
-            engine = running.app.state.engine
+            engine = running.app.state.signoff.database
             with engine.begin() as connection:
                 connection.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
             served = await client.call_tool("echo", {"text": "while down"})

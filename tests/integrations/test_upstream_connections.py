@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
 from integrations.gateway.connections import ConnectionPool
-from integrations.gateway.upstream import HttpUpstream, Reply
+from integrations.gateway.upstream import HttpUpstream, Reply, UpstreamRequest
 from tests.fakes.upstreams import everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ def initialize_params() -> dict[str, Any]:
 async def post(upstream: HttpUpstream, message: dict[str, Any], **headers: str) -> Reply:
     body = json.dumps(message).encode()
     sent = {"accept": ACCEPT, "content-type": "application/json", **headers}
-    return await upstream.post(body, message, sent, "alpha")
+    return await upstream.post(UpstreamRequest(sent, "alpha", body, message))
 
 
 async def read_all(reply: Reply) -> bytes:
@@ -236,7 +236,7 @@ async def test_json_replies_from_the_fast_upstream_pass_through_on_one_connectio
                 )
                 assert reply.stream is None and reply.status == 200
                 assert json.loads(reply.body)["result"]["content"][0]["text"] == f"hi {n}"
-            closed = await upstream.delete({"mcp-session-id": session}, "alpha")
+            closed = await upstream.delete(UpstreamRequest({"mcp-session-id": session}, "alpha"))
             assert closed.status == 200
             assert upstream.pool.connects == 1
         finally:
@@ -388,7 +388,7 @@ async def test_an_idempotent_request_on_a_dropped_reused_connection_is_retried_o
         try:
             assert (await post(upstream, rpc("ping"))).status == 200
             call = upstream.get if method == "GET" else upstream.delete
-            reply = await call({"mcp-session-id": "s-1"}, "alpha")
+            reply = await call(UpstreamRequest({"mcp-session-id": "s-1"}, "alpha"))
             assert json.loads(reply.body)["result"] == {"method": method, "connection": 2, "number": 1}
             assert [(r.method, r.connection, r.number) for r in server.requests] == [
                 ("POST", 1, 1),
@@ -633,7 +633,8 @@ async def test_the_request_carries_mcp_headers_and_configured_ones_never_the_age
                 "host": "evil.example",
             }
             await post(upstream, rpc("ping"), **agent)
-            await upstream.get({"accept": "text/event-stream", "last-event-id": "e-9", "authorization": "x"}, "alpha")
+            sent = {"accept": "text/event-stream", "last-event-id": "e-9", "authorization": "x"}
+            await upstream.get(UpstreamRequest(sent, "alpha"))
         finally:
             await upstream.aclose()
     posted, got = server.requests

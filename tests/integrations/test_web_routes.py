@@ -309,7 +309,7 @@ async def test_the_audit_page_filters_pages_exports_and_shows_the_chain(signoff:
             exported_csv = await http.get("/audit/export.csv?tool=echo&kind=allowed")
             exported_jsonl = await http.get("/audit/export.jsonl?agent=alpha")
             formula = await http.get("/audit/export.csv?tool=%3D1%2B2")
-            with Session(running.app.state.engine) as session:
+            with Session(running.app.state.signoff.database) as session:
                 session.execute(text("UPDATE audit_events SET detail = 'edited' WHERE id = 3"))
                 session.commit()
             cached = await http.get("/audit")

@@ -95,7 +95,7 @@ def forged(data: dict[str, Any]) -> str:
 
 
 def rows(running: Running) -> list[WebSession]:
-    with Session(running.app.state.engine) as session:
+    with Session(running.app.state.signoff.database) as session:
         return list(session.exec(select(WebSession)).all())
 
 

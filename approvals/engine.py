@@ -1,0 +1,263 @@
+"""The approval lifecycle: request (or join), decide, claim, finish, expire, withdraw; grants beside it.
+
+Every edge that takes part in an approval calls this one object: the gateway's holding of a call, the API, the web
+page, Slack, the scheduler. Each step runs one domain function in the database (the row is the truth), then rings
+the bell for the calls held on that request (`DecisionWaiter`) and tells the notifier (webhooks, Slack) what
+happened. Nothing here knows HTTP, MCP or Slack.
+"""
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import anyio
+from sqlmodel import Session
+
+from approvals import grants, service
+from approvals.errors import AlreadyDecided
+from approvals.grantbook import ActiveGrant, GrantBook
+from approvals.models import ApprovalRequest, ApprovalStatus, Grant, Verdict, utcnow
+from approvals.ports import Notifier, Spawner
+from approvals.store import Store
+from approvals.waiting import DecisionWaiter
+
+__all__ = ["CLAIMANT_HOST", "ApprovalEngine", "Outcome"]
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 2.0
+DECISION_LOOKBACK = 100  # decision rows the poll reads again each time (see poll_decisions)
+CLAIMANT_HOST = socket.gethostname().replace(":", "_")[:100]
+GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
+Outcome = tuple[dict[str, Any], ApprovalRequest | None]  # a request's public view, and the last run of its call
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class ApprovalEngine:
+    """The approval requests and grants of this gateway, on `store`; see the module docstring.
+
+    `remember`: how long a finished request still answers a repeat of its call. `lease`: longer than any approved
+    call may run; one claimed and executing for longer was left behind by a process that stopped.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        waiter: DecisionWaiter,
+        notifier: Notifier,
+        *,
+        base_url: str,
+        remember: timedelta = timedelta(minutes=10),
+        lease: timedelta = timedelta(minutes=10),
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.waiter = waiter
+        self.notifier = notifier
+        self.base_url = base_url
+        self.remember = remember
+        self.lease = lease
+        self.now = now
+        self.claimant = f"{CLAIMANT_HOST}:{os.getpid()}:{uuid4().hex[:12]}"
+        self.grants = GrantBook()
+        self._spawner: Spawner | None = None
+        self._seen_decision: int | None = None  # the newest decision row the poll has looked at
+
+    def link(self, request_id: UUID | str) -> str:
+        return f"{self.base_url}/approvals/{request_id}"
+
+    def view(self, request: ApprovalRequest) -> dict[str, Any]:
+        return {**service.public_view(request), "url": self.link(request.id)}
+
+    def _publish(self, event: str, request: ApprovalRequest) -> None:
+        self.notifier.publish(event, self.view(request))
+
+    async def _settled(self, event: str, request_id: UUID) -> None:
+        """Wake the calls held on a request that just ended, then announce it."""
+        self.waiter.notify(request_id)
+        self._publish(event, await self.store.run(service.get_request, request_id))
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def start(self, spawner: Spawner) -> None:
+        """Start the decision poll and the grant refresh (other replicas' decisions and grants reach here so)."""
+        self._spawner = spawner
+        spawner.start_soon(self._poll_decisions, name="approvals.poll")
+        spawner.start_soon(self._refresh_grants, name="approvals.grants")
+
+    async def poll_decisions(self) -> None:
+        """Ring for the requests voted on since the last look; a decision committed by another replica rings no
+        bell here otherwise. A held call also wakes at its deadline, so another replica's expiry needs no poll."""
+        seen = self._seen_decision
+        # Rows a little older than the newest seen are read again: PostgreSQL may commit a lower id after a
+        # higher one was seen. A request rung twice only reads its row once more.
+        since = None if seen is None else seen - DECISION_LOOKBACK
+        newest, voted = await self.store.run(service.decided_since, since)
+        self._seen_decision = newest if seen is None else max(seen, newest)
+        for request_id in voted:
+            self.waiter.notify(request_id)
+
+    async def _poll_decisions(self) -> None:
+        while True:
+            try:
+                await self.poll_decisions()
+            except Exception:  # a background loop's top-level handler: log, keep polling
+                logger.exception("Polling approval decisions failed")
+            await anyio.sleep(POLL_INTERVAL)
+
+    # -- a held call's request -------------------------------------------------------------------------
+
+    async def request(self, pending: service.CallForApproval) -> tuple[UUID, datetime | None]:
+        """Record the request for a call, or join the open one for the same call; its id, and its deadline if new."""
+        request, created = await self.store.run(service.request_approval, pending, self.now(), self.remember)
+        if not created:
+            return request.id, None
+        self._publish("approval.requested", request)
+        return request.id, service.as_utc(request.deadline)
+
+    async def standing(self, request_id: UUID) -> service.Standing:
+        """Where a request stands; an approved one is claimed for this process in the same transaction."""
+        return await self.store.run(service.standing, request_id, self.claimant, self.now())
+
+    async def outcome(self, request_id: UUID) -> Outcome:
+        """A request as the API shows it and, while it waits, the last run of the same call (its repeat may be
+        asking about that one)."""
+        now = self.now()
+
+        def read(session: Session) -> tuple[ApprovalRequest, ApprovalRequest | None]:
+            request = service.get_request(session, request_id)
+            waiting = request.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+            return request, service.last_run(session, request, now, self.remember) if waiting else None
+
+        request, earlier = await self.store.run(read)
+        return self.view(request), earlier
+
+    async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float, detail: str = "") -> None:
+        """Record what an approved call did; insisted on, because a request left `executing` could never run again."""
+        request = await self.store.insist(
+            f"Recording the outcome of approval {request_id}",
+            service.finish_execution,
+            request_id,
+            ok,
+            outcome,
+            latency_ms,
+            self.now(),
+            detail,
+        )
+        if request is not None:
+            self._publish(f"approval.{request.status}", request)
+
+    async def withdraw(self, request_id: UUID, why: str = "the agent cancelled the call") -> bool:
+        withdrawn = await self.store.run(service.cancel, request_id, self.now(), why)
+        if withdrawn:
+            await self._settled("approval.cancelled", request_id)
+        return withdrawn
+
+    # -- decisions from the API, the web page, Slack -------------------------------------------------
+
+    async def decide(
+        self,
+        request_id: UUID,
+        approver: service.Approver,
+        verdict: Verdict,
+        comment: str,
+        channel: str,
+        grant_seconds: float | None = None,
+    ) -> service.VoteResult:
+        try:
+            result = await self.store.run(
+                service.decide, request_id, approver, verdict, comment, channel, self.now(), grant_seconds
+            )
+        except AlreadyDecided as exc:
+            if exc.expired_now:  # the decision came after the deadline and expired the request itself
+                await self._settled("approval.expired", request_id)
+            raise
+        if result.grant is not None:
+            self.grants.add(result.grant)
+        if result.settled:
+            self.waiter.notify(request_id)
+            self._publish(f"approval.{result.request.status}", result.request)
+        else:
+            self._publish("approval.voted", result.request)
+        return result
+
+    # -- expiry ------------------------------------------------------------------------------------
+
+    async def next_deadline(self) -> datetime | None:
+        return await self.store.run(service.next_deadline)
+
+    def left_behind(self, claimed_by: str | None) -> bool:
+        """Whether the process that claimed an execution is gone: one of this host's that is no longer running, or
+        an earlier run of this one (a container restarted with the same host name and pid); others wait out the lease.
+        """
+        host, _, rest = (claimed_by or "").partition(":")
+        pid = rest.partition(":")[0]
+        if not claimed_by or host != CLAIMANT_HOST or not pid.isdigit():
+            return False
+        return claimed_by != self.claimant and (int(pid) == os.getpid() or not _running(int(pid)))
+
+    async def resolve_abandoned(self) -> list[UUID]:
+        """Fail what a stopped process left executing (at start, and with every sweep); each repeat is told so."""
+        resolved = await self.store.run(service.resolve_abandoned, self.now(), self.lease, self.left_behind)
+        for request_id in resolved:
+            logger.warning("Approval %s was left executing by a stopped gateway: failed, result unknown", request_id)
+            await self._settled("approval.failed", request_id)
+        return resolved
+
+    async def expire_overdue(self) -> list[UUID]:
+        await self.resolve_abandoned()
+        expired = await self.store.run(service.expire_overdue, self.now())
+        for request_id in expired:
+            await self._settled("approval.expired", request_id)
+        for grant_id in await self.store.run(grants.expire_overdue_grants, self.now()):
+            self.grants.remove(grant_id)
+        return expired
+
+    # -- grants ----------------------------------------------------------------------------------------
+
+    async def load_grants(self) -> None:
+        """Hold every active grant (at start; the refresh loop keeps the book in step with other replicas)."""
+        version = self.grants.version
+        active = await self.store.run(grants.active_grants, self.now())
+        if self.grants.version == version:  # a grant made or revoked here meanwhile: the next refresh sees it
+            self.grants.replace(active)
+
+    async def _refresh_grants(self) -> None:
+        while True:
+            await anyio.sleep(GRANT_REFRESH)
+            try:
+                await self.load_grants()
+            except Exception:  # a background loop's top-level handler: log, keep the book, try again
+                logger.exception("Reloading grants failed")
+
+    def find_grant(self, server: str, tool: str, identity: str) -> ActiveGrant | None:
+        """The grant that lets this agent's call to this tool skip approval now; one dict lookup, no database."""
+        grant, expired = self.grants.find((server, tool, identity), self.now())
+        for grant_id in expired:  # stopped already; record the expiry once, off the call's path
+            if self._spawner is not None:
+                self._spawner.start_soon(self._record_expiry, grant_id)
+        return grant
+
+    async def _record_expiry(self, grant_id: UUID) -> None:
+        try:
+            await self.store.run(grants.expire_grant, grant_id, self.now())
+        except Exception:  # a background task's top-level handler: the periodic sweep records it instead
+            logger.exception("Recording the expiry of grant %s failed", grant_id)
+
+    async def revoke_grant(self, grant_id: UUID, by: str, reason: str, channel: str) -> Grant:
+        grant = await self.store.run(grants.revoke_grant, grant_id, by, reason, channel, self.now())
+        self.grants.remove(grant_id)
+        return grant

@@ -1,0 +1,49 @@
+"""What the lifespan builds, typed, for the routes: `Runtime`, kept in `app.state.signoff`.
+
+The routes (the API, the web page, /healthz, /metrics) read the running parts from here rather than from loose
+`app.state` attributes, so each name has one type and a missing one is an error at the first request, not a
+`None` somewhere later.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+from starlette.requests import HTTPConnection
+
+from approvals.engine import ApprovalEngine
+from approvals.service import Approver
+from integrations.auditing import AuditWriter
+from integrations.gateway.drift import ToolWatch
+from integrations.gateway.endpoint import Gateway
+from integrations.reloading import PolicyWatcher
+from integrations.supervision import Parts
+from integrations.tokens import TokenBook
+from integrations.webhooks import WebhookNotifier
+
+if TYPE_CHECKING:  # Slack's libraries load only when Slack is configured (integrations/app.py)
+    from integrations.slack import SlackIntegration
+
+__all__ = ["Runtime", "runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The running parts of one signoff process."""
+
+    database: Engine
+    audit: AuditWriter
+    gateway: Gateway
+    approvals: ApprovalEngine
+    approvers: TokenBook[Approver]
+    tools: ToolWatch
+    watcher: PolicyWatcher
+    parts: Parts
+    webhooks: WebhookNotifier | None = None
+    slack: "SlackIntegration | None" = None
+
+
+def runtime(connection: HTTPConnection) -> Runtime:
+    """The runtime of the app serving `connection` (a request or a websocket)."""
+    running: Runtime = connection.app.state.signoff
+    return running
