@@ -352,8 +352,8 @@ async def test_tools_an_agent_lists_under_its_own_policy_are_pinned_under_the_se
         async with running.client("ev") as alpha:
             with anyio.fail_after(20):
                 await alpha.list_tools()
-        await running.app.state.tools.flush()
-        with Session(running.app.state.engine) as db:
+        await running.app.state.signoff.tools.flush()
+        with Session(running.app.state.signoff.database) as db:
             versions = {pin.policy_version for pin in db.exec(select(ToolPin)).all()}
 
     # The server's next start re-checks pins whose version is not its policy's: alpha's would accept any drift.

@@ -55,7 +55,7 @@ async def ping(running: Running, token: str, session_id: str) -> httpx2.Response
 
 
 def rows(running: Running) -> list[tuple[str, str, str]]:
-    with Session(running.app.state.engine) as db:
+    with Session(running.app.state.signoff.database) as db:
         return [(r.id, r.agent, r.server) for r in db.exec(select(McpSession)).all()]
 
 
@@ -128,7 +128,7 @@ async def test_without_the_session_table_no_session_is_handed_out_or_let_through
     async with serve_http(everything_http_app()) as upstream:
         servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]
         async with signoff(servers) as running:
-            with running.app.state.engine.begin() as db:
+            with running.app.state.signoff.database.begin() as db:
                 db.execute(text("DROP TABLE mcp_sessions"))
             async with httpx2.AsyncClient(timeout=10, headers=as_agent(AGENT_TOKEN)) as http:
                 opened = await http.post(running.mcp_url("ev"), json=INITIALIZE)
