@@ -255,33 +255,7 @@ def decide(
         GrantNotAllowed: a grant was asked for with a rejection, or beyond what the request's rule allows.
         InvalidReason: `comment` breaks the rule of `approvals.reasons` (a rejection without one, say).
     """
-    # Lock the row (PostgreSQL) so concurrent votes towards a quorum count each other; SQLite serialises writers.
-    request = session.exec(
-        select(ApprovalRequest).where(col(ApprovalRequest.id) == request_id).with_for_update()
-    ).first()
-    if request is None:
-        raise ApprovalNotFound(request_id)
-    refusal = may_decide(request, approver)
-    expired_now = False
-    if refusal is None and request.status == ApprovalStatus.PENDING and as_utc(request.deadline) <= now:
-        expired_now = _expire(session, request, now)
-        session.commit()
-        session.refresh(request)
-    if refusal is not None or request.status != ApprovalStatus.PENDING:
-        why = refusal or f"the request is already {request.status}"
-        _audit(
-            session,
-            request,
-            AuditKind.DECISION_REFUSED,
-            actor=approver.name,
-            channel=channel,
-            outcome=verdict,
-            detail=why,
-        )
-        session.commit()
-        if refusal is not None:
-            raise NotAllowed(request_id, approver.name, refusal)
-        raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
+    request = _open_for(session, request_id, approver, verdict, channel, now)
     bad_reason = reason_problem(comment, rejecting=verdict == Verdict.REJECT)  # after who may: the first word
     if bad_reason is not None:
         raise InvalidReason(bad_reason)
@@ -291,70 +265,32 @@ def decide(
         )
         if no_grant is not None:
             raise GrantNotAllowed(request_id, no_grant)
-
-    voted = session.exec(
-        select(ApprovalDecision).where(
-            col(ApprovalDecision.request_id) == request_id, col(ApprovalDecision.approver) == approver.name
-        )
-    ).first()
-    if voted is None:
-        session.add(
-            ApprovalDecision(
-                request_id=request_id, approver=approver.name, verdict=verdict, comment=comment, channel=channel, at=now
-            )
-        )
-        try:
-            session.flush()
-        except IntegrityError:
-            # The same person's other click got there first: that vote stands, this one is a repeat.
-            session.rollback()
-            return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds)
+    vote = ApprovalDecision(
+        request_id=request_id, approver=approver.name, verdict=verdict, comment=comment, channel=channel, at=now
+    )
+    repeat = _cast(session, vote)
+    if repeat is None:  # the same person's other click got there first: that vote stands, this one is a repeat
+        return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds)
     approvals = session.exec(
         select(func.count())
         .select_from(ApprovalDecision)
         .where(col(ApprovalDecision.request_id) == request_id, col(ApprovalDecision.verdict) == Verdict.APPROVE)
     ).one()
-    settled = False
-    if verdict == Verdict.REJECT and voted is None:
-        settled = _cas(
-            session,
-            request_id,
-            [ApprovalStatus.PENDING],
-            status=ApprovalStatus.REJECTED,
-            responded_at=now,
-            responded_by=approver.name,
-            comment=comment,
-        )
-        kind = AuditKind.REJECTED
-    elif approvals >= request.quorum:
-        settled = _cas(
-            session,
-            request_id,
-            [ApprovalStatus.PENDING],
-            status=ApprovalStatus.APPROVED,
-            responded_at=now,
-            responded_by=approver.name,
-            comment=comment,
-        )
-        kind = AuditKind.APPROVED
-    else:
-        kind = AuditKind.VOTED
-    if kind != AuditKind.VOTED and not settled and voted is None:
+    kind = (
+        AuditKind.REJECTED
+        if verdict == Verdict.REJECT and not repeat
+        else AuditKind.APPROVED
+        if approvals >= request.quorum
+        else AuditKind.VOTED
+    )
+    settled = kind != AuditKind.VOTED and _settle(session, request_id, kind, approver.name, comment, now)
+    if kind != AuditKind.VOTED and not settled and not repeat:
         # Another decision settled the request between our read and our update: this one lost the race.
         session.rollback()
         current = get_request(session, request_id)
-        _audit(
-            session,
-            current,
-            AuditKind.DECISION_REFUSED,
-            actor=approver.name,
-            channel=channel,
-            outcome=verdict,
-            detail=f"the request is already {current.status}",
-        )
-        session.commit()
+        _refuse(session, current, approver, verdict, channel, f"the request is already {current.status}")
         raise AlreadyDecided(request_id, current.status)
-    if voted is None or settled:
+    if not repeat or settled:
         progress = f"{approvals} of {request.quorum} approvals" if verdict == Verdict.APPROVE else comment
         _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=progress)
     grant = None
@@ -367,6 +303,69 @@ def decide(
     return VoteResult(
         request=request, settled=settled, approvals=approvals, grant=grant, decisions=decisions_for(session, request_id)
     )
+
+
+def _open_for(
+    session: Session, request_id: UUID, approver: Approver, verdict: Verdict, channel: str, now: datetime
+) -> ApprovalRequest:
+    """The pending request `approver` may decide, locked; or the refusal, audited and raised (`decide` says which).
+
+    Locked on PostgreSQL, so concurrent votes towards a quorum count each other; SQLite serialises writers. A
+    request past its deadline is expired here, by the vote that found it so.
+    """
+    request = session.exec(
+        select(ApprovalRequest).where(col(ApprovalRequest.id) == request_id).with_for_update()
+    ).first()
+    if request is None:
+        raise ApprovalNotFound(request_id)
+    refusal = may_decide(request, approver)
+    expired_now = False
+    if refusal is None and request.status == ApprovalStatus.PENDING and as_utc(request.deadline) <= now:
+        expired_now = _expire(session, request, now)
+        session.commit()
+        session.refresh(request)
+    if refusal is None and request.status == ApprovalStatus.PENDING:
+        return request
+    _refuse(session, request, approver, verdict, channel, refusal or f"the request is already {request.status}")
+    if refusal is not None:
+        raise NotAllowed(request_id, approver.name, refusal)
+    raise AlreadyDecided(request_id, request.status, expired_now=expired_now)
+
+
+def _refuse(
+    session: Session, request: ApprovalRequest, approver: Approver, verdict: Verdict, channel: str, why: str
+) -> None:
+    """Audit a decision that was not taken, and why."""
+    _audit(
+        session, request, AuditKind.DECISION_REFUSED, actor=approver.name, channel=channel, outcome=verdict, detail=why
+    )
+    session.commit()
+
+
+def _cast(session: Session, vote: ApprovalDecision) -> bool | None:
+    """Record `vote` unless its approver voted on the request before: whether they had (a repeat changes nothing),
+    or None when their other vote landed just now, between the look and the insert (the caller starts again)."""
+    voted = session.exec(
+        select(ApprovalDecision).where(
+            col(ApprovalDecision.request_id) == vote.request_id, col(ApprovalDecision.approver) == vote.approver
+        )
+    ).first()
+    if voted is not None:
+        return True
+    session.add(vote)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        return None
+    return False
+
+
+def _settle(session: Session, request_id: UUID, kind: AuditKind, by: str, comment: str, now: datetime) -> bool:
+    """Move a pending request to approved or rejected (`kind`); False when another decision moved it first."""
+    status = ApprovalStatus.REJECTED if kind == AuditKind.REJECTED else ApprovalStatus.APPROVED
+    values = {"status": status, "responded_at": now, "responded_by": by, "comment": comment}
+    return _cas(session, request_id, [ApprovalStatus.PENDING], **values)
 
 
 def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:

@@ -5,7 +5,6 @@ errors map to HTTP statuses here and nowhere else.
 """
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from approvals.errors import (
 from approvals.models import GrantStatus, ToolPin, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from integrations.bodies import json_object
+from integrations.params import limit, path_id
 from integrations.reloading import Check
 from integrations.runtime import runtime
 from policies import parse_duration
@@ -36,20 +36,6 @@ from policies import parse_duration
 
 def _problem(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=code)
-
-
-def _request_id(request: Request) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(request.path_params["id"])
-    except ValueError:
-        return None
-
-
-def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
-    raw = request.query_params.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit()):
-        return default
-    return max(1, min(int(raw) if len(raw) <= 9 else most, most))  # int() refuses 4,300 digits and more
 
 
 def _engine(request: Request) -> ApprovalEngine:
@@ -161,7 +147,7 @@ async def list_approvals(request: Request) -> Response:
             server=params.get("server"),
             tool=params.get("tool"),
             identity=params.get("agent"),
-            limit=_limit(request),
+            limit=limit(request),
         )
     )
     return JSONResponse({"approvals": [engine.view(r) for r in rows]})
@@ -169,7 +155,7 @@ async def list_approvals(request: Request) -> Response:
 
 async def get_approval(request: Request) -> Response:
     engine = _engine(request)
-    request_id = _request_id(request)
+    request_id = path_id(request)
     if request_id is None:
         return _problem(404, "No approval request with that id")
     try:
@@ -183,7 +169,7 @@ async def get_approval(request: Request) -> Response:
 
 async def _vote(request: Request, approver: service.Approver, verdict: Verdict) -> Response:
     engine = _engine(request)
-    request_id = _request_id(request)
+    request_id = path_id(request)
     if request_id is None:
         return _problem(404, "No approval request with that id")
     body = await _decision_body(request, rejecting=verdict == Verdict.REJECT)
@@ -211,7 +197,7 @@ async def audit(request: Request) -> Response:
     params = request.query_params
     filters = {name: params.get(name, "") for name in AUDIT_FILTERS}
     filters["identity"] = params.get("agent") or filters["identity"]  # `agent` is the name the other routes use
-    rows = await _engine(request).store.run(latest_events, filters, _limit(request))
+    rows = await _engine(request).store.run(latest_events, filters, limit(request))
     return JSONResponse({"events": [json.loads(row.model_dump_json()) for row in rows]})
 
 
@@ -225,7 +211,7 @@ async def list_grants(request: Request) -> Response:
     else:
         rows = await engine.store.run(
             lambda s: grants.list_grants(
-                s, status=None if status == "all" else status, server=params.get("server"), limit=_limit(request)
+                s, status=None if status == "all" else status, server=params.get("server"), limit=limit(request)
             )
         )
     views = [grants.grant_view(g, now) for g in rows if params.get("server") in (None, g.server)]
@@ -234,7 +220,7 @@ async def list_grants(request: Request) -> Response:
 
 async def revoke_grant(request: Request, approver: service.Approver) -> Response:
     engine = _engine(request)
-    grant_id = _request_id(request)
+    grant_id = path_id(request)
     if grant_id is None:
         return _problem(404, "No grant with that id")
     body = await _decision_body(request)

@@ -18,6 +18,7 @@ from approvals import service
 from approvals.errors import AlreadyDecided, ApprovalNotFound, InvalidReason, NotAllowed
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
+from integrations.params import path_id
 from integrations.web.identity import Identity
 from integrations.web.pages import Pages
 
@@ -41,13 +42,6 @@ class Listed:
     request: ApprovalRequest
     refusal: str | None
     approvals: int
-
-
-def _request_id(request: Request) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(request.path_params["id"])
-    except ValueError:
-        return None
 
 
 def _overview(session: Session) -> tuple[list[ApprovalRequest], list[ApprovalRequest], dict[uuid.UUID, int]]:
@@ -106,7 +100,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         error: str | None = None,
         reason: str = "",
     ) -> Response:
-        request_id = _request_id(request)
+        request_id = path_id(request)
         if request_id is None:
             return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
         try:
@@ -123,7 +117,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         return await render_detail(request, identity, template="_approval_state.html")
 
     async def vote(request: Request, identity: Identity, verdict: Verdict) -> Response:
-        request_id = _request_id(request)
+        request_id = path_id(request)
         if request_id is None:
             return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
         form = await request.form()
