@@ -29,6 +29,7 @@ class AuditKind(StrEnum):
     GRANT_USED = "grant_used"
     GRANT_REVOKED = "grant_revoked"
     GRANT_EXPIRED = "grant_expired"
+    SERVER_REFUSED = "server_refused"  # an agent asked for a server it may not reach; nothing went upstream
     REQUESTED = "requested"
     APPROVED = "approved"
     REJECTED = "rejected"
@@ -212,3 +213,20 @@ class WebSession(SQLModel, table=True):
     signed_in_at: datetime
     ended_at: datetime | None = None
     end_reason: str | None = Field(default=None, max_length=32)
+
+
+class McpSession(SQLModel, table=True):
+    """An MCP session and the agent it belongs to, so that no other agent can use its id, on any replica, after
+    any restart.
+
+    `id` is the SHA-256 of the `Mcp-Session-Id` the upstream gave (reading the table gives no session away). A row
+    is written when the session is opened (`initialize`), deleted when the agent ends it (DELETE), and pruned once
+    older than the gateway's session lifetime.
+    """
+
+    __tablename__ = "mcp_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    agent: str = Field(max_length=128)
+    server: str = Field(max_length=64)
+    created_at: datetime = Field(index=True)

@@ -249,12 +249,15 @@ async def accept_drift(request: Request, approver: service.Approver) -> Response
 
 
 async def reload_policies(request: Request, approver: service.Approver) -> Response:
-    gateway, watcher = runtime(request).gateway, runtime(request).watcher
+    watcher = runtime(request).watcher
     results = await watcher.check_all(force=True)
-    servers = {
-        name: {"result": result, **watcher.files[name].health(gateway.servers[name].policy)}
-        for name, result in results.items()
-    }
+    servers: dict[str, dict[str, Any]] = {}
+    for slot, result in results.items():
+        health = {"result": result, **watcher.files[slot].health(watcher.policy(slot))}
+        if slot.agent is None:
+            servers.setdefault(slot.server, {}).update(health)
+        else:
+            servers.setdefault(slot.server, {}).setdefault("agent_policies", {})[slot.agent] = health
     refused = any(r is Check.REFUSED for r in results.values())
     return JSONResponse({"servers": servers}, status_code=422 if refused else 200)
 

@@ -39,14 +39,15 @@ from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
 from integrations.gateway.holding import Holding
+from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.health import healthz, metrics
 from integrations.notifiers import Fanout
 from integrations.oauth import build_metadata_routes
 from integrations.oauth.agents import build_authenticator
-from integrations.preflight import load_policies
-from integrations.reloading import PolicyWatcher
+from integrations.preflight import PolicySet, agent_rights, load_policy_set
+from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
@@ -141,7 +142,7 @@ def create_app(
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
     pins are; tests pass their own.
     """
-    policies = load_policies(settings)
+    policies = load_policy_set(settings)
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -171,7 +172,7 @@ def create_app(
 
 async def _start(
     settings: Settings,
-    policies: dict[str, Policy],
+    loaded: PolicySet,
     slack: "SlackIntegration | None",
     stack: contextlib.AsyncExitStack,
     *,
@@ -182,7 +183,8 @@ async def _start(
     on each other, so they stop in reverse: calls first, then what they write to, the database last."""
     database = create_database_engine(settings.gateway.database_url)
     stack.callback(database.dispose)
-    _record_loaded(database, policies)
+    _record_loaded(database, loaded)
+    policies = loaded.servers
     hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
     stack.push_async_callback(hooks_client.aclose)
     task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -203,7 +205,11 @@ async def _start(
     tools.start(parts)
     stack.push_async_callback(tools.close)
     servers = {
-        s.name: Served(upstream=build_upstream(s, settings.gateway.upstream_timeout), policy=policies[s.name])
+        s.name: Served(
+            upstream=build_upstream(s, settings.gateway.upstream_timeout),
+            policy=policies[s.name],
+            agent_policies={agent: p for (server, agent), p in loaded.agents.items() if server == s.name},
+        )
         for s in settings.servers
     }
     watcher = _policy_watcher(settings, servers, audit, tools)
@@ -246,6 +252,8 @@ async def _start(
     gateway = Gateway(
         servers=servers,
         authenticator=authenticator,
+        owners=SessionOwners(database, now),
+        rights=agent_rights(settings),
         audit=audit,
         limiter=RateLimiter(),
         allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
@@ -263,57 +271,72 @@ async def _start(
     )
 
 
-def _record_loaded(database: Engine, policies: dict[str, Policy]) -> None:
-    """Audit the policy versions this process starts with, before it serves a call under them."""
-    with Session(database) as session:
-        append(
-            session,
-            [
-                AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
-                for name, p in policies.items()
-            ],
+def _record_loaded(database: Engine, loaded: PolicySet) -> None:
+    """Audit the policy versions this process starts with (agents' own too), before it serves a call under them."""
+    servers = [
+        AuditRecord(kind=AuditKind.POLICY_LOADED, server=name, policy_version=p.digest, detail=p.source)
+        for name, p in loaded.servers.items()
+    ]
+    agents = [
+        AuditRecord(
+            kind=AuditKind.POLICY_LOADED,
+            server=server,
+            identity=agent,
+            policy_version=p.digest,
+            detail=f"{p.source} (agent {agent}'s own)",
         )
+        for (server, agent), p in loaded.agents.items()
+    ]
+    with Session(database) as session:
+        append(session, [*servers, *agents])
         session.commit()
 
 
 def _policy_watcher(
     settings: Settings, servers: dict[str, Served], audit: AuditWriter, tools: ToolWatch
 ) -> PolicyWatcher:
-    """The watcher that hot-reloads each server's policy file, auditing every version it takes or refuses."""
+    """The watcher that hot-reloads each policy file (the servers' and the agents' own), auditing every version it
+    takes or refuses."""
 
-    def reloaded(server: str, old: Policy, new: Policy) -> None:
+    def reloaded(slot: Slot, old: Policy, new: Policy) -> None:
         audit.record(
             AuditRecord(
                 kind=AuditKind.POLICY_RELOADED,
-                server=server,
+                server=slot.server,
+                identity=slot.agent or "",
                 policy_version=new.digest,
                 actor="signoff",
                 outcome="reloaded",
                 detail=f"{new.source}: version {new.digest} replaces {old.digest}",
             )
         )
-        tools.recheck(server, new.digest)  # a new policy version re-checks drifted tools
+        if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
+            tools.recheck(slot.server, new.digest)
 
-    def refused(server: str, error: str) -> None:
+    def refused(slot: Slot, error: str) -> None:
         audit.record(
             AuditRecord(
                 kind=AuditKind.POLICY_REFUSED,
-                server=server,
-                policy_version=servers[server].policy.digest,
+                server=slot.server,
+                identity=slot.agent or "",
+                policy_version=watcher.policy(slot).digest,
                 actor="signoff",
                 outcome="refused",
                 detail=f"the previous policy keeps serving: {error}"[:2000],
             )
         )
 
-    return PolicyWatcher(
+    paths = {Slot(s.name): Path(s.policy) for s in settings.servers}
+    paths |= {Slot(server, a.name): Path(path) for a in settings.agents for server, path in a.policies.items()}
+    watcher = PolicyWatcher(
         servers,
-        {s.name: Path(s.policy) for s in settings.servers},
+        paths,
         on_reload=reloaded,
         on_refused=refused,
         interval=settings.gateway.policy_poll,
         approvers=settings.approver_names,
     )
+    return watcher
 
 
 class _Hangup:

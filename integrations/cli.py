@@ -20,10 +20,11 @@ from approvals.models import AuditEvent
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.errors import ConfigError
 from integrations.operations import add_grant_commands, add_operation_commands
-from integrations.policy_tools import add_policy_commands
+from integrations.policy_tools import add_policy_commands, agent_view
 from integrations.settings import AgentSettings, ApproverSettings, Settings, approver_token, load_settings, named_config
-from policies import check_policy, format_fault
+from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
+from policies.pitfalls import unknown_callers
 
 EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
 
@@ -55,6 +56,23 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
         " destroy_connection (hidden), execute_sql with a DROP (needs approval)\n\n"
     )
     out.flush()
+
+
+def reach_lines(settings: Settings) -> list[str]:
+    """Who may reach what, for the start of `signoff serve`: each agent's servers (marking its own policies), groups."""
+    if not settings.agents:
+        return ["no [[agents]] configured: no agent can reach any server"]
+    width = max(len(a.name) for a in settings.agents)
+    lines = ["agents and the servers each may reach:"]
+    for agent in settings.agents:
+        reach = [
+            s.name + (" (its own policy)" if s.name in agent.policies else "")
+            for s in settings.servers
+            if agent.may_reach(s.name)
+        ]
+        groups = f"   groups: {', '.join(agent.groups)}" if agent.groups else ""
+        lines.append(f"  {agent.name:<{width}} : {', '.join(reach) or 'none'}{groups}")
+    return lines
 
 
 def is_loopback(host: str) -> bool:
@@ -97,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"signoff: WARNING: --public-demo serves the demo on {host}, beyond loopback: anyone who can reach"
                 " this port and knows the tokens above can call its tools and approve the calls\n"
             )
+    sys.stdout.write("".join(f"{line}\n" for line in reach_lines(settings)))
+    sys.stdout.flush()
     config = uvicorn.Config(
         app,
         host=host,
@@ -116,12 +136,21 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     errors = warnings = 0
     # With a config named, the approvers a policy names are checked too: each must be a configured name or group.
     config = named_config(args.config)
-    approvers = None
-    if config is not None:
+    approvers: frozenset[str] | None = None
+    settings: Settings | None = None
+    files = list(args.files)
+    if config is not None or args.agent:
         settings = load_settings(config)
         approvers = settings.approver_names
         sys.stdout.write(f"approvers checked against {settings.source}: {configured_listing(approvers)}\n")
-    for name in args.files:
+        if args.agent:
+            files += _agent_policy_files(settings, args.agent)
+    if not files:
+        sys.stderr.write(
+            "signoff: name the policy files to check, or --agent NAME for the ones an agent is judged by\n"
+        )
+        return EXIT_CONFIG
+    for name in dict.fromkeys(files):
         path = Path(name)
         try:
             text = path.read_text(encoding="utf-8")
@@ -130,6 +159,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
             errors += 1
             continue
         faults = check_policy(text, source=str(path), approvers=approvers)
+        if settings is not None and not any(f.severity == "error" for f in faults):  # and caller names
+            groups = {g for a in settings.agents for g in a.groups}
+            faults += unknown_callers(load_policy(text, source=str(path)), [a.name for a in settings.agents], groups)
         for fault in faults:
             sys.stdout.write(format_fault(fault, str(path)) + "\n")
         file_errors = sum(1 for f in faults if f.severity == "error")
@@ -138,8 +170,23 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         if not faults:
             sys.stdout.write(f"{path}: ok\n")
     if errors or warnings:
-        sys.stdout.write(f"{errors} error(s), {warnings} warning(s) in {len(args.files)} file(s)\n")
+        sys.stdout.write(f"{errors} error(s), {warnings} warning(s) in {len(dict.fromkeys(files))} file(s)\n")
     return EXIT_FAULTS if errors or (args.strict and warnings) else EXIT_OK
+
+
+def _agent_policy_files(settings: Settings, agent: str) -> list[str]:
+    """The policy file each server `agent` may reach judges it by (its own, or the server's), said on stdout."""
+    entry = agent_view(settings, agent, None)  # no such agent: a ConfigError naming the configured ones
+    files = []
+    for server in settings.servers:
+        try:
+            view = agent_view(settings, entry.caller.name, server.name)
+        except ConfigError:  # a server it may not reach judges it by nothing
+            continue
+        whose = "its own policy" if view.own else "the server's policy"
+        sys.stdout.write(f"agent {agent} on {server.name}: {whose} {view.policy}\n")
+        files.append(str(view.policy))
+    return files
 
 
 def _audit_rows(args: argparse.Namespace, session: Session) -> Sequence[AuditEvent]:
@@ -317,7 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="policy_command", required=True
     )
     check = policy.add_parser("check", help="validate policy files and print every fault")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="*", metavar="FILE")
+    check.add_argument(
+        "--agent", metavar="NAME", help="also check the policy each server this [[agents]] entry may reach judges it by"
+    )
     check.add_argument("--strict", action="store_true", help="treat warnings as faults")
     check.add_argument(
         "--config",

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from integrations.gateway.stdio import StdioUpstream
+from integrations.reloading import Slot
 from integrations.runtime import runtime
 
 __all__ = ["healthz", "metrics"]
@@ -24,7 +25,11 @@ async def healthz(request: Request) -> Response:
             servers[name] = {"transport": "stdio", **upstream.health(), "policy_version": served.policy.digest}
         else:
             servers[name] = {"transport": "http", "ready": True, "policy_version": served.policy.digest}
-        servers[name]["policy"] = running.watcher.files[name].health(served.policy)
+        servers[name]["policy"] = running.watcher.files[Slot(name)].health(served.policy)
+        if served.agent_policies:  # each agent's own policy for this server, as it stands
+            servers[name]["agent_policies"] = {
+                agent: running.watcher.files[Slot(name, agent)].health(p) for agent, p in served.agent_policies.items()
+            }
     auth = running.gateway.authenticator.health()  # [auth]'s identity provider: down, only access tokens fail
     healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"])
     audit = running.audit.health()

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,8 @@ import anyio
 import httpx2
 
 from integrations.errors import ConfigError, UpstreamUnavailable
-from integrations.settings import ServerSettings, child_environment, load_settings
-from policies import Policy, PolicyInvalid, RateLimiter, ToolCall, format_fault, load_policy
+from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from policies import Caller, Policy, PolicyInvalid, RateLimiter, ToolCall, format_fault, load_policy
 from policies.cases import CasesInvalid, load_cases, run_cases
 from policies.explain import explain_call, format_trace
 from policies.risk import Hints, ToolInfo
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from mcp import Client
     from mcp_types import Tool
 
-__all__ = ["add_policy_commands", "cases_path", "list_tools", "tool_info"]
+__all__ = ["AgentView", "add_policy_commands", "agent_view", "cases_path", "list_tools", "tool_info"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 LIST_TIMEOUT = 60.0  # seconds to start the server and list its tools; npx may fetch a package first
@@ -140,6 +141,63 @@ def cmd_policy_suggest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- as one agent sees a server ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What `--agent NAME` means: who calls (name, groups) and, for a server, the policy file that judges them."""
+
+    caller: Caller
+    policy: Path | None = None
+    own: bool = False  # the agent's own policy for the server, not the server's
+
+
+def agent_view(settings: Settings, agent_name: str, server: str | None) -> AgentView:
+    """How `agent_name` is seen on `server` (None: no server named): its own policy there, else the server's.
+
+    Raises:
+        ConfigError: no such agent or server, or the agent may not reach that server.
+    """
+    agent = settings.agent(agent_name)
+    if agent is None:
+        known = ", ".join(a.name for a in settings.agents) or "none"
+        raise ConfigError(f"{settings.source}: no agent named {agent_name!r} (configured: {known})")
+    caller = Caller(agent.name, agent.groups)
+    if server is None:
+        return AgentView(caller)
+    configured = next((s for s in settings.servers if s.name == server), None)
+    if configured is None:
+        known = ", ".join(s.name for s in settings.servers) or "none"
+        raise ConfigError(f"{settings.source}: no server named {server!r} (configured: {known})")
+    if not agent.may_reach(server):
+        reach = ", ".join(s.name for s in settings.servers if agent.may_reach(s.name)) or "none"
+        raise ConfigError(f"agent {agent.name!r} may not reach server {server!r}; it may reach: {reach}")
+    own = agent.policies.get(server)
+    return AgentView(caller, Path(own or configured.policy), own is not None)
+
+
+def _view(args: argparse.Namespace) -> AgentView | None:
+    """The `--agent` view of the command's server, or None without `--agent`; says which policy it uses."""
+    if not args.agent:
+        return None
+    settings = load_settings(args.config)
+    view = agent_view(settings, args.agent, args.server if args.file is None else None)
+    if view.policy is not None:
+        whose = f"{args.agent}'s own policy" if view.own else f"server {args.server}'s policy"
+        sys.stderr.write(f"using {whose} for {args.server}: {view.policy}\n")
+    return view
+
+
+def _policy_file(args: argparse.Namespace, view: AgentView | None) -> Path | None:
+    if args.file is not None:
+        return Path(args.file)
+    if view is not None and view.policy is not None:
+        return view.policy
+    sys.stderr.write("signoff: name a policy FILE, or --agent NAME with --server NAME to use the configured one\n")
+    return None
+
+
 # -- test and explain --------------------------------------------------------------------------------------------------
 
 
@@ -172,7 +230,10 @@ def cases_path(policy: Path) -> Path:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+    view = _view(args)
+    path = _policy_file(args, view)
+    if path is None:
+        return EXIT_CANNOT_RUN
     policy = _policy(path)
     cases_file = Path(args.cases) if args.cases else cases_path(path)
     text = _read(cases_file, "test cases")
@@ -184,7 +245,7 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         for fault in exc.faults:
             sys.stderr.write(format_fault(fault, str(cases_file)) + "\n")
         return EXIT_CANNOT_RUN
-    results = run_cases(policy, cases)
+    results = run_cases(policy, cases, view.caller if view is not None else None)
     out = sys.stdout
     for result in results:
         if result.passed:
@@ -197,7 +258,10 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+    view = _view(args)
+    path = _policy_file(args, view)
+    if path is None:
+        return EXIT_CANNOT_RUN
     policy = _policy(path)
     if policy is None:
         return EXIT_CANNOT_RUN
@@ -209,7 +273,8 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     if not isinstance(arguments, dict):
         sys.stderr.write("signoff: --args must be a JSON object, e.g. '{\"pid\": 87}'\n")
         return EXIT_CANNOT_RUN
-    call = ToolCall(args.server, args.tool, arguments, args.identity)
+    caller = view.caller if view is not None else Caller(args.identity or "agent", tuple(args.group or ()))
+    call = ToolCall(args.server or "explain", args.tool, arguments, caller.name, caller.groups)
     # Fresh counters: the trace shows this one call as the first of its window.
     trace = explain_call(policy, call, RateLimiter(), time.time())
     sys.stdout.write("\n".join(format_trace(trace)) + "\n")
@@ -233,14 +298,41 @@ def add_policy_commands(policy: "argparse._SubParsersAction[argparse.ArgumentPar
     suggest.set_defaults(func=cmd_policy_suggest)
 
     test = policy.add_parser("test", help="run the test cases kept beside a policy; exit 1 if any fails")
-    test.add_argument("file", metavar="FILE", help="the policy")
+    test.add_argument("file", nargs="?", metavar="FILE", help="the policy (default, with --agent: the configured one)")
     test.add_argument("--cases", metavar="CASES", help="the case file (default: FILE's name with .tests.json)")
+    _add_agent_options(test)
     test.set_defaults(func=cmd_policy_test)
 
     explain = policy.add_parser("explain", help="show, step by step, how a policy decides one call")
-    explain.add_argument("file", metavar="FILE", help="the policy")
+    explain.add_argument(
+        "file", nargs="?", metavar="FILE", help="the policy (default, with --agent: the configured one)"
+    )
     explain.add_argument("--tool", required=True, metavar="NAME")
     explain.add_argument("--args", default="{}", metavar="JSON", help="the call's arguments as a JSON object")
-    explain.add_argument("--identity", default="agent", metavar="NAME", help="the calling agent's name")
-    explain.add_argument("--server", default="explain", metavar="NAME", help="the server name counters are kept under")
+    who = explain.add_mutually_exclusive_group()
+    who.add_argument("--identity", metavar="NAME", help="the calling agent's name, without a config (default: agent)")
+    who.add_argument("--agent", metavar="NAME", help=_AGENT_HELP)
+    explain.add_argument("--group", action="append", metavar="GROUP", help="with --identity: a group it is in (repeat)")
+    explain.add_argument("--server", metavar="NAME", help="the server (with --agent: a [[servers]] name)")
+    _add_config_option(explain)
     explain.set_defaults(func=cmd_policy_explain)
+
+
+_AGENT_HELP = (
+    "call as this [[agents]] entry of the config: its groups, and (with --server and no FILE) its own policy for that"
+    " server, else the server's"
+)
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,  # so `signoff --config X policy ...` keeps X
+        help="the signoff.toml that --agent reads (default: $SIGNOFF_CONFIG or ./signoff.toml)",
+    )
+
+
+def _add_agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", metavar="NAME", help=_AGENT_HELP + "; cases that name no identity call as it")
+    parser.add_argument("--server", metavar="NAME", help="with --agent: the [[servers]] name whose policy to test")
+    _add_config_option(parser)

@@ -1,7 +1,9 @@
-"""Hot reload of policy files: watch each server's policy file and swap its policy in place when it changes.
+"""Hot reload of policy files: watch each server's policy file, and each agent's own, and swap the policy in place
+when its file changes.
 
-A swap is one assignment to `Served.policy`: a call in flight keeps the policy it started with, the next call gets
-the new one, and rate-limit counters (kept by counter name, outside any policy) carry on. An invalid edit is
+A swap is one assignment (to `Served.policy`, or to an agent's entry in `Served.agent_policies`): a call in flight
+keeps the policy it started with, the next call gets the new one, and rate-limit counters (kept by counter name,
+outside any policy) carry on. An invalid edit is
 refused (an approver that no `[[approvers]]` entry provides is a fault too): the previous policy keeps serving,
 and the faults are logged and kept for `/healthz`. Files are polled (modification time, size and inode, then a
 digest of the content), so no platform file-watching API is needed.
@@ -15,17 +17,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
 from integrations.gateway.endpoint import Served
+from integrations.gateway.rights import own_policy
 from integrations.supervision import Spawner
 from policies import Policy, PolicyInvalid, format_fault, load_policy
 
 logger = logging.getLogger(__name__)
 
 Stat = tuple[int, int, int]  # mtime_ns, size, inode
+
+
+class Slot(NamedTuple):
+    """Which policy a file holds: a server's (`agent` None), or one agent's own for that server."""
+
+    server: str
+    agent: str | None = None
+
+    def __str__(self) -> str:
+        return self.server if self.agent is None else f"{self.server} (agent {self.agent})"
 
 
 class Check(StrEnum):
@@ -38,9 +51,9 @@ class Check(StrEnum):
 
 @dataclass(slots=True)
 class PolicyFile:
-    """One server's policy file as last read, and the last refusal, if the file is still refused."""
+    """One policy file as last read, and the last refusal, if the file is still refused."""
 
-    server: str
+    slot: Slot
     path: Path
     stat: Stat | None
     content: str
@@ -102,15 +115,19 @@ def _now() -> datetime:
 
 
 class PolicyWatcher:
-    """Polls every server's policy file every `interval` seconds, or at once when woken (SIGHUP, the API)."""
+    """Polls every policy file every `interval` seconds, or at once when woken (SIGHUP, the API).
+
+    `paths` names each file by its `Slot`: a server's policy, or an agent's own for a server (whose limits then
+    count in the agent's own budget, as at start).
+    """
 
     def __init__(
         self,
         servers: Mapping[str, Served],
-        paths: Mapping[str, Path],
+        paths: Mapping[Slot, Path],
         *,
-        on_reload: Callable[[str, Policy, Policy], None],
-        on_refused: Callable[[str, str], None],
+        on_reload: Callable[[Slot, Policy, Policy], None],
+        on_refused: Callable[[Slot, str], None],
         interval: float = 1.0,
         now: Callable[[], datetime] = _now,
         approvers: frozenset[str] | None = None,
@@ -124,7 +141,7 @@ class PolicyWatcher:
         # Nothing is known of the files yet, so the first check reads them all: an edit made between loading the
         # policies and starting to watch them is not missed.
         started = now()
-        self.files = {name: PolicyFile(name, path, None, "", started) for name, path in paths.items()}
+        self.files = {slot: PolicyFile(slot, path, None, "", started) for slot, path in paths.items()}
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
 
@@ -146,17 +163,22 @@ class PolicyWatcher:
             except Exception:  # the poller's top-level handler: log, keep watching
                 logger.exception("Checking policy files failed")
 
-    async def check_all(self, *, force: bool = False) -> dict[str, Check]:
+    async def check_all(self, *, force: bool = False) -> dict[Slot, Check]:
         """Check every policy file; reload those that changed and are valid. `force` reads them even if unchanged."""
         async with self._lock:
-            return {name: await self._check(name, force) for name in self.files}
+            return {slot: await self._check(slot, force) for slot in self.files}
 
-    async def _check(self, name: str, force: bool) -> Check:
+    def policy(self, slot: Slot) -> Policy:
+        """The policy in force for `slot`."""
+        served = self._servers[slot.server]
+        return served.policy if slot.agent is None else served.agent_policies[slot.agent]
+
+    async def _check(self, name: Slot, force: bool) -> Check:
         known = self.files[name]
         read = await anyio.to_thread.run_sync(_read, known.path, known, force, self._approvers)
         if read is None:
             return Check.UNCHANGED
-        served = self._servers[name]
+        served = self._servers[name.server]
         if read.error is not None:
             known.stat, known.content = read.stat, read.content
             if read.error != known.error:  # report each refusal once, not at every poll
@@ -166,11 +188,15 @@ class PolicyWatcher:
             return Check.REFUSED
         known.stat, known.content = read.stat, read.content
         known.error = known.error_at = None
-        if read.policy is None or read.policy.digest == served.policy.digest:
+        old = self.policy(name)
+        if read.policy is None or read.policy.digest == old.digest:
             return Check.UNCHANGED
-        old, served.policy = served.policy, read.policy
+        if name.agent is None:
+            new = served.policy = read.policy
+        else:
+            new = served.agent_policies[name.agent] = own_policy(read.policy, name.agent)
         known.loaded_at = self._now()
         known.reloads += 1
-        logger.info("Policy for %s reloaded: version %s replaces %s", name, read.policy.digest, old.digest)
-        self._on_reload(name, old, read.policy)
+        logger.info("Policy for %s reloaded: version %s replaces %s", name, new.digest, old.digest)
+        self._on_reload(name, old, new)
         return Check.RELOADED

@@ -4,6 +4,7 @@ This is the only module that reads the environment. Everything below `create_app
 values, so a bad config is refused before a socket opens, with the key that is wrong.
 """
 
+import difflib
 import os
 import re
 import secrets
@@ -77,6 +78,12 @@ class AgentSettings(_Model):
     # Length and uniqueness: `token_faults`, so one start lists every token fault. Optional only with [auth]:
     # an agent that signs in with OAuth access tokens needs no static one.
     token: SecretStr | None = None
+    groups: tuple[str, ...] = ()  # what `"caller": "groups"` conditions test
+    servers: tuple[str, ...] | None = None  # the servers this agent may reach; None (omitted): all of them
+    policies: dict[str, str] = Field(default_factory=dict)  # server name -> this agent's own policy file for it
+
+    def may_reach(self, server: str) -> bool:
+        return self.servers is None or server in self.servers
 
 
 def _http_url(value: str, what: str) -> str:
@@ -213,10 +220,42 @@ class Settings(_Model):
             raise ValueError("web.token_login is false and [web.oidc] is not set, so no approver could sign in")
         return self
 
+    @model_validator(mode="after")
+    def _agent_rights(self) -> "Settings":
+        known = [s.name for s in self.servers]
+        faults: list[str] = []
+        for i, agent in enumerate(self.agents):
+            for j, name in enumerate(agent.servers or ()):
+                if name not in known:
+                    faults.append(f"agents[{i}].servers[{j}]: {name!r} {_no_such_server(name, known)}")
+            for name in agent.policies:
+                if name not in known:
+                    faults.append(f"agents[{i}].policies.{name}: {name!r} {_no_such_server(name, known)}")
+                elif not agent.may_reach(name):
+                    reach = ", ".join(agent.servers or ()) or "none"
+                    faults.append(
+                        f"agents[{i}].policies.{name}: agent {agent.name!r} may not reach server {name!r} (its"
+                        f" servers: {reach}), so this policy would never apply; add {name!r} to its servers or"
+                        " remove the policy"
+                    )
+        if faults:
+            raise ValueError("".join(f"{fault}\n" for fault in faults))  # one line each (_format_validation_error)
+        return self
+
+    def agent(self, name: str) -> "AgentSettings | None":
+        """The `[[agents]]` entry named `name`, if there is one."""
+        return next((a for a in self.agents if a.name == name), None)
+
     @property
     def approver_names(self) -> frozenset[str]:
         """What a policy's `approval.approvers` may name: each approver's name and each `group:NAME` they are in."""
         return frozenset(a.name for a in self.approvers) | {f"group:{g}" for a in self.approvers for g in a.groups}
+
+
+def _no_such_server(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    listing = f"configured: {', '.join(known) or 'none'}"
+    return "names no configured server (" + (f'did you mean "{close[0]}"? ' if close else "") + listing + ")"
 
 
 MIN_TOKEN_LENGTH = 16  # agents' and approvers' alike: both are bearer credentials accepted over the network
@@ -281,8 +320,12 @@ def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "config"
-        lines.append(f"  {where}: {error['msg']}")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        message = str(error["msg"]).removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
+        if not where and "\n" in message:  # a check across sections: each of its lines names its own key
+            lines += [f"  {line}" for line in message.splitlines()]
+        else:
+            lines.append(f"  {where or 'config'}: {message}")
     return "\n".join(lines)
 
 
@@ -301,6 +344,17 @@ def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _policy_path(policy: Any, base_dir: Path) -> Any:
+    """A policy file as the config names it: `catalog:NAME`, or a path relative to the config's directory (or, if
+    nothing is there, to the working directory)."""
+    if isinstance(policy, str) and policy.startswith("catalog:"):
+        return str(CATALOG / f"{policy.removeprefix('catalog:')}.json")
+    if isinstance(policy, str) and not Path(policy).is_absolute():
+        resolved = base_dir / policy
+        return str(resolved if resolved.exists() else Path.cwd() / policy)
+    return policy
 
 
 def load_settings(
@@ -346,12 +400,10 @@ def load_settings(
     if "PORT" in env and "port" not in data.get("gateway", {}):
         data.setdefault("gateway", {})["port"] = int(env["PORT"])
     for server in data.get("servers", []):
-        policy = server.get("policy")
-        if isinstance(policy, str) and policy.startswith("catalog:"):
-            server["policy"] = str(CATALOG / f"{policy.removeprefix('catalog:')}.json")
-        elif isinstance(policy, str) and not Path(policy).is_absolute():
-            resolved = base_dir / policy
-            server["policy"] = str(resolved if resolved.exists() else Path.cwd() / policy)
+        server["policy"] = _policy_path(server.get("policy"), base_dir)
+    for agent in data.get("agents", []):
+        if isinstance(agent, dict) and isinstance(agent.get("policies"), dict):
+            agent["policies"] = {name: _policy_path(p, base_dir) for name, p in agent["policies"].items()}
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:

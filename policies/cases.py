@@ -5,6 +5,9 @@ Pure: case JSON text in, results out. A case file is a JSON array of cases:
     {"name": "kill of a system pid is denied", "identity": "alice", "tool": "kill_connection",
      "arguments": {"pid": 87}, "expect": "deny", "rule": "tools[\\"kill_connection\\"].deny_if[0]"}
 
+`identity` and `groups` (optional) say who calls, for `caller` conditions; without them a case calls as the agent
+`run_cases` is given (`signoff policy test --agent NAME`), else as `test-agent` in no group.
+
 `expect` is allow, deny, hidden, rate_limited or require_approval. `rule` (optional) must match the deciding rule's
 locator, or a leading part of it (`tools["x"]` matches `tools["x"].deny_if[0]`); a bare tools key `x` stands for
 `tools["x"]`. `repeat: N` (optional) makes the call N times at one instant and checks the last decision, to test
@@ -22,12 +25,12 @@ from policies.evaluate import evaluate
 from policies.explain import DecisionKind, kind_of
 from policies.jsontext import read_json
 from policies.limits import RateLimiter
-from policies.model import Decision, Policy, ToolCall, tool_locator
+from policies.model import Caller, Decision, Policy, ToolCall, tool_locator
 from policies.values import json_kind, show
 
 __all__ = ["CASE_KEYS", "Case", "CaseResult", "CasesInvalid", "load_cases", "match_rule", "run_cases"]
 
-CASE_KEYS = ("name", "identity", "tool", "arguments", "expect", "rule", "repeat", "server")
+CASE_KEYS = ("name", "identity", "groups", "tool", "arguments", "expect", "rule", "repeat", "server")
 DEFAULT_IDENTITY = "test-agent"
 DEFAULT_SERVER = "test"
 MAX_REPEAT = 100_000
@@ -37,12 +40,14 @@ CLOCK = 1_800_028_800.0
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One expected decision: `identity` calls `tool` with `arguments` (`repeat` times) and expects `expect`."""
+    """One expected decision: `identity` (in `groups`) calls `tool` with `arguments` (`repeat` times) and expects
+    `expect`. None for `identity` or `groups`: as the agent the cases run as."""
 
     name: str
     tool: str
     expect: DecisionKind
-    identity: str = DEFAULT_IDENTITY
+    identity: str | None = None
+    groups: tuple[str, ...] | None = None
     arguments: Mapping[str, Any] | None = None
     rule: str | None = None
     repeat: int = 1
@@ -98,6 +103,9 @@ def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> C
         value = raw.get(key, "-")
         if not isinstance(value, str) or not value:
             fault(key, f"expected a non-empty string, got {json_kind(value)} {show(value)}")
+    groups = raw.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        fault("groups", f"expected an array of group names, got {json_kind(groups)} {show(groups)}")
     if not isinstance(raw.get("arguments", {}), dict):
         fault("arguments", f"expected an object, got {json_kind(raw['arguments'])} {show(raw['arguments'])}")
     if "expect" in raw and raw["expect"] not in tuple(DecisionKind):
@@ -117,7 +125,8 @@ def _case(index: int, raw: Any, faults: list[Fault], names: dict[str, int]) -> C
         name=raw["name"],
         tool=raw["tool"],
         expect=DecisionKind(raw["expect"]),
-        identity=raw.get("identity", DEFAULT_IDENTITY),
+        identity=raw.get("identity"),
+        groups=tuple(raw["groups"]) if "groups" in raw else None,
         arguments=raw.get("arguments", {}),
         rule=raw.get("rule"),
         repeat=repeat,
@@ -162,12 +171,14 @@ def match_rule(expected: str, locator: str) -> bool:
     return locator == expected or (locator.startswith(expected) and locator[len(expected)] in ".[")
 
 
-def run_cases(policy: Policy, cases: tuple[Case, ...] | list[Case]) -> list[CaseResult]:
+def run_cases(policy: Policy, cases: tuple[Case, ...] | list[Case], caller: Caller | None = None) -> list[CaseResult]:
     """Run every case against `policy`, each with fresh counters at the same fixed instant.
 
     Args:
         policy: The compiled policy under test.
         cases: The cases to run.
+        caller: Who a case calls as when it names no `identity` (and its groups, when it names no `groups`);
+            None: `test-agent`, in no group.
 
     Returns:
         One result per case, in order.
@@ -175,7 +186,10 @@ def run_cases(policy: Policy, cases: tuple[Case, ...] | list[Case]) -> list[Case
     results = []
     for case in cases:
         limiter = RateLimiter()
-        call = ToolCall(case.server, case.tool, case.arguments or {}, case.identity)
+        default = caller or Caller(DEFAULT_IDENTITY)
+        identity = case.identity or default.name
+        groups = case.groups if case.groups is not None else default.groups if identity == default.name else ()
+        call = ToolCall(case.server, case.tool, case.arguments or {}, identity, groups)
         kinds: Counter[DecisionKind] = Counter()
         decision: Decision | None = None
         for _ in range(case.repeat):

@@ -12,12 +12,13 @@ from typing import Any
 
 from policies.checker import Checker, choices
 from policies.durations import TIMEOUT_HINT, WINDOW_HINT, parse_duration, parse_window
-from policies.model import OPS, ApprovalSpec, Condition, Limit, Scope
+from policies.model import CALLER_OPS, OPS, ApprovalSpec, CallerField, Condition, Limit, Scope, Subject
 from policies.values import json_kind, show
 
 __all__ = ["configured_listing", "read_approval", "read_condition", "read_limit", "read_rate_limit"]
 
-CONDITION_KEYS = ("arg", "op", "value")
+CONDITION_KEYS = ("arg", "caller", "op", "value")
+CALLER_FIELDS = tuple(f.value for f in CallerField)
 LIMIT_KEYS = ("counter", "window", "max", "scope")
 RATE_LIMIT_KEYS = ("max", "window")
 APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval")
@@ -27,6 +28,9 @@ SCOPES = tuple(s.value for s in Scope)
 
 def read_condition(check: Checker, value: Any, path: str) -> Condition | None:
     """Read one condition, `{"arg": "a.b", "op": "eq", "value": 1}`; the value must suit the op.
+
+    A condition on the caller names `caller` instead of `arg`: `{"caller": "agent", "op": "in", "value": ["ci-bot"]}`
+    tests the agent's name, `{"caller": "groups", "op": "contains", "value": "automation"}` its groups.
 
     Args:
         check: Collects the faults.
@@ -39,10 +43,16 @@ def read_condition(check: Checker, value: Any, path: str) -> Condition | None:
     body = check.obj(value, path, CONDITION_KEYS)
     if body is None:
         return None
+    if "caller" in body:
+        return _read_caller_condition(check, body, path)
     ok = True
     arg = None
     if "arg" not in body:
-        check.error(path, 'missing required key "arg"', 'name the argument, e.g. "arg": "pid"')
+        check.error(
+            path,
+            'missing required key "arg"',
+            'name the argument, e.g. "arg": "pid" (or "caller": "agent" for who calls)',
+        )
         ok = False
     else:
         arg = check.string(body["arg"], f"{path}.arg")
@@ -68,6 +78,39 @@ def read_condition(check: Checker, value: Any, path: str) -> Condition | None:
     if not _check_condition_value(check, op, expected, vpath):
         return None
     return Condition(arg, op, expected)
+
+
+def _read_caller_condition(check: Checker, body: dict[str, Any], path: str) -> Condition | None:
+    """Read a condition on the caller: `caller` is `agent` (a name) or `groups`; each allows a few ops."""
+    ok = True
+    if "arg" in body:
+        check.error(path, 'a condition tests an argument ("arg") or the caller ("caller"), not both', "split it in two")
+        ok = False
+    field = check.choice(body["caller"], f"{path}.caller", CALLER_FIELDS, "caller field")
+    if field is None:
+        return None
+    valid = CALLER_OPS[CallerField(field)]
+    if "op" not in body:
+        check.error(path, 'missing required key "op"', f"valid ops on the caller's {field}: {choices(valid)}")
+        return None
+    op = check.choice(body["op"], f"{path}.op", valid, f"op on the caller's {field}")
+    if op is None:
+        return None
+    if "value" not in body:
+        check.error(path, f'missing required key "value" for op "{op}"')
+        return None
+    expected, vpath = body["value"], f"{path}.value"
+    if op in ("in", "not_in"):
+        names = check.strings(expected, vpath)
+        if names is None:
+            return None
+        expected = list(names)
+    elif op in ("regex", "not_regex"):
+        if not _check_condition_value(check, op, expected, vpath):
+            return None
+    elif check.string(expected, vpath) is None:
+        return None
+    return Condition(field, op, expected, Subject.CALLER) if ok else None
 
 
 def _check_condition_value(check: Checker, op: str, expected: Any, path: str) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from policies.model import Condition
+from policies.model import CallerField, Condition, ToolCall
 from policies.values import json_equal, json_kind, quote, show
 
 
@@ -66,6 +66,31 @@ def check(condition: Condition, arguments: Mapping[str, Any]) -> tuple[Outcome, 
     if result is None:
         return Outcome.ERROR, actual
     return (Outcome.HOLDS if result else Outcome.FAILS), actual
+
+
+def check_call(condition: Condition, call: ToolCall) -> tuple[Outcome, Any]:
+    """Test `condition` against the call: its arguments, or, for a `caller` condition, who makes it.
+
+    A caller's name is a string and its groups an array of strings; on groups, `in` holds when any of them is
+    listed, `not_in` when none is, and `contains` when the caller has that group.
+
+    Returns:
+        The outcome and the tested value (`MISSING` when an argument is absent), for explanations.
+    """
+    if not condition.on_caller:
+        return check(condition, call.arguments)
+    if condition.arg == CallerField.AGENT:
+        test = _TESTS.get(condition.op)
+        result = None if test is None else test(condition, call.identity, "string")
+        return (Outcome.ERROR if result is None else Outcome.HOLDS if result else Outcome.FAILS), call.identity
+    groups = list(call.groups)
+    expected = condition.value
+    if condition.op == "contains" and isinstance(expected, str):
+        return (Outcome.HOLDS if expected in groups else Outcome.FAILS), groups
+    if condition.op in ("in", "not_in") and isinstance(expected, list | tuple):
+        found = any(g in expected for g in groups)
+        return (Outcome.HOLDS if found == (condition.op == "in") else Outcome.FAILS), groups
+    return Outcome.ERROR, groups
 
 
 # Each test returns True/False, or None when the value cannot be tested (wrong type): the caller fails closed.
@@ -168,6 +193,8 @@ def explain(
         redact: Argument paths whose values must not be shown.
         required: Whether the condition comes from `require`.
     """
+    if condition.on_caller:
+        return _explain_caller(condition, outcome, actual, locator, required=required)
     name = quote(condition.arg)
     if actual is MISSING:
         if required:
@@ -201,3 +228,22 @@ _VERBS = {
 
 def _verb(condition: Condition) -> str:
     return f"{_VERBS.get(condition.op, 'be ' + condition.op)} {show(condition.value)}"
+
+
+def caller_found(condition: Condition, actual: Any) -> str:
+    """What a `caller` condition found, e.g. `the caller is "ci-bot"` or `the caller's groups are ["ops"]`."""
+    if condition.arg == CallerField.GROUPS:
+        return f"the caller's groups are {show(actual)}" if actual else "the caller is in no group"
+    return f"the caller is {show(actual)}"
+
+
+def _explain_caller(condition: Condition, outcome: Outcome, actual: Any, locator: str, *, required: bool) -> str:
+    found = caller_found(condition, actual)
+    if outcome is Outcome.ERROR:
+        tail = f"(required by {locator})" if required else f"so {locator} counts as met"
+        return f"{found}, which cannot be tested with {condition.described} {tail}"
+    if required:
+        verb = condition.described if condition.arg == CallerField.GROUPS else _verb(condition)
+        who = "they" if condition.arg == CallerField.GROUPS else "it"
+        return f"{found}, but {locator} requires that {who} {verb}"
+    return f"{found}, which {condition.described}"

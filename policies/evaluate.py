@@ -55,7 +55,8 @@ def evaluate(
 ) -> Decision:
     """Decide what happens to one tool call.
 
-    The order is: hidden, then the checks of the rule that governs the tool (`Rule.checks`: `action: deny`,
+    Conditions test the call's arguments, or (`caller` conditions) its identity and groups, as the call carries
+    them. The order is: hidden, then the checks of the rule that governs the tool (`Rule.checks`: `action: deny`,
     `require`, `deny_if`, rate limits (all-tools and the rule's, counted only when all have room and the call is
     not refused), then `require_approval` or `approve_if`, then allow), or the default's (`Policy.default_checks`).
 
@@ -86,7 +87,7 @@ def _evaluate(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float, 
         if rule is None:
             decision = _default(check, policy, call, limiter, now)
         elif check.condition is not None:
-            outcome, actual = conditions.check(check.condition, call.arguments)
+            outcome, actual = conditions.check_call(check.condition, call)
             decision = _judged(check, check.condition, outcome, actual, rule)
         else:
             decision = _ruled(check, policy, rule, call, limiter, now)
@@ -117,7 +118,7 @@ def _ruled(
         case CheckKind.ACTION_DENY:
             return Deny(rule.locator, rule.reason or f'{rule.locator} denies every call to "{call.tool}"')
         case CheckKind.LIMITS:
-            return _rate_limited(call, policy.located_all_tools_limits + rule.located_limits, limiter, now)
+            return _rate_limited(call, policy, policy.located_all_tools_limits + rule.located_limits, limiter, now)
         case CheckKind.REQUIRE_APPROVAL:
             reason = rule.reason or f'{rule.locator} requires a person to approve every call to "{call.tool}"'
             return NeedsApproval(rule.locator, reason, rule.approval or DEFAULT_APPROVAL, rule.grant_max_seconds)
@@ -132,7 +133,7 @@ def _ruled(
 def _default(check: Check, policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -> Decision | None:
     """What a tool no rule covers gets: the all-tools limits, then the policy's default."""
     if check.kind is CheckKind.LIMITS:
-        return _rate_limited(call, policy.located_all_tools_limits, limiter, now)
+        return _rate_limited(call, policy, policy.located_all_tools_limits, limiter, now)
     name = json.dumps(call.tool, ensure_ascii=False)
     if policy.default is Action.DENY:
         return Deny("default", policy.default_reason or f"no rule allows {name} and the policy's default is deny")
@@ -143,10 +144,11 @@ def _default(check: Check, policy: Policy, call: ToolCall, limiter: RateLimiter,
 
 
 def _rate_limited(
-    call: ToolCall, limits: tuple[tuple[str, Limit], ...], limiter: RateLimiter, now: float
+    call: ToolCall, policy: Policy, limits: tuple[tuple[str, Limit], ...], limiter: RateLimiter, now: float
 ) -> RateLimited | None:
-    """Count the call against `limits` if all have room; otherwise refuse it, naming the first exhausted one."""
-    exhausted = limiter.try_acquire(call, limits, now) if limits else None
+    """Count the call against `limits` (in the policy's budget) if all have room; otherwise refuse it, naming the
+    first exhausted one."""
+    exhausted = limiter.try_acquire(call, limits, now, policy.counters) if limits else None
     if exhausted is None:
         return None
     locator, limit, retry_after = exhausted

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from policies.conditions import MISSING, Outcome, is_redacted
+from policies.conditions import MISSING, Outcome, caller_found, is_redacted
 from policies.drift import is_shadowed
 from policies.evaluate import evaluate
 from policies.globs import GlobSyntaxError, compile_glob, is_glob
@@ -150,6 +150,8 @@ def _match_text(policy: Policy, tool: str, rule: Rule | None) -> str:
 
 
 def _test_text(condition: Condition) -> str:
+    if condition.on_caller:
+        return f"caller.{condition.arg} {condition.op} {show(condition.value)}"
     if condition.op == "exists":
         return f"{condition.arg} {'exists' if condition.value else 'is absent'}"
     return f"{condition.arg} {condition.op} {show(condition.value)}"
@@ -159,7 +161,9 @@ def _condition_text(
     condition: Condition, outcome: Outcome, actual: Any, redact: tuple[str, ...], effect: str, decides: bool
 ) -> str:
     test = _test_text(condition)
-    if actual is MISSING:
+    if condition.on_caller:
+        found = caller_found(condition, actual)
+    elif actual is MISSING:
         found = f"argument {_name(condition.arg)} is missing"
     else:
         value = "[redacted]" if is_redacted(condition.arg, redact) else show(actual)
@@ -211,14 +215,14 @@ def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: floa
     tool = call.tool
     hidden, rule = policy.resolve(tool)
     limits = policy.located_all_tools_limits + (rule.located_limits if rule is not None else ())
-    before = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
+    before = {locator: limiter.remaining(call, limit, now, policy.counters) for locator, limit in limits}
     ran: list[_Ran] = []
 
     def told(check: Check, decision: Decision | None, outcome: Outcome | None, actual: Any) -> None:
         ran.append(_Ran(check, decision, outcome, actual))
 
     decision = evaluate(policy, call, limiter, now, told)
-    after = {locator: limiter.remaining(call, limit, now) for locator, limit in limits}
+    after = {locator: limiter.remaining(call, limit, now, policy.counters) for locator, limit in limits}
 
     hide = _hide_text(policy, tool, hidden)
     steps = [
@@ -332,7 +336,8 @@ def format_trace(trace: Trace) -> list[str]:
     for path in trace.redact:
         arguments = _redacted(arguments, tuple(path.split(".")))
     args = json.dumps(arguments, ensure_ascii=False, sort_keys=True, default=str)
-    lines = [f"call: {_name(call.tool)} by {_name(call.identity)} on server {_name(call.server)} with {args}"]
+    groups = f" (groups {', '.join(_name(g) for g in call.groups)})" if call.groups else ""
+    lines = [f"call: {_name(call.tool)} by {_name(call.identity)}{groups} on server {_name(call.server)} with {args}"]
     width = max((len(s.label) for s in trace.steps), default=0)
     for step in trace.steps:
         text = f"  {step.label:<{width}}  {step.outcome:<11}  {step.text}".rstrip()

@@ -12,14 +12,19 @@ from policies.model import Limit, Scope, ToolCall
 Key = tuple[str, ...]
 
 
-def limit_key(call: ToolCall, limit: Limit) -> Key:
-    """Return the counter key for a call: grant is per server and identity, agent per identity, global shared."""
+def limit_key(call: ToolCall, limit: Limit, counters: str = "") -> Key:
+    """Return the counter key for a call: grant is per server and identity, agent per identity, global shared.
+
+    `counters` is the policy's budget (`Policy.counters`): keys of different budgets never meet.
+    """
     window = repr(limit.window_seconds)
     if limit.scope is Scope.GRANT:
-        return ("grant", call.server, call.identity, limit.counter, window)
-    if limit.scope is Scope.AGENT:
-        return ("agent", call.identity, limit.counter, window)
-    return ("global", limit.counter, window)
+        key: Key = ("grant", call.server, call.identity, limit.counter, window)
+    elif limit.scope is Scope.AGENT:
+        key = ("agent", call.identity, limit.counter, window)
+    else:
+        key = ("global", limit.counter, window)
+    return (counters, *key) if counters else key
 
 
 class RateLimiter:
@@ -35,7 +40,7 @@ class RateLimiter:
         self._windows: dict[Key, tuple[int, int]] = {}
 
     def try_acquire(
-        self, call: ToolCall, limits: Sequence[tuple[str, Limit]], now: float
+        self, call: ToolCall, limits: Sequence[tuple[str, Limit]], now: float, counters: str = ""
     ) -> tuple[str, Limit, float] | None:
         """Count one call against every limit, but only if all of them have room.
 
@@ -43,6 +48,7 @@ class RateLimiter:
             call: The call being counted.
             limits: `(locator, limit)` pairs, e.g. `("tools[\"x\"].limits[0]", Limit(...))`.
             now: Seconds since the epoch.
+            counters: The policy's budget (`Policy.counters`).
 
         Returns:
             None when the call was counted; otherwise the first exhausted limit's locator, the limit, and the
@@ -52,7 +58,7 @@ class RateLimiter:
             return None
         planned: dict[Key, int] = {}
         for locator, limit in limits:
-            key = limit_key(call, limit)
+            key = limit_key(call, limit, counters)
             index = math.floor(now / limit.window_seconds)
             if key in planned:
                 continue  # the same counter named twice counts once
@@ -68,9 +74,9 @@ class RateLimiter:
             self._windows[key] = (index, used + 1 if current == index else 1)
         return None
 
-    def remaining(self, call: ToolCall, limit: Limit, now: float) -> int:
-        """Return how many more calls `limit` allows in the current window."""
-        current, used = self._windows.get(limit_key(call, limit), (-1, 0))
+    def remaining(self, call: ToolCall, limit: Limit, now: float, counters: str = "") -> int:
+        """Return how many more calls `limit` allows in the current window of budget `counters`."""
+        current, used = self._windows.get(limit_key(call, limit, counters), (-1, 0))
         if current != math.floor(now / limit.window_seconds):
             used = 0
         return max(limit.max - used, 0)

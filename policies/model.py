@@ -65,13 +65,34 @@ OPS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a call: the agent's name and the groups it belongs to.
+
+    Built at the edge from whatever proved the caller (a static `[[agents]]` token, an OAuth access token) and
+    handed to evaluation inside the `ToolCall`; the policy package never looks a caller up itself.
+    """
+
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One `tools/call` as the policy sees it: which server, which tool, with what arguments, by whom."""
+    """One `tools/call` as the policy sees it: which server, which tool, with what arguments, by whom.
+
+    `identity` is the calling agent's name and `groups` its groups, which `caller` conditions test.
+    """
 
     server: str
     tool: str
     arguments: Mapping[str, Any]
     identity: str
+    groups: tuple[str, ...] = ()
+
+    @property
+    def caller(self) -> Caller:
+        """The caller, as `caller` conditions see it."""
+        return Caller(self.identity, self.groups)
 
 
 _PHRASES = {
@@ -85,19 +106,48 @@ _PHRASES = {
 }
 
 
-def _describe(op: str, value: Any) -> str:
+_GROUP_PHRASES = {"in": "include any of", "not_in": "include none of", "contains": "include"}
+
+
+def _describe(op: str, value: Any, groups: bool = False) -> str:
+    if groups:
+        return f"{_GROUP_PHRASES.get(op, op)} {show(value)}"
     if op == "exists":
         return "present" if value else "absent"
     return f"{_PHRASES.get(op, 'is ' + op)} {show(value)}"
 
 
+class Subject(StrEnum):
+    """What a condition tests: one of the call's arguments, or who the caller is."""
+
+    ARGUMENT = "arg"
+    CALLER = "caller"
+
+
+class CallerField(StrEnum):
+    """What a `caller` condition reads: the agent's name (a string) or its groups (an array of strings)."""
+
+    AGENT = "agent"
+    GROUPS = "groups"
+
+
+CALLER_OPS: dict[CallerField, tuple[str, ...]] = {
+    CallerField.AGENT: ("eq", "ne", "in", "not_in", "regex", "not_regex", "starts_with", "ends_with"),
+    # On groups, `in` holds when any of the caller's groups is listed, `not_in` when none is; `contains` when
+    # the caller has that one group.
+    CallerField.GROUPS: ("in", "not_in", "contains"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A test on one argument: `arg` is a dotted path into the arguments (`a.b.0` indexes a list)."""
+    """A test on one argument (`arg` is a dotted path into the arguments; `a.b.0` indexes a list), or, with
+    `subject` CALLER, on the caller (`arg` is then `agent` or `groups`, a `CallerField`)."""
 
     arg: str
     op: str
     value: Any
+    subject: Subject = Subject.ARGUMENT
     path: tuple[str, ...] = field(init=False, repr=False, compare=False)
     pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     # For in/not_in over scalars: {(json kind, value)} for a hash lookup, and the kinds present.
@@ -105,8 +155,14 @@ class Condition:
     member_kinds: frozenset[str] = field(init=False, repr=False, compare=False)
     described: str = field(init=False, repr=False, compare=False)
 
+    @property
+    def on_caller(self) -> bool:
+        """Whether this condition tests the caller rather than an argument."""
+        return self.subject is Subject.CALLER
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "described", _describe(self.op, self.value))
+        groups = self.subject is Subject.CALLER and self.arg == CallerField.GROUPS
+        object.__setattr__(self, "described", _describe(self.op, self.value, groups))
         object.__setattr__(self, "path", tuple(self.arg.split(".")))
         compiled: re.Pattern[str] | None = None
         if self.op in ("regex", "not_regex") and isinstance(self.value, str):
@@ -247,7 +303,9 @@ class Policy:
 
     `digest` is the first 16 hex characters of the SHA-256 of the document's canonical JSON: the policy version
     recorded in audit rows. `source` says where the document came from (a file name). With `shadow`, every refusal
-    is audited and not enforced; `on_drift` applies to tools whose rule names none.
+    is audited and not enforced; `on_drift` applies to tools whose rule names none. `counters` is the budget its
+    limits count in: "" for a server's policy, and another name for an agent's own policy, whose limits then never
+    share a budget with the server policy's even where both name the same counter.
     """
 
     version: str = "1"
@@ -260,6 +318,7 @@ class Policy:
     default_reason: str | None = None
     shadow: bool = False
     on_drift: DriftAction = DriftAction.REQUIRE_APPROVAL
+    counters: str = ""
     hide_matcher: NameMatcher[str] = field(init=False, repr=False, compare=False)
     rule_matcher: NameMatcher[Rule] = field(init=False, repr=False, compare=False)
     located_all_tools_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)

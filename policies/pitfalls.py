@@ -4,12 +4,15 @@ A pitfall is never an error: the policy still loads and does what it says. The c
 (and their faults already reported), so they add no second fault for a broken block.
 """
 
+import difflib
+from collections.abc import Collection
 from typing import Any
 
 from policies.checker import Checker
-from policies.model import Action, ApprovalSpec, Condition, Policy
+from policies.errors import Fault
+from policies.model import Action, ApprovalSpec, CallerField, Condition, Policy
 
-__all__ = ["warn_policy", "warn_rule"]
+__all__ = ["unknown_callers", "warn_policy", "warn_rule"]
 
 _NAME_APPROVERS = 'add "approval": {"approvers": ["alice", "group:ops"]}'
 _UNUSED_BY_DENY = ("require", "deny_if", "approve_if", "limits", "rate_limit", "approval", "grant_max")
@@ -104,3 +107,39 @@ def warn_rule(
             "the approval block is never used: the rule neither requires approval nor has approve_if",
             'add "action": "require_approval" or an approve_if condition',
         )
+
+
+def unknown_callers(policy: Policy, agents: Collection[str], groups: Collection[str]) -> list[Fault]:
+    """Warn about `caller` conditions naming an agent or a group that the configuration does not have.
+
+    A warning, not an error: such a condition still means what it says (an agent signing in by OAuth may bring a
+    name or a group no `[[agents]]` entry lists), but a misspelt name silently never matches.
+
+    Args:
+        policy: The policy, loaded without errors.
+        agents: The configured agents' names.
+        groups: The groups configured agents are in.
+
+    Returns:
+        One warning per unknown name, at the condition's JSON path.
+    """
+    faults: list[Fault] = []
+    for rule in policy.rules:
+        for check in rule.checks:
+            condition = check.condition
+            if condition is None or not condition.on_caller or condition.op in ("regex", "not_regex"):
+                continue
+            on_agent = condition.arg == CallerField.AGENT
+            known = agents if on_agent else groups
+            values = condition.value if isinstance(condition.value, list | tuple) else [condition.value]
+            for value in values:
+                if not isinstance(value, str) or value in known:
+                    continue
+                close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+                listing = f"configured: {', '.join(sorted(known)) or 'none'}"
+                hint = f'did you mean "{close[0]}"? {listing}' if close else listing
+                message = (
+                    f'"{value}" names no configured agent' if on_agent else f'no configured agent is in group "{value}"'
+                )
+                faults.append(Fault(f"$.{check.locator}.value", message, hint, "warning"))
+    return faults

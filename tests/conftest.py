@@ -89,11 +89,29 @@ def write_config(
     gateway: dict[str, Any] | None = None,
     approvers: bool = False,
     extra: str = "",
+    agents: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A signoff.toml in tmp_path; each server's `policy` may be a dict, written beside it as JSON.
 
     With `approvers`, alice and bob (group dba), carol (group ops) and alpha (the agent's own name) may decide.
+    `agents` gives the agents alpha and bravo more keys (`groups`, `servers`, `policies`, whose values may be
+    dicts, written beside as JSON).
     """
+
+    def agent(name: str) -> list[str]:
+        lines = []
+        for key, value in (agents or {}).get(name, {}).items():
+            if key == "policies":
+                for server, own in value.items():
+                    if isinstance(own, dict):
+                        path = tmp_path / f"{server}-{name}.json"
+                        path.write_text(json.dumps(own))
+                        own = str(path)
+                    lines.append(f"policies.{server} = {json.dumps(own)}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+        return lines
+
     lines = [
         "[gateway]",
         f'database_url = "{database_url or "sqlite:///" + str(tmp_path / "signoff.db")}"',
@@ -102,10 +120,12 @@ def write_config(
         "[[agents]]",
         'name = "alpha"',
         'token = "${ALPHA_TOKEN}"',
+        *agent("alpha"),
         "",
         "[[agents]]",
         'name = "bravo"',
         f'token = "{OTHER_TOKEN}"',
+        *agent("bravo"),
         "",
     ]
     if approvers:

@@ -110,12 +110,16 @@ class ToolWatch:
 
     # -- the gateway's side ---------------------------------------------------------------------------------------
 
-    def observe(self, server: str, policy: Policy, tools: Iterable[Any]) -> frozenset[str]:
+    def observe(self, server: str, policy: Policy, tools: Iterable[Any], version: str | None = None) -> frozenset[str]:
         """Compare a `tools/list` page with the pins; pin new tools, record drift. Returns the tools to leave out.
 
         A tool's policy says what drift means for it (`on_drift`): `ignore` tools are not tracked at all, and a
-        drifted `hide` tool is left out of the list until the drift is re-checked.
+        drifted `hide` tool is left out of the list until the drift is re-checked. Pins and drift are recorded
+        under `version`, the server's policy version (default: `policy`'s): a list an agent sees under its own
+        policy must not record that policy's version, or the server's next start would take the difference for a
+        policy change and accept the drift.
         """
+        version = version or policy.digest
         hidden: set[str] = set()
         for tool in tools:
             name = tool.get("name") if isinstance(tool, dict) else None
@@ -129,7 +133,7 @@ class ToolWatch:
             pinned = self.pinned.get(key)
             if pinned is None:
                 self.pinned[key] = digest
-                self._enqueue(pins.record_pin, server, name, digest, definition, policy.digest, self._now())
+                self._enqueue(pins.record_pin, server, name, digest, definition, version, self._now())
                 continue
             drift = self.drifted.get(key)
             if digest != pinned and (drift is None or drift.current != digest):
@@ -143,7 +147,7 @@ class ToolWatch:
                     action,
                 )
                 now = self._now()
-                self._enqueue(pins.record_drift, server, name, pinned, digest, definition, policy.digest, action, now)
+                self._enqueue(pins.record_drift, server, name, pinned, digest, definition, version, action, now)
             if drift is not None and action is DriftAction.HIDE:
                 hidden.add(name)
         return frozenset(hidden)

@@ -34,12 +34,14 @@ from integrations.errors import UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.forwarding import Outbound, checked, send_call, send_reply, unchanged, unless_gone
 from integrations.gateway.holding import Holding
+from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
+from integrations.gateway.rights import Rights, unreachable
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.oauth import Authenticator, Refusal
-from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
+from policies import Allow, Caller, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
 from policies.model import reason_of
@@ -48,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 UPSTREAM_ERROR = -32000  # implementation-defined server error: the upstream's answer was unusable or missing
-MAX_TRACKED_SESSIONS = 100_000
 MAX_TOOL_NAME = 256  # the audit log's and approval requests' tool column
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -62,13 +63,19 @@ _KIND: dict[type, AuditKind] = {
 
 @dataclass(slots=True)
 class Served:
-    """One upstream as the gateway serves it: the connection and the policy in force.
+    """One upstream as the gateway serves it: the connection, the policy in force, and agents' own policies.
 
-    A policy reload replaces `policy` (one assignment); each request reads it once, when it starts.
+    An agent with a policy of its own in `agent_policies` is judged by it alone, instead of by `policy`. A policy
+    reload replaces one of them (one assignment); each request reads its policy once, when it starts.
     """
 
     upstream: Upstream
     policy: Policy
+    agent_policies: dict[str, Policy] = field(default_factory=dict)
+
+    def policy_for(self, agent: str) -> Policy:
+        """The policy `agent`'s calls on this server are judged by: its own, if it has one, else the server's."""
+        return self.agent_policies.get(agent, self.policy)
 
 
 @dataclass(slots=True)
@@ -77,10 +84,10 @@ class _Exchange:
 
     server: str
     served: Served
-    identity: str
+    caller: Caller
     headers: dict[str, str]
     message: Message
-    policy: Policy  # the policy in force when the request arrived, kept for its whole life
+    policy: Policy  # the caller's policy in force when the request arrived, kept for its whole life
     version: str | None = None  # the client's 2026-07-28-era revision, once its request passed that revision's checks
     started: float = field(default_factory=time.perf_counter)
     receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
@@ -88,6 +95,10 @@ class _Exchange:
     @property
     def modern(self) -> bool:
         return self.version is not None
+
+    @property
+    def identity(self) -> str:
+        return self.caller.name
 
     def outbound(self, body: bytes, tool: str) -> "Outbound":
         return Outbound(self.server, tool, self.served.upstream, body, self.headers, self.identity, self.message)
@@ -180,6 +191,7 @@ class Gateway:
         *,
         servers: Mapping[str, Served],
         authenticator: Authenticator,
+        owners: SessionOwners,
         audit: AuditWriter,
         limiter: RateLimiter,
         allowed_origins: Iterable[str] = (),
@@ -188,10 +200,14 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         holding: Holding | None = None,
         tools: ToolWatch | None = None,
+        rights: Mapping[str, Rights] | None = None,
     ) -> None:
+        """`agents` maps static tokens to agents' names, `rights` names to what each may do; `owners` has sessions'."""
         self.servers = dict(servers)
         # Static agent tokens and, with [auth], OAuth access tokens (integrations/oauth).
         self.authenticator = authenticator
+        self._rights = dict(rights or {})
+        self._owners = owners
         self._audit = audit
         self._limiter = limiter
         self._allowed_origins = frozenset(allowed_origins)
@@ -200,7 +216,6 @@ class Gateway:
         self._clock = clock
         self.holding = holding
         self.tools = tools
-        self._session_owner: dict[str, str] = {}
         self.counts: dict[tuple[str, str], int] = {}
 
     # -- ASGI ------------------------------------------------------------------------------------
@@ -212,11 +227,18 @@ class Gateway:
             reply = await reply.answer()
         await send_reply(reply, send, receive)
 
+    def rights_of(self, agent: str) -> Rights:
+        return self._rights.get(agent) or Rights(Caller(agent))  # not configured: every server, in no group
+
     async def _handle(self, method: str, server: str, headers: dict[str, str], receive: Receive) -> "Reply | _Held":
         caller = await self.authenticator.authenticate(headers.get("authorization", ""), server, headers.get("host"))
         if isinstance(caller, Refusal):
             return _http_error(caller.status, caller.message, list(caller.headers))
         identity = caller.name
+        rights = self.rights_of(identity)
+        extra = sorted(caller.groups.difference(rights.caller.groups))  # an access token's groups claim
+        if extra:
+            rights = replace(rights, caller=replace(rights.caller, groups=(*rights.caller.groups, *extra)))
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self._allowed_origins):
             return _http_error(403, f"Origin {origin!r} is not allowed")
@@ -227,24 +249,37 @@ class Gateway:
         if served is None:
             known = ", ".join(sorted(self.servers)) or "none"
             return json_reply(rpc_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
+        if not rights.may_reach(server):  # before anything goes upstream, whatever the method
+            return self._unreachable(rights, server, method)
         session_id = headers.get("mcp-session-id")
-        if session_id is not None and self._session_owner.get(session_id, identity) != identity:
-            return json_reply(rpc_error(None, INVALID_REQUEST, "This session belongs to another agent"), 403)
+        if session_id is not None:
+            refused = await self._owners.refusal(session_id, identity, server)
+            if refused is not None:
+                status, code, why = refused
+                return json_reply(rpc_error(None, code, why), status)
         try:
             if method == "POST":
-                return await self._post(server, served, identity, headers, receive)
+                return await self._post(server, served, rights.caller, headers, receive)
             if method == "GET":
                 return await served.upstream.get(UpstreamRequest(headers, identity))
             if method == "DELETE":
                 reply = await served.upstream.delete(UpstreamRequest(headers, identity))
                 if session_id is not None and reply.status < 300:
-                    self._session_owner.pop(session_id, None)
+                    await self._owners.release(session_id)
                 return reply
         except UpstreamUnavailable as exc:
             return json_reply(rpc_error(None, -32000, str(exc)), 502)
         return _http_error(
             405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
         )
+
+    def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
+        """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited."""
+        key = (server, AuditKind.SERVER_REFUSED.value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        error, record = unreachable(rights, server, method, self.servers)
+        self._audit.record(record)
+        return json_reply(error, 403)
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
@@ -271,8 +306,9 @@ class Gateway:
     # -- POST ------------------------------------------------------------------------------------
 
     async def _post(
-        self, server: str, served: Served, identity: str, headers: dict[str, str], receive: Receive
+        self, server: str, served: Served, caller: Caller, headers: dict[str, str], receive: Receive
     ) -> "Reply | _Held":
+        identity = caller.name
         with anyio.move_on_after(self._body_timeout) as reading:  # a body that trickles must not hold a request
             body = await self._read_body(headers, receive)
         if reading.cancelled_caught:
@@ -292,7 +328,8 @@ class Gateway:
             request_id = message.get("id") if isinstance(message, dict) and _valid_id(message.get("id")) else None
             return json_reply(rpc_error(request_id, INVALID_REQUEST, problem), 400)
         version = headers.get(VERSION_HEADER)
-        exchange = _Exchange(server, served, identity, headers, message, served.policy, receive=receive)
+        policy = served.policy_for(identity)
+        exchange = _Exchange(server, served, caller, headers, message, policy, receive=receive)
         if is_modern(version) and "method" in message:
             # Judged by what the upstream serves, as a direct client would be; signoff's own list stands in for
             # an upstream that cannot say (unreachable, or of the handshake revisions only: it answers for itself).
@@ -323,27 +360,40 @@ class Gateway:
 
             rewrite: Callable[[Message], Message | None] = unchanged
             if method == "tools/list":
-                rewrite = partial(self._filter_tools, server=server, policy=exchange.policy)
+                rewrite = partial(self._filter_tools, exchange=exchange)
             reply = await checked(reply, request_id, rewrite, failed)
         if method == "initialize":
-            self._track_session(reply, identity)
+            return await self._track_session(reply, identity, server)
         return reply
 
-    def _track_session(self, reply: Reply, identity: str) -> None:
+    async def _track_session(self, reply: Reply, identity: str, server: str) -> Reply:
+        """Record the session the upstream opened as `identity`'s before the answer naming it leaves; one whose
+        owner cannot be recorded is not handed out, since no request in it could be checked."""
         for name, value in reply.headers:
-            if name == "mcp-session-id":
-                if len(self._session_owner) >= MAX_TRACKED_SESSIONS:
-                    self._session_owner.pop(next(iter(self._session_owner)))
-                self._session_owner[value] = identity
+            if name == "mcp-session-id" and not await self._owners.claim(value, identity, server):
+                await reply.close()
+                failed = "signoff could not record the new session; retry initialize"
+                return json_reply(rpc_error(None, UPSTREAM_ERROR, failed), 503)
+        return reply
 
-    def _filter_tools(self, message: Message, server: str, policy: Policy) -> Message | None:
+    def _filter_tools(self, message: Message, exchange: _Exchange) -> Message | None:
+        """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.
+
+        A 2026-07-28 result is marked `cacheScope: "private"`, always: the list is the caller's, computed under its
+        own policy (an agent's own, or the server's), and whether anyone else would get the same one depends on
+        every other agent's rights, which can change with a policy reload. "private" keeps a shared cache (a
+        gateway or proxy in front) from serving one agent's list to another, while the client's own cache still
+        works; an upstream's "public" described the upstream's list, not this one.
+        """
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return None
-        listed = result["tools"]
-        drifted = self.tools.observe(server, policy, listed) if self.tools is not None else frozenset()
+        listed, policy, modern = result["tools"], exchange.policy, exchange.modern
+        version = exchange.served.policy.digest  # pins are the server's, whoever lists
+        drifted = self.tools.observe(exchange.server, policy, listed, version) if self.tools else frozenset()
+        private = modern and result.get("cacheScope") != "private"
         if policy.shadow:  # nothing is enforced, so nothing is left out
-            return None
+            return {**message, "result": {**result, "cacheScope": "private"}} if private else None
 
         def left_out(tool: Any) -> bool:
             if not isinstance(tool, dict):
@@ -352,9 +402,9 @@ class Gateway:
             return is_hidden(policy, name) or (name in drifted and not is_shadowed(policy, name))
 
         tools = [t for t in listed if not left_out(t)]
-        if len(tools) == len(listed):
+        if len(tools) == len(listed) and not private:
             return None
-        return {**message, "result": {**result, "tools": tools}}
+        return {**message, "result": {**result, "tools": tools, **({"cacheScope": "private"} if modern else {})}}
 
     async def _call_tool(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
         message = exchange.message
@@ -367,7 +417,8 @@ class Gateway:
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
             return json_reply(rpc_error(message["id"], INVALID_PARAMS, problem), status)
         policy = exchange.policy
-        call = ToolCall(server=exchange.server, tool=name, arguments=arguments, identity=exchange.identity)
+        caller = exchange.caller
+        call = ToolCall(exchange.server, name, arguments, caller.name, caller.groups)
         unfit = _tool_name_problem(name)
         if unfit is not None:  # no server has such a tool, and no row could hold its name as sent
             self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)

@@ -163,8 +163,7 @@ class Authenticator:
 def build_authenticator(settings: Settings, client: httpx2.AsyncClient, clock: Callable[[], float]) -> Authenticator:
     """The gateway's authenticator for `settings`: its static agent tokens and, with [auth], its issuer."""
     tokens = {a.token.get_secret_value(): a.name for a in settings.agents if a.token is not None}
-    # `groups` on [[agents]] comes with per-agent rights (issue 13); until then an entry gives no groups.
-    listed = {a.name: frozenset(getattr(a, "groups", ())) for a in settings.agents}
+    listed = {a.name: frozenset(a.groups) for a in settings.agents}
     issuer = Issuer(settings.auth.issuer, client, clock=clock) if settings.auth is not None else None
     public = settings.gateway.public_url
     if (

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import uvicorn
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import (
@@ -44,10 +45,14 @@ class Confirmation(BaseModel):
     confirmed: bool
 
 
-def build_everything_server(state: EverythingState | None = None) -> MCPServer:
-    """A server with one of each MCP feature; pass `state` to observe its side effects."""
+def build_everything_server(state: EverythingState | None = None, *, public_lists: bool = False) -> MCPServer:
+    """A server with one of each MCP feature; pass `state` to observe its side effects. With `public_lists`, its
+    2026-07-28 `tools/list` results say `cacheScope: "public"` (the SDK's default is "private")."""
     state = state if state is not None else EverythingState()
-    server = MCPServer("everything", version="1.0.0")
+    hints: dict[CacheableMethod, CacheHint] | None = None
+    if public_lists:
+        hints = {"tools/list": CacheHint(ttl_ms=60_000, scope="public")}
+    server = MCPServer("everything", version="1.0.0", cache_hints=hints)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True), description="Echo the text back.")
     def echo(text: str) -> str:
@@ -114,12 +119,12 @@ def build_everything_server(state: EverythingState | None = None) -> MCPServer:
     return server
 
 
-def everything_http_app(state: EverythingState | None = None) -> ASGIApp:
+def everything_http_app(state: EverythingState | None = None, *, public_lists: bool = False) -> ASGIApp:
     """The everything server over Streamable HTTP at `/mcp`, stateful, answering with SSE.
 
     Each call builds a new server: a session manager runs only once.
     """
-    return build_everything_server(state).streamable_http_app(streamable_http_path="/mcp")
+    return build_everything_server(state, public_lists=public_lists).streamable_http_app(streamable_http_path="/mcp")
 
 
 def polling_http_app(retry_ms: int = 50) -> ASGIApp:

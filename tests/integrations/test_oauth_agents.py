@@ -391,3 +391,21 @@ def test_an_agent_without_a_token_needs_auth(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(config, environ={})
     assert "agents ci-bot: no `token`" in str(caught.value)
+
+
+async def test_groups_from_the_access_token_reach_the_policys_caller_conditions(signoff: Any, tmp_path: Path) -> None:
+    rule = {"deny_if": [{"caller": "groups", "op": "contains", "value": "contractors"}]}
+    policy = {"version": "1", "default": "allow", "tools": {"echo": rule}}
+    async with identity_provider(tmp_path) as idp, serve_http(everything_http_app(EverythingState())) as upstream:
+        extra = f'[[agents]]\nname = "ci-bot"\n\n[auth]\nissuer = "{idp.issuer}"\naudience = "{AUDIENCE}"\n'
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy}]
+        async with signoff(servers, extra=extra) as running:
+            now = int(time.time())
+            claims = {"iss": idp.issuer, "aud": AUDIENCE, "sub": "ci-bot", "iat": now, "exp": now + 300}
+            async with connect(running.mcp_url("ev"), idp.sign({**claims, "groups": ["contractors"]})) as client:
+                contractor = await client.call_tool("echo", {"text": "hi"})
+            async with connect(running.mcp_url("ev"), idp.sign(claims)) as client:
+                plain = await client.call_tool("echo", {"text": "hi"})
+
+    assert contractor.is_error and "contractors" in text(contractor)
+    assert not plain.is_error and text(plain) == "hi"

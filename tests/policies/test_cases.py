@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from policies import PolicyError
+from policies import PolicyError, load_policy
 from policies.cases import Case, CasesInvalid, load_cases, match_rule, run_cases
 from policies.explain import DecisionKind
 from tests.policies.helpers import catalog
@@ -98,9 +98,14 @@ def test_each_case_starts_with_fresh_counters() -> None:
     assert all(r.passed for r in results)
 
 
+_IS_TEST_AGENT = {"caller": "agent", "op": "eq", "value": "test-agent"}
+
+
 def test_identity_and_server_default_and_can_be_set() -> None:
     [case] = cases({"name": "n", "tool": "t", "expect": "allow"})
-    assert (case.identity, case.server, dict(case.arguments or {}), case.repeat) == ("test-agent", "test", {}, 1)
+    assert (case.identity, case.server, dict(case.arguments or {}), case.repeat) == (None, "test", {}, 1)
+    only_test_agent = {"version": "1", "default": "deny", "tools": {"t": {"require": [_IS_TEST_AGENT]}}}
+    assert run_cases(load_policy(json.dumps(only_test_agent)), [case])[0].passed  # it called as test-agent
     [case] = cases({"name": "n", "tool": "t", "expect": "allow", "identity": "bob", "server": "pg"})
     assert (case.identity, case.server) == ("bob", "pg")
 
