@@ -17,7 +17,7 @@ import httpx2
 
 from integrations.errors import InvalidToken, IssuerUnavailable
 from integrations.oauth.issuer import REFETCH_INTERVAL, Issuer
-from integrations.oauth.validation import looks_like_jwt, verify_jwt
+from integrations.oauth.validation import claim_strings, looks_like_jwt, verify_jwt
 from integrations.settings import AuthSettings, Settings
 from integrations.tokens import TokenBook
 
@@ -120,7 +120,7 @@ class Authenticator:
         name = claims.get(auth.agent_claim)
         if not isinstance(name, str) or not name:
             return self._challenge(server, host, "invalid_token", f"The access token has no {auth.agent_claim} claim")
-        groups = _strings(claims.get(auth.groups_claim))
+        groups = claim_strings(claims.get(auth.groups_claim))
         if name in self._listed:
             return Caller(name, self._listed[name] | groups, "oauth")
         if auth.allow_unlisted:
@@ -190,19 +190,7 @@ def build_authenticator(settings: Settings, client: httpx2.AsyncClient, clock: C
 
 
 def _scopes(claims: dict[str, Any]) -> set[str]:
-    scope = claims.get("scope", claims.get("scp"))
-    if isinstance(scope, str):
-        return set(scope.split())
-    return set(_strings(scope))
-
-
-def _strings(value: Any) -> frozenset[str]:
-    """A claim's values: a list of strings, or one space-separated string; anything else gives none."""
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list):
-        return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
+    return set(claim_strings(claims.get("scope", claims.get("scp"))))
 
 
 def _quotable(text: str) -> str:

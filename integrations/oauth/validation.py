@@ -92,3 +92,12 @@ def _check_lifetime(claims: dict[str, Any], now: float, leeway: float) -> None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def claim_strings(value: Any) -> frozenset[str]:
+    """A claim's values (groups, scopes): a list of strings, or one space-separated string; anything else gives none."""
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()

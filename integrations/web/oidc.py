@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 from approvals.service import Approver
 from integrations.errors import IntegrationError, InvalidToken, IssuerUnavailable
 from integrations.oauth import Issuer, IssuerMetadata, verify_jwt
+from integrations.oauth.validation import claim_strings
 from integrations.runtime import runtime
 from integrations.settings import OidcSettings
 from integrations.web.identity import with_groups
@@ -40,14 +41,6 @@ METHOD = "oidc"
 
 def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-
-
-def _strings(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list):
-        return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
 
 
 class SignInRefused(IntegrationError, PermissionError):
@@ -172,7 +165,7 @@ class OidcSignIn:
                 " so you cannot see or decide approval requests here. Ask an administrator to add you to"
                 " [[approvers]].",
             )
-        groups = _strings(claims.get(self.settings.groups_claim)) if self.settings.groups_claim else frozenset()
+        groups = claim_strings(claims.get(self.settings.groups_claim)) if self.settings.groups_claim else frozenset()
         return approver, groups, safe_next(pending.get("next"))
 
     async def _exchange(self, request: Request, metadata: IssuerMetadata, code: str, verifier: str) -> dict[str, Any]:
@@ -233,18 +226,18 @@ class OidcSignIn:
 
 
 def build_oidc_routes(pages: Pages, sign_in: OidcSignIn) -> list[BaseRoute]:
+    def unavailable(request: Request, exc: IssuerUnavailable) -> Response:
+        return pages.refuse(
+            request, 503, "Single sign-on is unavailable", f"signoff cannot reach {exc.issuer} now: try again shortly."
+        )
+
     async def login(request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
         try:
             url = await sign_in.start(request, target)
         except IssuerUnavailable as exc:
             logger.warning("Web sign-in (oidc) cannot start: %s", exc)
-            return pages.refuse(
-                request,
-                503,
-                "Single sign-on is unavailable",
-                f"signoff cannot reach {exc.issuer} now: try again shortly.",
-            )
+            return unavailable(request, exc)
         return RedirectResponse(url, status_code=303)
 
     async def callback(request: Request) -> Response:
@@ -255,12 +248,7 @@ def build_oidc_routes(pages: Pages, sign_in: OidcSignIn) -> list[BaseRoute]:
             return pages.refuse(request, refused.status, refused.title, refused.message)
         except IssuerUnavailable as exc:
             logger.warning("Web sign-in (oidc) cannot finish: %s", exc)
-            return pages.refuse(
-                request,
-                503,
-                "Single sign-on is unavailable",
-                f"signoff cannot reach {exc.issuer} now: try again shortly.",
-            )
+            return unavailable(request, exc)
         approver = with_groups(listed, groups)
         await pages.identities.sign_in(request, approver, METHOD)
         request.session["groups"] = sorted(groups)  # the provider's, for this session; the config's are looked up
