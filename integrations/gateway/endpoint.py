@@ -236,9 +236,10 @@ class Gateway:
             return _http_error(caller.status, caller.message, list(caller.headers))
         identity = caller.name
         rights = self.rights_of(identity)
-        extra = sorted(caller.groups.difference(rights.caller.groups))  # an access token's groups claim
-        if extra:
-            rights = replace(rights, caller=replace(rights.caller, groups=(*rights.caller.groups, *extra)))
+        if caller.method == "oauth":  # an access token's groups claim adds to the config's groups
+            extra = sorted(caller.groups.difference(rights.caller.groups))
+            if extra:
+                rights = replace(rights, caller=replace(rights.caller, groups=(*rights.caller.groups, *extra)))
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self._allowed_origins):
             return _http_error(403, f"Origin {origin!r} is not allowed")
