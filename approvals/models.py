@@ -230,3 +230,20 @@ class McpSession(SQLModel, table=True):
     agent: str = Field(max_length=128)
     server: str = Field(max_length=64)
     created_at: datetime = Field(index=True)
+
+
+class RateHit(SQLModel, table=True):
+    """One call a rate limit admitted, kept until its window has passed: the database's sliding log of limits,
+    shared by every replica when no Redis is configured (`integrations.limiting`).
+
+    `key` is the limit's counter key (budget, scope, counter, window), `at` the call's time and `expires` the
+    moment it leaves the window (`at + window`), both in seconds since the epoch.
+    """
+
+    __tablename__ = "rate_hits"
+    __table_args__ = (Index("ix_rate_hits_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=512)
+    at: float
+    expires: float = Field(index=True)

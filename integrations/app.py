@@ -51,6 +51,7 @@ from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
 from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.shared import connect_redis
 from integrations.supervision import Parts
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
@@ -185,6 +186,10 @@ async def _start(
     stack.callback(database.dispose)
     _record_loaded(database, loaded)
     policies = loaded.servers
+    redis = None
+    if settings.gateway.redis_url is not None:
+        redis = connect_redis(settings.gateway.redis_url.get_secret_value())
+        stack.push_async_callback(redis.aclose)
     hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
     stack.push_async_callback(hooks_client.aclose)
     task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -267,7 +272,7 @@ async def _start(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
     )
     return Runtime(
-        database, audit, gateway, approvals, approvers, tools, watcher, parts, identity_client, webhooks, slack
+        database, audit, gateway, approvals, approvers, tools, watcher, parts, identity_client, webhooks, slack, redis
     )
 
 

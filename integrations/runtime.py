@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx2
+from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 from starlette.requests import HTTPConnection
 
@@ -43,6 +44,7 @@ class Runtime:
     identity_client: httpx2.AsyncClient  # for the identity provider of [auth] and [web.oidc]
     webhooks: WebhookNotifier | None = None
     slack: "SlackIntegration | None" = None
+    redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
 
 
 def runtime(connection: HTTPConnection) -> Runtime:

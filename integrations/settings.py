@@ -62,6 +62,16 @@ class GatewaySettings(_Model):
     upstream_timeout: float = 300.0
     policy_poll: float = 1.0  # how often policy files are checked for edits (SIGHUP checks at once)
     body_timeout: float = 10.0  # how long a request's body may take to arrive, on every route: then 408
+    # Where replicas share what must agree (rate limits, wake-ups, replay and sign-in counters): Redis when set,
+    # otherwise the database. A secret: its URL may carry a password.
+    redis_url: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("approval_hold", "upstream_timeout", "policy_poll", "body_timeout", mode="before")
     @classmethod
