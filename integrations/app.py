@@ -50,7 +50,7 @@ from integrations.preflight import PolicySet, agent_rights, load_policy_set
 from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
-from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.settings import ServerSettings, Settings, child_environment, worker_settings
 from integrations.shared import connect_redis
 from integrations.supervision import Parts
 from integrations.tokens import TokenBook
@@ -365,8 +365,9 @@ def _origin(url: str) -> str:
 
 
 def _app_from_environment() -> Starlette:
-    # The Procfile's entry point is for deployments: with no config it refuses, never serves the demo.
-    return create_app(load_settings(demo=False))
+    # The entry point of `signoff serve --workers N`'s workers and of plain uvicorn: with no config it refuses,
+    # never serves the demo.
+    return create_app(worker_settings())
 
 
 def freeze_startup() -> None:

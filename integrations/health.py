@@ -37,6 +37,7 @@ async def healthz(request: Request) -> Response:
     failing = not (audit["ok"] and parts["ok"])
     detail: dict[str, Any] = {
         "status": "failing" if failing else "ok" if healthy else "degraded",
+        "replica": running.approvals.claimant,  # host:pid:random, which process answered (behind a balancer)
         "servers": servers,
         "audit": audit,
         "background": parts,
