@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from approvals.models import AuditEvent
 from integrations.cli import main
 from integrations.database import create_database_engine
-from tests.cluster import Cluster, cluster
+from tests.cluster import Cluster, RedisServer, cluster, redis_server
 from tests.conftest import AGENT_TOKEN, connect
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
@@ -92,13 +92,24 @@ policy = "{folder / "ev.json"}"
 """
 
 
+@pytest.fixture(params=["postgres", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer | None]:
+    """What the replicas share besides PostgreSQL: nothing, or a Redis of the test's own (`[gateway] redis_url`)."""
+    if request.param == "postgres":
+        yield None
+        return
+    with redis_server(tmp_path) as server:
+        yield server
+
+
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, database_url: str, policy: dict[str, Any] = POLICY, gateway: str = ""
+    tmp_path: Path, database_url: str, store: RedisServer | None, policy: dict[str, Any] = POLICY
 ) -> AsyncIterator[tuple[Cluster, EverythingState]]:
     """The everything server in this process, three replicas and HAProxy in theirs (started off the event loop,
     which serves the upstream meanwhile)."""
     state = EverythingState()
+    gateway = f'redis_url = "{store.url}"' if store is not None else ""
     async with serve_http(everything_http_app(state)) as upstream:
         text = config_text(tmp_path, database_url, upstream, policy, gateway)
         manager = cluster(tmp_path, text)
@@ -128,9 +139,9 @@ def audit_rows(database_url: str) -> list[AuditEvent]:
 
 
 async def test_a_call_held_on_one_replica_is_approved_through_another_and_runs_once(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, store: RedisServer | None
 ) -> None:
-    async with replicas(tmp_path, database_url) as (running, state):
+    async with replicas(tmp_path, database_url, store) as (running, state):
         here, there = running.replicas[0], running.replicas[1]
         results: list[CallToolResult] = []
         async with connect(f"{here.url}/mcp/ev") as client:
@@ -154,8 +165,10 @@ async def test_a_call_held_on_one_replica_is_approved_through_another_and_runs_o
     assert kinds.count("approved") == 1 and kinds.count("executed") == 1
 
 
-async def test_a_timeout_fires_once_although_every_replica_sweeps(tmp_path: Path, database_url: str) -> None:
-    async with replicas(tmp_path, database_url) as (running, state):
+async def test_a_timeout_fires_once_although_every_replica_sweeps(
+    tmp_path: Path, database_url: str, store: RedisServer | None
+) -> None:
+    async with replicas(tmp_path, database_url, store) as (running, state):
         async with connect(f"{running.url}/mcp/ev") as client:
             with anyio.fail_after(30):
                 result = await client.call_tool("drop_table", {"name": "users"})
@@ -167,8 +180,10 @@ async def test_a_timeout_fires_once_although_every_replica_sweeps(tmp_path: Path
     assert [r.kind for r in rows].count("expired") == 1
 
 
-async def test_the_audit_chain_verifies_with_every_replica_writing(tmp_path: Path, database_url: str) -> None:
-    async with replicas(tmp_path, database_url) as (running, _):
+async def test_the_audit_chain_verifies_with_every_replica_writing(
+    tmp_path: Path, database_url: str, store: RedisServer | None
+) -> None:
+    async with replicas(tmp_path, database_url, store) as (running, _):
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 for worker in range(6):
@@ -193,8 +208,10 @@ async def test_the_audit_chain_verifies_with_every_replica_writing(tmp_path: Pat
     assert len(echoed) == 60
 
 
-async def test_a_replica_killed_with_sigkill_loses_no_approval(tmp_path: Path, database_url: str) -> None:
-    async with replicas(tmp_path, database_url) as (running, state):
+async def test_a_replica_killed_with_sigkill_loses_no_approval(
+    tmp_path: Path, database_url: str, store: RedisServer | None
+) -> None:
+    async with replicas(tmp_path, database_url, store) as (running, state):
         doomed = running.replicas[2]
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
