@@ -1,6 +1,7 @@
 """An MCP session belongs to the agent that opened it, on every replica and after a restart; it ends on DELETE and
 after its lifetime."""
 
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,3 +140,27 @@ async def test_without_the_session_table_no_session_is_handed_out_or_let_through
     assert opened.json()["error"]["message"] == "signoff could not record the new session; retry initialize"
     assert unchecked.status_code == 503
     assert unchecked.json()["error"]["message"] == "signoff cannot check this session now; retry"
+
+
+async def test_a_stdio_session_opened_on_one_replica_is_served_by_anothers_child(
+    signoff: Any, shared_database: str
+) -> None:
+    # Each replica (or worker) runs its own child; the session's owner, in the database, is what they share.
+    servers = [{"name": "ev", "command": [sys.executable, "-m", "integrations.demo"], "policy": ALLOW_ALL}]
+    listing = {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+    async with (
+        signoff(servers, database_url=shared_database) as first,
+        signoff(servers, database_url=shared_database) as second,
+    ):
+        session_id = await open_session(first)
+        async with httpx2.AsyncClient(timeout=20, headers=as_agent(AGENT_TOKEN, session_id)) as http:
+            listed = await http.post(second.mcp_url("ev"), json=listing)
+            ended = await http.delete(second.mcp_url("ev"))
+        stolen = await ping(second, OTHER_TOKEN, session_id)
+        after_end = await ping(first, AGENT_TOKEN, session_id)
+
+    assert listed.status_code == 200
+    assert "kill_connection" in [t["name"] for t in listed.json()["result"]["tools"]]
+    assert ended.status_code == 200
+    assert stolen.status_code in (403, 404)  # never another agent's
+    assert after_end.status_code == 404  # ended on the second replica: gone on the first too
