@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from approvals.engine import ApprovalEngine
 from approvals.service import Approver
 from integrations.auditing import AuditWriter
+from integrations.broadcast import Broadcast
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.reloading import PolicyWatcher
@@ -45,6 +46,7 @@ class Runtime:
     webhooks: WebhookNotifier | None = None
     slack: "SlackIntegration | None" = None
     redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
+    bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
 
 
 def runtime(connection: HTTPConnection) -> Runtime:
