@@ -246,7 +246,7 @@ async def _start(
     approvals.start(parts)
     _hear(bus, approvals, tools, watcher)
     if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
-        slack.listen(approvals)
+        slack.listen(approvals, redis)
         await slack.start(parts)
         stack.push_async_callback(slack.close)
     scheduler = ExpiryScheduler(approvals.expire_overdue, approvals.next_deadline)
