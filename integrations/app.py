@@ -57,6 +57,8 @@ from integrations.shared import connect_redis
 from integrations.supervision import Parts
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
+from integrations.web.failures import DatabaseFailures, RedisFailures
+from integrations.web.throttle import SignInThrottle
 from integrations.webhooks import WebhookNotifier
 from policies import Policy, RateLimiter
 
@@ -292,6 +294,7 @@ async def _start(
         slack,
         redis,
         bus,
+        SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
     )
 
 

@@ -26,6 +26,7 @@ from integrations.webhooks import WebhookNotifier
 
 if TYPE_CHECKING:  # Slack's libraries load only when Slack is configured (integrations/app.py)
     from integrations.slack import SlackIntegration
+    from integrations.web.throttle import SignInThrottle
 
 __all__ = ["Runtime", "runtime"]
 
@@ -47,6 +48,7 @@ class Runtime:
     slack: "SlackIntegration | None" = None
     redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
     bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
+    sign_ins: "SignInThrottle | None" = None  # failed web sign-ins, counted in the shared store
 
 
 def runtime(connection: HTTPConnection) -> Runtime:
