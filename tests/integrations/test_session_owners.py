@@ -139,3 +139,23 @@ async def test_without_the_session_table_no_session_is_handed_out_or_let_through
     assert opened.json()["error"]["message"] == "signoff could not record the new session; retry initialize"
     assert unchecked.status_code == 503
     assert unchecked.json()["error"]["message"] == "signoff cannot check this session now; retry"
+
+
+async def test_a_session_ended_on_one_replica_is_unknown_on_another_that_had_used_it(
+    signoff: Any, shared_database: str
+) -> None:
+    async with serve_http(everything_http_app()) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]
+        async with (
+            signoff(servers, database_url=shared_database) as first,
+            signoff(servers, database_url=shared_database) as replica,
+        ):
+            session_id = await open_session(first)
+            used_on_replica = await ping(replica, AGENT_TOKEN, session_id)  # now in the replica's cache too
+            async with httpx2.AsyncClient(timeout=10, headers=as_agent(AGENT_TOKEN, session_id)) as http:
+                ended = await http.delete(first.mcp_url("ev"))
+            after_on_replica = await ping(replica, AGENT_TOKEN, session_id)
+
+    assert used_on_replica.status_code == 200 and ended.status_code == 200
+    assert after_on_replica.status_code == 404
+    assert after_on_replica.json()["error"]["message"].startswith("Session not found")
