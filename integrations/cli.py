@@ -122,6 +122,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and settings.demo:
         sys.stderr.write("signoff: --workers needs a config: the demo's tokens and database are one process's\n")
         return EXIT_CONFIG
+    if args.workers > 1 and settings.gateway.database_url.startswith("sqlite") and settings.gateway.redis_url is None:
+        # Workers tell each other of decisions, grants and ended sessions over PostgreSQL or Redis; SQLite has no
+        # such channel, so a worker would learn of another's only at its next poll, or (a session) never.
+        sys.stderr.write(
+            "signoff: --workers needs PostgreSQL ([gateway] database_url) or Redis ([gateway] redis_url) for the"
+            " workers to share: on SQLite alone signoff serves one process\n"
+        )
+        return EXIT_CONFIG
     app = create_app(settings)  # with workers too: a bad policy is refused here, once, not by every worker
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
@@ -134,11 +142,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.write("".join(f"{line}\n" for line in reach_lines(settings)))
     if args.workers > 1:
         sys.stdout.write(f"{args.workers} worker processes share {host}:{settings.gateway.port}\n")
-        if settings.gateway.database_url.startswith("sqlite") and settings.gateway.redis_url is None:
-            sys.stdout.write(
-                "note: on SQLite with no redis_url, a decision reaches a call held by another worker by the"
-                " database poll (within 2 s); PostgreSQL or [gateway] redis_url makes it instant\n"
-            )
     sys.stdout.flush()
     options: dict[str, Any] = {
         "host": host,

@@ -11,7 +11,7 @@ import anyio
 import httpx2
 import pytest
 
-from tests.cluster import ROOT, free_port, wait_until_healthy
+from tests.cluster import ROOT, RedisServer, free_port, wait_until_healthy
 from tests.conftest import AGENT_TOKEN, connect
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
@@ -23,13 +23,15 @@ def _environment() -> dict[str, str]:
     return {**clean, "PYTHONPATH": str(ROOT)}
 
 
-async def test_two_workers_share_the_port_and_the_database_and_stop_on_sigterm(tmp_path: Path) -> None:
+async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sigterm(tmp_path: Path) -> None:
     state = EverythingState()
     async with serve_http(everything_http_app(state)) as upstream:
         (tmp_path / "ev.json").write_text('{"version": "1", "default": "allow"}')
         config = tmp_path / "signoff.toml"
+        redis = RedisServer(tmp_path)
+        await anyio.to_thread.run_sync(redis.start)
         config.write_text(
-            f'[gateway]\ndatabase_url = "sqlite:///{tmp_path / "signoff.db"}"\n\n'
+            f'[gateway]\ndatabase_url = "sqlite:///{tmp_path / "signoff.db"}"\nredis_url = "{redis.url}"\n\n'
             f'[[agents]]\nname = "alpha"\ntoken = "{AGENT_TOKEN}"\n\n'
             f'[[servers]]\nname = "ev"\nurl = "{upstream}/mcp"\npolicy = "{tmp_path / "ev.json"}"\n'
         )
@@ -56,12 +58,12 @@ async def test_two_workers_share_the_port_and_the_database_and_stop_on_sigterm(t
         finally:
             process.send_signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(process.wait, 30)
+            redis.stop()
     printed = log.read_text()
 
     assert len({r.split(":")[1] for r in replicas}) == 2  # two processes answered
     assert not added.is_error and added.structured_content == {"result": 5}
     assert "2 worker processes share 127.0.0.1:" in printed
-    assert "on SQLite with no redis_url, a decision reaches a call held by another worker by the database" in printed
     assert code == 0
 
 
@@ -72,6 +74,24 @@ def test_workers_need_a_config_the_demo_is_one_process(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "signoff: --workers needs a config: the demo's tokens and database are one process's"
     assert not (tmp_path / "signoff.db").exists()
+
+
+def test_workers_on_sqlite_alone_are_refused_naming_what_they_need(tmp_path: Path) -> None:
+    (tmp_path / "ev.json").write_text('{"version": "1", "default": "allow"}')
+    config = tmp_path / "signoff.toml"
+    config.write_text(
+        f'[gateway]\ndatabase_url = "sqlite:///{tmp_path / "signoff.db"}"\n\n'
+        f'[[agents]]\nname = "alpha"\ntoken = "{AGENT_TOKEN}"\n\n'
+        f'[[servers]]\nname = "ev"\nurl = "http://127.0.0.1:9/mcp"\npolicy = "{tmp_path / "ev.json"}"\n'
+    )
+    command = [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve", "--workers", "2"]
+    done = subprocess.run(command, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "signoff: --workers needs PostgreSQL ([gateway] database_url) or Redis ([gateway] redis_url) for the workers"
+        " to share: on SQLite alone signoff serves one process"
+    )
 
 
 def test_workers_must_be_a_whole_number_of_at_least_one(tmp_path: Path) -> None:

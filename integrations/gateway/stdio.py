@@ -49,6 +49,7 @@ from integrations.gateway.multiplex import (
     modern_levels,
     params_of,
 )
+from integrations.gateway.ownership import session_digest
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.revisions import (
     REMOVED_METHODS,
@@ -672,6 +673,15 @@ class StdioUpstream(SupervisedChild):
         if session_id is None:
             return json_reply(rpc_error(None, -32001, "Session not found"), 404)
         self._adopt(session_id, request.identity)
+        await self._end_session(session_id)
+        return Reply(status=200, headers=[])
+
+    async def forget_session(self, digest: str) -> None:
+        """End here the session whose id hashes to `digest`: the agent ended it through another replica."""
+        for session_id in [s for s in self._mux.sessions if session_digest(s) == digest]:
+            await self._end_session(session_id)
+
+    async def _end_session(self, session_id: str) -> None:
         uids, asked, unwanted = self._mux.session_ended(session_id)
         for uid in uids:
             await self._abandon(uid, "the client ended its session")
@@ -681,4 +691,3 @@ class StdioUpstream(SupervisedChild):
         for uri in unwanted:  # nobody else wants it: the child may stop watching
             with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
                 await self._call("resources/unsubscribe", {"uri": uri})
-        return Reply(status=200, headers=[])
