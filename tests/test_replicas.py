@@ -222,3 +222,59 @@ async def test_a_replica_killed_with_sigkill_loses_no_approval(
     assert not repeat.is_error and state.deleted_records == ["r-2"]  # the agent's repeat collects it, once
     kinds = [r.kind for r in audit_rows(database_url) if r.tool == "delete_record"]
     assert kinds.count("requested") == 1 and kinds.count("approved") == 1 and kinds.count("executed") == 1
+
+
+LIMITED = {
+    **POLICY,
+    "tools": {
+        **POLICY["tools"],
+        "add": {"limits": [{"counter": "adds", "window": "minute", "max": 5, "scope": "agent"}]},
+    },
+}
+
+
+def said(result: CallToolResult) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+async def test_a_limit_holds_exactly_across_replicas(
+    tmp_path: Path, database_url: str, store: RedisServer | None
+) -> None:
+    async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
+        async with connect(f"{running.url}/mcp/ev") as client:  # each request goes to the next replica
+            with anyio.fail_after(60):
+                results = [await client.call_tool("add", {"a": i, "b": 1}) for i in range(20)]
+
+    allowed = [r for r in results if not r.is_error]
+    refused = [said(r) for r in results if r.is_error]
+    assert len(allowed) == 5 and len(refused) == 15
+    assert all('counter "adds" allows 5 calls per minute per agent across all servers' in r for r in refused)
+
+
+async def test_a_redis_restarted_under_the_replicas_fails_closed_then_recovers(
+    tmp_path: Path, database_url: str, store: RedisServer | None
+) -> None:
+    if store is None:
+        pytest.skip("this one restarts the Redis the replicas share")
+    async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
+        async with connect(f"{running.url}/mcp/ev") as client:
+            with anyio.fail_after(60):
+                before = await client.call_tool("add", {"a": 1, "b": 1})
+                await anyio.to_thread.run_sync(store.stop)
+                down = [await client.call_tool("add", {"a": 2, "b": 2}) for _ in range(3)]
+                unlimited = [await client.call_tool("echo", {"text": f"still {i}"}) for i in range(3)]
+                health = [httpx2.get(f"{r.url}/healthz", timeout=5).json() for r in running.replicas]
+                await anyio.to_thread.run_sync(store.start)
+                while (after := await client.call_tool("add", {"a": 3, "b": 3})).is_error:  # noqa: ASYNC110
+                    await anyio.sleep(0.1)  # the bounded wait (fail_after) for the replicas to reconnect
+
+    assert not before.is_error
+    assert all(r.is_error for r in down)
+    assert all(
+        "the rate-limit store (redis) cannot be reached, so calls this policy limits are refused" in said(r)
+        for r in down
+    )
+    assert [said(r) for r in unlimited] == ["still 0", "still 1", "still 2"]
+    assert all(h["status"] == "degraded" for h in health if h["limits"]["ok"] is False)
+    assert any(h["limits"]["ok"] is False for h in health)
+    assert not after.is_error and said(after) == "6"
