@@ -430,7 +430,10 @@ class Gateway:
         now = self._clock()
         reached = DeferredLimits()
         decision = evaluate(policy, call, reached, now)
-        if reached.limits and not isinstance(decision, Deny):  # past the deny checks: count it in the shared store
+        # Limits come after every deny check and before approval or allow, so a call that reached them is decided
+        # Allow or NeedsApproval (or Deny: evaluation failing closed on an error, which counts nothing), and a
+        # refusal from the shared store replaces that, as the in-process count did (integrations/limiting.py).
+        if reached.limits and not isinstance(decision, Deny):
             counted = await self.limits.count(policy, call, reached.limits, now)
             if isinstance(counted, RateLimited):
                 decision = counted

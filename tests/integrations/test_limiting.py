@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,10 +23,13 @@ from sqlalchemy.engine import Engine
 
 from approvals.store import Store
 from integrations.database import create_database_engine, transaction_slots
+from integrations.errors import ConfigError
 from integrations.limiting import SharedLimits, Uncounted
 from integrations.ratelogs import DatabaseRateLog, RedisRateLog
+from integrations.settings import load_settings
 from integrations.shared import connect_redis
 from policies import Limit, LimitsUnavailable, Policy, RateLimited, Scope, ToolCall
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +44,7 @@ def reached(*limits: Limit) -> list[tuple[str, Limit]]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "redis"])
-def replica(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Replica]:
+def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Replica]:
     """Factory: `async with replica() as limits:` a new replica's limiter on the test's one store."""
     kind: str = request.param
     prefix = f"test:{uuid.uuid4().hex}:"
@@ -179,7 +183,7 @@ async def test_the_gateway_setting_allow_lets_limited_calls_through_uncounted_un
     await client.aclose()
 
 
-async def test_database_prune_deletes_only_rows_past_their_window(tmp_path: Any) -> None:
+async def test_database_prune_deletes_only_rows_past_their_window(tmp_path: Path) -> None:
     engine = create_database_engine(f"sqlite:///{tmp_path / 'p.db'}")
     now = [T0]
     log = DatabaseRateLog(Store(engine, slots=1), lambda: now[0])
@@ -299,3 +303,15 @@ async def test_redis_restarted_fails_limited_calls_closed_says_degraded_lets_unl
     assert limited[1] == ("demo", "rate_limited", "refused", REFUSED_TEXT)
     assert limited[2][:2] == ("open", "allowed")
     assert "not counted against its limits: the rate-limit store (redis) cannot be reached" in limited[2][3]
+
+
+def test_limits_unavailable_defaults_to_refuse_and_a_wrong_word_is_refused_at_the_key(tmp_path: Path) -> None:
+    servers = [{"name": "demo", "command": DEMO, "policy": LIMITED_READS}]
+    environ = {"ALPHA_TOKEN": "agent-token-alpha"}
+    default = load_settings(write_config(tmp_path, servers), environ=environ)
+    assert default.gateway.limits_unavailable is LimitsUnavailable.REFUSE
+    allowing = write_config(tmp_path, servers, gateway={"limits_unavailable": "allow"})
+    assert load_settings(allowing, environ=environ).gateway.limits_unavailable is LimitsUnavailable.ALLOW
+    with pytest.raises(ConfigError) as refused:
+        load_settings(write_config(tmp_path, servers, gateway={"limits_unavailable": "sometimes"}), environ=environ)
+    assert "gateway.limits_unavailable" in str(refused.value)
