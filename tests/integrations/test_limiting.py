@@ -34,7 +34,7 @@ from tests.conftest import write_config
 pytestmark = pytest.mark.anyio
 
 T0 = 1_800_000_000.0
-REDIS_URL = "redis://127.0.0.1:6379/0"  # the machine's Redis; each test counts under a prefix of its own
+REDIS_URL = "redis://127.0.0.1:6379/15"  # the machine's Redis, a db of its own; each test has its own prefix
 CALL = ToolCall("srv", "kill", {}, "agent-1")
 Replica = Callable[[], AbstractAsyncContextManager[SharedLimits]]
 
@@ -315,3 +315,50 @@ def test_limits_unavailable_defaults_to_refuse_and_a_wrong_word_is_refused_at_th
     with pytest.raises(ConfigError) as refused:
         load_settings(write_config(tmp_path, servers, gateway={"limits_unavailable": "sometimes"}), environ=environ)
     assert "gateway.limits_unavailable" in str(refused.value)
+
+
+@pytest.fixture(params=["database", "redis"])
+def replicas_store(request: pytest.FixtureRequest, shared_database: str) -> Iterator[dict[str, Any]]:
+    """What two gateways share: the database (SQLite file or PostgreSQL), and with `redis` the machine's Redis."""
+    if request.param == "database":
+        yield {"database_url": shared_database}
+        return
+    with redis.Redis.from_url(REDIS_URL) as client:
+        forget(client)
+        yield {"database_url": shared_database, "gateway": {"redis_url": REDIS_URL}}
+        forget(client)
+
+
+def forget(client: "redis.Redis") -> None:
+    """Delete the gateways' limit keys (their default prefix) from these tests' Redis db."""
+    keys = list(client.scan_iter(match="signoff:limits:*"))
+    if keys:
+        client.delete(*keys)
+
+
+async def test_two_gateways_on_one_store_admit_exactly_max_of_calls_alternating_between_them(
+    signoff: Any, replicas_store: dict[str, Any]
+) -> None:
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"list_connections": {"limits": [{"counter": "reads", "window": "minute", "max": 5}]}},
+    }
+    servers = [{"name": "demo", "command": DEMO, "policy": policy}]
+    start = T0 + 45  # 15 s before a minute turns, where fixed windows let a second burst through
+    now = [start]
+    async with (
+        signoff(servers, clock=lambda: now[0], **replicas_store) as one,
+        signoff(servers, clock=lambda: now[0], **replicas_store) as two,
+        one.client("demo") as on_one,
+        two.client("demo") as on_two,
+    ):
+        with anyio.fail_after(30):
+            results = []
+            for i in range(20):  # one call a second, to each replica in turn, across the turn of the minute
+                now[0] = start + i
+                results.append(await (on_one, on_two)[i % 2].call_tool("list_connections", {}))
+    admitted = [i for i, r in enumerate(results) if not r.is_error]
+    assert admitted == [0, 1, 2, 3, 4]
+    retry = [(r.meta or {})["signoff/decision"]["retry_after"] for r in results[5:]]
+    assert retry == [60.0 - i for i in range(5, 20)]
