@@ -2,7 +2,8 @@
 
 Every edge that takes part in an approval calls this one object: the gateway's holding of a call, the API, the web
 page, Slack, the scheduler. Each step runs one domain function in the database (the row is the truth), then rings
-the bell for the calls held on that request (`DecisionWaiter`) and tells the notifier (webhooks, Slack) what
+the bell for the calls held on that request (`DecisionWaiter`), tells the other replicas (`Broadcaster`: their
+held calls wake at once; their poll of decisions is the fallback) and tells the notifier (webhooks, Slack) what
 happened. Nothing here knows HTTP, MCP or Slack.
 """
 
@@ -21,7 +22,7 @@ from approvals import grants, service
 from approvals.errors import AlreadyDecided
 from approvals.grantbook import ActiveGrant, GrantBook
 from approvals.models import ApprovalRequest, ApprovalStatus, Grant, Verdict, utcnow
-from approvals.ports import Notifier, Spawner
+from approvals.ports import Broadcaster, Notifier, Spawner, Topic
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
 
@@ -33,6 +34,9 @@ POLL_INTERVAL = 2.0
 DECISION_LOOKBACK = 100  # decision rows the poll reads again each time (see poll_decisions)
 CLAIMANT_HOST = socket.gethostname().replace(":", "_")[:100]
 GRANT_REFRESH = 5.0  # how soon a grant given or revoked on another replica takes effect here
+# While the bus between replicas is connected it brings other replicas' decisions and grants at once, and the polls
+# are only a safety net (for a message lost at a crash); the moment it is lost they poll now and at the pace above.
+POLL_WHILE_TOLD = 30.0
 Outcome = tuple[dict[str, Any], ApprovalRequest | None]  # a request's public view, and the last run of its call
 
 
@@ -63,8 +67,10 @@ class ApprovalEngine:
         remember: timedelta = timedelta(minutes=10),
         lease: timedelta = timedelta(minutes=10),
         now: Callable[[], datetime] = utcnow,
+        broadcast: Broadcaster | None = None,
     ) -> None:
         self.store = store
+        self.broadcast = broadcast
         self.waiter = waiter
         self.notifier = notifier
         self.base_url = base_url
@@ -75,6 +81,8 @@ class ApprovalEngine:
         self.grants = GrantBook()
         self._spawner: Spawner | None = None
         self._seen_decision: int | None = None  # the newest decision row the poll has looked at
+        self._told = False  # whether the bus between replicas is connected (see `told`)
+        self._poll_now = {"approvals.poll": anyio.Event(), "approvals.grants": anyio.Event()}
 
     def link(self, request_id: UUID | str) -> str:
         return f"{self.base_url}/approvals/{request_id}"
@@ -85,9 +93,19 @@ class ApprovalEngine:
     def _publish(self, event: str, request: ApprovalRequest) -> None:
         self.notifier.publish(event, self.view(request))
 
+    def _ring(self, request_id: UUID) -> None:
+        """Wake the calls held on a request that just settled, here and (told after the commit) on every replica."""
+        self.waiter.notify(request_id)
+        if self.broadcast is not None:
+            self.broadcast.send(Topic.REQUEST, str(request_id))
+
+    def _grants_changed(self) -> None:
+        if self.broadcast is not None:
+            self.broadcast.send(Topic.GRANTS, "")
+
     async def _settled(self, event: str, request_id: UUID) -> None:
         """Wake the calls held on a request that just ended, then announce it."""
-        self.waiter.notify(request_id)
+        self._ring(request_id)
         self._publish(event, await self.store.run(service.get_request, request_id))
 
     # -- running -----------------------------------------------------------------------------------
@@ -110,13 +128,25 @@ class ApprovalEngine:
         for request_id in voted:
             self.waiter.notify(request_id)
 
+    def told(self, connected: bool) -> None:
+        """The bus between replicas connected (other replicas' decisions and grants ring here at once, so the polls
+        slow down) or was lost (they poll now, and at their usual pace until it is back)."""
+        self._told = connected
+        for event in self._poll_now.values():
+            event.set()
+
+    async def _pause(self, loop: str, interval: float) -> None:
+        with anyio.move_on_after(POLL_WHILE_TOLD if self._told else interval):
+            await self._poll_now[loop].wait()
+        self._poll_now[loop] = anyio.Event()
+
     async def _poll_decisions(self) -> None:
         while True:
             try:
                 await self.poll_decisions()
             except Exception:  # a background loop's top-level handler: log, keep polling
                 logger.exception("Polling approval decisions failed")
-            await anyio.sleep(POLL_INTERVAL)
+            await self._pause("approvals.poll", POLL_INTERVAL)
 
     # -- a held call's request -------------------------------------------------------------------------
 
@@ -187,8 +217,9 @@ class ApprovalEngine:
             raise
         if result.grant is not None:
             self.grants.add(result.grant)
+            self._grants_changed()
         if result.settled:
-            self.waiter.notify(request_id)
+            self._ring(request_id)
             self._publish(f"approval.{result.request.status}", result.request)
         else:
             self._publish("approval.voted", result.request)
@@ -237,7 +268,7 @@ class ApprovalEngine:
 
     async def _refresh_grants(self) -> None:
         while True:
-            await anyio.sleep(GRANT_REFRESH)
+            await self._pause("approvals.grants", GRANT_REFRESH)
             try:
                 await self.load_grants()
             except Exception:  # a background loop's top-level handler: log, keep the book, try again
@@ -260,4 +291,5 @@ class ApprovalEngine:
     async def revoke_grant(self, grant_id: UUID, by: str, reason: str, channel: str) -> Grant:
         grant = await self.store.run(grants.revoke_grant, grant_id, by, reason, channel, self.now())
         self.grants.remove(grant_id)
+        self._grants_changed()
         return grant

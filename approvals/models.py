@@ -247,3 +247,34 @@ class RateHit(SQLModel, table=True):
     key: str = Field(max_length=512)
     at: float
     expires: float = Field(index=True)
+
+
+class SlackReplay(SQLModel, table=True):
+    """A signed Slack request already handled, by its signature, so the same request is a replay on every replica
+    (the database's replay cache when no Redis is configured). Pruned once older than twice Slack's 5-minute window.
+    """
+
+    __tablename__ = "slack_replays"
+
+    signature: str = Field(primary_key=True, max_length=80)
+    seen_at: float = Field(index=True)  # seconds since the epoch
+
+
+class SignInFailure(SQLModel, table=True):
+    """A failed sign-in on the web page (or one being checked), by client address: every replica counts them all
+    (`integrations.web.failures`). Pruned once older than the throttle's window."""
+
+    __tablename__ = "sign_in_failures"
+
+    id: str = Field(primary_key=True, max_length=32)
+    client: str = Field(index=True, max_length=64)
+    at: float = Field(index=True)
+
+
+class SignInKnown(SQLModel, table=True):
+    """A client address that signed in successfully, and when: exempt from the page-wide pause for a while."""
+
+    __tablename__ = "sign_in_known"
+
+    client: str = Field(primary_key=True, max_length=64)
+    at: float = Field(index=True)

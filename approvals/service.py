@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -28,6 +28,8 @@ from policies import ApprovalSpec, ToolCall
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
 GATEWAY_STOPPED = "gateway_stopped"  # the outcome of a call whose gateway stopped while it ran
 UNKNOWN_RESULT = "signoff stopped while the approved call ran upstream; whether it took effect is unknown"
+
+SWEEP_LOCK = 7305925  # the PostgreSQL advisory lock one expiry sweep holds at a time (the audit chain has 7305924)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +380,16 @@ def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
 def expire_overdue(session: Session, now: datetime) -> list[UUID]:
     """Expire every pending request whose deadline has passed; timeouts fail closed.
 
+    One sweep at a time across replicas: on PostgreSQL a sweep that finds another's in progress (a transaction
+    advisory lock) expires nothing and returns at once; the next sweep, a second later, finds what is left. Each
+    request is expired by a compare-and-set in any case, so its expiry is recorded and announced once.
+
     Returns:
         The ids this call expired (another replica's sweep may win some; those are not listed).
     """
+    on_postgres = session.get_bind().dialect.name == "postgresql"
+    if on_postgres and not session.execute(text(f"SELECT pg_try_advisory_xact_lock({SWEEP_LOCK})")).scalar_one():
+        return []
     overdue = session.exec(
         select(ApprovalRequest).where(
             col(ApprovalRequest.status) == ApprovalStatus.PENDING, col(ApprovalRequest.deadline) <= now

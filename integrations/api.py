@@ -68,11 +68,20 @@ def _approvers_only(endpoint: Endpoint) -> Endpoint:
     return guarded
 
 
-async def _decision_body(request: Request, rejecting: bool = False) -> tuple[dict[str, Any], str] | Response:
-    """A decision's JSON object body and its `reason` (empty when absent), or the 400 that says what is wrong."""
+async def _decision_body(
+    request: Request, keys: tuple[str, ...], rejecting: bool = False
+) -> tuple[dict[str, Any], str] | Response:
+    """A decision's JSON object body and its `reason` (empty when absent), or the error that says what is wrong:
+    400 for a body that is not a JSON object or a bad reason, 422 for a key this decision does not take (a
+    misspelt or unsupported key is never silently ignored: the approver would believe it took effect)."""
     payload = await json_object(request)
     if isinstance(payload, str):
         return _problem(400, payload)
+    unknown = [key for key in payload if key not in keys]
+    if unknown:
+        names = ", ".join(json.dumps(k, ensure_ascii=True)[:80] for k in unknown[:5])
+        takes = " and ".join(f'"{k}"' for k in keys)
+        return _problem(422, f"unknown key(s) {names}: this decision takes {takes}; nothing was decided")
     reason = payload.get("reason", "")
     if not isinstance(reason, str):
         return _problem(400, f'"reason" must be a string of at most {MAX_REASON} characters')
@@ -172,7 +181,8 @@ async def _vote(request: Request, approver: service.Approver, verdict: Verdict) 
     request_id = path_id(request)
     if request_id is None:
         return _problem(404, "No approval request with that id")
-    body = await _decision_body(request, rejecting=verdict == Verdict.REJECT)
+    # A rejection's "grant" is refused by the domain, which says a grant comes with an approval.
+    body = await _decision_body(request, ("reason", "grant"), rejecting=verdict == Verdict.REJECT)
     if isinstance(body, Response):
         return body
     payload, reason = body
@@ -223,7 +233,7 @@ async def revoke_grant(request: Request, approver: service.Approver) -> Response
     grant_id = path_id(request)
     if grant_id is None:
         return _problem(404, "No grant with that id")
-    body = await _decision_body(request)
+    body = await _decision_body(request, ("reason",))
     if isinstance(body, Response):
         return body
     _, reason = body

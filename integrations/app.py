@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import anyio
 import httpx2
@@ -34,6 +35,7 @@ from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditing import AuditWriter
 from integrations.bodies import BodyRefused, bounded, limit_for
+from integrations.broadcast import Broadcast, Topic, carrier_for
 from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
@@ -52,11 +54,13 @@ from integrations.ratelogs import DatabaseRateLog, RateLog, RedisRateLog
 from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
-from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.settings import ServerSettings, Settings, child_environment, worker_settings
 from integrations.shared import connect_redis
 from integrations.supervision import Parts
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
+from integrations.web.failures import DatabaseFailures, RedisFailures
+from integrations.web.throttle import SignInThrottle
 from integrations.webhooks import WebhookNotifier
 from policies import Policy
 
@@ -197,6 +201,9 @@ async def _start(
     task_group = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(task_group.cancel_scope.cancel)  # after every close below: what they wait for has ended
     parts = Parts(task_group)
+    bus = Broadcast(carrier_for(database, redis))  # between replicas; see integrations/broadcast.py
+    bus.start(parts)
+    stack.push_async_callback(bus.close)
 
     audit = AuditWriter(database)
     audit.start(parts)
@@ -207,7 +214,7 @@ async def _start(
     parts.start_soon(authenticator.warm, name="oauth-keys")
     if database.dialect.name == "sqlite":
         parts.start_soon(checkpoint_wal, database)
-    tools = ToolWatch(database, now)
+    tools = ToolWatch(database, now, broadcast=bus)
     await tools.load({name: p.digest for name, p in policies.items()})
     tools.start(parts)
     stack.push_async_callback(tools.close)
@@ -219,7 +226,7 @@ async def _start(
         )
         for s in settings.servers
     }
-    watcher = _policy_watcher(settings, servers, audit, tools)
+    watcher = _policy_watcher(settings, servers, audit, tools, bus)
     watcher.start(parts)
     stack.callback(_Hangup(watcher.wake).close)
 
@@ -237,11 +244,14 @@ async def _start(
         # No approved call runs longer than the upstream timeout; one executing for much longer was left behind.
         lease=timedelta(seconds=settings.gateway.upstream_timeout + 300),
         now=now,
+        broadcast=bus,
     )
     await approvals.load_grants()
     approvals.start(parts)
+    owners = SessionOwners(database, now, broadcast=bus)
+    _hear(bus, approvals, tools, watcher, owners, servers)
     if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
-        slack.listen(approvals)
+        slack.listen(approvals, redis)
         await slack.start(parts)
         stack.push_async_callback(slack.close)
     rate_log: RateLog
@@ -265,7 +275,7 @@ async def _start(
     gateway = Gateway(
         servers=servers,
         authenticator=authenticator,
-        owners=SessionOwners(database, now),
+        owners=owners,
         rights=agent_rights(settings),
         audit=audit,
         limits=SharedLimits(rate_log, unavailable=settings.gateway.limits_unavailable),
@@ -280,8 +290,58 @@ async def _start(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
     )
     return Runtime(
-        database, audit, gateway, approvals, approvers, tools, watcher, parts, identity_client, webhooks, slack, redis
+        database,
+        audit,
+        gateway,
+        approvals,
+        approvers,
+        tools,
+        watcher,
+        parts,
+        identity_client,
+        webhooks,
+        slack,
+        redis,
+        bus,
+        SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
     )
+
+
+def _hear(
+    bus: Broadcast,
+    approvals: ApprovalEngine,
+    tools: ToolWatch,
+    watcher: PolicyWatcher,
+    owners: SessionOwners,
+    servers: dict[str, Served],
+) -> None:
+    """What a message from another replica does here; and, after the listener (re)connects, the catch-up for what
+    was said while nobody listened (a poll of each, once)."""
+
+    async def ring(about: str) -> None:
+        approvals.waiter.notify(UUID(about))
+
+    async def drift(server: str) -> None:
+        await tools.refresh(server)
+
+    async def policies(_about: str = "") -> None:
+        watcher.wake()
+
+    bus.on(Topic.REQUEST, ring)
+    bus.on(Topic.GRANTS, lambda _about: approvals.load_grants())
+    bus.on(Topic.DRIFT, drift)
+    bus.on(Topic.POLICIES, policies)
+
+    async def session_ended(digest: str) -> None:
+        owners.forget(digest)
+        for served in servers.values():  # a stdio child here may serve it too (StdioUpstream._adopt)
+            if isinstance(served.upstream, StdioUpstream):
+                await served.upstream.forget_session(digest)
+
+    bus.on(Topic.SESSION, session_ended)
+    bus.on_change(approvals.told)  # connected: the polls slow down, and run once now (a catch-up); lost: they resume
+    for catch_up in (tools.refresh, policies):
+        bus.on_connect(catch_up)
 
 
 def _record_loaded(database: Engine, loaded: PolicySet) -> None:
@@ -306,7 +366,7 @@ def _record_loaded(database: Engine, loaded: PolicySet) -> None:
 
 
 def _policy_watcher(
-    settings: Settings, servers: dict[str, Served], audit: AuditWriter, tools: ToolWatch
+    settings: Settings, servers: dict[str, Served], audit: AuditWriter, tools: ToolWatch, bus: Broadcast
 ) -> PolicyWatcher:
     """The watcher that hot-reloads each policy file (the servers' and the agents' own), auditing every version it
     takes or refuses."""
@@ -325,6 +385,7 @@ def _policy_watcher(
         )
         if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
             tools.recheck(slot.server, new.digest)
+        bus.send(Topic.POLICIES, slot.server)  # the other replicas check their files now, not at their next poll
 
     def refused(slot: Slot, error: str) -> None:
         audit.record(
@@ -373,8 +434,9 @@ def _origin(url: str) -> str:
 
 
 def _app_from_environment() -> Starlette:
-    # The Procfile's entry point is for deployments: with no config it refuses, never serves the demo.
-    return create_app(load_settings(demo=False))
+    # The entry point of `signoff serve --workers N`'s workers and of plain uvicorn: with no config it refuses,
+    # never serves the demo.
+    return create_app(worker_settings())
 
 
 def freeze_startup() -> None:

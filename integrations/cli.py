@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx2
 import uvicorn
@@ -21,7 +21,16 @@ from integrations.database import create_database_engine, current_revision, head
 from integrations.errors import ConfigError
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
-from integrations.settings import AgentSettings, ApproverSettings, Settings, approver_token, load_settings, named_config
+from integrations.settings import (
+    AgentSettings,
+    ApproverSettings,
+    Settings,
+    approver_token,
+    listening_on,
+    load_settings,
+    named_config,
+    tell_workers,
+)
 from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
 from policies.pitfalls import unknown_callers
@@ -85,15 +94,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from uvicorn.supervisors import Multiprocess
+
     from integrations.app import create_app, freeze_startup
     from integrations.serving import http_protocol
 
-    settings = load_settings(args.config)
-    if args.host:
-        settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"host": args.host})})
-    if args.port is not None:
-        settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": args.port})})
+    settings = listening_on(load_settings(args.config), args.host, args.port)
     host = settings.gateway.host
     # The demo prints its tokens and runs a policy made for trying things out: it stays on this machine unless
     # asked twice. A non-loopback host with no config is most likely a deployment that lost its config.
@@ -105,8 +119,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " (e.g. in a container)\n"
         )
         return EXIT_CONFIG
-    app = create_app(settings)
-    freeze_startup()
+    if args.workers > 1 and settings.demo:
+        sys.stderr.write("signoff: --workers needs a config: the demo's tokens and database are one process's\n")
+        return EXIT_CONFIG
+    if args.workers > 1 and settings.gateway.database_url.startswith("sqlite") and settings.gateway.redis_url is None:
+        # Workers tell each other of decisions, grants and ended sessions over PostgreSQL or Redis; SQLite has no
+        # such channel, so a worker would learn of another's only at its next poll, or (a session) never.
+        sys.stderr.write(
+            "signoff: --workers needs PostgreSQL ([gateway] database_url) or Redis ([gateway] redis_url) for the"
+            " workers to share: on SQLite alone signoff serves one process\n"
+        )
+        return EXIT_CONFIG
+    app = create_app(settings)  # with workers too: a bad policy is refused here, once, not by every worker
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
         _print_demo_banner(settings, sys.stdout)
@@ -116,19 +140,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 " this port and knows the tokens above can call its tools and approve the calls\n"
             )
     sys.stdout.write("".join(f"{line}\n" for line in reach_lines(settings)))
+    if args.workers > 1:
+        sys.stdout.write(f"{args.workers} worker processes share {host}:{settings.gateway.port}\n")
     sys.stdout.flush()
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=settings.gateway.port,
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-        ws="none",
-        http=http_protocol(),  # each response in one write (integrations/serving.py)
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": settings.gateway.port,
+        "log_level": args.log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "ws": "none",
+        "http": http_protocol(),  # each response in one write (integrations/serving.py)
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers == 1:
+        freeze_startup()
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
+        return EXIT_OK
+    # Each worker imports the app and builds its own parts from the same config; they share the database (and
+    # Redis), which holds everything that must agree (README: Running several replicas).
+    create_database_engine(settings.gateway.database_url).dispose()  # migrated once, before the workers start
+    tell_workers(settings)
+    config = uvicorn.Config("integrations.app:app", workers=args.workers, **options)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return EXIT_OK
 
 
@@ -352,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine, sharing the port and the database (default 1; needs a config)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--public-demo",

@@ -1,9 +1,10 @@
 """`GET /healthz` and `GET /metrics`: what a supervisor, a load balancer and Prometheus read.
 
 /healthz answers 503 "failing" when calls would go unaudited or a background part is down (a supervisor should
-act), "degraded" when an upstream is not ready or the rate-limit store cannot be reached (limited calls are
-refused or let through uncounted, the rest flow; the next limited call tries the store again), "ok" otherwise,
-with the detail of every part.
+act), "degraded" when an upstream is not ready, the bus between replicas is down (their polls carry decisions
+meanwhile, only slower) or the rate-limit store cannot be reached (limited calls are refused or let through
+uncounted, the rest flow; the next limited call tries the store again), "ok" otherwise, with the detail of every
+part.
 """
 
 from typing import Any
@@ -33,13 +34,16 @@ async def healthz(request: Request) -> Response:
                 agent: running.watcher.files[Slot(name, agent)].health(p) for agent, p in served.agent_policies.items()
             }
     auth = running.gateway.authenticator.health()  # [auth]'s identity provider: down, only access tokens fail
+    bus = running.bus.health() if running.bus is not None else None
     limits = running.gateway.limits.health()
     healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"]) and limits["ok"]
+    healthy = healthy and (bus is None or bus["connected"])
     audit = running.audit.health()
     parts = running.parts.health()
     failing = not (audit["ok"] and parts["ok"])
     detail: dict[str, Any] = {
         "status": "failing" if failing else "ok" if healthy else "degraded",
+        "replica": running.approvals.claimant,  # host:pid:random, which process answered (behind a balancer)
         "servers": servers,
         "audit": audit,
         "background": parts,
@@ -51,6 +55,8 @@ async def healthz(request: Request) -> Response:
     }
     if auth is not None:
         detail["auth"] = auth
+    if bus is not None:
+        detail["bus"] = bus
     if running.webhooks is not None:
         hooks = running.webhooks
         detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}

@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from approvals.engine import ApprovalEngine
 from approvals.service import Approver
 from integrations.auditing import AuditWriter
+from integrations.broadcast import Broadcast
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.reloading import PolicyWatcher
@@ -25,6 +26,7 @@ from integrations.webhooks import WebhookNotifier
 
 if TYPE_CHECKING:  # Slack's libraries load only when Slack is configured (integrations/app.py)
     from integrations.slack import SlackIntegration
+    from integrations.web.throttle import SignInThrottle
 
 __all__ = ["Runtime", "runtime"]
 
@@ -45,6 +47,8 @@ class Runtime:
     webhooks: WebhookNotifier | None = None
     slack: "SlackIntegration | None" = None
     redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
+    bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
+    sign_ins: "SignInThrottle | None" = None  # failed web sign-ins, counted in the shared store
 
 
 def runtime(connection: HTTPConnection) -> Runtime:

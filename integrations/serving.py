@@ -9,10 +9,10 @@ most one loop turn later. Closing sends what is held first; more than 64 KiB hel
 """
 
 import asyncio
-import importlib.util
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HOLD_AT_MOST = 64 * 1024
 
@@ -80,17 +80,18 @@ class CoalescingH11Protocol(H11Protocol):
         super().connection_made(wrapped)
 
 
-def http_protocol() -> type[asyncio.Protocol]:
-    """The HTTP protocol class for `uvicorn.Config(http=...)`: httptools' when installed, else h11's; coalescing."""
-    if importlib.util.find_spec("httptools") is None:
-        return CoalescingH11Protocol
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (httptools is a dependency: its C parser) over a `CoalescingTransport`."""
 
-    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol over a `CoalescingTransport`."""
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
+        super().connection_made(wrapped)
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
-            super().connection_made(wrapped)
 
-    return CoalescingHttpToolsProtocol
+def http_protocol() -> str:
+    """The HTTP protocol for `uvicorn.Config(http=...)`: httptools', coalescing.
+
+    An import string, not the class: with `--workers N` uvicorn hands the config to each worker process, and
+    the workers import it.
+    """
+    return f"{__name__}:CoalescingHttpToolsProtocol"

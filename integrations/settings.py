@@ -370,6 +370,40 @@ def _policy_path(policy: Any, base_dir: Path) -> Any:
     return policy
 
 
+LISTEN = "SIGNOFF_LISTEN"  # host:port, from `signoff serve` to its workers
+
+
+def listening_on(settings: "Settings", host: str | None, port: int | None) -> "Settings":
+    """`settings` with `--host`/`--port` in place of the config's, where given."""
+    update: dict[str, Any] = {}
+    if host:
+        update["host"] = host
+    if port is not None:
+        update["port"] = port
+    if not update:
+        return settings
+    return settings.model_copy(update={"gateway": settings.gateway.model_copy(update=update)})
+
+
+def tell_workers(settings: "Settings") -> None:
+    """Put in this process's environment, for the workers of `signoff serve --workers N` to read back with
+    `worker_settings`: the config file, and where the parent listens (so links and origin are the parent's)."""
+    os.environ["SIGNOFF_CONFIG"] = str(Path(settings.source).resolve())
+    os.environ[LISTEN] = f"{settings.gateway.host}:{settings.gateway.port}"
+
+
+def worker_settings(environ: Mapping[str, str] | None = None) -> "Settings":
+    """The settings a worker process serves: $SIGNOFF_CONFIG (never the demo), on $SIGNOFF_LISTEN if set.
+
+    Raises:
+        ConfigError: as `load_settings(demo=False)`.
+    """
+    env = os.environ if environ is None else environ
+    settings = load_settings(environ=env, demo=False)
+    host, _, port = env.get(LISTEN, "").rpartition(":")
+    return listening_on(settings, host or None, int(port) if port.isdigit() else None)
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None, *, demo: bool = True
 ) -> Settings:

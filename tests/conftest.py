@@ -21,6 +21,7 @@ from approvals.models import AuditEvent, utcnow
 from integrations.app import create_app
 from integrations.database import create_database_engine
 from integrations.settings import load_settings
+from tests.fakes.redis_server import REDIS_SERVER, RedisServer
 from tests.fakes.upstreams import serve_http
 
 AGENT_TOKEN = "agent-token-alpha"
@@ -194,9 +195,31 @@ def shared_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     _empty(url)
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The machine's PostgreSQL test database, emptied before and after (for tests marked `postgres`)."""
+    url = os.environ.get("SIGNOFF_TEST_DATABASE_URL", "")
+    if not url:
+        pytest.skip("SIGNOFF_TEST_DATABASE_URL is not set")
+    _empty(url)
+    yield url
+    _empty(url)
+
+
 def _empty(url: str) -> None:
     engine = create_database_engine(url, migrate=False)
     reflected = MetaData()
     reflected.reflect(engine)
     reflected.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, started (skipped where redis-server is not installed)."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

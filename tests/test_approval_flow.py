@@ -475,3 +475,30 @@ async def test_requests_nobody_waits_on_any_more_expire_at_their_own_deadlines(s
     for view in views:  # each at its own deadline: the one expiry job moved on to the next deadline
         late = datetime.fromisoformat(view["finished_at"]) - datetime.fromisoformat(view["deadline"])
         assert timedelta(0) <= late < timedelta(seconds=1)
+
+
+async def test_a_decision_body_with_a_key_it_does_not_take_is_refused_and_decides_nothing(signoff: Any) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state, hold="0.1s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            held = await client.call_tool("delete_record", {"record_id": "r-5"})
+            approval_id = meta(held)["approval_id"]
+            edited = await api(
+                running,
+                "POST",
+                f"/api/approvals/{approval_id}/approve",
+                "alice-approver-token",
+                arguments={"record_id": "r-6"},
+            )
+            misspelt = await api(
+                running, "POST", f"/api/approvals/{approval_id}/reject", "alice-approver-token", reasn="typo"
+            )
+            detail = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+
+    assert edited.status_code == 422
+    assert edited.json()["error"] == (
+        'unknown key(s) "arguments": this decision takes "reason" and "grant"; nothing was decided'
+    )
+    assert misspelt.status_code == 422 and 'unknown key(s) "reasn"' in misspelt.json()["error"]
+    assert detail["status"] == "pending" and detail["decisions"] == []
+    assert state.deleted_records == []

@@ -567,3 +567,36 @@ async def test_a_request_made_while_slack_was_unreachable_is_posted_when_signoff
     assert meta(first)["outcome"] == "approval_pending"  # the request never waited for Slack
     assert health["slack"]["posted"] == 0 and "cannot reach Slack" in health["slack"]["last_error"]
     assert detail["status"] == "approved" and detail["decisions"][0]["channel"] == "slack"
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+async def test_a_slack_request_handled_on_one_replica_is_a_replay_on_another(
+    signoff: Any, tmp_path: Any, request: pytest.FixtureRequest, store: str
+) -> None:
+    redis = request.getfixturevalue("redis_server") if store == "redis" else None
+    gateway = {"approval_hold": "0.3s", **({"redis_url": redis.url} if redis else {})}
+    slack, state = FakeSlack(), EverythingState()
+    async with serve_http(slack.app) as api, serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}]
+        options = {"gateway": gateway, "extra": slack_config(api), "database_url": f"sqlite:///{tmp_path / 's.db'}"}
+        async with signoff(servers, **options) as here, signoff(servers, **options) as there:
+            flow, elsewhere = Flow(here, slack, state), Flow(there, slack, state)
+            async with here.client("ev") as client:
+                with anyio.fail_after(20):
+                    await client.call_tool("delete_record", {"record_id": "r-3"})
+                    message = await posted(flow, "delete_record")
+                    body = form(click_payload(message, "signoff_approve", "alice"))
+                    headers = signed(body)
+                    once = await flow.http("POST", "/slack/events", content=body, headers=headers)
+                    replayed = await elsewhere.http("POST", "/slack/events", content=body, headers=headers)
+                    await message.shows("Approved")
+            rows = await here.audit()
+            if redis is not None:  # the store gone: refused, not risked
+                redis.stop()
+                anew = signed(body, timestamp=int(time.time()) - 1)  # the same click signed anew: not a replay
+                unsure = await elsewhere.http("POST", "/slack/events", content=body, headers=anew)
+                assert unsure.status_code == 503 and "cannot tell whether this is a replay" in unsure.text
+
+    assert (once.status_code, replayed.status_code) == (200, 200)
+    assert [r.kind for r in rows if r.kind in ("approved", "decision_refused")] == ["approved"]  # not twice
+    assert slack.called("chat.postEphemeral") == []  # the replay told nobody "already approved": it did nothing

@@ -3,6 +3,7 @@
 A tool's definition is its description, input schema and annotations; its digest is the SHA-256 of their canonical
 JSON. The live state is in memory, so a call costs one dict lookup and a change takes effect at once; each change
 is then made durable in the background, in order, with its audit row (`approvals.pins`), so a restart remembers.
+An acceptance is written at once and told to the other replicas (`Topic.DRIFT`), which read that server's pins again.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from sqlmodel import Session
 
 from approvals import pins
 from approvals.audit import canonical_json
+from approvals.ports import Broadcaster, Topic
 from integrations.background import WriteBehind
 from integrations.supervision import Spawner
 from policies import Policy
@@ -41,9 +43,10 @@ def tool_definition(tool: Mapping[str, Any]) -> tuple[str, str]:
 class ToolWatch:
     """Pinned tool definitions and drifted tools, by (server, tool), kept in memory and written behind."""
 
-    def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, now: Callable[[], datetime], broadcast: Broadcaster | None = None) -> None:
         self._engine = engine
         self._now = now
+        self._broadcast = broadcast
         self.pinned: dict[Key, str] = {}
         self.drifted: dict[Key, Drift] = {}
         self._jobs: WriteBehind[Job] = WriteBehind("tool pin writer", self._handle)
@@ -167,7 +170,21 @@ class ToolWatch:
 
         await self.flush()  # a drift still being written must land before it is accepted
         accepted |= set(await anyio.to_thread.run_sync(lambda: self._with_session(write)))
+        if self._broadcast is not None:
+            self._broadcast.send(Topic.DRIFT, server)
         return sorted(accepted)
+
+    async def refresh(self, server: str | None = None) -> None:
+        """Read the pins of `server` (or of all) again: another replica accepted drift, or the bus reconnected."""
+        await self.flush()  # what this replica noticed lands first, or reading would undo it
+        rows = await anyio.to_thread.run_sync(lambda: self._with_session(lambda s: pins.list_pins(s, server, False)))
+        for pin in rows:
+            key = (pin.server, pin.tool)
+            self.pinned[key] = pin.digest
+            if pin.drift_digest is None:
+                self.drifted.pop(key, None)
+            else:
+                self.drifted[key] = Drift(pin.tool, pin.digest, pin.drift_digest)
 
     def _accept_in_memory(self, server: str, tool: str | None) -> list[str]:
         accepted = []

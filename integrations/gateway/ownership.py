@@ -21,10 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from approvals.models import McpSession, utcnow
+from approvals.ports import Broadcaster, Topic
 from approvals.service import as_utc
 from approvals.store import serialised
 
-__all__ = ["LIFETIME", "Owner", "SessionOwners"]
+__all__ = ["LIFETIME", "Owner", "SessionOwners", "session_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +45,23 @@ class Owner:
     created_at: datetime
 
 
-def _digest(session_id: str) -> str:
+def session_digest(session_id: str) -> str:
+    """What the table and the bus know a session by: the SHA-256 of its id, which gives the id away to nobody."""
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 class SessionOwners:
     """Records, finds and forgets session owners; each database call is one short transaction in a worker thread."""
 
-    def __init__(self, engine: Engine, now: Callable[[], datetime] = utcnow, lifetime: timedelta = LIFETIME) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        now: Callable[[], datetime] = utcnow,
+        lifetime: timedelta = LIFETIME,
+        broadcast: Broadcaster | None = None,
+    ) -> None:
         self._engine = engine
+        self._broadcast = broadcast
         self._now = now
         self._lifetime = lifetime
         self._cache: dict[str, Owner] = {}  # digest -> owner, oldest first
@@ -63,7 +72,7 @@ class SessionOwners:
         Returns:
             Whether it was recorded (False: the database failed, which is logged).
         """
-        digest, now = _digest(session_id), self._now()
+        digest, now = session_digest(session_id), self._now()
         owner = Owner(agent, server, now)
 
         def write() -> None:
@@ -82,7 +91,7 @@ class SessionOwners:
 
     async def owner(self, session_id: str) -> Owner | None:
         """Who `session_id` belongs to; None when no live session has that id (never opened here, ended, too old)."""
-        digest = _digest(session_id)
+        digest = session_digest(session_id)
         owner = self._cache.get(digest)
         if owner is None:
 
@@ -117,7 +126,7 @@ class SessionOwners:
 
     async def release(self, session_id: str) -> None:
         """Forget `session_id`: its agent ended it."""
-        digest = _digest(session_id)
+        digest = session_digest(session_id)
         self._cache.pop(digest, None)
 
         def write() -> None:
@@ -126,6 +135,12 @@ class SessionOwners:
                 db.commit()
 
         await anyio.to_thread.run_sync(write)
+        if self._broadcast is not None:  # the other replicas drop their copies of it now
+            self._broadcast.send(Topic.SESSION, digest)
+
+    def forget(self, digest: str) -> None:
+        """Drop the cached owner of the session whose id hashes to `digest` (another replica ended it)."""
+        self._cache.pop(digest, None)
 
     def _remember(self, digest: str, owner: Owner) -> None:
         if digest not in self._cache and len(self._cache) >= MAX_CACHED:

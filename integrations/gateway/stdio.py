@@ -49,6 +49,7 @@ from integrations.gateway.multiplex import (
     modern_levels,
     params_of,
 )
+from integrations.gateway.ownership import session_digest
 from integrations.gateway.refusals import upstream_failure
 from integrations.gateway.revisions import (
     REMOVED_METHODS,
@@ -277,8 +278,7 @@ class StdioUpstream(SupervisedChild):
             return await self._initialize_session(message, identity)
         if session_id is None:
             return json_reply(rpc_error(message["id"], -32600, "Bad Request: Missing Mcp-Session-Id"), 400)
-        if session_id not in self._mux.sessions:
-            return json_reply(rpc_error(message["id"], -32001, "Session not found"), 404)
+        self._adopt(session_id, identity)
         await self.wait_ready(self._request_timeout)
         if method == "server/discover":
             return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": self._discover_result()})
@@ -414,6 +414,20 @@ class StdioUpstream(SupervisedChild):
                 logger.info("Upstream %s: %s %s failed: %s", self.name, method, uri, exc.detail)
         if scope.cancelled_caught:
             logger.info("Upstream %s: %s %s had no answer within 5 s", self.name, method, uri)
+
+    def _adopt(self, session_id: str, identity: str) -> DownstreamSession:
+        """The session `session_id`, taken on here if another process opened it.
+
+        The gateway checked the id against the session owners in the database before the request came here: it
+        is a live session of this agent on this server. When it was opened by another worker or replica (each
+        has its own child), this child serves it from now on too. What the other process knew of it stays
+        there: its client's capabilities (so the child's sampling or elicitation requests are not relayed to it
+        from here), its log level and its resource subscriptions.
+        """
+        session = self._mux.sessions.get(session_id)
+        if session is None:
+            session = self._mux.sessions[session_id] = DownstreamSession(identity=identity)
+        return session
 
     async def _initialize_session(self, message: Message, identity: str) -> Reply:
         await self.wait_ready(self._request_timeout)
@@ -630,9 +644,10 @@ class StdioUpstream(SupervisedChild):
         return {**message, "result": result}
 
     async def get(self, request: UpstreamRequest) -> Reply:
-        session = self._mux.sessions.get(request.headers.get("mcp-session-id", ""))
-        if session is None:
+        session_id = request.headers.get("mcp-session-id")
+        if session_id is None:
             return json_reply(rpc_error(None, -32001, "Session not found"), 404)
+        session = self._adopt(session_id, request.identity)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         session.listeners.append(send)
 
@@ -654,9 +669,19 @@ class StdioUpstream(SupervisedChild):
         )
 
     async def delete(self, request: UpstreamRequest) -> Reply:
-        session_id = request.headers.get("mcp-session-id", "")
-        if session_id not in self._mux.sessions:
+        session_id = request.headers.get("mcp-session-id")
+        if session_id is None:
             return json_reply(rpc_error(None, -32001, "Session not found"), 404)
+        self._adopt(session_id, request.identity)
+        await self._end_session(session_id)
+        return Reply(status=200, headers=[])
+
+    async def forget_session(self, digest: str) -> None:
+        """End here the session whose id hashes to `digest`: the agent ended it through another replica."""
+        for session_id in [s for s in self._mux.sessions if session_digest(s) == digest]:
+            await self._end_session(session_id)
+
+    async def _end_session(self, session_id: str) -> None:
         uids, asked, unwanted = self._mux.session_ended(session_id)
         for uid in uids:
             await self._abandon(uid, "the client ended its session")
@@ -666,4 +691,3 @@ class StdioUpstream(SupervisedChild):
         for uri in unwanted:  # nobody else wants it: the child may stop watching
             with anyio.move_on_after(5), contextlib.suppress(UpstreamUnavailable):
                 await self._call("resources/unsubscribe", {"uri": uri})
-        return Reply(status=200, headers=[])

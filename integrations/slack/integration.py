@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import anyio
+from redis.asyncio import Redis
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,6 +24,7 @@ from integrations.errors import ConfigError
 from integrations.settings import ApproverSettings, SlackSettings
 from integrations.slack.listeners import SlackDecisions, SlackEvents, build_bolt_app
 from integrations.slack.notifier import SlackNotifier, StoreRecords
+from integrations.slack.replays import DatabaseReplays, RedisReplays
 from integrations.supervision import Spawner
 
 __all__ = ["SlackIntegration", "api_base_url", "slack_approvers"]
@@ -75,8 +77,9 @@ class SlackIntegration:
         self.notifier = SlackNotifier(self._client, StoreRecords(store, base_url), self.settings.channel)
         return self.notifier
 
-    def listen(self, engine: ApprovalEngine) -> None:
-        """Build the Bolt app that takes decisions into `engine`, over HTTP (`events`) or Socket Mode."""
+    def listen(self, engine: ApprovalEngine, redis: Redis | None = None) -> None:
+        """Build the Bolt app that takes decisions into `engine`, over HTTP (`events`) or Socket Mode; the replay
+        cache of HTTP mode is Redis when configured, else `engine`'s database."""
         if self._client is None or self.notifier is None:
             raise RuntimeError("SlackIntegration.announce() comes first: the decisions use its client")
         client = self._client
@@ -87,6 +90,7 @@ class SlackIntegration:
         if secret is not None:
             self.events.handler = AsyncSlackRequestHandler(app)
             self.events.secret = secret.get_secret_value()
+            self.events.cache = RedisReplays(redis) if redis is not None else DatabaseReplays(engine.store)
         if self.settings.app_token is not None:
             self._socket = AsyncSocketModeHandler(app, self.settings.app_token.get_secret_value(), web_client=client)
 

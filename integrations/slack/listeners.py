@@ -44,6 +44,7 @@ from integrations.slack.blocks import (
     note_modal,
     reject_modal,
 )
+from integrations.slack.replays import ReplayCache, ReplayStoreDown
 
 __all__ = ["SlackDecisions", "SlackEvents", "build_bolt_app"]
 
@@ -348,7 +349,7 @@ class SlackEvents:
         self.clock = clock
         self.rejected = 0
         self.replays = 0
-        self._seen: dict[str, float] = {}
+        self.cache: ReplayCache | None = None  # shared by every replica (replays.py); set with `handler`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.respond(Request(scope, receive))
@@ -357,7 +358,7 @@ class SlackEvents:
     async def respond(self, request: Request) -> Response:
         if not self.enabled:
             return JSONResponse({"error": "Slack HTTP mode is off: [slack] has no signing_secret"}, status_code=404)
-        if self.handler is None or self.secret is None:
+        if self.handler is None or self.secret is None or self.cache is None:
             return JSONResponse({"error": "signoff is starting"}, status_code=503)
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > MAX_BODY:
@@ -370,12 +371,15 @@ class SlackEvents:
             self.rejected += 1
             logger.warning("Slack: refused a request to /slack/events: %s", problem)
             return JSONResponse({"error": "invalid request"}, status_code=401)
-        signature = request.headers["x-slack-signature"]
-        if signature in self._seen:
-            # The same signed request again (a replay, or a proxy's retry): it already did what it does.
+        try:
+            first = await self.cache.first(request.headers["x-slack-signature"])
+        except ReplayStoreDown as exc:
+            logger.error("Slack: refused a signed request to /slack/events: %s", exc)
+            return JSONResponse({"error": f"signoff cannot tell whether this is a replay: {exc}"}, status_code=503)
+        if not first:
+            # The same signed request again, on any replica (a replay, or a proxy's retry): it did what it does.
             self.replays += 1
             return Response(status_code=200)
-        self._remember(signature)
         shape = payload_shape(body, request.headers.get("content-type"))
         if isinstance(shape, str):
             logger.warning("Slack: refused a signed request to /slack/events: %s", shape)
@@ -405,9 +409,3 @@ class SlackEvents:
         if expected is None or not hmac.compare_digest(expected, signature):
             return "bad signature"
         return None
-
-    def _remember(self, signature: str) -> None:
-        now = self.clock()
-        if len(self._seen) > 10_000:
-            self._seen = {s: t for s, t in self._seen.items() if t > now - 2 * TOLERANCE}
-        self._seen[signature] = now

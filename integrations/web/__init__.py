@@ -24,7 +24,6 @@ from integrations.web.oidc import OidcSignIn, build_oidc_routes
 from integrations.web.pages import Pages, SecurityHeaders
 from integrations.web.sessions import SESSION_HOURS, SessionBook
 from integrations.web.signin import build_signin_routes
-from integrations.web.throttle import SignInThrottle
 
 __all__ = ["build_web_routes"]
 
@@ -61,7 +60,7 @@ def build_web_routes(settings: Settings, *, clock: Callable[[], float] = time.ti
     oidc = settings.web.oidc
     sso = build_oidc_routes(pages, OidcSignIn(oidc, settings.gateway.public_url, clock)) if oidc else []
     return [
-        *build_signin_routes(pages, SignInThrottle(clock=clock), token_login=settings.web.token_login, sso=bool(sso)),
+        *build_signin_routes(pages, token_login=settings.web.token_login, sso=bool(sso)),
         *sso,
         *build_decision_routes(pages),
         *build_audit_routes(pages),

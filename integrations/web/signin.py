@@ -6,22 +6,22 @@ Failed token sign-ins are throttled (`throttle.py`) and logged with the client's
 """
 
 import logging
+from collections.abc import Awaitable
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from integrations.runtime import runtime
+from integrations.web.failures import SignInStoreDown
 from integrations.web.identity import Identity, TokenSignIn, csrf_ok
 from integrations.web.pages import Pages, safe_next
-from integrations.web.throttle import Blocked, Scope, SignInThrottle, client_key
+from integrations.web.throttle import Attempt, Blocked, Scope, SignInThrottle, client_key
 
 logger = logging.getLogger(__name__)
 
 
-def build_signin_routes(
-    pages: Pages, throttle: SignInThrottle, *, token_login: bool = True, sso: bool = False
-) -> list[BaseRoute]:
+def build_signin_routes(pages: Pages, *, token_login: bool = True, sso: bool = False) -> list[BaseRoute]:
     """The sign-in and sign-out routes; `token_login` allows the approver token, `sso` offers `/login/oidc`."""
     methods = {"token_login": token_login, "sso": sso}
 
@@ -46,26 +46,40 @@ def build_signin_routes(
                 "This signoff takes no approver tokens on the web page: sign in with single sign-on.",
             )
         client = client_key(request.client.host if request.client else None)
+        throttle = runtime(request).sign_ins
+        if throttle is None:
+            raise RuntimeError("the sign-in throttle is built in the lifespan")
         # Refused before the form is even read: while blocked, no token is checked, so guessing learns nothing.
-        blocked = throttle.blocked(client)
-        if blocked is not None:
-            return _too_many(request, pages, blocked)
+        try:
+            attempt = await throttle.begin(client)
+        except SignInStoreDown as exc:  # fail closed: an uncounted guess is what the throttle is there to stop
+            logger.error("Web sign-in refused for %s: %s", client, exc)
+            return pages.refuse(
+                request,
+                503,
+                "Sign-in is unavailable",
+                "signoff cannot reach the store that counts failed sign-ins, so it signs nobody in for now. "
+                "Try again shortly; sessions already signed in keep working.",
+            )
+        if isinstance(attempt, Blocked):
+            return _too_many(request, pages, attempt)
         form = await request.form()
         raw_next, secret = form.get("next"), form.get("token")
         target = safe_next(raw_next if isinstance(raw_next, str) else None)
         if not csrf_ok(request, form.get("csrf")):
+            await _settle(throttle.withdrawn(attempt))
             error = "The sign-in form had expired. Please try again."
             context = {"next": target, "error": error, **methods}
             return pages.render(request, "login.html", context, status_code=403)
         method = token_sign_in(request)
         approver = method.identify(secret) if isinstance(secret, str) else None
         if approver is None:
-            # No await between `blocked` above and `failed` here, so concurrent guesses cannot slip past the limit.
-            _record_failure(throttle, client)
+            # Counted as a failure since `begin`, so concurrent guesses on any replica cannot slip past the limit.
+            _record_failure(throttle, attempt)
             error = "That is not an approver token in this signoff's configuration."
             context = {"next": target, "error": error, **methods}
             return pages.render(request, "login.html", context, status_code=401)
-        throttle.succeeded(client)
+        await _settle(throttle.succeeded(attempt))
         await pages.identities.sign_in(request, approver, method.name)
         logger.info("Web sign-in: %s (%s) from %s", approver.name, method.name, client)
         return RedirectResponse(target, status_code=303)
@@ -84,16 +98,23 @@ def build_signin_routes(
     ]
 
 
-def _record_failure(throttle: SignInThrottle, client: str) -> None:
-    failures = throttle.failed(client)
+async def _settle(settling: Awaitable[None]) -> None:
+    try:
+        await settling
+    except SignInStoreDown as exc:  # the attempt stays counted as a failure: the safe side
+        logger.warning("Web sign-in: %s; an attempt stays counted as failed", exc)
+
+
+def _record_failure(throttle: SignInThrottle, attempt: Attempt) -> None:
+    client = attempt.client
     logger.warning(
         "Web sign-in failed from %s: not an approver token (%d of %d failures allowed in %d s)",
         client,
-        failures,
+        attempt.failures,
         throttle.per_client,
         throttle.window,
     )
-    blocked = throttle.blocked(client)
+    blocked = attempt.blocks
     if blocked is not None:
         whose = "its own" if blocked.scope == Scope.CLIENT else "the page-wide"
         logger.warning(

@@ -1,18 +1,19 @@
 """Slows down guessing approver tokens on the sign-in form: failed sign-ins are counted, per client and page-wide.
 
 Only failures count, and a blocked attempt is refused before its token is looked at, so a guesser learns
-nothing while blocked. Counts live in this process (each replica counts its own) and are kept only for the
-window, so memory stays bounded: once the page-wide limit is reached no further failure is recorded.
-This module knows nothing of HTTP; the sign-in route asks it and answers 429.
+nothing while blocked. Counts are shared by every replica (`failures.py`: Redis or the database) and kept only
+for the window; once the page-wide limit is reached no further failure is recorded. This module does the
+arithmetic and knows nothing of HTTP; the sign-in route asks it and answers 429 (or 503 when the store is down).
 """
 
 import ipaddress
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from integrations.web.failures import FailureStore, Limits, Seen, admits
 
 FAILURES_PER_CLIENT = 5
 FAILURES_PER_PAGE = 100
@@ -57,10 +58,14 @@ class SignInThrottle:
     addresses; clients that signed in successfully within `known_for` seconds are exempt from it, so a flood of
     failures elsewhere does not lock out approvers who already use the page. A success does not clear a
     client's failures: an approver could otherwise interleave their own token with guesses at someone else's.
+
+    Each attempt is counted as a failure from `begin` on, and taken back by `succeeded` or `withdrawn`: so guesses
+    that arrive together, on any replicas, cannot all pass the check before one is counted.
     """
 
     def __init__(
         self,
+        store: FailureStore,
         *,
         per_client: int = FAILURES_PER_CLIENT,
         per_page: int = FAILURES_PER_PAGE,
@@ -70,55 +75,49 @@ class SignInThrottle:
     ) -> None:
         if per_client < 1 or per_page < 1 or window <= 0:
             raise ValueError("sign-in limits and their window must be positive")
+        self.store = store
+        self.limits = Limits(per_client, per_page, window, known_for)
         self.per_client = per_client
-        self.per_page = per_page
         self.window = window
-        self.known_for = known_for
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._everyone: deque[float] = deque()
-        self._known: dict[str, float] = {}
 
-    def blocked(self, client: str) -> Blocked | None:
-        """Whether `client` must wait before its next attempt, and for how long."""
+    async def begin(self, client: str) -> "Blocked | Attempt":
+        """Whether `client` must wait (and how long); if not, its attempt, counted as a failure until settled.
+        Raises SignInStoreDown."""
         now = self.clock()
-        self._forget(now)
-        mine = self._failures.get(client)
-        if mine is not None and len(mine) >= self.per_client:
-            return Blocked(Scope.CLIENT, self._wait(mine[-self.per_client], now))
-        if len(self._everyone) >= self.per_page and not self._is_known(client, now):
-            return Blocked(Scope.PAGE, self._wait(self._everyone[-self.per_page], now))
-        return None
+        seen = await self.store.attempt(client, now, self.limits)
+        if seen.recorded is None:
+            blocked = self._blocked(seen, now)
+            return blocked if blocked is not None else Blocked(Scope.CLIENT, 1)
+        after = Seen((now, *seen.mine), (now, *seen.page), seen.known, seen.recorded)
+        return Attempt(client, seen.recorded, len(seen.mine) + 1, self._blocked(after, now))
 
-    def failed(self, client: str) -> int:
-        """Record a failed sign-in by `client`; returns how many it has in the window now."""
-        now = self.clock()
-        self._forget(now)
-        mine = self._failures.setdefault(client, deque())
-        mine.append(now)
-        self._everyone.append(now)
-        return len(mine)
+    async def succeeded(self, attempt: "Attempt") -> None:
+        """The token was right: not a failure, and the client is exempt from the page-wide pause for a while."""
+        await self.store.settle(attempt.client, attempt.recorded, self.clock())
 
-    def succeeded(self, client: str) -> None:
-        """Remember that `client` holds a valid token, so the page-wide limit does not lock it out."""
-        now = self.clock()
-        self._known = {c: t for c, t in self._known.items() if self._is_known(c, now)}
-        self._known[client] = now
+    async def withdrawn(self, attempt: "Attempt") -> None:
+        """The attempt checked no token (an expired form): not a failure."""
+        await self.store.settle(attempt.client, attempt.recorded, None)
 
-    def _is_known(self, client: str, now: float) -> bool:
-        return self._known.get(client, -math.inf) > now - self.known_for
+    def _blocked(self, seen: Seen, now: float) -> Blocked | None:
+        limits = self.limits
+        if admits(limits, len(seen.mine), len(seen.page), seen.known):
+            return None
+        if len(seen.mine) >= limits.per_client:
+            return Blocked(Scope.CLIENT, self._wait(seen.mine[limits.per_client - 1], now))
+        return Blocked(Scope.PAGE, self._wait(seen.page[limits.per_page - 1], now))
 
     def _wait(self, oldest: float, now: float) -> int:
         return max(1, math.ceil(oldest + self.window - now))
 
-    def _forget(self, now: float) -> None:
-        """Drop failures older than the window, and clients with none left, so memory follows the limits."""
-        cutoff = now - self.window
-        while self._everyone and self._everyone[0] <= cutoff:
-            self._everyone.popleft()
-        for client in list(self._failures):
-            mine = self._failures[client]
-            while mine and mine[0] <= cutoff:
-                mine.popleft()
-            if not mine:
-                del self._failures[client]
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A sign-in being checked: counted as `client`'s failure number `failures`; `blocks`: what it blocks if it
+    stays one."""
+
+    client: str
+    recorded: str
+    failures: int
+    blocks: Blocked | None

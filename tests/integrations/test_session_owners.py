@@ -1,9 +1,11 @@
 """An MCP session belongs to the agent that opened it, on every replica and after a restart; it ends on DELETE and
 after its lifetime."""
 
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from sqlalchemy import text
@@ -139,3 +141,69 @@ async def test_without_the_session_table_no_session_is_handed_out_or_let_through
     assert opened.json()["error"]["message"] == "signoff could not record the new session; retry initialize"
     assert unchecked.status_code == 503
     assert unchecked.json()["error"]["message"] == "signoff cannot check this session now; retry"
+
+
+STDIO = [{"name": "ev", "command": [sys.executable, "-m", "integrations.demo"], "policy": ALLOW_ALL}]
+LISTING = {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+
+
+async def test_a_stdio_session_opened_on_one_replica_is_served_by_anothers_child(
+    signoff: Any, shared_database: str
+) -> None:
+    # Each replica (or worker) runs its own child; the session's owner, in the database, is what they share.
+    async with (
+        signoff(STDIO, database_url=shared_database) as first,
+        signoff(STDIO, database_url=shared_database) as second,
+    ):
+        session_id = await open_session(first)
+        async with httpx2.AsyncClient(timeout=20, headers=as_agent(AGENT_TOKEN, session_id)) as http:
+            listed = await http.post(second.mcp_url("ev"), json=LISTING)
+        stolen = await ping(second, OTHER_TOKEN, session_id)
+
+    assert listed.status_code == 200
+    assert "kill_connection" in [t["name"] for t in listed.json()["result"]["tools"]]
+    assert stolen.status_code == 403  # never another agent's
+
+
+@pytest.mark.postgres
+async def test_a_stdio_session_ended_on_one_replica_is_gone_on_the_other_at_once(
+    signoff: Any, postgres_url: str
+) -> None:
+    url = postgres_url
+    # The owners' caches and the children's sessions are per process: the bus tells the others of the end.
+    async with (
+        signoff(STDIO, database_url=url) as first,
+        signoff(STDIO, database_url=url) as second,
+    ):
+        session_id = await open_session(first)
+        used_here = await ping(first, AGENT_TOKEN, session_id)
+        async with httpx2.AsyncClient(timeout=20, headers=as_agent(AGENT_TOKEN, session_id)) as http:
+            ended = await http.delete(second.mcp_url("ev"))
+        with anyio.fail_after(5):
+            # The bounded poll: the bus's message is heard in a few milliseconds, but not within the DELETE.
+            while (after := await ping(first, AGENT_TOKEN, session_id)).status_code == 200:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+
+    assert used_here.status_code == 200 and ended.status_code == 200
+    assert after.status_code == 404
+    assert after.json()["error"]["message"].startswith("Session not found")
+
+
+async def test_a_session_ended_on_one_replica_is_unknown_on_another_that_had_used_it(
+    signoff: Any, shared_database: str
+) -> None:
+    async with serve_http(everything_http_app()) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]
+        async with (
+            signoff(servers, database_url=shared_database) as first,
+            signoff(servers, database_url=shared_database) as replica,
+        ):
+            session_id = await open_session(first)
+            used_on_replica = await ping(replica, AGENT_TOKEN, session_id)  # now in the replica's cache too
+            async with httpx2.AsyncClient(timeout=10, headers=as_agent(AGENT_TOKEN, session_id)) as http:
+                ended = await http.delete(first.mcp_url("ev"))
+            after_on_replica = await ping(replica, AGENT_TOKEN, session_id)
+
+    assert used_on_replica.status_code == 200 and ended.status_code == 200
+    assert after_on_replica.status_code == 404
+    assert after_on_replica.json()["error"]["message"].startswith("Session not found")

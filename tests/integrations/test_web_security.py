@@ -49,6 +49,7 @@ async def served(
     approvers: tuple[str, ...] = tuple(APPROVERS),
     database_url: str | None = None,
     policy: dict[str, Any] = POLICY,
+    gateway: dict[str, Any] | None = None,
 ) -> AsyncIterator[Running]:
     """signoff under `policy` (the web page tests') with a fixed session secret, on `clock`, with only `approvers`."""
     entries = "".join(
@@ -57,7 +58,8 @@ async def served(
     )
     async with serve_http(everything_http_app(EverythingState())) as upstream:
         servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy}]
-        async with signoff(servers, clock=clock, database_url=database_url, extra=SECRET + entries) as running:
+        options = {"database_url": database_url, "gateway": gateway, "extra": SECRET + entries}
+        async with signoff(servers, clock=clock, **options) as running:
             yield running
 
 
@@ -163,6 +165,35 @@ async def test_failures_from_many_addresses_pause_sign_in_except_for_addresses_t
     assert "sign-in is paused" in paused.text and "Sessions already signed in keep working" in paused.text
     assert carol.status_code == 303  # she signed in from there before the flood: the guessers cannot lock her out
     assert resumed.status_code == 303
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+async def test_failed_sign_ins_on_one_replica_count_on_the_other_and_an_unreachable_store_refuses_sign_in(
+    signoff: Any, tmp_path: Any, request: pytest.FixtureRequest, store: str
+) -> None:
+    redis = request.getfixturevalue("redis_server") if store == "redis" else None
+    clock = Clock()
+    options: dict[str, Any] = {"database_url": f"sqlite:///{tmp_path / 'shared.db'}"}
+    options["gateway"] = {"redis_url": redis.url} if redis else None
+    async with (
+        served(signoff, clock, **options) as one,
+        served(signoff, clock, **options) as two,
+        browser(one) as on_one,
+        browser(two) as on_two,
+    ):
+        failures = [await attempt(on_one if i % 2 else on_two, f"guess-{i}") for i in range(5)]
+        blocked = await attempt(on_two, "alice-approver-token")
+        clock.now += 301
+        in_time = await attempt(on_one, "alice-approver-token")
+        if redis is not None:
+            redis.stop()
+            down = await attempt_anew(two, "bob-approver-token", ELSEWHERE)
+            assert down.status_code == 503 and "cannot reach the store that counts failed sign-ins" in down.text
+
+    assert [f.status_code for f in failures] == [401] * 5
+    assert blocked.status_code == 429 and blocked.headers["retry-after"] == "300"
+    assert "Too many failed sign-ins from your address" in blocked.text
+    assert in_time.status_code == 303
 
 
 async def test_an_ipv6_guesser_cannot_escape_the_limit_by_changing_addresses_within_its_64(signoff: Any) -> None:
