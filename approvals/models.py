@@ -234,7 +234,7 @@ class McpSession(SQLModel, table=True):
 
 class RateHit(SQLModel, table=True):
     """One call a rate limit admitted, kept until its window has passed: the database's sliding log of limits,
-    shared by every replica when no Redis is configured (`integrations.limiting`).
+    shared by every replica when no Redis is configured (`integrations.ratelogs`).
 
     `key` is the limit's counter key (budget, scope, counter, window), `at` the call's time and `expires` the
     moment it leaves the window (`at + window`), both in seconds since the epoch.

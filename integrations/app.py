@@ -45,10 +45,12 @@ from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
 from integrations.health import healthz, metrics
+from integrations.limiting import SharedLimits
 from integrations.notifiers import Fanout
 from integrations.oauth import build_metadata_routes
 from integrations.oauth.agents import build_authenticator
 from integrations.preflight import PolicySet, agent_rights, load_policy_set
+from integrations.ratelogs import DatabaseRateLog, RateLog, RedisRateLog
 from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
@@ -60,7 +62,7 @@ from integrations.web import build_web_routes
 from integrations.web.failures import DatabaseFailures, RedisFailures
 from integrations.web.throttle import SignInThrottle
 from integrations.webhooks import WebhookNotifier
-from policies import Policy, RateLimiter
+from policies import Policy
 
 if TYPE_CHECKING:
     from integrations.slack import SlackIntegration
@@ -252,6 +254,12 @@ async def _start(
         slack.listen(approvals, redis)
         await slack.start(parts)
         stack.push_async_callback(slack.close)
+    rate_log: RateLog
+    if redis is not None:  # every replica counts limits in Redis, or else in the database (integrations/ratelogs.py)
+        rate_log = RedisRateLog(redis)
+    else:
+        rate_log = database_log = DatabaseRateLog(store, clock)
+        parts.start_soon(database_log.prune, name="rate-hits-prune")
     scheduler = ExpiryScheduler(approvals.expire_overdue, approvals.next_deadline)
     holding = Holding(approvals, hold=settings.gateway.approval_hold, schedule_expiry=scheduler.schedule)
 
@@ -270,7 +278,7 @@ async def _start(
         owners=owners,
         rights=agent_rights(settings),
         audit=audit,
-        limiter=RateLimiter(),
+        limits=SharedLimits(rate_log, unavailable=settings.gateway.limits_unavailable),
         allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
         max_body_bytes=settings.gateway.max_body_bytes,
         body_timeout=settings.gateway.body_timeout,

@@ -45,3 +45,15 @@ class InvalidToken(IntegrationError, ValueError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class LimitStoreUnavailable(IntegrationError, ConnectionError):
+    """Raised when the store rate limits are counted in (Redis or the database) cannot be reached or fails a count.
+
+    `detail` says what went wrong without the store's URL, which may carry a password.
+    """
+
+    def __init__(self, backend: str, detail: str) -> None:
+        super().__init__(f"the rate-limit store ({backend}) cannot be reached: {detail}")
+        self.backend = backend
+        self.detail = detail

@@ -1,8 +1,10 @@
 """`GET /healthz` and `GET /metrics`: what a supervisor, a load balancer and Prometheus read.
 
 /healthz answers 503 "failing" when calls would go unaudited or a background part is down (a supervisor should
-act), "degraded" when an upstream is not ready or the bus between replicas is down (their polls carry decisions
-meanwhile, only slower), "ok" otherwise, with the detail of every part.
+act), "degraded" when an upstream is not ready, the bus between replicas is down (their polls carry decisions
+meanwhile, only slower) or the rate-limit store cannot be reached (limited calls are refused or let through
+uncounted, the rest flow; the next limited call tries the store again), "ok" otherwise, with the detail of every
+part.
 """
 
 from typing import Any
@@ -33,7 +35,8 @@ async def healthz(request: Request) -> Response:
             }
     auth = running.gateway.authenticator.health()  # [auth]'s identity provider: down, only access tokens fail
     bus = running.bus.health() if running.bus is not None else None
-    healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"])
+    limits = running.gateway.limits.health()
+    healthy = all(s["ready"] for s in servers.values()) and (auth is None or auth["ok"]) and limits["ok"]
     healthy = healthy and (bus is None or bus["connected"])
     audit = running.audit.health()
     parts = running.parts.health()
@@ -48,6 +51,7 @@ async def healthz(request: Request) -> Response:
         "drifted_tools": sorted(f"{server}/{tool}" for server, tool in running.tools.drifted),
         "tool_pins": running.tools.health(),
         "active_grants": len(running.approvals.grants),
+        "limits": limits,
     }
     if auth is not None:
         detail["auth"] = auth
@@ -69,7 +73,15 @@ async def metrics(request: Request) -> Response:
     ]
     for (server, decision), count in sorted(running.gateway.counts.items()):
         lines.append(f'signoff_tool_calls_total{{server="{server}",decision="{decision}"}} {count}')
+    limits = running.gateway.limits
     lines += [
+        "# HELP signoff_limit_refusals_total Limited calls refused: limit exhausted, or store down.",
+        "# TYPE signoff_limit_refusals_total counter",
+        f'signoff_limit_refusals_total{{reason="exhausted"}} {limits.refused}',
+        f'signoff_limit_refusals_total{{reason="store_unreachable"}} {limits.refused_unreachable}',
+        "# HELP signoff_limits_uncounted_total Limited calls let through uncounted while the store was down.",
+        "# TYPE signoff_limits_uncounted_total counter",
+        f"signoff_limits_uncounted_total {limits.uncounted}",
         "# HELP signoff_audit_queue Audit records waiting to be written.",
         "# TYPE signoff_audit_queue gauge",
         f"signoff_audit_queue {running.audit.queued}",

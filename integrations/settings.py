@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from integrations.errors import ConfigError
-from policies import parse_duration
+from policies import LimitsUnavailable, parse_duration
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CATALOG = Path(__file__).resolve().parent.parent / "policies" / "catalog"
@@ -65,6 +65,9 @@ class GatewaySettings(_Model):
     # Where replicas share what must agree (rate limits, wake-ups, replay and sign-in counters): Redis when set,
     # otherwise the database. A secret: its URL may carry a password.
     redis_url: SecretStr | None = None
+    # What a call a limit applies to gets while that store cannot be reached: refused (fail closed) or let through
+    # uncounted; a policy's own `limits_unavailable` overrides it.
+    limits_unavailable: LimitsUnavailable = LimitsUnavailable.REFUSE
 
     @field_validator("redis_url")
     @classmethod

@@ -6,7 +6,7 @@ No I/O, no async, and no imports from the other signoff packages.
 from policies.durations import parse_duration
 from policies.errors import Fault, PolicyError, PolicyInvalid, format_fault
 from policies.evaluate import evaluate, is_hidden, rule_for
-from policies.limits import RateLimiter
+from policies.limits import DeferredLimits, Limiter, RateLimiter
 from policies.loading import check_policy, load_policy
 from policies.model import (
     Action,
@@ -18,6 +18,7 @@ from policies.model import (
     Deny,
     Hidden,
     Limit,
+    LimitsUnavailable,
     NeedsApproval,
     Policy,
     RateLimited,
@@ -33,10 +34,13 @@ __all__ = [
     "Caller",
     "Condition",
     "Decision",
+    "DeferredLimits",
     "Deny",
     "Fault",
     "Hidden",
     "Limit",
+    "Limiter",
+    "LimitsUnavailable",
     "NeedsApproval",
     "Policy",
     "PolicyError",

@@ -10,13 +10,23 @@ from typing import Any
 from policies.checker import Checker
 from policies.clauses import read_approval, read_condition, read_limit, read_rate_limit
 from policies.durations import TIMEOUT_HINT, parse_duration
-from policies.model import Action, DriftAction, Limit, Policy, Rule, tool_locator
+from policies.model import Action, DriftAction, Limit, LimitsUnavailable, Policy, Rule, tool_locator
 from policies.pitfalls import warn_policy, warn_rule
 from policies.values import json_kind, show
 
 __all__ = ["build_policy"]
 
-TOP_KEYS = ("version", "default", "default_reason", "hide", "all_tools", "tools", "shadow", "on_drift")
+TOP_KEYS = (
+    "version",
+    "default",
+    "default_reason",
+    "hide",
+    "all_tools",
+    "tools",
+    "shadow",
+    "on_drift",
+    "limits_unavailable",
+)
 ALL_TOOLS_KEYS = ("limits",)
 RULE_KEYS = (
     "action",
@@ -35,6 +45,7 @@ RULE_KEYS = (
 
 ACTIONS = tuple(a.value for a in Action)
 DRIFT_ACTIONS = tuple(a.value for a in DriftAction)
+LIMITS_UNAVAILABLE = tuple(a.value for a in LimitsUnavailable)
 
 
 def build_policy(
@@ -93,6 +104,12 @@ def build_policy(
     on_drift: str | None = DriftAction.REQUIRE_APPROVAL.value
     if "on_drift" in doc:
         on_drift = check.choice(doc["on_drift"], "$.on_drift", DRIFT_ACTIONS, "on_drift")
+    # signoff's own key: what its limited calls get when the rate-limit store is down (None: the gateway's setting)
+    unavailable = None
+    if "limits_unavailable" in doc:
+        unavailable = check.choice(
+            doc["limits_unavailable"], "$.limits_unavailable", LIMITS_UNAVAILABLE, "limits_unavailable choice"
+        )
 
     rules: list[Rule] = []
     if "tools" in doc:
@@ -104,7 +121,7 @@ def build_policy(
 
     if check.failed or default is None or hide is None or all_tools_limits is None:
         return None
-    if shadow is None or on_drift is None:
+    if shadow is None or on_drift is None or ("limits_unavailable" in doc and unavailable is None):
         return None
     policy = Policy(
         version="1",
@@ -117,6 +134,7 @@ def build_policy(
         default_reason=default_reason,
         shadow=shadow,
         on_drift=DriftAction(on_drift),
+        limits_unavailable=LimitsUnavailable(unavailable) if unavailable else None,
     )
     warn_policy(check, policy)
     return policy

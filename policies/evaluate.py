@@ -10,7 +10,7 @@ from typing import Any, Protocol, assert_never
 
 from policies import conditions
 from policies.conditions import Outcome, explain
-from policies.limits import RateLimiter, describe_limit
+from policies.limits import Limiter, describe_limit
 from policies.model import (
     DEFAULT_APPROVAL,
     Action,
@@ -50,9 +50,7 @@ class Tracer(Protocol):
     def __call__(self, check: Check, decision: Decision | None, outcome: Outcome | None, actual: Any) -> None: ...
 
 
-def evaluate(
-    policy: Policy, call: ToolCall, limiter: RateLimiter, now: float, tracer: Tracer | None = None
-) -> Decision:
+def evaluate(policy: Policy, call: ToolCall, limiter: Limiter, now: float, tracer: Tracer | None = None) -> Decision:
     """Decide what happens to one tool call.
 
     Conditions test the call's arguments, or (`caller` conditions) its identity and groups, as the call carries
@@ -78,7 +76,7 @@ def evaluate(
         return Deny("error", "the policy could not be evaluated for this call, so it is refused")
 
 
-def _evaluate(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float, tracer: Tracer | None) -> Decision:
+def _evaluate(policy: Policy, call: ToolCall, limiter: Limiter, now: float, tracer: Tracer | None) -> Decision:
     hidden, rule = policy.resolve(call.tool)
     if hidden is not None:
         return Hidden(hide_locator(hidden))
@@ -110,9 +108,7 @@ def _judged(check: Check, condition: Condition, outcome: Outcome, actual: Any, r
     return NeedsApproval(check.locator, reason, rule.approval or DEFAULT_APPROVAL, rule.grant_max_seconds)
 
 
-def _ruled(
-    check: Check, policy: Policy, rule: Rule, call: ToolCall, limiter: RateLimiter, now: float
-) -> Decision | None:
+def _ruled(check: Check, policy: Policy, rule: Rule, call: ToolCall, limiter: Limiter, now: float) -> Decision | None:
     """What one of a rule's checks that tests no argument decides."""
     match check.kind:
         case CheckKind.ACTION_DENY:
@@ -130,7 +126,7 @@ def _ruled(
             assert_never(check.kind)
 
 
-def _default(check: Check, policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -> Decision | None:
+def _default(check: Check, policy: Policy, call: ToolCall, limiter: Limiter, now: float) -> Decision | None:
     """What a tool no rule covers gets: the all-tools limits, then the policy's default."""
     if check.kind is CheckKind.LIMITS:
         return _rate_limited(call, policy, policy.located_all_tools_limits, limiter, now)
@@ -144,7 +140,7 @@ def _default(check: Check, policy: Policy, call: ToolCall, limiter: RateLimiter,
 
 
 def _rate_limited(
-    call: ToolCall, policy: Policy, limits: tuple[tuple[str, Limit], ...], limiter: RateLimiter, now: float
+    call: ToolCall, policy: Policy, limits: tuple[tuple[str, Limit], ...], limiter: Limiter, now: float
 ) -> RateLimited | None:
     """Count the call against `limits` (in the policy's budget) if all have room; otherwise refuse it, naming the
     first exhausted one."""

@@ -36,6 +36,17 @@ class DriftAction(StrEnum):
     IGNORE = "ignore"
 
 
+class LimitsUnavailable(StrEnum):
+    """What happens to a call a limit applies to when the store that counts limits cannot be reached.
+
+    `refuse` (fail closed: a limit guarding a destructive tool must not turn into no limit) or `allow` (the call
+    runs uncounted, and the audit log says so).
+    """
+
+    REFUSE = "refuse"
+    ALLOW = "allow"
+
+
 class Scope(StrEnum):
     """Who shares a rate-limit budget: one agent on one server, one agent everywhere, or everyone."""
 
@@ -305,7 +316,8 @@ class Policy:
     recorded in audit rows. `source` says where the document came from (a file name). With `shadow`, every refusal
     is audited and not enforced; `on_drift` applies to tools whose rule names none. `counters` is the budget its
     limits count in: "" for a server's policy, and another name for an agent's own policy, whose limits then never
-    share a budget with the server policy's even where both name the same counter.
+    share a budget with the server policy's even where both name the same counter. `limits_unavailable` overrides
+    the gateway's `[gateway] limits_unavailable` for this policy's limited calls (None: the gateway's applies).
     """
 
     version: str = "1"
@@ -319,6 +331,7 @@ class Policy:
     shadow: bool = False
     on_drift: DriftAction = DriftAction.REQUIRE_APPROVAL
     counters: str = ""
+    limits_unavailable: LimitsUnavailable | None = None
     hide_matcher: NameMatcher[str] = field(init=False, repr=False, compare=False)
     rule_matcher: NameMatcher[Rule] = field(init=False, repr=False, compare=False)
     located_all_tools_limits: tuple[tuple[str, Limit], ...] = field(init=False, repr=False, compare=False)

@@ -40,8 +40,9 @@ from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_ver
 from integrations.gateway.rights import Rights, unreachable
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
+from integrations.limiting import SharedLimits, Uncounted
 from integrations.oauth import Authenticator, Refusal
-from policies import Allow, Caller, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall
+from policies import Allow, Caller, Decision, DeferredLimits, Deny, Hidden, NeedsApproval, Policy, RateLimited, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
 from policies.model import reason_of
@@ -91,6 +92,7 @@ class _Exchange:
     version: str | None = None  # the client's 2026-07-28-era revision, once its request passed that revision's checks
     started: float = field(default_factory=time.perf_counter)
     receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
+    note: str = ""  # added to every audit row of the call (its limits not counted: the store was down)
 
     @property
     def modern(self) -> bool:
@@ -193,7 +195,7 @@ class Gateway:
         authenticator: Authenticator,
         owners: SessionOwners,
         audit: AuditWriter,
-        limiter: RateLimiter,
+        limits: SharedLimits,
         allowed_origins: Iterable[str] = (),
         max_body_bytes: int = 4 * 1024 * 1024,
         body_timeout: float = 10.0,
@@ -209,7 +211,7 @@ class Gateway:
         self._rights = dict(rights or {})
         self._owners = owners
         self._audit = audit
-        self._limiter = limiter
+        self.limits = limits
         self._allowed_origins = frozenset(allowed_origins)
         self._max_body = max_body_bytes
         self._body_timeout = body_timeout
@@ -425,7 +427,18 @@ class Gateway:
             self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
             return json_reply(rpc_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {unfit}"), status)
-        decision = evaluate(policy, call, self._limiter, self._clock())
+        now = self._clock()
+        reached = DeferredLimits()
+        decision = evaluate(policy, call, reached, now)
+        # Limits come after every deny check and before approval or allow, so a call that reached them is decided
+        # Allow or NeedsApproval (or Deny: evaluation failing closed on an error, which counts nothing), and a
+        # refusal from the shared store replaces that, as the in-process count did (integrations/limiting.py).
+        if reached.limits and not isinstance(decision, Deny):
+            counted = await self.limits.count(policy, call, reached.limits, now)
+            if isinstance(counted, RateLimited):
+                decision = counted
+            elif isinstance(counted, Uncounted):
+                exchange.note = counted.detail
         if self.tools is not None:
             drift = self.tools.drifted.get((exchange.server, name))
             if drift is not None:
@@ -504,6 +517,8 @@ class Gateway:
         kind: AuditKind | None = None,
     ) -> None:
         kind = kind or _KIND.get(type(decision), AuditKind.ALLOWED)
+        if exchange.note:
+            detail = f"{detail}; {exchange.note}" if detail else exchange.note
         key = (call.server, outcome if outcome.startswith("shadow_") else kind.value)
         self.counts[key] = self.counts.get(key, 0) + 1
         rule = rule_for(exchange.policy, call.tool)

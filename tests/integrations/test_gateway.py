@@ -78,14 +78,22 @@ async def test_hide_seed_removes_the_tool_from_the_list_and_denies_calls_to_it(
 
 
 @pytest.mark.parametrize("seed", sorted(LIMITED))
-async def test_limit_seed_allows_max_calls_a_minute_then_says_when_to_retry(signoff: Any, seed: str) -> None:
+async def test_limit_seed_allows_max_calls_in_any_minute_and_says_exactly_when_to_retry(
+    signoff: Any, seed: str
+) -> None:
     tool, arguments, limit = LIMITED[seed]
-    clock = Clock(1_800_000_000.0 + 15)  # 15 s into a minute
+    start = 1_800_000_000.0 + 15  # 15 s into a minute: where the minute turns changes nothing
+    clock = Clock(start)
     async with signoff(demo_with(seed), clock=clock) as running, running.client("demo") as client:
         with anyio.fail_after(30):
-            results = [await client.call_tool(tool, arguments) for _ in range(limit + 1)]
+            results = []
+            for i in range(limit + 1):  # one a second
+                clock.now = start + i
+                results.append(await client.call_tool(tool, arguments))
             other = await client.call_tool("list_connections", {})
-            clock.now += 45  # the next minute begins
+            clock.now = start + 59.5  # past the turn of the minute, but the first call is still within 60 s
+            still = await client.call_tool(tool, arguments)
+            clock.now = start + 60  # the first call leaves the window
             after = await client.call_tool(tool, arguments)
         rows = await running.audit()
 
@@ -93,12 +101,13 @@ async def test_limit_seed_allows_max_calls_a_minute_then_says_when_to_retry(sign
     refused = decision(results[limit])
     assert refused is not None
     assert refused["outcome"] == "rate_limited"
-    assert refused["retry_after"] == 45
-    assert "retry in 45s" in text(results[limit])
+    assert refused["retry_after"] == 60 - limit
+    assert f"retry in {60 - limit}s" in text(results[limit])
     assert decision(other) is not None and decision(other)["outcome"] == "denied"  # type: ignore[index]
+    assert decision(still) is not None and decision(still)["retry_after"] == 0.5  # type: ignore[index]
     assert decision(after) is None
     kinds = [r.kind for r in rows if r.tool == tool]
-    assert kinds == ["allowed"] * limit + ["rate_limited", "allowed"]
+    assert kinds == ["allowed"] * limit + ["rate_limited", "rate_limited", "allowed"]
 
 
 async def test_grant_scope_gives_each_agent_its_own_budget(signoff: Any) -> None:

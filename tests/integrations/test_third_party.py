@@ -103,8 +103,8 @@ async def test_time_server_through_signoff_hides_denies_and_rate_limits_by_polic
     assert limited.is_error
     assert 'rate-limited this call to "get_current_time"' in text(limited)
     assert 'counter "time_lookups" allows 2 calls per minute' in text(limited)
-    assert "retry in 30s" in text(limited)
-    assert decision(limited)["retry_after"] == 30.0
+    assert "retry in 1m" in text(limited)  # every call came at NOW: the first leaves the window a minute later
+    assert decision(limited)["retry_after"] == 60.0
     assert decision(limited)["counter"] == "time_lookups"
 
     assert hidden.is_error
@@ -120,7 +120,7 @@ async def test_time_server_through_signoff_hides_denies_and_rate_limits_by_polic
     ]
 
 
-async def test_time_server_budget_is_per_agent_and_refills_in_the_next_minute(signoff: Start) -> None:
+async def test_time_server_budget_is_per_agent_and_refills_a_minute_after_the_first_call(signoff: Start) -> None:
     now = [NOW]
     server = {"name": "time", "command": TIME_SERVER, "policy": TIME_POLICY}
     async with signoff([server], clock=lambda: now[0]) as running:
@@ -128,11 +128,14 @@ async def test_time_server_budget_is_per_agent_and_refills_in_the_next_minute(si
             async with running.client("time") as alpha, running.client("time", token=OTHER_TOKEN) as bravo:
                 spent = [await alpha.call_tool("get_current_time", {"timezone": "UTC"}) for _ in range(3)]
                 bravo_first = await bravo.call_tool("get_current_time", {"timezone": "UTC"})
-                now[0] += 30
+                now[0] += 59.5  # the minute on the clock turned, but the first calls are still within 60 s
+                alpha_too_soon = await alpha.call_tool("get_current_time", {"timezone": "Europe/Paris"})
+                now[0] += 0.5
                 alpha_next_minute = await alpha.call_tool("get_current_time", {"timezone": "Europe/Paris"})
 
     assert [result.is_error for result in spent] == [False, False, True]
     assert not bravo_first.is_error
+    assert alpha_too_soon.is_error and "retry in 1s" in text(alpha_too_soon)
     assert not alpha_next_minute.is_error
     assert json.loads(text(alpha_next_minute))["timezone"] == "Europe/Paris"
 

@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from policies import Allow, Limit, RateLimited, RateLimiter, Scope, ToolCall, evaluate
+from policies import Allow, DeferredLimits, Limit, RateLimited, RateLimiter, Scope, ToolCall, evaluate
 from policies.limits import describe_limit, format_seconds
 from tests.policies.helpers import T0, call, policy
 
@@ -101,15 +101,56 @@ def test_all_tools_and_rule_limits_are_consumed_only_when_both_have_room() -> No
     assert isinstance(evaluate(p, call("y"), limiter, T0), RateLimited)
 
 
-def test_window_starts_at_a_multiple_of_its_length_and_retry_after_runs_to_its_end() -> None:
+def test_a_call_counts_for_exactly_one_window_after_it_was_admitted_wherever_the_clock_is() -> None:
     p = policy(limit_doc("grant", max_calls=1))
     limiter = RateLimiter()
     assert isinstance(evaluate(p, call("a"), limiter, T0 + 59), Allow)
-    assert isinstance(evaluate(p, call("a"), limiter, T0 + 60), Allow)
-    decision = evaluate(p, call("a"), limiter, T0 + 60.25)
+    decision = evaluate(p, call("a"), limiter, T0 + 60)  # a fixed window would have started afresh here
     assert isinstance(decision, RateLimited)
-    assert decision.retry_after == pytest.approx(59.75)
-    assert decision.reason.endswith("retry in 1m")
+    assert decision.retry_after == pytest.approx(59.0)
+    assert decision.reason.endswith("retry in 59s")
+    assert isinstance(evaluate(p, call("a"), limiter, T0 + 118.75), RateLimited)
+    assert isinstance(evaluate(p, call("a"), limiter, T0 + 119), Allow)  # exactly retry_after later
+
+
+def test_no_span_of_window_seconds_ever_holds_more_than_max_calls() -> None:
+    p = policy(
+        {"version": "1", "default": "deny", "tools": {"a": {"limits": [{"counter": "c", "window": 10, "max": 3}]}}}
+    )
+    limiter = RateLimiter()
+    start = T0 + 9.7  # just before a multiple of 10, where fixed windows let a second burst through
+    attempts = [start + i * 0.1 for i in range(300)]  # 30 s of calls, ten a second
+    admitted = [t for t in attempts if isinstance(evaluate(p, call("a"), limiter, t), Allow)]
+    assert admitted[:4] == pytest.approx([start, start + 0.1, start + 0.2, start + 10.0])
+    for t in attempts:  # every span [t, t + 10) holds at most 3, and a refused call had 3 in the 10 s before it
+        assert sum(1 for a in admitted if t <= a < t + 10 - 1e-9) <= 3
+    for t in set(attempts) - set(admitted):
+        assert sum(1 for a in admitted if t - 10 + 1e-9 < a <= t) == 3
+
+
+def test_retry_after_is_when_the_oldest_entry_that_must_leave_does() -> None:
+    limit = Limit("c", 10.0, 3, Scope.GRANT)
+    limiter = RateLimiter()
+    for offset in (0.0, 2.0, 5.0):
+        assert limiter.try_acquire(call("a"), [("l", limit)], T0 + offset) is None
+    assert limiter.try_acquire(call("a"), [("l", limit)], T0 + 6) == ("l", limit, 4.0)
+    assert limiter.remaining(call("a"), limit, T0 + 6) == 0
+    assert limiter.try_acquire(call("a"), [("l", limit)], T0 + 10) is None  # the entry at T0 left
+    assert limiter.try_acquire(call("a"), [("l", limit)], T0 + 10.5) == ("l", limit, 1.5)
+    assert limiter.remaining(call("a"), limit, T0 + 12) == 1
+
+
+def test_deferred_limits_admit_and_remember_what_the_call_reached_and_nothing_for_a_refused_call() -> None:
+    doc = limit_doc("grant", max_calls=1)
+    doc["tools"]["a"]["deny_if"] = [{"arg": "x", "op": "eq", "value": "bad"}]
+    p = policy(doc)
+    reached = DeferredLimits()
+    assert isinstance(evaluate(p, call("a", x="good"), reached, T0), Allow)
+    assert isinstance(evaluate(p, call("a", x="good"), reached, T0), Allow)  # it counts nothing itself
+    assert reached.limits == (('tools["a"].limits[0]', Limit("c", 60.0, 1, Scope.GRANT)),)
+    denied = DeferredLimits()
+    assert evaluate(p, call("a", x="bad"), denied, T0).rule == 'tools["a"].deny_if[0]'
+    assert denied.limits == ()
 
 
 def test_numeric_window_in_seconds() -> None:
@@ -143,7 +184,7 @@ def test_policylayer_rate_limit_is_one_grant_limit_named_after_the_tool() -> Non
     )
 
 
-def test_limiter_keeps_only_the_current_window_per_key() -> None:
+def test_limiter_keeps_one_key_and_only_the_entries_within_its_window() -> None:
     limiter = RateLimiter()
     limit = Limit("c", 1.0, 5, Scope.GRANT)
     for second in range(1000):

@@ -11,6 +11,7 @@ from policies import (
     Condition,
     Fault,
     Limit,
+    LimitsUnavailable,
     PolicyError,
     PolicyInvalid,
     Scope,
@@ -116,6 +117,16 @@ def test_windows_accept_words_numbers_and_durations() -> None:
     for window, seconds in [("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400), (90, 90), ("5m", 300)]:
         p = load_policy(json.dumps(tool({"limits": [{"counter": "c", "window": window, "max": 1}]})))
         assert p.rules[0].limits[0].window_seconds == seconds
+
+
+def test_limits_unavailable_is_signoffs_own_key_and_a_document_without_it_leaves_the_gateway_to_decide() -> None:
+    assert load_policy(json.dumps(tool({}))).limits_unavailable is None
+    p = load_policy(json.dumps({**tool({}), "limits_unavailable": "allow"}))
+    assert p.limits_unavailable is LimitsUnavailable.ALLOW
+    fault = only_error({**tool({}), "limits_unavailable": "alow"})
+    assert (fault.path, fault.message) == ("$.limits_unavailable", 'invalid limits_unavailable choice "alow"')
+    assert fault.hint is not None and '"allow"' in fault.hint
+    assert errors({**tool({}), "limits_unavailable": False})[0][0] == "$.limits_unavailable"
 
 
 def test_scope_defaults_to_grant() -> None:
