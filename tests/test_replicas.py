@@ -224,13 +224,8 @@ async def test_a_replica_killed_with_sigkill_loses_no_approval(
     assert kinds.count("requested") == 1 and kinds.count("approved") == 1 and kinds.count("executed") == 1
 
 
-LIMITED = {
-    **POLICY,
-    "tools": {
-        **POLICY["tools"],
-        "add": {"limits": [{"counter": "adds", "window": "minute", "max": 5, "scope": "agent"}]},
-    },
-}
+LIMITED: dict[str, Any] = json.loads(json.dumps(POLICY))  # a copy, with a limit on `add`
+LIMITED["tools"]["add"] = {"limits": [{"counter": "adds", "window": "minute", "max": 5, "scope": "agent"}]}
 
 
 def said(result: CallToolResult) -> str:
@@ -252,21 +247,20 @@ async def test_a_limit_holds_exactly_across_replicas(
 
 
 async def test_a_redis_restarted_under_the_replicas_fails_closed_then_recovers(
-    tmp_path: Path, database_url: str, store: RedisServer | None
+    tmp_path: Path, database_url: str
 ) -> None:
-    if store is None:
-        pytest.skip("this one restarts the Redis the replicas share")
-    async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
-        async with connect(f"{running.url}/mcp/ev") as client:
-            with anyio.fail_after(60):
-                before = await client.call_tool("add", {"a": 1, "b": 1})
-                await anyio.to_thread.run_sync(store.stop)
-                down = [await client.call_tool("add", {"a": 2, "b": 2}) for _ in range(3)]
-                unlimited = [await client.call_tool("echo", {"text": f"still {i}"}) for i in range(3)]
-                health = [httpx2.get(f"{r.url}/healthz", timeout=5).json() for r in running.replicas]
-                await anyio.to_thread.run_sync(store.start)
-                while (after := await client.call_tool("add", {"a": 3, "b": 3})).is_error:  # noqa: ASYNC110
-                    await anyio.sleep(0.1)  # the bounded wait (fail_after) for the replicas to reconnect
+    with redis_server(tmp_path) as store:  # the test's own: it stops and starts it
+        async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
+            async with connect(f"{running.url}/mcp/ev") as client:
+                with anyio.fail_after(60):
+                    before = await client.call_tool("add", {"a": 1, "b": 1})
+                    await anyio.to_thread.run_sync(store.stop)
+                    down = [await client.call_tool("add", {"a": 2, "b": 2}) for _ in range(3)]
+                    unlimited = [await client.call_tool("echo", {"text": f"still {i}"}) for i in range(3)]
+                    health = [httpx2.get(f"{r.url}/healthz", timeout=5).json() for r in running.replicas]
+                    await anyio.to_thread.run_sync(store.start)
+                    while (after := await client.call_tool("add", {"a": 3, "b": 3})).is_error:  # noqa: ASYNC110
+                        await anyio.sleep(0.1)  # the bounded wait (fail_after) for the replicas to reconnect
 
     assert not before.is_error
     assert all(r.is_error for r in down)
