@@ -16,6 +16,7 @@ from policies.model import (
     Condition,
     Decision,
     Deny,
+    Escalation,
     Hidden,
     Limit,
     NeedsApproval,
@@ -23,6 +24,7 @@ from policies.model import (
     RateLimited,
     Rule,
     Scope,
+    Threshold,
     ToolCall,
 )
 
@@ -34,6 +36,7 @@ __all__ = [
     "Condition",
     "Decision",
     "Deny",
+    "Escalation",
     "Fault",
     "Hidden",
     "Limit",
@@ -45,6 +48,7 @@ __all__ = [
     "RateLimiter",
     "Rule",
     "Scope",
+    "Threshold",
     "ToolCall",
     "check_policy",
     "evaluate",
