@@ -88,7 +88,7 @@ class ApprovalEngine:
         return f"{self.base_url}/approvals/{request_id}"
 
     def view(self, request: ApprovalRequest) -> dict[str, Any]:
-        return {**service.public_view(request), "url": self.link(request.id)}
+        return {**service.public_view(request, now=self.now()), "url": self.link(request.id)}
 
     def _publish(self, event: str, request: ApprovalRequest) -> None:
         self.notifier.publish(event, self.view(request))
@@ -151,12 +151,14 @@ class ApprovalEngine:
     # -- a held call's request -------------------------------------------------------------------------
 
     async def request(self, pending: service.CallForApproval) -> tuple[UUID, datetime | None]:
-        """Record the request for a call, or join the open one for the same call; its id, and its deadline if new."""
+        """Record the request for a call, or join the open one for the same call; its id and, if new, when the
+        scheduler must next look at it (its first escalation or reminder, else its deadline)."""
         request, created = await self.store.run(service.request_approval, pending, self.now(), self.remember)
         if not created:
             return request.id, None
         self._publish("approval.requested", request)
-        return request.id, service.as_utc(request.deadline)
+        due = service.as_utc(request.deadline)
+        return request.id, min(due, service.as_utc(request.notice_at)) if request.notice_at else due
 
     async def standing(self, request_id: UUID) -> service.Standing:
         """Where a request stands; an approved one is claimed for this process in the same transaction."""
@@ -248,11 +250,27 @@ class ApprovalEngine:
             await self._settled("approval.failed", request_id)
         return resolved
 
+    async def notify_due(self) -> list[service.Notice]:
+        """Announce the escalations (`approval.escalated`) and reminders (`approval.reminded`) that came due, each
+        once; the event's `notice` says to whom (`approvers`) and, for an escalation, where (`channel`)."""
+        notices = await self.store.run(service.notify_due, self.now())
+        for notice in notices:
+            request = await self.store.run(service.get_request, notice.request_id)
+            view = self.view(request)
+            if notice.escalation is None:
+                self.notifier.publish("approval.reminded", {**view, "notice": {"approvers": view["approvers"]}})
+                continue
+            escalation = view["escalate"][notice.escalation]
+            told = {"approvers": escalation["approvers"], "channel": escalation["channel"], "at": escalation["at"]}
+            self.notifier.publish("approval.escalated", {**view, "notice": told})
+        return notices
+
     async def expire_overdue(self) -> list[UUID]:
         await self.resolve_abandoned()
         expired = await self.store.run(service.expire_overdue, self.now())
         for request_id in expired:
             await self._settled("approval.expired", request_id)
+        await self.notify_due()
         for grant_id in await self.store.run(grants.expire_overdue_grants, self.now()):
             self.grants.remove(grant_id)
         return expired

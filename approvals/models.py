@@ -38,6 +38,8 @@ class AuditKind(StrEnum):
     EXECUTED = "executed"
     FAILED = "failed"
     VOTED = "voted"
+    ESCALATED = "escalated"  # an escalation came due: more approvers may decide, and were told
+    REMINDED = "reminded"  # the current approvers were reminded of a request still waiting
     DECISION_REFUSED = "decision_refused"
     QUARANTINED = "audit_quarantined"  # a record the database refused, kept as ASCII JSON with why
 
@@ -129,6 +131,15 @@ class ApprovalRequest(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=160)  # the process that claimed it: host:pid:boot
     messages: str = "{}"
     grant_max: float | None = None  # seconds: the longest grant an approver may give with this request; None: none
+    # The rule's quorum.any_of as JSON ([{"count": 2, "approvers": ["group:dba"]}]; "[]": `quorum` of `approvers`),
+    # its escalations ([{"after": 600.0, "approvers": [...], "channel": null}]) and reminder interval (seconds).
+    thresholds: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
+    escalate: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
+    remind_seconds: float | None = None
+    # How many of `escalate` have been announced: each is announced once, by a compare-and-set.
+    escalated: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reminded_at: datetime | None = None  # when the current approvers were last reminded
+    notice_at: datetime | None = Field(default=None, index=True)  # when the next escalation or reminder is due
 
 
 class ApprovalDecision(SQLModel, table=True):
@@ -144,6 +155,8 @@ class ApprovalDecision(SQLModel, table=True):
     comment: str = ""
     channel: str = Field(default="", max_length=32)
     at: datetime = Field(default_factory=utcnow)
+    # The approver's groups when they voted, as JSON: which thresholds the vote counts towards.
+    groups: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
 
 
 class ToolPin(SQLModel, table=True):

@@ -23,6 +23,15 @@ from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, 
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
 from approvals.reasons import reason_problem
+from approvals.thresholds import (
+    due_escalations,
+    encode_escalations,
+    encode_thresholds,
+    escalations,
+    next_notice,
+    progress,
+    who_may_decide,
+)
 from policies import ApprovalSpec, ToolCall
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
@@ -62,6 +71,15 @@ class VoteResult:
     approvals: int
     grant: Grant | None = None
     decisions: Sequence[ApprovalDecision] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notice that came due for a pending request: an escalation (`escalation` is its index in the rule's
+    `escalate`) or, with `escalation` None, a reminder to its current approvers."""
+
+    request_id: UUID
+    escalation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +224,11 @@ def request_approval(
         requested_at=now,
         deadline=now + timedelta(seconds=pending.spec.timeout_seconds),
         grant_max=pending.grant_max,
+        thresholds=encode_thresholds(pending.spec),
+        escalate=encode_escalations(pending.spec),
+        remind_seconds=pending.spec.remind_seconds,
     )
+    request.notice_at = next_notice(request, now)
     session.add(request)
     try:
         session.flush()
@@ -223,16 +245,23 @@ def request_approval(
     return request, True
 
 
-def may_decide(request: ApprovalRequest, approver: Approver) -> str | None:
-    """Why `approver` may not decide `request`, or None when they may."""
+def may_decide(request: ApprovalRequest, approver: Approver, now: datetime | None = None) -> str | None:
+    """Why `approver` may not decide `request` at `now` (default: the clock), or None when they may.
+
+    The rule's approvers may decide from the start, and each escalation's from its `after` on.
+    """
     if approver.name == request.identity and not request.allow_self_approval:
         return "the agent identity that made a call can never approve it"
-    allowed: list[str] = json.loads(request.approvers)
+    allowed = who_may_decide(request, now or datetime.now(UTC))
     if not allowed:
         return None
     if approver.name in allowed or any(f"group:{g}" in allowed for g in approver.groups):
         return None
-    return f"the rule {request.rule} names {', '.join(allowed)} as approvers"
+    later = [e for e in escalations(request) if e not in due_escalations(request, now or datetime.now(UTC))]
+    named = f"the rule {request.rule} names {', '.join(allowed)} as approvers"
+    if any(approver.name in e.approvers or any(f"group:{g}" in e.approvers for g in approver.groups) for e in later):
+        return named + "; you may decide once the request escalates to you"
+    return named
 
 
 def decide(
@@ -268,21 +297,25 @@ def decide(
         if no_grant is not None:
             raise GrantNotAllowed(request_id, no_grant)
     vote = ApprovalDecision(
-        request_id=request_id, approver=approver.name, verdict=verdict, comment=comment, channel=channel, at=now
+        request_id=request_id,
+        approver=approver.name,
+        verdict=verdict,
+        comment=comment,
+        channel=channel,
+        at=now,
+        groups=json.dumps(list(approver.groups)),
     )
     repeat = _cast(session, vote)
     if repeat is None:  # the same person's other click got there first: that vote stands, this one is a repeat
         return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds)
-    approvals = session.exec(
-        select(func.count())
-        .select_from(ApprovalDecision)
-        .where(col(ApprovalDecision.request_id) == request_id, col(ApprovalDecision.verdict) == Verdict.APPROVE)
-    ).one()
+    votes = decisions_for(session, request_id)
+    approvals = sum(1 for d in votes if d.verdict == Verdict.APPROVE)
+    standing_now = progress(request, votes, now)
     kind = (
         AuditKind.REJECTED
         if verdict == Verdict.REJECT and not repeat
         else AuditKind.APPROVED
-        if approvals >= request.quorum
+        if any(p.met for p in standing_now)
         else AuditKind.VOTED
     )
     settled = kind != AuditKind.VOTED and _settle(session, request_id, kind, approver.name, comment, now)
@@ -293,8 +326,9 @@ def decide(
         _refuse(session, current, approver, verdict, channel, f"the request is already {current.status}")
         raise AlreadyDecided(request_id, current.status)
     if not repeat or settled:
-        progress = f"{approvals} of {request.quorum} approvals" if verdict == Verdict.APPROVE else comment
-        _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=progress)
+        so_far = "; ".join(f"{len(p.approved_by)} of {p.count} approvals" for p in standing_now)
+        detail = so_far if verdict == Verdict.APPROVE else comment
+        _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=detail)
     grant = None
     if settled and kind == AuditKind.APPROVED and grant_seconds is not None:
         grant = create_grant(session, request, approver.name, grant_seconds, comment, channel, now)
@@ -320,7 +354,7 @@ def _open_for(
     ).first()
     if request is None:
         raise ApprovalNotFound(request_id)
-    refusal = may_decide(request, approver)
+    refusal = may_decide(request, approver, now)
     expired_now = False
     if refusal is None and request.status == ApprovalStatus.PENDING and as_utc(request.deadline) <= now:
         expired_now = _expire(session, request, now)
@@ -435,11 +469,75 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
 
 
 def next_deadline(session: Session) -> datetime | None:
-    """The earliest deadline of any pending request: when the next expiry is due, or None if nothing waits."""
-    earliest = session.execute(
-        select(func.min(ApprovalRequest.deadline)).where(col(ApprovalRequest.status) == ApprovalStatus.PENDING)
-    ).scalar()
-    return as_utc(earliest) if earliest is not None else None
+    """When a pending request next needs the scheduler: the earliest deadline, escalation or reminder of any, or
+    None if nothing waits."""
+    pending = col(ApprovalRequest.status) == ApprovalStatus.PENDING
+    row = session.execute(
+        select(func.min(ApprovalRequest.deadline), func.min(ApprovalRequest.notice_at)).where(pending)
+    ).one()
+    due = [as_utc(moment) for moment in row if moment is not None]
+    return min(due) if due else None
+
+
+def notify_due(session: Session, now: datetime) -> list[Notice]:
+    """Take the escalations and reminders that have come due on pending requests, each once across replicas and
+    restarts: the row's `escalated` count and `notice_at` move by a compare-and-set, audited in the same
+    transaction. Escalations that came due while signoff was down are each announced now; a reminder missed then
+    is sent once, not once per interval missed, and none goes with an escalation (that notice reaches people).
+
+    Returns:
+        The notices this call took, to announce (another replica may take some; those are not listed).
+    """
+    due_rows = session.exec(
+        select(ApprovalRequest).where(
+            col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+            col(ApprovalRequest.notice_at) <= now,
+            col(ApprovalRequest.deadline) > now,
+        )
+    ).all()
+    notices: list[Notice] = []
+    for request in due_rows:
+        session.expunge(request)  # a detached copy to work out the new values on; the row moves by CAS only
+        came = len(due_escalations(request, now))
+        new = list(range(request.escalated, came))
+        since = as_utc(request.reminded_at or request.requested_at)
+        remind = (
+            not new and request.remind_seconds is not None and since + timedelta(seconds=request.remind_seconds) <= now
+        )
+        before = (request.escalated, request.notice_at)
+        request.escalated = max(request.escalated, came)
+        if remind or new:
+            request.reminded_at = now  # the next reminder counts from the last notice people had
+        later = next_notice(request, now)
+        won = _cas_notice(
+            session, request.id, before, escalated=request.escalated, reminded_at=request.reminded_at, notice_at=later
+        )
+        if not won:
+            continue
+        for index in new:
+            who = ", ".join(escalations(request)[index].approvers)
+            _audit(session, request, AuditKind.ESCALATED, actor="signoff", outcome="escalated", detail=f"to {who}")
+            notices.append(Notice(request.id, index))
+        if remind:
+            _audit(session, request, AuditKind.REMINDED, actor="signoff", outcome="reminded", detail="still waiting")
+            notices.append(Notice(request.id))
+    session.commit()
+    return notices
+
+
+def _cas_notice(session: Session, request_id: UUID, before: tuple[int, datetime | None], **values: Any) -> bool:
+    escalated, notice_at = before
+    result = session.execute(
+        update(ApprovalRequest)
+        .where(
+            col(ApprovalRequest.id) == request_id,
+            col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+            col(ApprovalRequest.escalated) == escalated,
+            col(ApprovalRequest.notice_at) == notice_at,
+        )
+        .values(**values)
+    )
+    return isinstance(result, CursorResult) and result.rowcount == 1
 
 
 def decided_since(session: Session, after: int | None) -> tuple[int, list[UUID]]:
@@ -555,9 +653,15 @@ def decisions_for(session: Session, request_id: UUID) -> Sequence[ApprovalDecisi
     return session.exec(query.order_by(col(ApprovalDecision.at))).all()
 
 
-def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] = ()) -> dict[str, Any]:
-    """The request as the API, webhooks and CLI show it; redacted arguments stay hidden."""
+def public_view(
+    request: ApprovalRequest, decisions: Sequence[ApprovalDecision] = (), now: datetime | None = None
+) -> dict[str, Any]:
+    """The request as the API, webhooks and CLI show it at `now` (default: the clock); redacted arguments stay
+    hidden. `approvers` is who may decide now, with escalations that came due; `quorum.any_of` is the progress
+    against each threshold, and `escalate` when each escalation comes (or came) and to whom."""
     redact: list[str] = json.loads(request.redact)
+    moment = now or datetime.now(UTC)
+    started = as_utc(request.requested_at)
     arguments = displayable(request.arguments)
     return {
         "id": str(request.id),
@@ -570,8 +674,24 @@ def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] 
         "rule": request.rule,
         "policy_version": request.policy_version,
         "reason": request.reason,
-        "approvers": json.loads(request.approvers),
+        "approvers": list(who_may_decide(request, moment)),
         "quorum": request.quorum,
+        "thresholds": {
+            "any_of": [
+                {"count": p.count, "approvers": list(p.approvers), "approved_by": list(p.approved_by), "met": p.met}
+                for p in progress(request, decisions, moment)
+            ]
+        },
+        "escalate": [
+            {
+                "at": (started + timedelta(seconds=e.after_seconds)).isoformat(),
+                "approvers": list(e.approvers),
+                "channel": e.channel,
+                "announced": i < request.escalated,
+            }
+            for i, e in enumerate(escalations(request))
+        ],
+        "remind_seconds": request.remind_seconds,
         "channel": request.channel,
         "requested_at": as_utc(request.requested_at).isoformat(),
         "deadline": as_utc(request.deadline).isoformat(),

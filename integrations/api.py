@@ -173,7 +173,7 @@ async def get_approval(request: Request) -> Response:
         )
     except ApprovalNotFound as exc:
         return _problem(404, str(exc))
-    return JSONResponse({**service.public_view(row, decisions), "url": engine.link(row.id)})
+    return JSONResponse({**service.public_view(row, decisions, engine.now()), "url": engine.link(row.id)})
 
 
 async def _vote(request: Request, approver: service.Approver, verdict: Verdict) -> Response:
@@ -190,7 +190,7 @@ async def _vote(request: Request, approver: service.Approver, verdict: Verdict) 
     if isinstance(seconds, Response):
         return seconds
     result = await engine.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
-    view = {**service.public_view(result.request, result.decisions), "url": engine.link(request_id)}
+    view = {**service.public_view(result.request, result.decisions, engine.now()), "url": engine.link(request_id)}
     grant = grants.grant_view(result.grant, engine.now()) if result.grant is not None else None
     return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})
 

@@ -235,7 +235,7 @@ async def _start(
         webhooks.start(parts)
         stack.push_async_callback(webhooks.close)
     store = Store(database, slots=transaction_slots(database))
-    slack_notifier = slack.announce(store, settings.gateway.base_url) if slack is not None else None
+    slack_notifier = slack.announce(store, settings.gateway.base_url, now) if slack is not None else None
     approvals = ApprovalEngine(
         store,
         DecisionWaiter(),

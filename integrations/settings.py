@@ -183,6 +183,8 @@ class SlackSettings(_Model):
     app_token: SecretStr | None = None
     channel: str | None = None
     api_url: str = "https://slack.com/api/"
+    # Approver groups as Slack user groups ({dba = "S0123ABCD"}): requests for group:dba mention <!subteam^S0123ABCD>.
+    groups: dict[str, str] = Field(default_factory=dict)
 
 
 class WebSettings(_Model):

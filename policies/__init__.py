@@ -16,6 +16,7 @@ from policies.model import (
     Condition,
     Decision,
     Deny,
+    Escalation,
     Hidden,
     Limit,
     LimitsUnavailable,
@@ -24,6 +25,7 @@ from policies.model import (
     RateLimited,
     Rule,
     Scope,
+    Threshold,
     ToolCall,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "Decision",
     "DeferredLimits",
     "Deny",
+    "Escalation",
     "Fault",
     "Hidden",
     "Limit",
@@ -49,6 +52,7 @@ __all__ = [
     "RateLimiter",
     "Rule",
     "Scope",
+    "Threshold",
     "ToolCall",
     "check_policy",
     "evaluate",

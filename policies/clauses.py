@@ -12,7 +12,19 @@ from typing import Any
 
 from policies.checker import Checker, choices
 from policies.durations import TIMEOUT_HINT, WINDOW_HINT, parse_duration, parse_window
-from policies.model import CALLER_OPS, OPS, ApprovalSpec, CallerField, Condition, Limit, Scope, Subject
+from policies.model import (
+    CALLER_OPS,
+    OPS,
+    ApprovalSpec,
+    CallerField,
+    Condition,
+    Escalation,
+    Limit,
+    Scope,
+    Subject,
+    Threshold,
+)
+from policies.thresholds import NameCheck, read_escalations, read_remind, read_thresholds
 from policies.values import json_kind, show
 
 __all__ = ["configured_listing", "read_approval", "read_condition", "read_limit", "read_rate_limit"]
@@ -21,7 +33,7 @@ CONDITION_KEYS = ("arg", "caller", "op", "value")
 CALLER_FIELDS = tuple(f.value for f in CallerField)
 LIMIT_KEYS = ("counter", "window", "max", "scope")
 RATE_LIMIT_KEYS = ("max", "window")
-APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval")
+APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval", "escalate", "remind")
 
 SCOPES = tuple(s.value for s in Scope)
 
@@ -226,11 +238,30 @@ def _unknown_approver(check: Checker, name: str, path: str, known: Collection[st
     check.error(path, f'"{name}" names no configured approver or group', hint)
 
 
+def _known_names(known: Collection[str] | None) -> NameCheck:
+    """Checks approver names against the configured `known` (None: any name stands); `group:` alone never does."""
+
+    def check_names(check: Checker, approvers: tuple[str, ...], path: str) -> bool:
+        ok = True
+        for i, name in enumerate(approvers):
+            if name.startswith("group:") and not name[len("group:") :]:
+                check.error(f"{path}[{i}]", '"group:" needs a group name', 'e.g. "group:dba"')
+                ok = False
+            elif known is not None and name not in known:
+                _unknown_approver(check, name, f"{path}[{i}]", known)
+                ok = False
+        return ok
+
+    return check_names
+
+
 def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
-    """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval.
+    """Read an `approval` block: approvers (names or `group:x`), quorum (a number, or `{"any_of": [...]}`),
+    timeout, channel, self-approval, escalations and reminders.
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
-    named, the group's size is unknown here, so any quorum stands.
+    named, the group's size is unknown here, so any quorum stands. With `quorum.any_of`, the approvers are named in
+    its entries and not in `approvers`, so there is one list of who counts where.
 
     Args:
         check: Collects the faults.
@@ -245,22 +276,34 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     body = check.obj(value, path, APPROVAL_KEYS)
     if body is None:
         return None
+    names = _known_names(known)
     ok = True
     approvers: tuple[str, ...] | None = ()
     if "approvers" in body:
         approvers = check.strings(body["approvers"], f"{path}.approvers")
-        for i, name in enumerate(approvers or ()):
-            if name.startswith("group:") and not name[len("group:") :]:
-                check.error(f"{path}.approvers[{i}]", '"group:" needs a group name', 'e.g. "group:dba"')
-                ok = False
-            elif known is not None and name not in known:
-                _unknown_approver(check, name, f"{path}.approvers[{i}]", known)
-                ok = False
+        if approvers is not None and not names(check, approvers, f"{path}.approvers"):
+            ok = False
     quorum: int | None = 1
-    if "quorum" in body:
+    thresholds: tuple[Threshold, ...] | None = ()
+    if "quorum" in body and isinstance(body["quorum"], dict):
+        thresholds = read_thresholds(check, body["quorum"], f"{path}.quorum", names)
+        if "approvers" in body:
+            check.error(
+                f"{path}.approvers",
+                "with quorum.any_of, approvers are named in its entries",
+                "move these names into an any_of entry",
+            )
+            ok = False
+        if thresholds:
+            quorum = min(t.count for t in thresholds)
+            approvers = tuple(dict.fromkeys(a for t in thresholds for a in t.approvers))
+    elif "quorum" in body:
         raw = body["quorum"]
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-            check.error(f"{path}.quorum", f"quorum must be a whole number of at least 1, got {show(raw)}")
+            check.error(
+                f"{path}.quorum",
+                f"quorum must be a whole number of at least 1, or an object with any_of, got {show(raw)}",
+            )
             quorum = None
         else:
             quorum = raw
@@ -281,8 +324,12 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     self_ok: bool | None = False
     if "allow_self_approval" in body:
         self_ok = check.boolean(body["allow_self_approval"], f"{path}.allow_self_approval")
-    if not ok or approvers is None or quorum is None or timeout is None or self_ok is None:
+    escalate: tuple[Escalation, ...] | None = ()
+    if "escalate" in body:
+        escalate = read_escalations(check, body["escalate"], f"{path}.escalate", timeout, names)
+    remind = read_remind(check, body["remind"], f"{path}.remind", timeout) if "remind" in body else None
+    if not ok or approvers is None or quorum is None or timeout is None or self_ok is None or thresholds is None:
         return None
-    if "channel" in body and channel is None:
+    if ("channel" in body and channel is None) or escalate is None or ("remind" in body and remind is None):
         return None
-    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok)
+    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, thresholds, escalate, remind)

@@ -203,14 +203,45 @@ class Limit:
 
 
 @dataclass(frozen=True, slots=True)
+class Threshold:
+    """One way to settle a request: `count` distinct approvers from `approvers` (names or `group:NAME`; empty:
+    any approver) have approved it."""
+
+    count: int
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """`after_seconds` past the request, `approvers` may decide too and are told so (in `channel` as well, if set)."""
+
+    after_seconds: float
+    approvers: tuple[str, ...]
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalSpec:
-    """Who may approve a call, how many must, and for how long the request waits before it fails closed."""
+    """Who may approve a call, how many must, and for how long the request waits before it fails closed.
+
+    `quorum` is the fewest approvals that can settle a request. `thresholds` is `quorum.any_of` (empty: `quorum`
+    approvals from `approvers`); with it, `approvers` is every approver its entries name. `escalate` widens who may
+    decide as time passes, and `remind_seconds` is how often the current approvers are reminded (None: never).
+    """
 
     approvers: tuple[str, ...] = ()
     quorum: int = 1
     timeout_seconds: float = 900.0
     channel: str | None = None
     allow_self_approval: bool = False
+    thresholds: tuple[Threshold, ...] = ()
+    escalate: tuple[Escalation, ...] = ()
+    remind_seconds: float | None = None
+
+    @property
+    def any_of(self) -> tuple[Threshold, ...]:
+        """The entries of which any one, met, settles the request: `thresholds`, or the plain quorum as one entry."""
+        return self.thresholds or (Threshold(self.quorum, self.approvers),)
 
 
 DEFAULT_APPROVAL = ApprovalSpec()

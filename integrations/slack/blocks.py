@@ -7,7 +7,7 @@ channel (`<!channel>`) or break out of its code block.
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,9 @@ __all__ = [
     "Card",
     "Message",
     "check_message",
+    "mention",
     "note_modal",
+    "notice_message",
     "reject_modal",
     "request_message",
 ]
@@ -73,9 +75,13 @@ class Card:
     outcome: str | None = None
     risk: str | None = None
     votes: tuple[Vote, ...] = ()
+    # quorum.any_of as (count, approvers, approved by); one entry for a plain quorum.
+    thresholds: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...] = ()
+    mentions: Mapping[str, str] = field(default_factory=dict)  # approver or group:NAME -> <@U…> / <!subteam^S…>
 
     @classmethod
-    def from_view(cls, view: Mapping[str, Any]) -> "Card":
+    def from_view(cls, view: Mapping[str, Any], mentions: Mapping[str, str] | None = None) -> "Card":
+        """The card of a request's public JSON; `mentions` maps approvers and groups to their Slack mentions."""
         responded = view.get("responded_at")
         return cls(
             id=str(view["id"]),
@@ -99,6 +105,11 @@ class Card:
                 Vote(str(d["approver"]), str(d["verdict"]), str(d.get("comment") or ""))
                 for d in view.get("decisions") or ()
             ),
+            thresholds=tuple(
+                (int(t["count"]), tuple(t["approvers"]), tuple(t["approved_by"]))
+                for t in (view.get("thresholds") or {}).get("any_of") or ()
+            ),
+            mentions=dict(mentions or {}),
         )
 
     @property
@@ -159,10 +170,24 @@ def _arguments(card: Card) -> str:
     return text
 
 
+def mention(card: Card, approver: str) -> str:
+    """`approver` (a name or `group:NAME`) as Slack mentions it when it is mapped, so they get a push; else text."""
+    return card.mentions.get(approver) or escape(approver)
+
+
 def _who_may_decide(card: Card) -> str:
-    who = ", ".join(escape(a) for a in card.approvers) if card.approvers else "any approver"
+    who = ", ".join(mention(card, a) for a in card.approvers) if card.approvers else "any approver"
+    if len(card.thresholds) > 1:
+        return f"{who} · needs any of:\n" + "\n".join(_threshold(card, t) for t in card.thresholds)
     need = f"{card.quorum} approvals" if card.quorum > 1 else "1 approval"
     return f"{who} · needs {need}"
+
+
+def _threshold(card: Card, entry: tuple[int, tuple[str, ...], tuple[str, ...]]) -> str:
+    count, approvers, approved_by = entry
+    by = f" ({', '.join(escape(a) for a in approved_by)})" if approved_by else ""
+    done = " :white_check_mark:" if len(approved_by) >= count else ""
+    return f"• {len(approved_by)} of {count} from {', '.join(escape(a) for a in approvers)}{by}{done}"
 
 
 def _progress(card: Card) -> str:
@@ -187,8 +212,13 @@ def _state(card: Card) -> tuple[str, str, str]:
     status = card.status
     if status == "pending":
         text = f"Approval needed: {card.agent} wants to run {card.server}/{card.tool}"
+        pinged = [card.mentions[a] for a in card.approvers if a in card.mentions]
+        if pinged:  # the notification text is what pushes: the mentions go in it too
+            text += " · " + " ".join(pinged)
         line = f":hourglass_flowing_sand: Waiting for a decision · deadline {_date(card.deadline)}"
-        if card.quorum > 1:
+        if len(card.thresholds) > 1:
+            line += "\n" + "\n".join(_threshold(card, t) for t in card.thresholds)
+        elif card.quorum > 1:
             line += "\n" + _progress(card)
         return "Approval needed", line, text
     if status in ("approved", "executing", "executed", "failed"):
@@ -253,6 +283,18 @@ def request_message(card: Card) -> Message:
         context += f" · <{card.url}|web page>"
     blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
     return Message(text=_clip(text, 3000), blocks=blocks)
+
+
+def notice_message(card: Card, kind: str, approvers: tuple[str, ...]) -> Message:
+    """The note an escalation (`kind` "escalated") or a reminder posts: who may now decide, mentioned, and where."""
+    who = " ".join(mention(card, a) for a in approvers) or "Approvers"
+    link = f" <{card.url}|Open the request>." if card.url else ""
+    call = f"{escape(card.agent)}'s `{escape(card.server)}/{escape(card.tool)}`"
+    if kind == "escalated":
+        text = f":rotating_light: Escalated to {who}: you may now decide on {call}. Deadline {_date(card.deadline)}."
+    else:
+        text = f":bell: Reminder for {who}: {call} is still waiting for a decision. Deadline {_date(card.deadline)}."
+    return Message(text=_clip(text + link, 3000), blocks=[_section(text + link)])
 
 
 def _modal(card: Card, callback_id: str, title: str, submit: str, label: str, optional: bool, meta: str) -> Block:

@@ -8,7 +8,8 @@ section is refused before serving). In the lifespan, `announce(store, base_url)`
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from approvals.engine import ApprovalEngine
+from approvals.models import utcnow
 from approvals.service import Approver
 from approvals.store import Store
 from integrations.errors import ConfigError
@@ -70,11 +72,21 @@ class SlackIntegration:
     def mode(self) -> str:
         return "socket" if self.settings.app_token is not None else "http"
 
-    def announce(self, store: Store, base_url: str) -> SlackNotifier:
+    @property
+    def mentions(self) -> dict[str, str]:
+        """How a request's message mentions its approvers: `<@U…>` for a person with a slack_user, and
+        `<!subteam^S…>` for a group mapped in `[slack] groups`; anyone else stays plain text."""
+        people = {approver.name: f"<@{user}>" for user, approver in self.approvers.items()}
+        groups = {f"group:{name}": f"<!subteam^{team}>" for name, team in self.settings.groups.items()}
+        return {**people, **groups}
+
+    def announce(self, store: Store, base_url: str, now: Callable[[], datetime] = utcnow) -> SlackNotifier:
         """Build the Web API client and the notifier (one message per request); returns it for the Fanout."""
         bot_token = self.settings.bot_token.get_secret_value() if self.settings.bot_token else ""
         self._client = AsyncWebClient(token=bot_token, base_url=api_base_url(self.settings), timeout=10)
-        self.notifier = SlackNotifier(self._client, StoreRecords(store, base_url), self.settings.channel)
+        self.notifier = SlackNotifier(
+            self._client, StoreRecords(store, base_url, now), self.settings.channel, mentions=self.mentions
+        )
         return self.notifier
 
     def listen(self, engine: ApprovalEngine, redis: Redis | None = None) -> None:

@@ -208,7 +208,11 @@ class SlackDecisions:
             await self._tell(channel, user, refusal(exc))
             return
         overdue = service.as_utc(request.deadline) <= self.engine.now()
-        if service.may_decide(request, approver) is not None or request.status != ApprovalStatus.PENDING or overdue:
+        if (
+            service.may_decide(request, approver, self.engine.now()) is not None
+            or request.status != ApprovalStatus.PENDING
+            or overdue
+        ):
             # Not theirs to decide (or too late): let decide() refuse it, which audits the attempt, and explain.
             await self.decide(request_id, user, channel, verdict, "")
             return

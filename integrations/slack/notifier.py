@@ -1,5 +1,9 @@
 """SlackNotifier: one message per approval request in its channel, kept up to date with `chat.update`.
 
+Escalations and reminders (`approval.escalated`, `approval.reminded`) also post a reply in the request's thread
+that mentions who may now decide, and an escalation with a channel posts there too; those notes are sent once,
+not retried (the request's message, brought up to date, names the new approvers either way).
+
 `publish()` only marks the request as needing a sync, so a tool call never waits for Slack. A worker per
 request then renders the request as it now stands in the database (so a burst of events becomes one update,
 and the message can never show an older state than the last one it showed) and posts or updates it. Rate
@@ -28,9 +32,10 @@ from sqlmodel import Session
 
 from approvals import service
 from approvals.errors import ApprovalNotFound
+from approvals.models import utcnow
 from approvals.store import Store
 from integrations.background import Backoff, retry_after
-from integrations.slack.blocks import Card, request_message
+from integrations.slack.blocks import Card, notice_message, request_message
 from integrations.slack.diagnosis import explain
 from integrations.supervision import Spawner
 
@@ -38,6 +43,7 @@ __all__ = ["Posted", "Records", "SlackNotifier", "StoreRecords"]
 
 logger = logging.getLogger(__name__)
 
+NOTICES = ("approval.escalated", "approval.reminded")  # events that post a note besides updating the message
 Posted = dict[str, str]  # {"channel": "C0123", "ts": "1700000000.000100"}: where a request's message is
 
 
@@ -58,14 +64,15 @@ class Records(Protocol):
 class StoreRecords:
     """`Records` on the approval database; `base_url` is signoff's, for each request's link to its page."""
 
-    def __init__(self, store: Store, base_url: str) -> None:
+    def __init__(self, store: Store, base_url: str, now: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.base_url = base_url
+        self.now = now  # the approvals clock: who may decide depends on the time (escalations)
 
     async def load(self, request_id: UUID) -> tuple[dict[str, Any], Posted | None]:
         def read(session: Session) -> tuple[dict[str, Any], Posted | None]:
             request = service.get_request(session, request_id)
-            view = service.public_view(request, service.decisions_for(session, request_id))
+            view = service.public_view(request, service.decisions_for(session, request_id), self.now())
             posted = json.loads(request.messages or "{}").get("slack")
             return {**view, "url": f"{self.base_url}/approvals/{request_id}"}, posted
 
@@ -99,8 +106,10 @@ class SlackNotifier:
         final_attempts: int = 6,
         close_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        mentions: dict[str, str] | None = None,
     ) -> None:
         self._client = client
+        self._mentions = mentions or {}
         self._records = records
         self._channel = channel
         self._backoff = Backoff(first_backoff, max_backoff)
@@ -135,13 +144,55 @@ class SlackNotifier:
         except (KeyError, ValueError):
             logger.error("Slack: %s without a request id; ignored", event)
             return
+        notice = request.get("notice") if event in NOTICES else None
         if self._loop_thread is None or threading.get_ident() == self._loop_thread:
             self._mark(request_id)
+            if notice is not None:
+                self._tell_soon(request_id, event, request)
             return
         try:
             anyio.from_thread.run_sync(self._mark, request_id, token=self._token)
+            if notice is not None:
+                anyio.from_thread.run_sync(self._tell_soon, request_id, event, request, token=self._token)
         except RuntimeError:
             logger.warning("Slack: %s for %s arrived while stopping; not shown in Slack", event, request_id)
+
+    def _tell_soon(self, request_id: UUID, event: str, view: dict[str, Any]) -> None:
+        if self._task_group is None:
+            logger.warning("Slack: %s for %s before the notifier started; not told in Slack", event, request_id)
+            return
+        self._task_group.start_soon(self._tell, request_id, event, view)
+
+    async def _tell(self, request_id: UUID, event: str, view: dict[str, Any]) -> None:
+        """Post the escalation's or reminder's note in the request's thread (and an escalation's own channel)."""
+        notice: dict[str, Any] = view["notice"]
+        card = Card.from_view(view, self._mentions)
+        kind = "escalated" if event == "approval.escalated" else "reminded"
+        message = notice_message(card, kind, tuple(notice.get("approvers") or ()))
+        try:
+            _, posted = await self._records.load(request_id)
+            posted = self._where.get(request_id) or posted
+            places: list[tuple[str, str | None]] = []  # (channel, thread_ts): the thread, else a post of its own
+            if posted is not None:
+                places.append((posted["channel"], posted["ts"]))
+            elif view.get("channel") or self._channel:
+                places.append((str(view.get("channel") or self._channel), None))
+            if notice.get("channel"):
+                places.append((str(notice["channel"]), None))
+            for channel, thread in places:
+                if not await self._gate():
+                    return
+                await self._client.chat_postMessage(
+                    channel=channel, thread_ts=thread, text=message.text, blocks=message.blocks, unfurl_links=False
+                )
+                logger.info("Slack: %s note for %s posted to %s", kind, request_id, channel)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or f"status {exc.response.status_code}")
+            self._error(f"chat.postMessage: {error}", explain(error, channel=None, needed=exc.response.get("needed")))
+            self.failed += 1
+        except (aiohttp.ClientError, TimeoutError, OSError, ApprovalNotFound) as exc:
+            self._error(type(exc).__name__, f"the {kind} note for {request_id} was not posted")
+            self.failed += 1
 
     def refresh(self, request_id: UUID) -> None:
         """Bring the request's message up to date (from the event loop's thread)."""
@@ -210,7 +261,7 @@ class SlackNotifier:
                 logger.error("Slack: request %s is gone; no message to show", request_id)
                 return
             posted = None if repost else self._where.get(request_id) or posted
-            message = request_message(Card.from_view(view))
+            message = request_message(Card.from_view(view, self._mentions))
             channel = (posted or {}).get("channel") or view.get("channel") or self._channel
             if not channel:
                 self._error("no channel", "set [slack] channel, or approval.channel in the rule")

@@ -7,6 +7,7 @@ Slack's, so the held call wakes, the audit log records who decided, and a lost r
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -61,8 +62,10 @@ def _detail(session: Session, request_id: uuid.UUID) -> tuple[ApprovalRequest, l
 
 def build_decision_routes(pages: Pages) -> list[BaseRoute]:
     async def overview_context(request: Request, identity: Identity) -> dict[str, Any]:
-        pending, recent, votes = await pages.approvals(request).store.run(_overview)
-        listed = [Listed(r, service.may_decide(r, identity.approver), votes.get(r.id, 0)) for r in pending]
+        engine = pages.approvals(request)
+        pending, recent, votes = await engine.store.run(_overview)
+        now = engine.now()
+        listed = [Listed(r, service.may_decide(r, identity.approver, now), votes.get(r.id, 0)) for r in pending]
         return {"pending": listed, "recent": recent, "status_words": STATUS_WORDS, "section": "approvals"}
 
     async def overview(request: Request, identity: Identity) -> Response:
@@ -73,8 +76,10 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         context = await overview_context(request, identity)
         return pages.render(request, "_approvals_live.html", context, identity=identity)
 
-    async def detail_context(identity: Identity, row: ApprovalRequest, votes: list[ApprovalDecision]) -> dict[str, Any]:
-        view = service.public_view(row, votes)
+    async def detail_context(
+        identity: Identity, row: ApprovalRequest, votes: list[ApprovalDecision], now: datetime
+    ) -> dict[str, Any]:
+        view = service.public_view(row, votes, now)
         mine = next((v for v in votes if v.approver == identity.approver.name), None)
         approvals = sum(v.verdict == Verdict.APPROVE for v in votes)
         return {
@@ -85,7 +90,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             "votes": votes,
             "approvals": approvals,
             "mine": mine,
-            "refusal": service.may_decide(row, identity.approver),
+            "refusal": service.may_decide(row, identity.approver, now),
             "status_words": STATUS_WORDS,
             "max_reason": MAX_REASON,
             "section": "approvals",
@@ -107,7 +112,8 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             row, votes = await pages.approvals(request).store.run(_detail, request_id)
         except ApprovalNotFound:
             return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
-        context = {**await detail_context(identity, row, votes), "error": error, "reason": reason}
+        now = pages.approvals(request).now()
+        context = {**await detail_context(identity, row, votes, now), "error": error, "reason": reason}
         return pages.render(request, template, context, status_code=status_code, identity=identity)
 
     async def detail(request: Request, identity: Identity) -> Response:
