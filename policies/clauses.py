@@ -21,7 +21,7 @@ CONDITION_KEYS = ("arg", "caller", "op", "value")
 CALLER_FIELDS = tuple(f.value for f in CallerField)
 LIMIT_KEYS = ("counter", "window", "max", "scope")
 RATE_LIMIT_KEYS = ("max", "window")
-APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval")
+APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval", "allow_edits")
 
 SCOPES = tuple(s.value for s in Scope)
 
@@ -227,7 +227,7 @@ def _unknown_approver(check: Checker, name: str, path: str, known: Collection[st
 
 
 def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
-    """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval.
+    """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval, edits.
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
     named, the group's size is unknown here, so any quorum stands.
@@ -281,8 +281,19 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     self_ok: bool | None = False
     if "allow_self_approval" in body:
         self_ok = check.boolean(body["allow_self_approval"], f"{path}.allow_self_approval")
-    if not ok or approvers is None or quorum is None or timeout is None or self_ok is None:
+    edits: bool | None = False
+    if "allow_edits" in body:
+        edits = check.boolean(body["allow_edits"], f"{path}.allow_edits")
+        if edits and quorum is not None and quorum > 1:
+            # The other approvers would have approved a call that is not the one that runs.
+            check.error(
+                f"{path}.allow_edits",
+                f"edits need a quorum of 1, and this rule's quorum is {quorum}",
+                'drop "allow_edits", or set "quorum": 1',
+            )
+            edits = None
+    if not ok or approvers is None or quorum is None or timeout is None or self_ok is None or edits is None:
         return None
     if "channel" in body and channel is None:
         return None
-    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok)
+    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, allow_edits=edits)

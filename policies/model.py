@@ -193,13 +193,18 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalSpec:
-    """Who may approve a call, how many must, and for how long the request waits before it fails closed."""
+    """Who may approve a call, how many must, and for how long the request waits before it fails closed.
+
+    `allow_edits`: an approver may change the call's arguments as they approve it; the edited call is checked
+    again against the same policy before it is let through (`integrations.editing`).
+    """
 
     approvers: tuple[str, ...] = ()
     quorum: int = 1
     timeout_seconds: float = 900.0
     channel: str | None = None
     allow_self_approval: bool = False
+    allow_edits: bool = False
 
 
 DEFAULT_APPROVAL = ApprovalSpec()
