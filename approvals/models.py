@@ -129,6 +129,9 @@ class ApprovalRequest(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=160)  # the process that claimed it: host:pid:boot
     messages: str = "{}"
     grant_max: float | None = None  # seconds: the longest grant an approver may give with this request; None: none
+    # The arguments an approver edited the call to (canonical JSON, exact like `arguments`); the call runs with
+    # these instead. None: approved (or pending) as requested.
+    edited_arguments: str | None = None
 
 
 class ApprovalDecision(SQLModel, table=True):

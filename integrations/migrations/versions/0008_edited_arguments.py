@@ -1,0 +1,26 @@
+"""The arguments an approver edited a call to: approved with edits, the call runs with them instead.
+
+Revision ID: 0008
+Revises: 0006
+Create Date: 2026-12-03
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("approval_requests") as batch:
+        batch.add_column(sa.Column("edited_arguments", sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("approval_requests") as batch:
+        batch.drop_column("edited_arguments")
