@@ -24,7 +24,7 @@ from integrations.runtime import Runtime
 from policies import Allow, Deny, Hidden, NeedsApproval, RateLimited, RateLimiter, ToolCall, evaluate
 from policies.evaluate import rule_for
 
-__all__ = ["POLICY_CHANGED", "approve_with_edits", "edit_refusal"]
+__all__ = ["POLICY_CHANGED", "approve_with_edits", "edit_refusal", "edits_allowed"]
 
 POLICY_CHANGED = "the policy changed since the request; decide on the original or let the agent call again"
 
@@ -45,6 +45,24 @@ def _schema_problem(schema: Any, arguments: Mapping[str, Any]) -> str | None:
         return None
     where = ".".join(str(p) for p in error.absolute_path) or "the arguments"
     return f"the tool's input schema refuses {where}: {error.message[:300]}"
+
+
+def edits_allowed(rt: Runtime, request: ApprovalRequest) -> bool:
+    """Whether `request` may be approved with edits at all: pending, under the policy version in force, by a rule
+    that allows edits (the page and Slack offer "Edit and approve" only then)."""
+    served = rt.gateway.servers.get(request.server)
+    if served is None or request.status != ApprovalStatus.PENDING:
+        return False
+    policy = served.policy_for(request.identity)
+    rule = rule_for(policy, request.tool)
+    ours = rule is not None and (request.rule == rule.locator or request.rule.startswith(rule.locator + "."))
+    return (
+        policy.digest == request.policy_version
+        and ours
+        and rule is not None
+        and rule.approval is not None
+        and (rule.approval.allow_edits)
+    )
 
 
 async def edit_refusal(rt: Runtime, request: ApprovalRequest, approver: service.Approver, arguments: Any) -> str | None:
