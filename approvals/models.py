@@ -116,6 +116,7 @@ class ApprovalRequest(SQLModel, table=True):
     approvers: str = "[]"
     quorum: int = 1
     allow_self_approval: bool = False
+    allow_edits: bool = False  # the rule lets an approver edit the arguments (`approval.allow_edits`)
     channel: str | None = Field(default=None, max_length=128)
     status: str = Field(default=ApprovalStatus.PENDING, index=True, max_length=16)
     requested_at: datetime = Field(default_factory=utcnow, index=True)

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ from integrations.api import build_routes
 from integrations.auditing import AuditWriter
 from integrations.bodies import BodyRefused, bounded, limit_for
 from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
+from integrations.editing import edit_refusal
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
@@ -271,9 +273,12 @@ async def _start(
     approvers = TokenBook(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
     )
-    return Runtime(
+    running = Runtime(
         database, audit, gateway, approvals, approvers, tools, watcher, parts, identity_client, webhooks, slack, redis
     )
+    if slack is not None and slack.decisions is not None:  # Slack's "Edit and approve" checks edits as the API does
+        slack.decisions.check_edit = partial(edit_refusal, running)
+    return running
 
 
 def _record_loaded(database: Engine, loaded: PolicySet) -> None:
