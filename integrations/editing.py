@@ -1,11 +1,11 @@
 """Approve with edits: the edited call is checked again before anything is decided, for the API, web page and Slack.
 
-The edited call (same server, tool and caller) must pass where the original did: under the policy version the
-request was made under (a reload in between refuses the edit: the approver saw one policy, the call would run
-under another), needing approval by the same rule, a rule that allows edits and names this approver, and
-valid against the tool's input schema when its definition is pinned. Rate limits are not consumed: the check
-counts with a throwaway limiter. Any refusal raises `EditRefused` (422 in the API) and decides nothing; the
-refusal is audited.
+The edited call (same server, tool and caller, with the caller's configured groups) must pass where the
+original did: under the policy version the request was made under (a reload in between refuses the edit: the
+approver saw one policy, the call would run under another), needing approval by the same rule, a rule that
+allows edits and names this approver, and valid against the tool's input schema when its definition is pinned.
+Rate limits are not consumed: the check counts with a throwaway limiter. Any refusal raises `EditRefused` (422
+in the API) and decides nothing; the refusal is audited.
 """
 
 import json
@@ -82,7 +82,9 @@ async def edit_refusal(rt: Runtime, request: ApprovalRequest, approver: service.
             f'the rule {request.rule} does not allow edits (it would need "approval": {{"allow_edits": true}}); '
             "approve or reject the call as it is"
         )
-    call = ToolCall(request.server, request.tool, arguments, request.identity)
+    # The caller as the configuration knows it: the groups an OAuth access token added for one call are not kept.
+    groups = rt.gateway.rights_of(request.identity).caller.groups
+    call = ToolCall(request.server, request.tool, arguments, request.identity, groups)
     decision = evaluate(policy, call, RateLimiter(), time.time())  # a throwaway limiter: the check counts nothing
     match decision:
         case Deny(rule=by, reason=reason):

@@ -24,6 +24,11 @@ EDITABLE = {
             "deny_if": [{"arg": "record_id", "op": "starts_with", "value": "sys-"}],
         },
         "drop_table": {"action": "require_approval", "approval": {"approvers": ["alice"], "allow_edits": True}},
+        "add": {
+            "action": "require_approval",
+            "approval": {"approvers": ["alice"], "allow_edits": True},
+            "redact": ["a"],
+        },
     },
 }
 
@@ -49,10 +54,10 @@ def editable(signoff: Any, state: EverythingState, hold: str = "20s") -> Any:
 
 
 async def test_an_edited_approval_runs_the_edited_call_once_and_the_agent_is_told_who_changed_what(
-    signoff: Any,
+    signoff: Any, mode: str
 ) -> None:
     state = EverythingState()
-    async with editable(signoff, state) as running, running.client("ev") as client:
+    async with editable(signoff, state) as running, running.client("ev", mode=mode) as client:
         results: list[CallToolResult] = []
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -98,6 +103,27 @@ async def test_a_repeat_of_the_original_call_collects_the_edited_approval_and_ru
     assert response.status_code == 200, response.text
     assert state.deleted_records == ["r-3"]
     assert 'record_id "r-1" -> "r-3"' in text(repeat) and meta(repeat)["arguments"] == {"record_id": "r-3"}
+
+
+async def test_a_redacted_value_sent_back_as_redacted_keeps_its_original_and_stays_hidden(signoff: Any) -> None:
+    state = EverythingState()
+    async with editable(signoff, state, hold="0.1s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            held = await client.call_tool("add", {"a": 2, "b": 3})
+            approval_id = meta(held)["approval_id"]
+            shown = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
+            response = await approve(running, approval_id, arguments={**shown["arguments"], "b": 40})
+            repeat = await client.call_tool("add", {"a": 2, "b": 3})
+        rows = await running.audit()
+
+    assert shown["arguments"] == {"a": "[redacted]", "b": 3}
+    assert response.status_code == 200, response.text
+    assert response.json()["edited_arguments"] == {"a": "[redacted]", "b": 40}
+    assert "42" in text(repeat)  # 2 + 40: the hidden value was kept, not replaced by the text "[redacted]"
+    assert text(repeat).splitlines()[0] == "signoff: approved by alice with arguments changed: b 3 -> 40"
+    assert meta(repeat)["arguments"] == {"a": "[redacted]", "b": 40}
+    approved = next(r for r in rows if r.kind == "approved")
+    assert approved.arguments == '{"a":"[redacted]","b":40}' and '"2"' not in approved.detail
 
 
 async def test_an_edit_the_policy_would_deny_is_refused_with_the_reason_and_the_request_stays_pending(

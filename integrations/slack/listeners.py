@@ -168,7 +168,8 @@ class SlackDecisions:
         if why is not None:
             self.refused += 1
             detail = f"edited arguments refused: {why}"
-            await self.engine.store.run(service.refuse_unknown, request_id, user, Verdict.APPROVE, CHANNEL, detail)
+            who = approver.name if approver is not None else user
+            await self.engine.store.run(service.refuse_unknown, request_id, who, Verdict.APPROVE, CHANNEL, detail)
             error = f"Refused, nothing was decided: {why}"
             await ack(response_action="errors", errors={ARGUMENTS_BLOCK: error[:MAX_INPUT]})
             return
