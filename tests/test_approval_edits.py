@@ -8,6 +8,7 @@ import anyio
 import pytest
 from mcp_types import CallToolResult
 
+from integrations.cli import main
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 from tests.test_approval_flow import api, meta, text, wait_for_pending
 
@@ -205,3 +206,20 @@ async def test_a_rejection_takes_no_arguments(signoff: Any) -> None:
     assert refused.json()["error"] == (
         'unknown key(s) "arguments": this decision takes "reason" and "grant"; nothing was decided'
     )
+
+
+async def test_signoff_approve_with_arguments_edits_the_call_and_bad_json_decides_nothing(signoff: Any) -> None:
+    state = EverythingState()
+    async with editable(signoff, state, hold="0.1s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            held = await client.call_tool("delete_record", {"record_id": "r-1"})
+            approval_id = meta(held)["approval_id"]
+            argv = ["approve", approval_id, "--url", running.url, "--token", "alice-approver-token", "--arguments"]
+            broken = await anyio.to_thread.run_sync(main, [*argv, '{"record_id": '])
+            still = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()["status"]
+            code = await anyio.to_thread.run_sync(main, [*argv, '{"record_id": "r-4"}'])
+            repeat = await client.call_tool("delete_record", {"record_id": "r-1"})
+
+    assert broken != 0 and still == "pending"
+    assert code == 0
+    assert state.deleted_records == ["r-4"] and 'record_id "r-1" -> "r-4"' in text(repeat)
