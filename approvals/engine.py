@@ -10,7 +10,7 @@ happened. Nothing here knows HTTP, MCP or Slack.
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -208,10 +208,11 @@ class ApprovalEngine:
         comment: str,
         channel: str,
         grant_seconds: float | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> service.VoteResult:
         try:
             result = await self.store.run(
-                service.decide, request_id, approver, verdict, comment, channel, self.now(), grant_seconds
+                service.decide, request_id, approver, verdict, comment, channel, self.now(), grant_seconds, arguments
             )
         except AlreadyDecided as exc:
             if exc.expired_now:  # the decision came after the deadline and expired the request itself

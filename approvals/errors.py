@@ -67,3 +67,13 @@ class InvalidReason(ApprovalError, ValueError):
     def __init__(self, why: str) -> None:
         super().__init__(why[:1].upper() + why[1:])
         self.why = why
+
+
+class EditRefused(ApprovalError, ValueError):
+    """Raised when an approval's edited arguments are refused: the edited call would not pass where the original
+    did (the policy denies it, other approvers must decide it, the tool's schema rejects it). Nothing is decided."""
+
+    def __init__(self, approval_id: UUID, why: str) -> None:
+        super().__init__(f"The edited call was refused: {why}; nothing was decided")
+        self.approval_id = approval_id
+        self.why = why

@@ -118,6 +118,7 @@ class ApprovalRequest(SQLModel, table=True):
     approvers: str = "[]"
     quorum: int = 1
     allow_self_approval: bool = False
+    allow_edits: bool = False  # the rule lets an approver edit the arguments (`approval.allow_edits`)
     channel: str | None = Field(default=None, max_length=128)
     status: str = Field(default=ApprovalStatus.PENDING, index=True, max_length=16)
     requested_at: datetime = Field(default_factory=utcnow, index=True)
@@ -140,6 +141,9 @@ class ApprovalRequest(SQLModel, table=True):
     escalated: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     reminded_at: datetime | None = None  # when the current approvers were last reminded
     notice_at: datetime | None = Field(default=None, index=True)  # when the next escalation or reminder is due
+    # The arguments an approver edited the call to (canonical JSON, exact like `arguments`); the call runs with
+    # these instead. None: approved (or pending) as requested.
+    edited_arguments: str | None = None
 
 
 class ApprovalDecision(SQLModel, table=True):

@@ -7,19 +7,21 @@ whose update touches the row wins and every other loses cleanly.
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy import select as select_columns
 from sqlalchemy import text, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
-from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, InvalidReason, NotAllowed
+from approvals.edits import arguments_diff, restore_redacted
+from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, GrantNotAllowed, InvalidReason, NotAllowed
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
 from approvals.reasons import reason_problem
@@ -84,11 +86,18 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class Standing:
-    """Where a request stands, as a held call needs it each time it wakes; `claimed`: this call runs it now."""
+    """Where a request stands, as a held call needs it each time it wakes; `claimed`: this call runs it now.
+
+    A claimed request approved with edits carries what the call runs with instead: `edited_arguments` (canonical
+    JSON), who approved them, and the request's redacted paths (to say what changed without showing them).
+    """
 
     status: str
     deadline: datetime
     claimed: bool = False
+    edited_arguments: str | None = None
+    approved_by: str | None = None
+    redact: str = "[]"
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -220,6 +229,7 @@ def request_approval(
         approvers=json.dumps(list(pending.spec.approvers)),
         quorum=pending.spec.quorum,
         allow_self_approval=pending.spec.allow_self_approval,
+        allow_edits=pending.spec.allow_edits,
         channel=pending.spec.channel,
         requested_at=now,
         deadline=now + timedelta(seconds=pending.spec.timeout_seconds),
@@ -273,11 +283,15 @@ def decide(
     channel: str,
     now: datetime,
     grant_seconds: float | None = None,
+    arguments: Mapping[str, Any] | None = None,
 ) -> VoteResult:
     """Record `approver`'s verdict; settle the request when a rejection or the quorum's last approval arrives.
 
     Refused attempts are audited too. A repeated vote by the same person changes nothing. With `grant_seconds`,
     the approval that settles the request also grants its agent the tool for that long, in the same transaction.
+    With `arguments`, the approval settles the request with those arguments instead (the call runs with them):
+    the edge has checked the edited call against the policy first (`integrations.editing`); the audit row says
+    both digests and what changed. Arguments equal to the original are an approval as requested.
 
     Raises:
         ApprovalNotFound: no such request.
@@ -285,11 +299,13 @@ def decide(
         AlreadyDecided: the request is no longer pending (including: its deadline has passed).
         GrantNotAllowed: a grant was asked for with a rejection, or beyond what the request's rule allows.
         InvalidReason: `comment` breaks the rule of `approvals.reasons` (a rejection without one, say).
+        EditRefused: `arguments` came with a rejection, or with a request that needs more than one approval.
     """
     request = _open_for(session, request_id, approver, verdict, channel, now)
     bad_reason = reason_problem(comment, rejecting=verdict == Verdict.REJECT)  # after who may: the first word
     if bad_reason is not None:
         raise InvalidReason(bad_reason)
+    edited = _edited(session, request, approver, verdict, channel, arguments) if arguments is not None else None
     if grant_seconds is not None:
         no_grant = (
             "a grant comes with an approval" if verdict == Verdict.REJECT else grant_refusal(request, grant_seconds)
@@ -307,7 +323,7 @@ def decide(
     )
     repeat = _cast(session, vote)
     if repeat is None:  # the same person's other click got there first: that vote stands, this one is a repeat
-        return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds)
+        return decide(session, request_id, approver, verdict, comment, channel, now, grant_seconds, arguments)
     votes = decisions_for(session, request_id)
     approvals = sum(1 for d in votes if d.verdict == Verdict.APPROVE)
     standing_now = progress(request, votes, now)
@@ -318,7 +334,8 @@ def decide(
         if any(p.met for p in standing_now)
         else AuditKind.VOTED
     )
-    settled = kind != AuditKind.VOTED and _settle(session, request_id, kind, approver.name, comment, now)
+    edit = {"edited_arguments": edited} if edited is not None and kind == AuditKind.APPROVED else {}
+    settled = kind != AuditKind.VOTED and _settle(session, request_id, kind, approver.name, comment, now, **edit)
     if kind != AuditKind.VOTED and not settled and not repeat:
         # Another decision settled the request between our read and our update: this one lost the race.
         session.rollback()
@@ -328,7 +345,10 @@ def decide(
     if not repeat or settled:
         so_far = "; ".join(f"{len(p.approved_by)} of {p.count} approvals" for p in standing_now)
         detail = so_far if verdict == Verdict.APPROVE else comment
-        _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=detail)
+        shown = _edit_record(request, edit["edited_arguments"]) if edit and settled else {}
+        if shown:
+            detail += f"; {shown.pop('detail')}"
+        _audit(session, request, kind, actor=approver.name, channel=channel, outcome=verdict, detail=detail, **shown)
     grant = None
     if settled and kind == AuditKind.APPROVED and grant_seconds is not None:
         grant = create_grant(session, request, approver.name, grant_seconds, comment, channel, now)
@@ -339,6 +359,40 @@ def decide(
     return VoteResult(
         request=request, settled=settled, approvals=approvals, grant=grant, decisions=decisions_for(session, request_id)
     )
+
+
+def _edited(
+    session: Session,
+    request: ApprovalRequest,
+    approver: Approver,
+    verdict: Verdict,
+    channel: str,
+    arguments: Mapping[str, Any],
+) -> str | None:
+    """The canonical JSON of the arguments an approval edits the call to (None: unchanged), or the refusal."""
+    why = (
+        "edited arguments come with an approval"
+        if verdict != Verdict.APPROVE
+        else f"edits need a quorum of 1, and this request needs {needs} approvals"
+        if (needs := max([request.quorum, *(t["count"] for t in json.loads(request.thresholds))])) > 1
+        else None
+    )
+    if why is not None:
+        _refuse(session, request, approver, verdict, channel, f"edited arguments refused: {why}")
+        raise EditRefused(request.id, why)
+    original = json.loads(request.arguments)
+    edited = restore_redacted(original, arguments, json.loads(request.redact))
+    return None if digest_arguments(edited) == request.args_digest else canonical_json(edited)
+
+
+def _edit_record(request: ApprovalRequest, edited: str) -> dict[str, Any]:
+    """What the audit row of an approval with edits says: both digests and the diff, in `detail`, and the edited
+    arguments (redacted as the rule says) as the row's arguments."""
+    redact = json.loads(request.redact)
+    after = json.loads(edited)
+    diff = arguments_diff(json.loads(request.arguments), after, redact)
+    detail = f"arguments edited from {request.args_digest} to {digest_arguments(after)}: " + canonical_json(diff)
+    return {"detail": detail, "arguments": canonical_json(redacted(after, redact))}
 
 
 def _open_for(
@@ -397,10 +451,12 @@ def _cast(session: Session, vote: ApprovalDecision) -> bool | None:
     return False
 
 
-def _settle(session: Session, request_id: UUID, kind: AuditKind, by: str, comment: str, now: datetime) -> bool:
+def _settle(
+    session: Session, request_id: UUID, kind: AuditKind, by: str, comment: str, now: datetime, **edit: Any
+) -> bool:
     """Move a pending request to approved or rejected (`kind`); False when another decision moved it first."""
     status = ApprovalStatus.REJECTED if kind == AuditKind.REJECTED else ApprovalStatus.APPROVED
-    values = {"status": status, "responded_at": now, "responded_by": by, "comment": comment}
+    values = {"status": status, "responded_at": now, "responded_by": by, "comment": comment, **edit}
     return _cas(session, request_id, [ApprovalStatus.PENDING], **values)
 
 
@@ -456,14 +512,20 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
         ApprovalNotFound: no such request.
     """
     row = session.execute(
-        select(ApprovalRequest.status, ApprovalRequest.deadline).where(col(ApprovalRequest.id) == request_id)
+        select_columns(
+            col(ApprovalRequest.status),
+            col(ApprovalRequest.deadline),
+            col(ApprovalRequest.edited_arguments),
+            col(ApprovalRequest.responded_by),
+            col(ApprovalRequest.redact),
+        ).where(col(ApprovalRequest.id) == request_id)
     ).first()
     if row is None:
         raise ApprovalNotFound(request_id)
-    status, deadline = row
+    status, deadline, edited, by, redact = row
     if status == ApprovalStatus.APPROVED:
         if claim_execution(session, request_id, claimant, now):
-            return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), claimed=True)
+            return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), True, edited, by, redact)
         return standing(session, request_id, claimant, now)
     return Standing(status, as_utc(deadline))
 
@@ -671,6 +733,7 @@ def public_view(
         "agent": request.identity,
         "arguments": redacted(arguments, redact),
         "args_digest": request.args_digest,
+        "edited_arguments": redacted(displayable(edited), redact) if (edited := request.edited_arguments) else None,
         "rule": request.rule,
         "policy_version": request.policy_version,
         "reason": request.reason,
@@ -692,6 +755,7 @@ def public_view(
             for i, e in enumerate(escalations(request))
         ],
         "remind_seconds": request.remind_seconds,
+        "allow_edits": request.allow_edits,
         "channel": request.channel,
         "requested_at": as_utc(request.requested_at).isoformat(),
         "deadline": as_utc(request.deadline).isoformat(),

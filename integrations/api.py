@@ -19,6 +19,7 @@ from approvals.errors import (
     AlreadyDecided,
     ApprovalError,
     ApprovalNotFound,
+    EditRefused,
     GrantEnded,
     GrantNotAllowed,
     GrantNotFound,
@@ -28,6 +29,7 @@ from approvals.errors import (
 from approvals.models import GrantStatus, ToolPin, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from integrations.bodies import json_object
+from integrations.editing import approve_with_edits
 from integrations.params import limit, path_id
 from integrations.reloading import Check
 from integrations.runtime import runtime
@@ -122,6 +124,7 @@ _STATUS: tuple[tuple[type[ApprovalError], int], ...] = (
     (AlreadyDecided, 409),
     (GrantEnded, 409),
     (GrantNotAllowed, 422),
+    (EditRefused, 422),
     (InvalidReason, 400),
 )
 
@@ -181,15 +184,21 @@ async def _vote(request: Request, approver: service.Approver, verdict: Verdict) 
     request_id = path_id(request)
     if request_id is None:
         return _problem(404, "No approval request with that id")
-    # A rejection's "grant" is refused by the domain, which says a grant comes with an approval.
-    body = await _decision_body(request, ("reason", "grant"), rejecting=verdict == Verdict.REJECT)
+    # A rejection's "grant" is refused by the domain, which says a grant comes with an approval; "arguments"
+    # (approve with edits) only comes with an approval.
+    keys = ("reason", "grant", "arguments") if verdict == Verdict.APPROVE else ("reason", "grant")
+    body = await _decision_body(request, keys, rejecting=verdict == Verdict.REJECT)
     if isinstance(body, Response):
         return body
     payload, reason = body
     seconds = _grant_seconds(payload)
     if isinstance(seconds, Response):
         return seconds
-    result = await engine.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
+    if "arguments" in payload:
+        edited, running = payload["arguments"], runtime(request)
+        result = await approve_with_edits(running, request_id, approver, edited, reason.strip(), "api", seconds)
+    else:
+        result = await engine.decide(request_id, approver, verdict, reason.strip(), "api", seconds)
     view = {**service.public_view(result.request, result.decisions, engine.now()), "url": engine.link(request_id)}
     grant = grants.grant_view(result.grant, engine.now()) if result.grant is not None else None
     return JSONResponse({**view, "settled": result.settled, "approvals": result.approvals, "grant": grant})

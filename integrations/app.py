@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -37,6 +38,7 @@ from integrations.auditing import AuditWriter
 from integrations.bodies import BodyRefused, bounded, limit_for
 from integrations.broadcast import Broadcast, Topic, carrier_for
 from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
+from integrations.editing import edit_refusal
 from integrations.errors import ConfigError
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway, Served
@@ -289,7 +291,7 @@ async def _start(
     approvers = TokenBook(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None
     )
-    return Runtime(
+    running = Runtime(
         database,
         audit,
         gateway,
@@ -305,6 +307,9 @@ async def _start(
         bus,
         SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
     )
+    if slack is not None and slack.decisions is not None:  # Slack's "Edit and approve" checks edits as the API does
+        slack.decisions.check_edit = partial(edit_refusal, running)
+    return running
 
 
 def _hear(

@@ -304,11 +304,19 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
         sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
         return EXIT_CONFIG
     url = f"{(args.url or settings.gateway.base_url).rstrip('/')}/api/approvals/{args.id}/{verdict}"
+    if getattr(args, "arguments", None) is not None:
+        try:
+            args.arguments = json.loads(args.arguments)
+        except ValueError as exc:
+            sys.stderr.write(f"signoff: --arguments is not valid JSON ({exc}); nothing was decided\n")
+            return EXIT_CONFIG
     try:
         with httpx2.Client(timeout=30) as http:
-            sent = {"reason": args.reason or ""}
+            sent: dict[str, Any] = {"reason": args.reason or ""}
             if getattr(args, "grant", None):
                 sent["grant"] = args.grant
+            if getattr(args, "arguments", None) is not None:
+                sent["arguments"] = args.arguments
             response = http.post(url, json=sent, headers={"Authorization": f"Bearer {token}"})
     except httpx2.TransportError as exc:
         sys.stderr.write(f"signoff: cannot reach the gateway at {url}: {exc}\n")
@@ -438,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "approve":
             decide.add_argument(
                 "--grant", metavar="DURATION", help="also let this agent call this tool for DURATION (e.g. 15m)"
+            )
+            decide.add_argument(
+                "--arguments",
+                metavar="JSON",
+                help="approve with the call's arguments edited to this JSON object (the rule must allow edits)",
             )
         decide.set_defaults(func=func)
     add_grant_commands(commands)

@@ -33,7 +33,16 @@ CONDITION_KEYS = ("arg", "caller", "op", "value")
 CALLER_FIELDS = tuple(f.value for f in CallerField)
 LIMIT_KEYS = ("counter", "window", "max", "scope")
 RATE_LIMIT_KEYS = ("max", "window")
-APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval", "escalate", "remind")
+APPROVAL_KEYS = (
+    "approvers",
+    "quorum",
+    "timeout",
+    "channel",
+    "allow_self_approval",
+    "escalate",
+    "remind",
+    "allow_edits",
+)
 
 SCOPES = tuple(s.value for s in Scope)
 
@@ -257,7 +266,7 @@ def _known_names(known: Collection[str] | None) -> NameCheck:
 
 def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
     """Read an `approval` block: approvers (names or `group:x`), quorum (a number, or `{"any_of": [...]}`),
-    timeout, channel, self-approval, escalations and reminders.
+    timeout, channel, self-approval, escalations and reminders, edits.
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
     named, the group's size is unknown here, so any quorum stands. With `quorum.any_of`, the approvers are named in
@@ -328,8 +337,29 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     if "escalate" in body:
         escalate = read_escalations(check, body["escalate"], f"{path}.escalate", timeout, names)
     remind = read_remind(check, body["remind"], f"{path}.remind", timeout) if "remind" in body else None
-    if not ok or approvers is None or quorum is None or timeout is None or self_ok is None or thresholds is None:
+    edits: bool | None = False
+    if "allow_edits" in body:
+        edits = check.boolean(body["allow_edits"], f"{path}.allow_edits")
+        most = max([quorum or 1, *(t.count for t in thresholds or ())])
+        if edits and most > 1:
+            # The other approvers would have approved a call that is not the one that runs.
+            where = "an entry of this rule's quorum.any_of needs" if thresholds else "this rule's quorum is"
+            check.error(
+                f"{path}.allow_edits",
+                f"edits need a quorum of 1, and {where} {most}",
+                'drop "allow_edits", or set "quorum": 1',
+            )
+            edits = None
+    if (
+        not ok
+        or approvers is None
+        or quorum is None
+        or timeout is None
+        or self_ok is None
+        or thresholds is None
+        or edits is None
+    ):
         return None
     if ("channel" in body and channel is None) or escalate is None or ("remind" in body and remind is None):
         return None
-    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, thresholds, escalate, remind)
+    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, thresholds, escalate, remind, edits)

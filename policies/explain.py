@@ -193,7 +193,8 @@ def _limit_text(limit: Limit, before: int, after: int, decision: Decision, decid
 
 def _approval_text(approval: ApprovalSpec) -> str:
     who = ", ".join(approval.approvers) if approval.approvers else "any configured approver"
-    return f"approvers: {who}; quorum {approval.quorum}; timeout {format_seconds(approval.timeout_seconds)}"
+    edits = "; the approver may edit the arguments" if approval.allow_edits else ""
+    return f"approvers: {who}; quorum {approval.quorum}; timeout {format_seconds(approval.timeout_seconds)}{edits}"
 
 
 def explain_call(policy: Policy, call: ToolCall, limiter: RateLimiter, now: float) -> Trace:

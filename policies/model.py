@@ -227,6 +227,8 @@ class ApprovalSpec:
     `quorum` is the fewest approvals that can settle a request. `thresholds` is `quorum.any_of` (empty: `quorum`
     approvals from `approvers`); with it, `approvers` is every approver its entries name. `escalate` widens who may
     decide as time passes, and `remind_seconds` is how often the current approvers are reminded (None: never).
+    `allow_edits`: an approver may change the call's arguments as they approve it; the edited call is checked
+    again against the same policy before it is let through (`integrations.editing`).
     """
 
     approvers: tuple[str, ...] = ()
@@ -237,6 +239,7 @@ class ApprovalSpec:
     thresholds: tuple[Threshold, ...] = ()
     escalate: tuple[Escalation, ...] = ()
     remind_seconds: float | None = None
+    allow_edits: bool = False
 
     @property
     def any_of(self) -> tuple[Threshold, ...]:

@@ -495,9 +495,11 @@ async def test_a_decision_body_with_a_key_it_does_not_take_is_refused_and_decide
             )
             detail = (await api(running, "GET", f"/api/approvals/{approval_id}")).json()
 
+    # "arguments" is a key an approval takes, but this rule does not allow edits: refused, and said so.
     assert edited.status_code == 422
     assert edited.json()["error"] == (
-        'unknown key(s) "arguments": this decision takes "reason" and "grant"; nothing was decided'
+        'The edited call was refused: the rule tools["delete_record"] does not allow edits (it would need '
+        '"approval": {"allow_edits": true}); approve or reject the call as it is; nothing was decided'
     )
     assert misspelt.status_code == 422 and 'unknown key(s) "reasn"' in misspelt.json()["error"]
     assert detail["status"] == "pending" and detail["decisions"] == []

@@ -27,11 +27,12 @@ from starlette.types import Receive, Scope, Send
 from approvals.audit import AuditRecord, canonical_json, redacted
 from approvals.grantbook import ActiveGrant
 from approvals.models import AuditKind
-from approvals.service import CallForApproval
+from approvals.service import CallForApproval, Standing
 from integrations.auditing import AuditWriter
 from integrations.bodies import DRAIN_LIMIT, drain
 from integrations.errors import UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
+from integrations.gateway.edited import edit_of
 from integrations.gateway.forwarding import Outbound, checked, send_call, send_reply, unchanged, unless_gone
 from integrations.gateway.holding import Holding
 from integrations.gateway.ownership import SessionOwners
@@ -137,12 +138,15 @@ class _Held:
             self.outbound.headers.get(VERSION_HEADER),
         )
 
-    async def execute(self) -> Reply:
-        """Run the approved call; its outcome is committed before the agent reads the answer (a crash between the
+    async def execute(self, claim: Standing | None = None) -> Reply:
+        """Run the approved call (with the arguments an approver edited it to, when `claim` says so, and a note
+        of it in the result); its outcome is committed before the agent reads the answer (a crash between the
         two would otherwise leave the request `executing` with the call done)."""
         started = time.perf_counter()
         seen: list[tuple[str, str]] = []
-        reply = await send_call(self.outbound, lambda outcome, detail: seen.append((outcome, detail)))
+        edit = edit_of(self.outbound, claim)
+        outbound, note = (self.outbound, None) if edit is None else (edit.outbound, edit.note)
+        reply = await send_call(outbound, lambda outcome, detail: seen.append((outcome, detail)), note)
 
         async def record() -> None:
             outcome, detail = seen[0] if seen else ("unknown", "the agent went away before the answer came")

@@ -39,11 +39,14 @@ class Outbound:
     message: Message | None
 
 
-async def send_call(out: Outbound, report: Callable[[str, str], None]) -> Reply:
+async def send_call(
+    out: Outbound, report: Callable[[str, str], None], rewrite: Callable[[Message], Message | None] | None = None
+) -> Reply:
     """Forward a decided `tools/call` upstream and `report(outcome, detail)` exactly once.
 
     An answer that is not a usable JSON-RPC response (a 5xx, bytes that are not JSON, another id, a
     stream that ends or breaks first, a timeout) reaches the agent as a tool error naming the server.
+    `rewrite`: what the upstream's response becomes for the agent (None from it: unchanged), as `checked` takes it.
     """
     message = out.message if out.message is not None else json.loads(out.body)
     request_id = message["id"]
@@ -61,8 +64,9 @@ async def send_call(out: Outbound, report: Callable[[str, str], None]) -> Reply:
         result = upstream_failure(out.server, out.tool, str(error), reached=reached)
         return {"jsonrpc": "2.0", "id": request_id, "result": for_revision(result, out.headers.get(VERSION_HEADER))}
 
-    def observe(response: Message) -> None:
+    def observe(response: Message) -> Message | None:
         once(*call_outcome(response))
+        return rewrite(response) if rewrite is not None else None
 
     try:
         reply = await out.upstream.post(UpstreamRequest(out.headers, out.identity, out.body, message))

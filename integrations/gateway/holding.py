@@ -27,17 +27,19 @@ __all__ = ["Holding", "Settled"]
 
 PROGRESS_INTERVAL = 10.0
 Pending = tuple[service.Standing, int]  # a request still pending, and the waiter's ring count when it was read
-Execute = Callable[[], Awaitable[Reply]]
+Execute = Callable[[service.Standing | None], Awaitable[Reply]]  # given the claim: it says what an edit changed
 Key = tuple[str, Any]  # who holds the call (its session, or its agent) and its JSON-RPC id
 
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """How a hold ended: run the call (`execute`), or answer with the request's state (`used`: run already)."""
+    """How a hold ended: run the call (`execute`, as `claim` says), or answer with the request's state (`used`:
+    run already)."""
 
     status: str
     execute: bool = False
     used: bool = False
+    claim: service.Standing | None = None
 
 
 class Holding:
@@ -106,7 +108,7 @@ class Holding:
         while True:
             status = standing.status
             if standing.claimed:
-                return Settled(status, execute=True)
+                return Settled(status, execute=True, claim=standing)
             if status in (ApprovalStatus.EXECUTING, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
                 return Settled(status, used=True)
             if status != ApprovalStatus.PENDING:
@@ -169,7 +171,7 @@ class Holding:
                 self._held.pop(key, None)
             settled = held if isinstance(held, Settled) else None
             if settled is not None and settled.execute:
-                return await execute()
+                return await execute(settled.claim)
             return json_reply(await self.answer(settled, request_id, message_id, version))
         return Reply(
             status=200,
@@ -214,7 +216,7 @@ class Holding:
         if settled is None or not settled.execute:
             yield sse_event(await self.answer(settled, request_id, message_id, version))
             return
-        reply = await execute()
+        reply = await execute(settled.claim)
         try:
             if reply.stream is not None:
                 async for chunk in reply.stream:

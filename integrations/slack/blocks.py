@@ -16,6 +16,10 @@ from approvals.reasons import MAX_REASON
 __all__ = [
     "APPROVE",
     "APPROVE_NOTE",
+    "ARGUMENTS_ACTION",
+    "ARGUMENTS_BLOCK",
+    "EDIT",
+    "EDIT_VIEW",
     "NOTE_VIEW",
     "REASON_ACTION",
     "REASON_BLOCK",
@@ -24,6 +28,7 @@ __all__ = [
     "Card",
     "Message",
     "check_message",
+    "edit_modal",
     "mention",
     "note_modal",
     "notice_message",
@@ -34,6 +39,11 @@ __all__ = [
 APPROVE = "signoff_approve"
 APPROVE_NOTE = "signoff_approve_note"
 REJECT = "signoff_reject"
+EDIT = "signoff_edit"
+EDIT_VIEW = "signoff_edit_view"
+ARGUMENTS_BLOCK = "signoff_arguments"
+ARGUMENTS_ACTION = "signoff_arguments_input"
+MAX_INPUT = 3000  # Slack's most for a plain_text_input
 NOTE_VIEW = "signoff_approve_note_view"
 REJECT_VIEW = "signoff_reject_view"
 REASON_BLOCK = "signoff_reason"
@@ -78,6 +88,7 @@ class Card:
     # quorum.any_of as (count, approvers, approved by); one entry for a plain quorum.
     thresholds: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...] = ()
     mentions: Mapping[str, str] = field(default_factory=dict)  # approver or group:NAME -> <@U…> / <!subteam^S…>
+    editable: bool = False  # the rule allows edits: the message offers "Edit and approve…"
 
     @classmethod
     def from_view(cls, view: Mapping[str, Any], mentions: Mapping[str, str] | None = None) -> "Card":
@@ -110,6 +121,7 @@ class Card:
                 for t in (view.get("thresholds") or {}).get("any_of") or ()
             ),
             mentions=dict(mentions or {}),
+            editable=bool(view.get("allow_edits")),
         )
 
     @property
@@ -250,6 +262,8 @@ def _buttons(card: Card) -> Block:
         {"type": "button", "action_id": APPROVE_NOTE, "value": card.id, "text": _plain("Approve with note…")},
         {"type": "button", "action_id": REJECT, "value": card.id, "style": "danger", "text": _plain("Reject…")},
     ]
+    if card.editable:
+        elements.insert(2, {"type": "button", "action_id": EDIT, "value": card.id, "text": _plain("Edit and approve…")})
     if card.url:
         elements.append({"type": "button", "action_id": "signoff_open", "url": card.url, "text": _plain("Open")})
     return {"type": "actions", "block_id": f"signoff_decide_{card.id}", "elements": elements}
@@ -336,6 +350,33 @@ def note_modal(card: Card, channel: str) -> Block:
     meta = json.dumps({"id": card.id, "channel": channel})
     label = "Note (optional): a ticket, a reason, a condition"
     return _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+
+
+def edit_arguments(card: Card) -> str:
+    """The arguments as the edit modal holds them: pretty JSON, redacted values as "[redacted]"."""
+    return json.dumps(card.arguments, indent=2, ensure_ascii=False)
+
+
+def edit_modal(card: Card, channel: str) -> Block:
+    """The modal "Edit and approve…" opens: the arguments as JSON to change, and an optional note."""
+    meta = json.dumps({"id": card.id, "channel": channel})
+    label = "Note (optional): why the arguments changed"
+    view = _modal(card, EDIT_VIEW, "Edit and approve", "Approve", label, optional=True, meta=meta)
+    arguments = {
+        "type": "input",
+        "block_id": ARGUMENTS_BLOCK,
+        "label": _plain("Arguments (JSON); checked against the same policy before the call runs", 2000),
+        "hint": _plain('Leave "[redacted]" where it is to keep a hidden value.', 2000),
+        "element": {
+            "type": "plain_text_input",
+            "action_id": ARGUMENTS_ACTION,
+            "multiline": True,
+            "max_length": MAX_INPUT,
+            "initial_value": edit_arguments(card),
+        },
+    }
+    view["blocks"].insert(1, arguments)
+    return view
 
 
 def check_message(team: str, bot: str) -> Message:

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -31,16 +31,23 @@ from starlette.types import Receive, Scope, Send
 from approvals import service
 from approvals.engine import ApprovalEngine
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalNotFound, NotAllowed
-from approvals.models import ApprovalStatus, Verdict
+from approvals.models import ApprovalRequest, ApprovalStatus, Verdict
 from integrations.slack.blocks import (
     APPROVE,
     APPROVE_NOTE,
+    ARGUMENTS_ACTION,
+    ARGUMENTS_BLOCK,
+    EDIT,
+    EDIT_VIEW,
+    MAX_INPUT,
     NOTE_VIEW,
     REASON_ACTION,
     REASON_BLOCK,
     REJECT,
     REJECT_VIEW,
     Card,
+    edit_arguments,
+    edit_modal,
     note_modal,
     reject_modal,
 )
@@ -95,8 +102,16 @@ class ViewSubmission(_Payload):
     view: _View
 
     def text(self) -> str:
-        value = self.view.state.get("values", {}).get(REASON_BLOCK, {}).get(REASON_ACTION, {}).get("value")
-        return value.strip() if isinstance(value, str) else ""
+        return self.value(REASON_BLOCK, REASON_ACTION).strip()
+
+    def value(self, block: str, action: str) -> str:
+        value = self.view.state.get("values", {}).get(block, {}).get(action, {}).get("value")
+        return value if isinstance(value, str) else ""
+
+
+# Why an approver's edit of a request may not be approved (None: it may); `integrations.editing.edit_refusal`,
+# handed in by the composition root once the gateway (whose policies it checks against) exists.
+EditCheck = Callable[[ApprovalRequest, service.Approver, Any], Awaitable[str | None]]
 
 
 class SlackDecisions:
@@ -113,6 +128,7 @@ class SlackDecisions:
         self.client = client
         self.approvers = dict(approvers)
         self.refresh = refresh  # brings a request's message up to date (a click on buttons that should be gone)
+        self.check_edit: EditCheck | None = None
         self.decided = 0
         self.refused = 0
 
@@ -128,6 +144,50 @@ class SlackDecisions:
     async def on_approve_note(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         await self._open_modal(body, Verdict.APPROVE)
+
+    async def on_edit(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        await self._open_modal(body, Verdict.APPROVE, edit=True)
+
+    async def on_edit_submitted(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """The edited arguments: not JSON, or refused by the re-check, is said in the modal (nothing is decided);
+        otherwise the approval is decided as the API decides it."""
+        submission = self._submission(body)
+        target = self._target(submission) if submission is not None else None
+        if submission is None or target is None:
+            await ack()
+            return
+        request_id, channel = target
+        user = submission.user.id
+        try:
+            arguments = json.loads(submission.value(ARGUMENTS_BLOCK, ARGUMENTS_ACTION))
+        except ValueError as exc:
+            await ack(response_action="errors", errors={ARGUMENTS_BLOCK: f"Not valid JSON: {exc}"[:MAX_INPUT]})
+            return
+        approver = self.approvers.get(user)
+        why = await self._edit_refusal(request_id, approver, arguments) if approver is not None else None
+        if why is not None:
+            self.refused += 1
+            detail = f"edited arguments refused: {why}"
+            who = approver.name if approver is not None else user
+            await self.engine.store.run(service.refuse_unknown, request_id, who, Verdict.APPROVE, CHANNEL, detail)
+            error = f"Refused, nothing was decided: {why}"
+            await ack(response_action="errors", errors={ARGUMENTS_BLOCK: error[:MAX_INPUT]})
+            return
+        await ack()
+        await self.decide(request_id, user, channel, Verdict.APPROVE, submission.text(), arguments)
+
+    async def _edit_refusal(self, request_id: UUID, approver: service.Approver, arguments: Any) -> str | None:
+        """Why the edit is refused; None also when `decide` has the first word (not theirs, no longer pending)."""
+        try:
+            request = await self.engine.store.run(service.get_request, request_id)
+        except ApprovalNotFound:
+            return None
+        if request.status != ApprovalStatus.PENDING or service.may_decide(request, approver) is not None:
+            return None
+        if self.check_edit is None:
+            return "edits cannot be checked here; use the web page"
+        return await self.check_edit(request, approver, arguments)
 
     async def on_reject(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -148,13 +208,22 @@ class SlackDecisions:
 
     # -- the decision -----------------------------------------------------------------------------
 
-    async def decide(self, request_id: UUID, user: str, channel: str | None, verdict: Verdict, comment: str) -> None:
-        """Decide as the approver `user` maps to; explain to them privately whatever the message will not show."""
+    async def decide(
+        self,
+        request_id: UUID,
+        user: str,
+        channel: str | None,
+        verdict: Verdict,
+        comment: str,
+        arguments: Any = None,
+    ) -> None:
+        """Decide as the approver `user` maps to (with `arguments`: approve with those, checked already); explain to
+        them privately whatever the message will not show."""
         approver = await self._approver(request_id, user, channel, verdict)
         if approver is None:
             return
         try:
-            result = await self.engine.decide(request_id, approver, verdict, comment, CHANNEL)
+            result = await self.engine.decide(request_id, approver, verdict, comment, CHANNEL, None, arguments)
         except ApprovalError as exc:
             self.refused += 1
             if isinstance(exc, AlreadyDecided):
@@ -193,7 +262,7 @@ class SlackDecisions:
         )
         return None
 
-    async def _open_modal(self, body: dict[str, Any], verdict: Verdict) -> None:
+    async def _open_modal(self, body: dict[str, Any], verdict: Verdict, *, edit: bool = False) -> None:
         click = self._click(body)
         if click is None:
             return
@@ -217,7 +286,16 @@ class SlackDecisions:
             await self.decide(request_id, user, channel, verdict, "")
             return
         card = Card.from_view(self.engine.view(request))
-        view = reject_modal(card, channel or "") if verdict == Verdict.REJECT else note_modal(card, channel or "")
+        if edit and len(edit_arguments(card)) > MAX_INPUT:
+            await self._tell(channel, user, f"These arguments are too long to edit in Slack; edit them at {card.url}")
+            return
+        view = (
+            edit_modal(card, channel or "")
+            if edit
+            else reject_modal(card, channel or "")
+            if verdict == Verdict.REJECT
+            else note_modal(card, channel or "")
+        )
         try:
             await self.client.views_open(trigger_id=BlockActions.model_validate(body).trigger_id, view=view)
         except SlackApiError as exc:
@@ -225,16 +303,20 @@ class SlackDecisions:
             await self._tell(channel, user, "Slack would not open the form; please try again.")
 
     async def _submitted(self, submission: ViewSubmission | None, verdict: Verdict) -> None:
-        if submission is None:
+        target = self._target(submission) if submission is not None else None
+        if submission is None or target is None:
             return
+        request_id, channel = target
+        await self.decide(request_id, submission.user.id, channel, verdict, submission.text())
+
+    def _target(self, submission: ViewSubmission) -> tuple[UUID, str | None] | None:
+        """The request a modal decides and the channel its message is in, from the modal's private metadata."""
         try:
             meta = json.loads(submission.view.private_metadata)
-            request_id = UUID(str(meta["id"]))
-            channel = str(meta.get("channel") or "") or None
+            return UUID(str(meta["id"])), str(meta.get("channel") or "") or None
         except (ValueError, KeyError, TypeError):
             logger.warning("Slack: a %s submission without a request id; ignored", submission.view.callback_id)
-            return
-        await self.decide(request_id, submission.user.id, channel, verdict, submission.text())
+            return None
 
     # -- decoding and telling ---------------------------------------------------------------------
 
@@ -335,6 +417,8 @@ def build_bolt_app(client: AsyncWebClient, signing_secret: str, decisions: Slack
     app.action(REJECT)(decisions.on_reject)
     app.view(REJECT_VIEW)(decisions.on_reject_submitted)
     app.view(NOTE_VIEW)(decisions.on_note_submitted)
+    app.action(EDIT)(decisions.on_edit)
+    app.view(EDIT_VIEW)(decisions.on_edit_submitted)
 
     async def link_opened(ack: AsyncAck) -> None:
         await ack()  # the "Open" button is a plain link; Slack still sends its click

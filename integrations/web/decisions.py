@@ -16,10 +16,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from approvals import service
-from approvals.errors import AlreadyDecided, ApprovalNotFound, InvalidReason, NotAllowed
+from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, InvalidReason, NotAllowed
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
+from integrations.editing import approve_with_edits, edits_allowed
 from integrations.params import path_id
+from integrations.runtime import runtime
 from integrations.web.identity import Identity
 from integrations.web.pages import Pages
 
@@ -77,15 +79,18 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         return pages.render(request, "_approvals_live.html", context, identity=identity)
 
     async def detail_context(
-        identity: Identity, row: ApprovalRequest, votes: list[ApprovalDecision], now: datetime
+        request: Request, identity: Identity, row: ApprovalRequest, votes: list[ApprovalDecision], now: datetime
     ) -> dict[str, Any]:
         view = service.public_view(row, votes, now)
+        edited = view["edited_arguments"]
         mine = next((v for v in votes if v.approver == identity.approver.name), None)
         approvals = sum(v.verdict == Verdict.APPROVE for v in votes)
         return {
             "row": row,
             "view": view,
             "arguments": json.dumps(view["arguments"], indent=2, ensure_ascii=False),
+            "edited": json.dumps(edited, indent=2, ensure_ascii=False) if edited is not None else None,
+            "editable": edits_allowed(runtime(request), row),
             "redacted_paths": json.loads(row.redact),
             "votes": votes,
             "approvals": approvals,
@@ -104,6 +109,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         status_code: int = 200,
         error: str | None = None,
         reason: str = "",
+        draft: str | None = None,
     ) -> Response:
         request_id = path_id(request)
         if request_id is None:
@@ -113,7 +119,8 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         except ApprovalNotFound:
             return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
         now = pages.approvals(request).now()
-        context = {**await detail_context(identity, row, votes, now), "error": error, "reason": reason}
+        context = {**await detail_context(request, identity, row, votes, now), "error": error, "reason": reason}
+        context["draft"] = draft if draft is not None else context["arguments"]
         return pages.render(request, template, context, status_code=status_code, identity=identity)
 
     async def detail(request: Request, identity: Identity) -> Response:
@@ -156,6 +163,38 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
     async def approve(request: Request, identity: Identity) -> Response:
         return await vote(request, identity, Verdict.APPROVE)
 
+    async def approve_edited(request: Request, identity: Identity) -> Response:
+        """The "Edit and approve" form: the arguments as JSON text, checked here again (the script checks them as
+        they are typed); every refusal is the page's error banner, with the text kept for another try."""
+        request_id = path_id(request)
+        if request_id is None:
+            return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
+        form = await request.form()
+        raw, note = form.get("arguments", ""), form.get("reason", "")
+        draft = raw if isinstance(raw, str) else ""
+        reason = note.strip() if isinstance(note, str) else ""
+        try:
+            arguments = json.loads(draft)
+        except ValueError as exc:
+            error = f"The edited arguments are not valid JSON: {exc}. Nothing was decided."
+            return await render_detail(request, identity, status_code=400, error=error, draft=draft)
+        why = reason_problem(reason, rejecting=False)
+        if why is not None:
+            return await render_detail(request, identity, status_code=400, error=InvalidReason(why).args[0] + ".")
+        try:
+            await approve_with_edits(runtime(request), request_id, identity.approver, arguments, reason, "web")
+        except ApprovalNotFound:
+            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
+        except NotAllowed as exc:
+            return await render_detail(request, identity, status_code=403, error=f"You may not decide this: {exc.why}.")
+        except AlreadyDecided as exc:
+            error = f"Nothing was recorded: this request is already {exc.status}."
+            return await render_detail(request, identity, status_code=409, error=error)
+        except EditRefused as exc:
+            return await render_detail(request, identity, status_code=422, error=f"{exc}.", draft=draft)
+        request.session["flash"] = "You approved this request with your edits; the edited call runs now."
+        return RedirectResponse(f"/approvals/{request_id}", status_code=303)
+
     async def reject(request: Request, identity: Identity) -> Response:
         return await vote(request, identity, Verdict.REJECT)
 
@@ -166,4 +205,5 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         pages.route("/approvals/{id}/live", pages.fragment(detail_live), name="approval_live"),
         pages.route("/approvals/{id}/approve", pages.form(approve), name="approve", post=True),
         pages.route("/approvals/{id}/reject", pages.form(reject), name="reject", post=True),
+        pages.route("/approvals/{id}/approve-edited", pages.form(approve_edited), name="approve_edited", post=True),
     ]

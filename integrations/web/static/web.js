@@ -75,7 +75,36 @@
     again();
   }
 
+  function checkJson(field) {
+    // The edited arguments must be a JSON object; say what is wrong next to the field, before anything is sent.
+    var message = document.getElementById(field.getAttribute("aria-describedby"));
+    var problem = "";
+    try {
+      var value = JSON.parse(field.value);
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        problem = "The arguments must be a JSON object, like {\"name\": \"value\"}.";
+      }
+    } catch (error) {
+      problem = "Not valid JSON: " + error.message;
+    }
+    field.setCustomValidity(problem);
+    field.setAttribute("aria-invalid", problem ? "true" : "false");
+    if (message) message.textContent = problem;
+    return !problem;
+  }
+
+  function watchJson(field) {
+    field.addEventListener("input", function () { checkJson(field); });
+    field.form.addEventListener("submit", function (event) {
+      if (!checkJson(field)) {
+        event.preventDefault();
+        field.focus();
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("textarea[data-json]").forEach(watchJson);
     tick();
     window.setInterval(tick, 1000);
     document.querySelectorAll("[data-live-url]").forEach(poll);
