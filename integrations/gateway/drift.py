@@ -3,7 +3,8 @@
 A tool's definition is its description, input schema and annotations; its digest is the SHA-256 of their canonical
 JSON. The live state is in memory, so a call costs one dict lookup and a change takes effect at once; each change
 is then made durable in the background, in order, with its audit row (`approvals.pins`), so a restart remembers.
-An acceptance is written at once and told to the other replicas (`Topic.DRIFT`), which read that server's pins again.
+A drift, once written, and an acceptance, written at once, are told to the other replicas (`Topic.DRIFT`), which read
+that server's pins again.
 """
 
 import hashlib
@@ -86,12 +87,16 @@ class ToolWatch:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 await anyio.to_thread.run_sync(self._run_job, jobs[0])
-                return 1
             except Exception:  # not the last word: the queue logs and sets aside what fails every time
                 if attempt == MAX_ATTEMPTS:
                     raise
                 logger.warning("Recording a tool pin failed (attempt %d of %d)", attempt, MAX_ATTEMPTS, exc_info=True)
                 await anyio.sleep(0.5)
+                continue
+            fn, args = jobs[0]
+            if fn is pins.record_drift and self._broadcast is not None:  # the others hold to it from now on too
+                self._broadcast.send(Topic.DRIFT, args[0])
+            return 1
         return 1
 
     def health(self) -> dict[str, Any]:

@@ -206,3 +206,32 @@ async def test_drift_survives_a_restart_and_a_new_policy_version_re_checks_it(si
             health = (await api(running, "GET", "/healthz")).json()
 
     assert not again.is_error and health["drifted_tools"] == []
+
+
+@pytest.mark.postgres
+async def test_drift_noticed_on_one_replica_and_accepted_on_another_holds_on_both(
+    signoff: Any, postgres_url: str
+) -> None:
+    upstream = build_upstream()
+    async with serve_http(upstream.streamable_http_app(streamable_http_path="/mcp")) as url:
+        servers = [{"name": "up", "url": f"{url}/mcp", "policy": POLICY}]
+        options = {"approvers": True, "database_url": postgres_url, "gateway": {"policy_poll": "1h"}}
+        async with (
+            signoff(servers, **options) as here,
+            signoff(servers, **options) as there,
+            here.client("up") as on_here,
+            there.client("up") as on_there,
+        ):
+            with anyio.fail_after(30):
+                await on_here.list_tools()
+                turn_hostile(upstream)
+                await on_here.list_tools()  # the drift is noticed here; `there` has not listed since
+                # The bounded wait for the bus: `there` learns of the drift once it is written.
+                while not (await on_there.call_tool("send_mail", {"to": "x@example.com"})).is_error:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                accepted = await api(there, "POST", "/api/drift/up/send_mail/accept", "alice-approver-token")
+                while (sent := await on_here.call_tool("send_mail", {"to": "y@example.com"})).is_error:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+
+    assert accepted.json()["accepted"] == ["send_mail"]
+    assert sent.content[0].text == "sent to y@example.com"  # accepted there: it runs here again
