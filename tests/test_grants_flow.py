@@ -186,3 +186,40 @@ async def test_an_active_grant_survives_a_restart(signoff: Any) -> None:
 
     assert not after.is_error and state.deleted_records == ["r-2"]
     assert health["active_grants"] == 1
+
+
+async def until(client: Any, record_id: str, *, pending: bool) -> CallToolResult:
+    """Call delete_record until its answer is (or is not) "approval pending"; bounded by the caller's fail_after."""
+    while True:
+        result: CallToolResult = await client.call_tool("delete_record", {"record_id": record_id})
+        if (meta(result).get("outcome") == "approval_pending") is pending:
+            return result
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.postgres
+async def test_a_grant_given_or_revoked_on_one_replica_holds_on_another_at_once(
+    signoff: Any, postgres_url: str
+) -> None:
+    state = EverythingState()
+    async with serve_http(everything_http_app(state)) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy(100)}]
+        options = {"approvers": True, "database_url": postgres_url, "gateway": {"approval_hold": "0.2s"}}
+        async with (
+            signoff(servers, **options) as here,
+            signoff(servers, **options) as there,
+            here.client("ev") as client,
+        ):
+            with anyio.fail_after(30):
+                first = await client.call_tool("delete_record", {"record_id": "r-1"})
+                approval_id = meta(first)["approval_id"]
+                given = await api(there, f"/api/approvals/{approval_id}/approve", "alice-approver-token", grant="15m")
+                # The grant refresh is every 30 s while the bus is up: only the bus makes this quick.
+                granted = await until(client, "r-2", pending=False)
+                grant_id = given.json()["grant"]["id"]
+                revoked = await api(there, f"/api/grants/{grant_id}/revoke", "alice-approver-token", reason="done")
+                after = await until(client, "r-3", pending=True)
+
+    assert given.status_code == 200 and revoked.status_code == 200
+    assert not granted.is_error and "r-2" in state.deleted_records
+    assert meta(after)["outcome"] == "approval_pending"
