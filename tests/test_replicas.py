@@ -7,7 +7,7 @@ balancer, or to one replica when the test needs to know which one holds a call.
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ from sqlmodel import Session, col, select
 from approvals.models import AuditEvent
 from integrations.cli import main
 from integrations.database import create_database_engine
-from tests.cluster import Cluster, RedisServer, cluster, redis_server
+from tests.cluster import Cluster, cluster
 from tests.conftest import AGENT_TOKEN, connect
+from tests.fakes.redis_server import RedisServer
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -78,13 +79,12 @@ policy = "{folder / "ev.json"}"
 
 
 @pytest.fixture(params=["postgres", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer | None]:
+def store(request: pytest.FixtureRequest) -> RedisServer | None:
     """What the replicas share besides PostgreSQL: nothing, or a Redis of the test's own (`[gateway] redis_url`)."""
     if request.param == "postgres":
-        yield None
-        return
-    with redis_server(tmp_path) as server:
-        yield server
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server
 
 
 @asynccontextmanager
@@ -247,20 +247,20 @@ async def test_a_limit_holds_exactly_across_replicas(
 
 
 async def test_a_redis_restarted_under_the_replicas_fails_closed_then_recovers(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, redis_server: RedisServer
 ) -> None:
-    with redis_server(tmp_path) as store:  # the test's own: it stops and starts it
-        async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
-            async with connect(f"{running.url}/mcp/ev") as client:
-                with anyio.fail_after(60):
-                    before = await client.call_tool("add", {"a": 1, "b": 1})
-                    await anyio.to_thread.run_sync(store.stop)
-                    down = [await client.call_tool("add", {"a": 2, "b": 2}) for _ in range(3)]
-                    unlimited = [await client.call_tool("echo", {"text": f"still {i}"}) for i in range(3)]
-                    health = [httpx2.get(f"{r.url}/healthz", timeout=5).json() for r in running.replicas]
-                    await anyio.to_thread.run_sync(store.start)
-                    while (after := await client.call_tool("add", {"a": 3, "b": 3})).is_error:  # noqa: ASYNC110
-                        await anyio.sleep(0.1)  # the bounded wait (fail_after) for the replicas to reconnect
+    store = redis_server  # the test's own: it stops and starts it
+    async with replicas(tmp_path, database_url, store, LIMITED) as (running, _):
+        async with connect(f"{running.url}/mcp/ev") as client:
+            with anyio.fail_after(60):
+                before = await client.call_tool("add", {"a": 1, "b": 1})
+                await anyio.to_thread.run_sync(store.stop)
+                down = [await client.call_tool("add", {"a": 2, "b": 2}) for _ in range(3)]
+                unlimited = [await client.call_tool("echo", {"text": f"still {i}"}) for i in range(3)]
+                health = [httpx2.get(f"{r.url}/healthz", timeout=5).json() for r in running.replicas]
+                await anyio.to_thread.run_sync(store.start)
+                while (after := await client.call_tool("add", {"a": 3, "b": 3})).is_error:  # noqa: ASYNC110
+                    await anyio.sleep(0.1)  # the bounded wait (fail_after) for the replicas to reconnect
 
     assert not before.is_error
     assert all(r.is_error for r in down)

@@ -11,8 +11,9 @@ import anyio
 import httpx2
 import pytest
 
-from tests.cluster import ROOT, RedisServer, free_port, wait_until_healthy
+from tests.cluster import ROOT, free_port, wait_until_healthy
 from tests.conftest import AGENT_TOKEN, connect
+from tests.fakes.redis_server import RedisServer
 from tests.fakes.upstreams import EverythingState, everything_http_app, serve_http
 
 pytestmark = pytest.mark.anyio
@@ -23,13 +24,14 @@ def _environment() -> dict[str, str]:
     return {**clean, "PYTHONPATH": str(ROOT)}
 
 
-async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sigterm(tmp_path: Path) -> None:
+async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sigterm(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     state = EverythingState()
     async with serve_http(everything_http_app(state)) as upstream:
         (tmp_path / "ev.json").write_text('{"version": "1", "default": "allow"}')
         config = tmp_path / "signoff.toml"
-        redis = RedisServer(tmp_path)
-        await anyio.to_thread.run_sync(redis.start)
+        redis = redis_server
         config.write_text(
             f'[gateway]\ndatabase_url = "sqlite:///{tmp_path / "signoff.db"}"\nredis_url = "{redis.url}"\n\n'
             f'[[agents]]\nname = "alpha"\ntoken = "{AGENT_TOKEN}"\n\n'
@@ -58,7 +60,6 @@ async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sig
         finally:
             process.send_signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(process.wait, 30)
-            redis.stop()
     printed = log.read_text()
 
     assert len({r.split(":")[1] for r in replicas}) == 2  # two processes answered
