@@ -17,13 +17,14 @@ from uuid import UUID, uuid4
 import anyio
 from sqlmodel import Session
 
-from approvals import grants, service
+from approvals import binding, grants, service
 from approvals.errors import AlreadyDecided
 from approvals.grantbook import ActiveGrant, GrantBook
 from approvals.models import ApprovalRequest, ApprovalStatus, Grant, Verdict, utcnow
 from approvals.ports import Notifier, Spawner
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
+from policies import NeedsApproval
 
 __all__ = ["CLAIMANT_HOST", "ApprovalEngine", "Outcome"]
 
@@ -75,6 +76,8 @@ class ApprovalEngine:
         self.grants = GrantBook()
         self._spawner: Spawner | None = None
         self._seen_decision: int | None = None  # the newest decision row the poll has looked at
+        # Told when an approval must be used by (the scheduler's expiry job); set by the composition root.
+        self.schedule_expiry: Callable[[datetime], None] = lambda _at: None
 
     def link(self, request_id: UUID | str) -> str:
         return f"{self.base_url}/approvals/{request_id}"
@@ -124,13 +127,20 @@ class ApprovalEngine:
         """Record the request for a call, or join the open one for the same call; its id, and its deadline if new."""
         request, created = await self.store.run(service.request_approval, pending, self.now(), self.remember)
         if not created:
+            if request.status in binding.OPEN and request.policy_version != pending.policy_version:
+                asked = NeedsApproval(pending.rule, pending.reason, pending.spec, pending.grant_max)
+                if await self.store.run(binding.recheck, request.id, asked, pending.policy_version, self.now()):
+                    await self._settled("approval.cancelled", request.id)
             return request.id, None
         self._publish("approval.requested", request)
         return request.id, service.as_utc(request.deadline)
 
     async def standing(self, request_id: UUID) -> service.Standing:
         """Where a request stands; an approved one is claimed for this process in the same transaction."""
-        return await self.store.run(service.standing, request_id, self.claimant, self.now())
+        standing = await self.store.run(service.standing, request_id, self.claimant, self.now())
+        if standing.expired_now:  # approved, but unused past its `use_within`: expired by this look
+            await self._settled("approval.expired", request_id)
+        return standing
 
     async def outcome(self, request_id: UUID) -> Outcome:
         """A request as the API shows it and, while it waits, the last run of the same call (its repeat may be
@@ -160,6 +170,14 @@ class ApprovalEngine:
         if request is not None:
             self._publish(f"approval.{request.status}", request)
 
+    async def rebind(self, policy_for: binding.PolicyFor, clock: float) -> list[UUID]:
+        """Withdraw every open request the policy now in force no longer stands behind (after a reload, at start)."""
+        withdrawn = await self.store.run(binding.rebind, policy_for, self.now(), clock)
+        for request_id in withdrawn:
+            logger.info("Approval %s withdrawn: the policy changed", request_id)
+            await self._settled("approval.cancelled", request_id)
+        return withdrawn
+
     async def withdraw(self, request_id: UUID, why: str = "the agent cancelled the call") -> bool:
         withdrawn = await self.store.run(service.cancel, request_id, self.now(), why)
         if withdrawn:
@@ -188,6 +206,8 @@ class ApprovalEngine:
         if result.grant is not None:
             self.grants.add(result.grant)
         if result.settled:
+            if result.request.use_by is not None:
+                self.schedule_expiry(service.as_utc(result.request.use_by))
             self.waiter.notify(request_id)
             self._publish(f"approval.{result.request.status}", result.request)
         else:

@@ -129,6 +129,10 @@ class ApprovalRequest(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=160)  # the process that claimed it: host:pid:boot
     messages: str = "{}"
     grant_max: float | None = None  # seconds: the longest grant an approver may give with this request; None: none
+    # The caller's groups when it asked: a reloaded policy's `caller` conditions are tested on them.
+    groups: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
+    use_within: float | None = None  # seconds an approval may wait to be used (the rule's `use_within`)
+    use_by: datetime | None = Field(default=None, index=True)  # set on approval: unused by then, it expires
 
 
 class ApprovalDecision(SQLModel, table=True):

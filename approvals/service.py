@@ -24,9 +24,11 @@ from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
 from approvals.reasons import reason_problem
 from policies import ApprovalSpec, ToolCall
+from policies.model import DEFAULT_USE_WITHIN
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
 GATEWAY_STOPPED = "gateway_stopped"  # the outcome of a call whose gateway stopped while it ran
+APPROVAL_UNUSED = "approval_unused"  # the outcome of an approval nobody used within the rule's `use_within`
 UNKNOWN_RESULT = "signoff stopped while the approved call ran upstream; whether it took effect is unknown"
 
 SWEEP_LOCK = 7305925  # the PostgreSQL advisory lock one expiry sweep holds at a time (the audit chain has 7305924)
@@ -71,6 +73,7 @@ class Standing:
     status: str
     deadline: datetime
     claimed: bool = False
+    expired_now: bool = False  # this look found the approval unused past its `use_within` and expired it
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -206,6 +209,8 @@ def request_approval(
         requested_at=now,
         deadline=now + timedelta(seconds=pending.spec.timeout_seconds),
         grant_max=pending.grant_max,
+        groups=json.dumps(list(call.groups)),
+        use_within=pending.spec.use_within,
     )
     session.add(request)
     try:
@@ -366,7 +371,12 @@ def _cast(session: Session, vote: ApprovalDecision) -> bool | None:
 def _settle(session: Session, request_id: UUID, kind: AuditKind, by: str, comment: str, now: datetime) -> bool:
     """Move a pending request to approved or rejected (`kind`); False when another decision moved it first."""
     status = ApprovalStatus.REJECTED if kind == AuditKind.REJECTED else ApprovalStatus.APPROVED
-    values = {"status": status, "responded_at": now, "responded_by": by, "comment": comment}
+    values: dict[str, Any] = {"status": status, "responded_at": now, "responded_by": by, "comment": comment}
+    if status == ApprovalStatus.APPROVED:
+        use_within = session.execute(
+            select(ApprovalRequest.use_within).where(col(ApprovalRequest.id) == request_id)
+        ).scalar()
+        values["use_by"] = now + timedelta(seconds=use_within if use_within is not None else DEFAULT_USE_WITHIN)
     return _cas(session, request_id, [ApprovalStatus.PENDING], **values)
 
 
@@ -377,8 +387,26 @@ def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
     return won
 
 
+def _expire_unused(session: Session, request: ApprovalRequest, now: datetime) -> bool:
+    """Expire an approval nobody used by its `use_by`: an approval is for a call made now, not whenever."""
+    won = _cas(
+        session,
+        request.id,
+        [ApprovalStatus.APPROVED],
+        status=ApprovalStatus.EXPIRED,
+        finished_at=now,
+        outcome=APPROVAL_UNUSED,
+    )
+    if won:
+        use_by = as_utc(request.use_by).isoformat() if request.use_by is not None else "its deadline"
+        why = f"approved by {request.responded_by}, but no call used the approval by {use_by}"
+        _audit(session, request, AuditKind.EXPIRED, actor="signoff", outcome=APPROVAL_UNUSED, detail=why)
+    return won
+
+
 def expire_overdue(session: Session, now: datetime) -> list[UUID]:
-    """Expire every pending request whose deadline has passed; timeouts fail closed.
+    """Expire every pending request whose deadline has passed, and every approval unused by its `use_by`; timeouts
+    fail closed.
 
     One sweep at a time across replicas: on PostgreSQL a sweep that finds another's in progress (a transaction
     advisory lock) expires nothing and returns at once; the next sweep, a second later, finds what is left. Each
@@ -396,6 +424,12 @@ def expire_overdue(session: Session, now: datetime) -> list[UUID]:
         )
     ).all()
     expired = [request.id for request in overdue if _expire(session, request, now)]
+    unused = session.exec(
+        select(ApprovalRequest).where(
+            col(ApprovalRequest.status) == ApprovalStatus.APPROVED, col(ApprovalRequest.use_by) <= now
+        )
+    ).all()
+    expired += [request.id for request in unused if _expire_unused(session, request, now)]
     session.commit()
     return expired
 
@@ -422,11 +456,20 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
         ApprovalNotFound: no such request.
     """
     row = session.execute(
-        select(ApprovalRequest.status, ApprovalRequest.deadline).where(col(ApprovalRequest.id) == request_id)
+        select(ApprovalRequest.status, ApprovalRequest.deadline, ApprovalRequest.use_by).where(
+            col(ApprovalRequest.id) == request_id
+        )
     ).first()
     if row is None:
         raise ApprovalNotFound(request_id)
-    status, deadline = row
+    status, deadline, use_by = row
+    if status == ApprovalStatus.APPROVED and use_by is not None and as_utc(use_by) <= (now or datetime.now(UTC)):
+        # Unused past its time: it expires here rather than run, whether or not the sweep got to it yet.
+        expired = _expire_unused(session, get_request(session, request_id), now or datetime.now(UTC))
+        session.commit()
+        if expired:
+            return Standing(ApprovalStatus.EXPIRED, as_utc(deadline), expired_now=True)
+        return standing(session, request_id, claimant, now)
     if status == ApprovalStatus.APPROVED:
         if claim_execution(session, request_id, claimant, now):
             return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), claimed=True)
@@ -435,11 +478,16 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
 
 
 def next_deadline(session: Session) -> datetime | None:
-    """The earliest deadline of any pending request: when the next expiry is due, or None if nothing waits."""
-    earliest = session.execute(
+    """The earliest deadline of any pending request or `use_by` of any approved one: when the next expiry is due,
+    or None if nothing waits."""
+    pending = session.execute(
         select(func.min(ApprovalRequest.deadline)).where(col(ApprovalRequest.status) == ApprovalStatus.PENDING)
     ).scalar()
-    return as_utc(earliest) if earliest is not None else None
+    approved = session.execute(
+        select(func.min(ApprovalRequest.use_by)).where(col(ApprovalRequest.status) == ApprovalStatus.APPROVED)
+    ).scalar()
+    moments = [as_utc(m) for m in (pending, approved) if m is not None]
+    return min(moments) if moments else None
 
 
 def decided_since(session: Session, after: int | None) -> tuple[int, list[UUID]]:
@@ -581,6 +629,7 @@ def public_view(request: ApprovalRequest, decisions: Sequence[ApprovalDecision] 
         "finished_at": as_utc(request.finished_at).isoformat() if request.finished_at else None,
         "outcome": request.outcome,
         "grant_max": request.grant_max,
+        "use_by": as_utc(request.use_by).isoformat() if request.use_by else None,
         "decisions": [
             {
                 "approver": d.approver,

@@ -21,7 +21,7 @@ CONDITION_KEYS = ("arg", "caller", "op", "value")
 CALLER_FIELDS = tuple(f.value for f in CallerField)
 LIMIT_KEYS = ("counter", "window", "max", "scope")
 RATE_LIMIT_KEYS = ("max", "window")
-APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval")
+APPROVAL_KEYS = ("approvers", "quorum", "timeout", "channel", "allow_self_approval", "use_within")
 
 SCOPES = tuple(s.value for s in Scope)
 
@@ -227,7 +227,8 @@ def _unknown_approver(check: Checker, name: str, path: str, known: Collection[st
 
 
 def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
-    """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval.
+    """Read an `approval` block: approvers (names or `group:x`), quorum, timeout, channel, self-approval, and
+    `use_within` (how long an approval may wait to be used).
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
     named, the group's size is unknown here, so any quorum stands.
@@ -281,8 +282,14 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     self_ok: bool | None = False
     if "allow_self_approval" in body:
         self_ok = check.boolean(body["allow_self_approval"], f"{path}.allow_self_approval")
+    use_within: float | None = None
+    if "use_within" in body:
+        use_within = parse_duration(body["use_within"])
+        if use_within is None:
+            check.error(f"{path}.use_within", f"invalid use_within {show(body['use_within'])}", TIMEOUT_HINT)
+            ok = False
     if not ok or approvers is None or quorum is None or timeout is None or self_ok is None:
         return None
     if "channel" in body and channel is None:
         return None
-    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok)
+    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, use_within)

@@ -191,15 +191,28 @@ class Limit:
     scope: Scope = Scope.GRANT
 
 
+DEFAULT_USE_WITHIN = 600.0  # seconds: how long an approval waits to be used when its rule does not say
+
+
 @dataclass(frozen=True, slots=True)
 class ApprovalSpec:
-    """Who may approve a call, how many must, and for how long the request waits before it fails closed."""
+    """Who may approve a call, how many must, for how long the request waits before it fails closed, and for how
+    long an approval may wait to be used (`use_within_seconds`: None, the rule's timeout, at most 10 minutes)."""
 
     approvers: tuple[str, ...] = ()
     quorum: int = 1
     timeout_seconds: float = 900.0
     channel: str | None = None
     allow_self_approval: bool = False
+    use_within_seconds: float | None = None
+
+    @property
+    def use_within(self) -> float:
+        """Seconds an approval may wait for its call to run before it expires unused: an approval given hours
+        after the call was made must not let it through whenever a repeat turns up."""
+        if self.use_within_seconds is not None:
+            return self.use_within_seconds
+        return min(self.timeout_seconds, DEFAULT_USE_WITHIN)
 
 
 DEFAULT_APPROVAL = ApprovalSpec()

@@ -204,7 +204,7 @@ def test_standing_reads_a_request_and_claims_it_for_exactly_one_of_many_callers_
 
     def wake() -> None:  # held calls waking on the same decision, in several threads
         with Session(engine) as own:
-            seen.append(service.standing(own, request.id))
+            seen.append(service.standing(own, request.id, "", NOW))  # the clock the approval was given by
 
     at_once(wake, 8)
 
