@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
+from approvals.binding import POLICY_CHANGED
 from approvals.errors import AlreadyDecided, ApprovalNotFound, GrantNotAllowed, InvalidReason, NotAllowed
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
@@ -141,6 +142,8 @@ def find_reusable(
         return None
     if latest.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
         return latest
+    if latest.status == ApprovalStatus.CANCELLED and latest.outcome != POLICY_CHANGED:
+        return None  # the agent's cancellation was its choice, not a decision: its repeat asks anew
     # A call the gateway stopped during is told its result is unknown, like a refusal, not asked to approve it again.
     stopped = latest.status == ApprovalStatus.FAILED and latest.outcome == GATEWAY_STOPPED
     finished = latest.finished_at if stopped else latest.responded_at or latest.finished_at

@@ -159,3 +159,37 @@ async def test_an_approval_used_in_time_runs_the_call(signoff: Any) -> None:
                 repeat = await client.call_tool("delete_record", {"record_id": "r-5"})
 
     assert not repeat.is_error and state.deleted_records == ["r-5"]
+
+
+async def test_a_client_that_times_out_and_calls_again_is_not_told_cancelled_and_its_approval_runs_once(
+    signoff: Any, mode: str
+) -> None:
+    state = EverythingState()
+    async with serving(signoff, state, guarded(["alice"]), hold="20s") as running:
+        async with running.client("ev", mode=mode) as client:
+            with anyio.fail_after(20):
+                with pytest.raises(Exception, match=r"(?i)time"):
+                    await client.call_tool("delete_record", {"record_id": "r-6"}, read_timeout_seconds=0.5)
+                results = []
+                async with anyio.create_task_group() as tg:
+
+                    async def again() -> None:
+                        results.append(await client.call_tool("delete_record", {"record_id": "r-6"}))
+
+                    tg.start_soon(again)
+                    # An approver approves what the list shows; the courtesy cancellation may withdraw the first
+                    # request in between (409), and then the repeat's own request is the one to approve.
+                    while True:
+                        approval_id = await wait_for_pending(running, "delete_record")
+                        approve = f"/api/approvals/{approval_id}/approve"
+                        if (await api(running, "POST", approve, ALICE, reason="ok")).status_code == 200:
+                            break
+        listing = (await api(running, "GET", "/api/approvals?tool=delete_record")).json()["approvals"]
+
+    assert not results[0].is_error  # held again, then run: not "cancelled"
+    assert state.deleted_records == ["r-6"]
+    statuses = sorted(a["status"] for a in listing)
+    if mode == "auto":  # 2026-07-28: the client closes its stream, which withdraws nothing: the repeat joined
+        assert statuses == ["executed"]
+    else:  # the handshake revisions: the SDK's courtesy cancellation withdrew it, or reached it once joined
+        assert statuses in (["cancelled", "executed"], ["executed"])
