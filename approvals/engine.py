@@ -18,13 +18,14 @@ from uuid import UUID, uuid4
 import anyio
 from sqlmodel import Session
 
-from approvals import grants, service
+from approvals import binding, grants, service
 from approvals.errors import AlreadyDecided
 from approvals.grantbook import ActiveGrant, GrantBook
 from approvals.models import ApprovalRequest, ApprovalStatus, Grant, Verdict, utcnow
 from approvals.ports import Broadcaster, Notifier, Spawner, Topic
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
+from policies import NeedsApproval
 
 __all__ = ["CLAIMANT_HOST", "ApprovalEngine", "Outcome"]
 
@@ -83,6 +84,8 @@ class ApprovalEngine:
         self._seen_decision: int | None = None  # the newest decision row the poll has looked at
         self._told = False  # whether the bus between replicas is connected (see `told`)
         self._poll_now = {"approvals.poll": anyio.Event(), "approvals.grants": anyio.Event()}
+        # Told when an approval must be used by (the scheduler's expiry job); set by the composition root.
+        self.schedule_expiry: Callable[[datetime], None] = lambda _at: None
 
     def link(self, request_id: UUID | str) -> str:
         return f"{self.base_url}/approvals/{request_id}"
@@ -155,6 +158,10 @@ class ApprovalEngine:
         scheduler must next look at it (its first escalation or reminder, else its deadline)."""
         request, created = await self.store.run(service.request_approval, pending, self.now(), self.remember)
         if not created:
+            if request.status in binding.OPEN and request.policy_version != pending.policy_version:
+                asked = NeedsApproval(pending.rule, pending.reason, pending.spec, pending.grant_max)
+                if await self.store.run(binding.recheck, request.id, asked, pending.policy_version, self.now()):
+                    await self._settled("approval.cancelled", request.id)
             return request.id, None
         self._publish("approval.requested", request)
         due = service.as_utc(request.deadline)
@@ -162,7 +169,10 @@ class ApprovalEngine:
 
     async def standing(self, request_id: UUID) -> service.Standing:
         """Where a request stands; an approved one is claimed for this process in the same transaction."""
-        return await self.store.run(service.standing, request_id, self.claimant, self.now())
+        standing = await self.store.run(service.standing, request_id, self.claimant, self.now())
+        if standing.expired_now:  # approved, but unused past its `use_within`: expired by this look
+            await self._settled("approval.expired", request_id)
+        return standing
 
     async def outcome(self, request_id: UUID) -> Outcome:
         """A request as the API shows it and, while it waits, the last run of the same call (its repeat may be
@@ -191,6 +201,14 @@ class ApprovalEngine:
         )
         if request is not None:
             self._publish(f"approval.{request.status}", request)
+
+    async def rebind(self, policy_for: binding.PolicyFor, clock: float) -> list[UUID]:
+        """Withdraw every open request the policy now in force no longer stands behind (after a reload, at start)."""
+        withdrawn = await self.store.run(binding.rebind, policy_for, self.now(), clock)
+        for request_id in withdrawn:
+            logger.info("Approval %s withdrawn: the policy changed", request_id)
+            await self._settled("approval.cancelled", request_id)
+        return withdrawn
 
     async def withdraw(self, request_id: UUID, why: str = "the agent cancelled the call") -> bool:
         withdrawn = await self.store.run(service.cancel, request_id, self.now(), why)
@@ -222,6 +240,8 @@ class ApprovalEngine:
             self.grants.add(result.grant)
             self._grants_changed()
         if result.settled:
+            if result.request.use_by is not None:
+                self.schedule_expiry(service.as_utc(result.request.use_by))
             self._ring(request_id)
             self._publish(f"approval.{result.request.status}", result.request)
         else:

@@ -144,6 +144,10 @@ class ApprovalRequest(SQLModel, table=True):
     # The arguments an approver edited the call to (canonical JSON, exact like `arguments`); the call runs with
     # these instead. None: approved (or pending) as requested.
     edited_arguments: str | None = None
+    # The caller's groups when it asked: a reloaded policy's `caller` conditions are tested on them.
+    groups: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
+    use_within: float | None = None  # seconds an approval may wait to be used (the rule's `use_within`)
+    use_by: datetime | None = Field(default=None, index=True)  # set on approval: unused by then, it expires
 
 
 class ApprovalDecision(SQLModel, table=True):

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
+from approvals.binding import POLICY_CHANGED
 from approvals.edits import arguments_diff, restore_redacted
 from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, GrantNotAllowed, InvalidReason, NotAllowed
 from approvals.grants import create_grant, grant_refusal
@@ -35,9 +36,11 @@ from approvals.thresholds import (
     who_may_decide,
 )
 from policies import ApprovalSpec, ToolCall
+from policies.model import DEFAULT_USE_WITHIN
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
 GATEWAY_STOPPED = "gateway_stopped"  # the outcome of a call whose gateway stopped while it ran
+APPROVAL_UNUSED = "approval_unused"  # the outcome of an approval nobody used within the rule's `use_within`
 UNKNOWN_RESULT = "signoff stopped while the approved call ran upstream; whether it took effect is unknown"
 
 SWEEP_LOCK = 7305925  # the PostgreSQL advisory lock one expiry sweep holds at a time (the audit chain has 7305924)
@@ -98,6 +101,7 @@ class Standing:
     edited_arguments: str | None = None
     approved_by: str | None = None
     redact: str = "[]"
+    expired_now: bool = False  # this look found the approval unused past its `use_within` and expired it
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -165,6 +169,8 @@ def find_reusable(
         return None
     if latest.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
         return latest
+    if latest.status == ApprovalStatus.CANCELLED and latest.outcome != POLICY_CHANGED:
+        return None  # the agent's cancellation was its choice, not a decision: its repeat asks anew
     # A call the gateway stopped during is told its result is unknown, like a refusal, not asked to approve it again.
     stopped = latest.status == ApprovalStatus.FAILED and latest.outcome == GATEWAY_STOPPED
     finished = latest.finished_at if stopped else latest.responded_at or latest.finished_at
@@ -237,6 +243,8 @@ def request_approval(
         thresholds=encode_thresholds(pending.spec),
         escalate=encode_escalations(pending.spec),
         remind_seconds=pending.spec.remind_seconds,
+        groups=json.dumps(list(call.groups)),
+        use_within=pending.spec.use_within,
     )
     request.notice_at = next_notice(request, now)
     session.add(request)
@@ -456,7 +464,12 @@ def _settle(
 ) -> bool:
     """Move a pending request to approved or rejected (`kind`); False when another decision moved it first."""
     status = ApprovalStatus.REJECTED if kind == AuditKind.REJECTED else ApprovalStatus.APPROVED
-    values = {"status": status, "responded_at": now, "responded_by": by, "comment": comment, **edit}
+    values: dict[str, Any] = {"status": status, "responded_at": now, "responded_by": by, "comment": comment, **edit}
+    if status == ApprovalStatus.APPROVED:
+        use_within = session.execute(
+            select(ApprovalRequest.use_within).where(col(ApprovalRequest.id) == request_id)
+        ).scalar()
+        values["use_by"] = now + timedelta(seconds=use_within if use_within is not None else DEFAULT_USE_WITHIN)
     return _cas(session, request_id, [ApprovalStatus.PENDING], **values)
 
 
@@ -467,8 +480,26 @@ def _expire(session: Session, request: ApprovalRequest, now: datetime) -> bool:
     return won
 
 
+def _expire_unused(session: Session, request: ApprovalRequest, now: datetime) -> bool:
+    """Expire an approval nobody used by its `use_by`: an approval is for a call made now, not whenever."""
+    won = _cas(
+        session,
+        request.id,
+        [ApprovalStatus.APPROVED],
+        status=ApprovalStatus.EXPIRED,
+        finished_at=now,
+        outcome=APPROVAL_UNUSED,
+    )
+    if won:
+        use_by = as_utc(request.use_by).isoformat() if request.use_by is not None else "its deadline"
+        why = f"approved by {request.responded_by}, but no call used the approval by {use_by}"
+        _audit(session, request, AuditKind.EXPIRED, actor="signoff", outcome=APPROVAL_UNUSED, detail=why)
+    return won
+
+
 def expire_overdue(session: Session, now: datetime) -> list[UUID]:
-    """Expire every pending request whose deadline has passed; timeouts fail closed.
+    """Expire every pending request whose deadline has passed, and every approval unused by its `use_by`; timeouts
+    fail closed.
 
     One sweep at a time across replicas: on PostgreSQL a sweep that finds another's in progress (a transaction
     advisory lock) expires nothing and returns at once; the next sweep, a second later, finds what is left. Each
@@ -486,6 +517,12 @@ def expire_overdue(session: Session, now: datetime) -> list[UUID]:
         )
     ).all()
     expired = [request.id for request in overdue if _expire(session, request, now)]
+    unused = session.exec(
+        select(ApprovalRequest).where(
+            col(ApprovalRequest.status) == ApprovalStatus.APPROVED, col(ApprovalRequest.use_by) <= now
+        )
+    ).all()
+    expired += [request.id for request in unused if _expire_unused(session, request, now)]
     session.commit()
     return expired
 
@@ -518,11 +555,19 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
             col(ApprovalRequest.edited_arguments),
             col(ApprovalRequest.responded_by),
             col(ApprovalRequest.redact),
+            col(ApprovalRequest.use_by),
         ).where(col(ApprovalRequest.id) == request_id)
     ).first()
     if row is None:
         raise ApprovalNotFound(request_id)
-    status, deadline, edited, by, redact = row
+    status, deadline, edited, by, redact, use_by = row
+    if status == ApprovalStatus.APPROVED and use_by is not None and as_utc(use_by) <= (now or datetime.now(UTC)):
+        # Unused past its time: it expires here rather than run, whether or not the sweep got to it yet.
+        expired = _expire_unused(session, get_request(session, request_id), now or datetime.now(UTC))
+        session.commit()
+        if expired:
+            return Standing(ApprovalStatus.EXPIRED, as_utc(deadline), expired_now=True)
+        return standing(session, request_id, claimant, now)
     if status == ApprovalStatus.APPROVED:
         if claim_execution(session, request_id, claimant, now):
             return Standing(ApprovalStatus.EXECUTING, as_utc(deadline), True, edited, by, redact)
@@ -531,15 +576,17 @@ def standing(session: Session, request_id: UUID, claimant: str = "", now: dateti
 
 
 def next_deadline(session: Session) -> datetime | None:
-    """When a pending request next needs the scheduler: the earliest deadline, escalation or reminder of any, or
-    None if nothing waits."""
+    """When a request next needs the scheduler: the earliest deadline, escalation or reminder of any pending
+    request, or `use_by` of any approved one; None if nothing waits."""
     pending = col(ApprovalRequest.status) == ApprovalStatus.PENDING
     row = session.execute(
         select(func.min(ApprovalRequest.deadline), func.min(ApprovalRequest.notice_at)).where(pending)
     ).one()
-    due = [as_utc(moment) for moment in row if moment is not None]
+    approved = session.execute(
+        select(func.min(ApprovalRequest.use_by)).where(col(ApprovalRequest.status) == ApprovalStatus.APPROVED)
+    ).scalar()
+    due = [as_utc(moment) for moment in (*row, approved) if moment is not None]
     return min(due) if due else None
-
 
 def notify_due(session: Session, now: datetime) -> list[Notice]:
     """Take the escalations and reminders that have come due on pending requests, each once across replicas and
@@ -765,6 +812,7 @@ def public_view(
         "finished_at": as_utc(request.finished_at).isoformat() if request.finished_at else None,
         "outcome": request.outcome,
         "grant_max": request.grant_max,
+        "use_by": as_utc(request.use_by).isoformat() if request.use_by else None,
         "decisions": [
             {
                 "approver": d.approver,

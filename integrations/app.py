@@ -228,10 +228,6 @@ async def _start(
         )
         for s in settings.servers
     }
-    watcher = _policy_watcher(settings, servers, audit, tools, bus)
-    watcher.start(parts)
-    stack.callback(_Hangup(watcher.wake).close)
-
     webhooks = WebhookNotifier(settings.webhooks, hooks_client) if settings.webhooks else None
     if webhooks is not None:
         webhooks.start(parts)
@@ -250,6 +246,17 @@ async def _start(
     )
     await approvals.load_grants()
     approvals.start(parts)
+
+    def policy_for(server: str, agent: str) -> Policy | None:
+        served = servers.get(server)
+        return served.policy_for(agent) if served is not None else None
+
+    def rebind() -> None:  # open requests are judged again under every new policy version
+        parts.start_soon(approvals.rebind, policy_for, clock(), name="approvals.rebind")
+
+    watcher = _policy_watcher(settings, servers, audit, tools, bus, rebind)
+    watcher.start(parts)
+    stack.callback(_Hangup(watcher.wake).close)
     owners = SessionOwners(database, now, broadcast=bus)
     _hear(bus, approvals, tools, watcher, owners, servers)
     if slack is not None:  # Slack announces requests and takes decisions (integrations/slack)
@@ -269,6 +276,8 @@ async def _start(
         served.upstream.start(task_group)  # a stdio child has its own restarts, shown under servers
         stack.push_async_callback(served.upstream.aclose)
     await approvals.expire_overdue()  # what came due while signoff was down fails closed first
+    await approvals.rebind(policy_for, clock())  # and what a policy edited meanwhile no longer stands behind
+    approvals.schedule_expiry = scheduler.schedule
     scheduler.start()
     stack.callback(scheduler.shutdown)
     upcoming = await approvals.next_deadline()
@@ -371,10 +380,15 @@ def _record_loaded(database: Engine, loaded: PolicySet) -> None:
 
 
 def _policy_watcher(
-    settings: Settings, servers: dict[str, Served], audit: AuditWriter, tools: ToolWatch, bus: Broadcast
+    settings: Settings,
+    servers: dict[str, Served],
+    audit: AuditWriter,
+    tools: ToolWatch,
+    bus: Broadcast,
+    rebind: Callable[[], None],
 ) -> PolicyWatcher:
     """The watcher that hot-reloads each policy file (the servers' and the agents' own), auditing every version it
-    takes or refuses."""
+    takes or refuses; `rebind` is told of every new version (open approval requests are judged again under it)."""
 
     def reloaded(slot: Slot, old: Policy, new: Policy) -> None:
         audit.record(
@@ -391,6 +405,7 @@ def _policy_watcher(
         if slot.agent is None:  # a new version of the server's policy re-checks drifted tools
             tools.recheck(slot.server, new.digest)
         bus.send(Topic.POLICIES, slot.server)  # the other replicas check their files now, not at their next poll
+        rebind()
 
     def refused(slot: Slot, error: str) -> None:
         audit.record(

@@ -42,6 +42,7 @@ APPROVAL_KEYS = (
     "escalate",
     "remind",
     "allow_edits",
+    "use_within",
 )
 
 SCOPES = tuple(s.value for s in Scope)
@@ -266,7 +267,8 @@ def _known_names(known: Collection[str] | None) -> NameCheck:
 
 def read_approval(check: Checker, value: Any, path: str, known: Collection[str] | None = None) -> ApprovalSpec | None:
     """Read an `approval` block: approvers (names or `group:x`), quorum (a number, or `{"any_of": [...]}`),
-    timeout, channel, self-approval, escalations and reminders, edits.
+    timeout, channel, self-approval, escalations and reminders, edits, and
+    `use_within` (how long an approval may wait to be used).
 
     A quorum larger than the named approvers is an error, because no call could ever be approved; with a group
     named, the group's size is unknown here, so any quorum stands. With `quorum.any_of`, the approvers are named in
@@ -333,6 +335,12 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
     self_ok: bool | None = False
     if "allow_self_approval" in body:
         self_ok = check.boolean(body["allow_self_approval"], f"{path}.allow_self_approval")
+    use_within: float | None = None
+    if "use_within" in body:
+        use_within = parse_duration(body["use_within"])
+        if use_within is None:
+            check.error(f"{path}.use_within", f"invalid use_within {show(body['use_within'])}", TIMEOUT_HINT)
+            ok = False
     escalate: tuple[Escalation, ...] | None = ()
     if "escalate" in body:
         escalate = read_escalations(check, body["escalate"], f"{path}.escalate", timeout, names)
@@ -362,4 +370,4 @@ def read_approval(check: Checker, value: Any, path: str, known: Collection[str] 
         return None
     if ("channel" in body and channel is None) or escalate is None or ("remind" in body and remind is None):
         return None
-    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, thresholds, escalate, remind, edits)
+    return ApprovalSpec(approvers, quorum, timeout, channel, self_ok, thresholds, escalate, remind, edits, use_within)

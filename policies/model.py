@@ -202,6 +202,9 @@ class Limit:
     scope: Scope = Scope.GRANT
 
 
+DEFAULT_USE_WITHIN = 600.0  # seconds: how long an approval waits to be used when its rule does not say
+
+
 @dataclass(frozen=True, slots=True)
 class Threshold:
     """One way to settle a request: `count` distinct approvers from `approvers` (names or `group:NAME`; empty:
@@ -228,7 +231,8 @@ class ApprovalSpec:
     approvals from `approvers`); with it, `approvers` is every approver its entries name. `escalate` widens who may
     decide as time passes, and `remind_seconds` is how often the current approvers are reminded (None: never).
     `allow_edits`: an approver may change the call's arguments as they approve it; the edited call is checked
-    again against the same policy before it is let through (`integrations.editing`).
+    again against the same policy before it is let through (`integrations.editing`). `use_within_seconds`: how
+    long an approval may wait to be used (None: the rule's timeout, at most 10 minutes; see `use_within`).
     """
 
     approvers: tuple[str, ...] = ()
@@ -240,11 +244,20 @@ class ApprovalSpec:
     escalate: tuple[Escalation, ...] = ()
     remind_seconds: float | None = None
     allow_edits: bool = False
+    use_within_seconds: float | None = None
 
     @property
     def any_of(self) -> tuple[Threshold, ...]:
         """The entries of which any one, met, settles the request: `thresholds`, or the plain quorum as one entry."""
         return self.thresholds or (Threshold(self.quorum, self.approvers),)
+
+    @property
+    def use_within(self) -> float:
+        """Seconds an approval may wait for its call to run before it expires unused: an approval given hours
+        after the call was made must not let it through whenever a repeat turns up."""
+        if self.use_within_seconds is not None:
+            return self.use_within_seconds
+        return min(self.timeout_seconds, DEFAULT_USE_WITHIN)
 
 
 DEFAULT_APPROVAL = ApprovalSpec()

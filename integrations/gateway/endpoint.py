@@ -33,7 +33,15 @@ from integrations.bodies import DRAIN_LIMIT, drain
 from integrations.errors import UpstreamUnavailable
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.edited import edit_of
-from integrations.gateway.forwarding import Outbound, checked, send_call, send_reply, unchanged, unless_gone
+from integrations.gateway.forwarding import (
+    Outbound,
+    checked,
+    disconnected,
+    send_call,
+    send_reply,
+    unchanged,
+    unless_gone,
+)
 from integrations.gateway.holding import Holding
 from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
@@ -126,6 +134,7 @@ class _Held:
     progress_token: Any
     stream: bool
     outbound: Outbound
+    receive: Receive | None = None
 
     async def answer(self) -> Reply:
         return await self.holding.hold_call(
@@ -136,6 +145,7 @@ class _Held:
             self.stream,
             self.execute,
             self.outbound.headers.get(VERSION_HEADER),
+            partial(disconnected, self.receive) if self.receive is not None else None,
         )
 
     async def execute(self, claim: Standing | None = None) -> Reply:
@@ -507,7 +517,8 @@ class Gateway:
         meta = message["params"].get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
-        held = _Held(holding, request_id, owner, message["id"], token, stream, exchange.held(body, call.tool))
+        outbound = exchange.held(body, call.tool)
+        held = _Held(holding, request_id, owner, message["id"], token, stream, outbound, exchange.receive)
         return held
 
     def _record(

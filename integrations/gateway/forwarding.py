@@ -281,6 +281,12 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
                 await aclose()
 
 
+async def disconnected(receive: Receive) -> None:
+    """Return once the client disconnects (the request's body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     """Cancel `scope` once the client disconnects (the request's body has been read: nothing else comes)."""
     while (await receive())["type"] != "http.disconnect":

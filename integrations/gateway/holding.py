@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import anyio
+
 from approvals import service
 from approvals.engine import ApprovalEngine
 from approvals.models import ApprovalStatus
@@ -63,15 +65,29 @@ class Holding:
         self.progress_interval = progress_interval or min(PROGRESS_INTERVAL, max(0.5, hold / 5))
         self._held: dict[Key, UUID | None] = {}
         self._cancelled_early: set[Key] = set()
+        self._abandoned: set[Key] = set()  # held calls their client cancelled: they end, and never run the call
 
     async def cancel_held(self, owner: str, downstream_id: Any) -> bool:
-        """An explicit MCP cancellation of a held call withdraws its request."""
+        """An explicit MCP cancellation of a held call withdraws its request, unless another held call waits on it.
+
+        A client that gave up on a call (the SDK sends `notifications/cancelled` when its timeout passes) and
+        called again has joined the same request with the repeat: the cancellation ends the call it names, not the
+        question people are answering for the repeat. A disconnect withdraws nothing at all.
+        """
         key = (owner, downstream_id)
         if key not in self._held:
             return False
         request_id = self._held[key]
         if request_id is None:  # the request is still being recorded: withdraw it as soon as it is
             self._cancelled_early.add(key)
+            return True
+        return await self._give_up(key, request_id)
+
+    async def _give_up(self, key: Key, request_id: UUID) -> bool:
+        """End the held call `key` without running it; withdraw its request if no other held call waits on it."""
+        self._abandoned.add(key)
+        if any(r == request_id and k not in self._abandoned for k, r in self._held.items()):
+            self.engine.waiter.notify(request_id)  # the cancelled hold wakes and ends; the repeat reads on
             return True
         return await self.engine.withdraw(request_id)
 
@@ -92,16 +108,21 @@ class Holding:
             self.schedule_expiry(deadline)
         if key in self._cancelled_early:
             self._cancelled_early.discard(key)
-            await self.engine.withdraw(request_id)
+            await self._give_up(key, request_id)
         return request_id
 
-    async def settle(self, request_id: UUID, within: float, known: Pending | None = None) -> Settled | Pending:
+    async def settle(
+        self, request_id: UUID, within: float, known: Pending | None = None, key: Key | None = None
+    ) -> Settled | Pending:
         """Follow the request for up to `within` seconds; where it stands (pending) if nothing settled it by then.
 
         `known`: what the last call returned. Unless a bell rang anywhere since, the row is not read again, so a
-        call held in slices (progress every 10 s) reads it when something happens, not at every slice.
+        call held in slices (progress every 10 s) reads it when something happens, not at every slice. `key`: the
+        held call's; once its client cancelled it, it ends as cancelled before another look could claim the call.
         """
         give_up = time.monotonic() + within
+        if key in self._abandoned:
+            return Settled(ApprovalStatus.CANCELLED)
         standing, rings = (
             known if known is not None and known[1] == self.engine.waiter.rings else await self._look(request_id)
         )
@@ -123,7 +144,15 @@ class Holding:
                 rang = await self.engine.waiter.wait(request_id, min(left, to_deadline + 0.05))
                 if not rang and left < to_deadline:
                     return standing, rings  # the time is up and nothing happened
+            if key in self._abandoned:
+                return Settled(ApprovalStatus.CANCELLED)
             standing, rings = await self._look(request_id)
+
+    async def _leave_when(self, gone: Callable[[], Awaitable[None]], key: Key, request_id: UUID) -> None:
+        """Once the client is gone, end its held call at its next look: a disconnect withdraws nothing."""
+        await gone()
+        self._abandoned.add(key)
+        self.engine.waiter.notify(request_id)
 
     async def _look(self, request_id: UUID) -> Pending:
         rings = self.engine.waiter.rings  # counted before the read: a ring during it makes the next call read again
@@ -158,17 +187,25 @@ class Holding:
         stream: bool,
         execute: Execute,
         version: str | None,
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> Reply:
         """Hold one `tools/call` for up to `hold` seconds; answer with its outcome, or run it when approved.
 
-        `version`: the client's `MCP-Protocol-Version`, which the answer's shape follows.
+        `version`: the client's `MCP-Protocol-Version`, which the answer's shape follows. `gone` returns once the
+        client has disconnected: the held call then stops following the request (which stays open, for the
+        client's repeat to join and run), rather than run the call for nobody to read.
         """
         key = (owner, message_id)
         if not stream:
             try:
-                held = await self.settle(request_id, self.hold)
+                async with anyio.create_task_group() as tg:
+                    if gone is not None:
+                        tg.start_soon(self._leave_when, gone, key, request_id)
+                    held = await self.settle(request_id, self.hold, key=key)
+                    tg.cancel_scope.cancel()
             finally:
                 self._held.pop(key, None)
+                self._abandoned.discard(key)
             settled = held if isinstance(held, Settled) else None
             if settled is not None and settled.execute:
                 return await execute(settled.claim)
@@ -194,7 +231,7 @@ class Holding:
         pending: Pending | None = None
         try:
             while (left := self.hold - (time.monotonic() - started)) > 0:
-                held = await self.settle(request_id, min(left, self.progress_interval), pending)
+                held = await self.settle(request_id, min(left, self.progress_interval), pending, key)
                 if isinstance(held, Settled):
                     settled = held
                     break
@@ -213,6 +250,7 @@ class Holding:
                 )
         finally:
             self._held.pop(key, None)
+            self._abandoned.discard(key)
         if settled is None or not settled.execute:
             yield sse_event(await self.answer(settled, request_id, message_id, version))
             return

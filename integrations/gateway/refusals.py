@@ -137,9 +137,21 @@ def approval_outcome(
         data |= {"outcome": "rejected", "rejected_by": view["responded_by"], "comment": view["comment"]}
         why = view["comment"] or "no reason given"
         text = f'{view["responded_by"]} rejected this call to "{tool}": {why}. It was not run.'
+    elif status == "expired" and view.get("outcome") == "approval_unused":
+        data |= {"outcome": "approval_unused", "approved_by": view["responded_by"], "use_by": view.get("use_by")}
+        text = (
+            f'{view["responded_by"]} approved this call to "{tool}", but no call used the approval by '
+            f"{view.get('use_by')}, so it expired and the call was not run. Call again to ask for a new approval."
+        )
     elif status == "expired":
         data["outcome"] = "expired"
         text = f'nobody approved this call to "{tool}" before its deadline ({view["deadline"]}), so it was not run.'
+    elif status == "cancelled" and view.get("outcome") == "policy_changed":
+        data |= {"outcome": "policy_changed", "reason": view["comment"]}
+        text = (
+            f'the approval request for this call to "{tool}" was withdrawn because {view["comment"]}. It was not '
+            "run, and an approval given under the earlier policy will not run it."
+        )
     else:
         data["outcome"] = status
         text = f'the approval request for this call to "{tool}" was {status}, so it was not run.'

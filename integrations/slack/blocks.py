@@ -247,6 +247,9 @@ def _state(card: Card) -> tuple[str, str, str]:
         return header, line, f"{header} ({card.responded_by}): {call}"
     if status == "rejected":
         return "Rejected", ":no_entry: " + _decided(card, "Rejected"), f"Rejected by {card.responded_by}: {call}"
+    if status == "expired" and card.outcome == "approval_unused":
+        line = f":alarm_clock: *Expired*: {_decided(card, 'Approved')}, but no call used the approval in time."
+        return "Expired", line, f"Expired unused: {call}"
     if status == "expired":
         line = f":alarm_clock: *Expired*: nobody decided by {_date(card.deadline)}, so the call was refused."
         return "Expired", line, f"Expired: {call}"

@@ -33,8 +33,8 @@ STATUS_WORDS = {
     ApprovalStatus.EXECUTED: "approved and run",
     ApprovalStatus.FAILED: "approved, but the call failed",
     ApprovalStatus.REJECTED: "rejected",
-    ApprovalStatus.EXPIRED: "expired: nobody decided in time",
-    ApprovalStatus.CANCELLED: "withdrawn by the agent",
+    ApprovalStatus.EXPIRED: "expired: nobody decided in time, or nobody used the approval in time",
+    ApprovalStatus.CANCELLED: "withdrawn: the agent cancelled the call, or the policy changed",
 }
 
 

@@ -204,7 +204,7 @@ def test_standing_reads_a_request_and_claims_it_for_exactly_one_of_many_callers_
 
     def wake() -> None:  # held calls waking on the same decision, in several threads
         with Session(engine) as own:
-            seen.append(service.standing(own, request.id))
+            seen.append(service.standing(own, request.id, "", NOW))  # the clock the approval was given by
 
     at_once(wake, 8)
 
@@ -239,3 +239,18 @@ def test_decided_since_lists_the_requests_voted_on_after_a_given_decision_row(en
     assert nothing == [] and none_since == []
     assert set(voted) == {one.id, two.id}
     assert newest > start and later == newest
+
+
+def test_an_approval_unused_for_ten_minutes_expires_from_the_row_alone_as_after_a_restart(engine: Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        request, _ = service.request_approval(session, pending_call(), NOW, REMEMBER)  # timeout 15m: use within 10m
+        service.decide(session, request.id, ALICE, Verdict.APPROVE, "", "api", NOW)
+    with Session(engine, expire_on_commit=False) as fresh:  # a new process knows only the row
+        early = service.expire_overdue(fresh, NOW + timedelta(minutes=9))
+        due = service.next_deadline(fresh)
+        late = service.expire_overdue(fresh, NOW + timedelta(minutes=10, seconds=1))
+        after = service.get_request(fresh, request.id)
+
+    assert early == [] and due == NOW + timedelta(minutes=10)
+    assert late == [request.id]
+    assert (after.status, after.outcome) == (ApprovalStatus.EXPIRED, service.APPROVAL_UNUSED)

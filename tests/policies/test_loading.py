@@ -566,3 +566,17 @@ def test_approver_names_are_checked_only_against_a_configuration() -> None:
         "configured: none",
         "configured: none",
     ]
+
+
+def test_use_within_is_a_duration_and_defaults_to_the_timeout_capped_at_ten_minutes() -> None:
+    def spec(**approval: object) -> ApprovalSpec:
+        document = {"version": "1", "default": "require_approval", "tools": {"t": {"approval": approval}}}
+        rule = load_policy(json.dumps(document)).rules[0]
+        assert rule.approval is not None
+        return rule.approval
+
+    assert spec(timeout="2m").use_within == 120
+    assert spec(timeout="1h").use_within == 600
+    assert spec(timeout="1h", use_within="30m").use_within == 1800
+    bad = {"version": "1", "default": "deny", "tools": {"t": {"approval": {"use_within": "soon"}}}}
+    assert [path for path, _ in errors(bad)] == ['$.tools["t"].approval.use_within']
