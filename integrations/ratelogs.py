@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 Entry = tuple[str, float, int]  # a key's name, its window in seconds, and its max
 Refused = tuple[int, float]  # the index of the first key without room, and the seconds until it has room
+STATEMENT_TIMEOUT_MS = 2000  # the longest one statement of a count may take on PostgreSQL (a lock wait included)
 PRUNE_INTERVAL = 60.0  # seconds between deletions of database entries that have left their window
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
 
@@ -104,15 +105,18 @@ class RedisRateLog:
         return int(index) - 1, max(float(wait), 0.0)
 
 
-def _lock_id(key: str) -> int:
+def lock_id(key: str) -> int:
     """A PostgreSQL advisory lock id for `key`: 64 bits of its SHA-256 (a collision only makes two keys take turns)."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 def _acquire(session: Session, entries: Sequence[Entry], now: float) -> Refused | None:
     if session.get_bind().dialect.name == "postgresql":
+        # A database that hangs rather than refuses must become a refusal in seconds, not hold the call for TCP's
+        # timeout: this transaction's statements and lock waits are bounded.
+        session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
         # Held to the end of the transaction; taken in one order by every replica, so two never wait on each other.
-        for lock in sorted({_lock_id(key) for key, _, _ in entries}):
+        for lock in sorted({lock_id(key) for key, _, _ in entries}):
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
     # Trim each key first. On SQLite this write also begins the transaction with the database's write lock (held to
     # the end), so the counts below cannot go stale; in this process `Store.run` already serialises writers.

@@ -16,16 +16,18 @@ import httpx2
 import pytest
 import redis
 from mcp_types import CallToolResult, TextContent
+from sqlalchemy import text as sql
 from sqlalchemy.engine import Engine
 
 from approvals.store import Store
 from integrations.database import create_database_engine, transaction_slots
 from integrations.errors import ConfigError
-from integrations.limiting import SharedLimits, Uncounted
-from integrations.ratelogs import DatabaseRateLog, RedisRateLog
+from integrations.limiting import SharedLimits, Uncounted, key_name
+from integrations.ratelogs import STATEMENT_TIMEOUT_MS, DatabaseRateLog, RedisRateLog, lock_id
 from integrations.settings import load_settings
 from integrations.shared import connect_redis
 from policies import Limit, LimitsUnavailable, Policy, RateLimited, Scope, ToolCall
+from policies.limits import distinct_keys
 from tests.conftest import write_config
 from tests.fakes.redis_server import RedisServer
 
@@ -323,3 +325,26 @@ async def test_two_gateways_on_one_store_admit_exactly_max_of_calls_alternating_
     assert admitted == [0, 1, 2, 3, 4]
     retry = [(r.meta or {})["signoff/decision"]["retry_after"] for r in results[5:]]
     assert retry == [60.0 - i for i in range(5, 20)]
+
+
+@pytest.mark.postgres
+async def test_a_database_that_hangs_refuses_limited_calls_within_seconds(postgres_url: str) -> None:
+    # Another session holds the key's lock and never lets go (a stuck transaction, a hung server): the count gives
+    # up after the statement timeout and the call is refused, rather than waiting on the lock for ever.
+    engine = create_database_engine(postgres_url)
+    limits = SharedLimits(DatabaseRateLog(Store(engine, slots=transaction_slots(engine)), lambda: T0))
+    limit = Limit("kills", 60.0, 5, Scope.GRANT)
+    key = key_name(distinct_keys(CALL, reached(limit), "")[0][0])
+    with engine.connect() as blocker:
+        blocker.execute(sql("BEGIN"))
+        blocker.execute(sql("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id(key)})
+        started = anyio.current_time()
+        refused = await limits.count(Policy(), CALL, reached(limit), T0)
+        waited = anyio.current_time() - started
+        blocker.execute(sql("ROLLBACK"))
+    counted = await limits.count(Policy(), CALL, reached(limit), T0)
+    engine.dispose()
+
+    assert isinstance(refused, RateLimited) and "cannot be reached" in refused.reason
+    assert waited < STATEMENT_TIMEOUT_MS / 1000 + 2
+    assert counted is None  # the lock gone, the next call is counted
