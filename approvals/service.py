@@ -588,6 +588,7 @@ def next_deadline(session: Session) -> datetime | None:
     due = [as_utc(moment) for moment in (*row, approved) if moment is not None]
     return min(due) if due else None
 
+
 def notify_due(session: Session, now: datetime) -> list[Notice]:
     """Take the escalations and reminders that have come due on pending requests, each once across replicas and
     restarts: the row's `escalated` count and `notice_at` move by a compare-and-set, audited in the same
