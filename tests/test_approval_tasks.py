@@ -202,3 +202,33 @@ async def test_server_discover_lists_the_tasks_extension(signoff: Any) -> None:
         status, message = await rpc(running, "server/discover", {})
 
     assert status == 200 and EXTENSION in message["result"]["capabilities"]["extensions"]
+
+
+async def test_a_task_approved_with_edits_runs_the_edited_call_and_says_so(signoff: Any) -> None:
+    state = EverythingState()
+    editable = {
+        "version": "1",
+        "default": "allow",
+        "tools": {
+            "delete_record": {
+                "action": "require_approval",
+                "approval": {"approvers": ["group:dba"], "timeout": "10m", "allow_edits": True},
+            }
+        },
+    }
+    async with upstream(state) as url, serving(signoff, url, editable) as running:
+        task_id = (await delete_as_task(running))["taskId"]
+        approved = await api(
+            running,
+            "POST",
+            f"/api/approvals/{task_id}/approve",
+            ALICE,
+            reason="the other one",
+            arguments={"record_id": "r-8"},
+        )
+        done = (await task_get(running, task_id))["result"]
+
+    assert approved.status_code == 200 and done["status"] == "completed"
+    assert done["result"]["_meta"]["signoff/decision"]["outcome"] == "approved_with_edits"
+    assert "arguments changed" in done["result"]["content"][0]["text"]
+    assert state.deleted_records == ["r-8"]
