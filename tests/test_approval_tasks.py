@@ -114,11 +114,14 @@ async def test_a_rejected_task_completes_with_the_refusal_and_nothing_runs(signo
         task_id = (await delete_as_task(running))["taskId"]
         await api(running, "POST", f"/api/approvals/{task_id}/reject", ALICE, reason="not today")
         done = (await task_get(running, task_id))["result"]
+        repeat = await delete_as_task(running)  # within the remember window: the same refusal, not a new question
+        pending = (await api(running, "GET", "/api/approvals?status=pending")).json()["approvals"]
 
     assert done["status"] == "completed" and done["result"]["isError"] is True
     decision = done["result"]["_meta"]["signoff/decision"]
     assert decision["outcome"] == "rejected" and decision["comment"] == "not today"
-    assert state.deleted_records == []
+    assert repeat["resultType"] == "task" and repeat["taskId"] == task_id and repeat["status"] == "completed"
+    assert pending == [] and state.deleted_records == []
 
 
 async def test_a_cancelled_task_withdraws_its_request_and_reads_cancelled(signoff: Any) -> None:

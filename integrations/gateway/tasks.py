@@ -126,8 +126,10 @@ class TaskDesk:
     async def created(self, request_id: UUID, version: str) -> Message:
         """The `CreateTaskResult` for a call just recorded as `request_id` (committed: a poll finds it)."""
         request = await self._read(request_id)  # just written, and requests are never deleted
-        task = self._task(request, "working", self._waiting(request))
-        return {**for_revision(task, version), "resultType": "task"}
+        # Seeded with where the request stands: usually working, but a repeat of a call refused within the remember
+        # window joins that refusal, and its task is completed from the start.
+        seed = {k: v for k, v in self._answer(version, request).items() if k not in ("result", "error")}
+        return {**seed, "resultType": "task"}
 
     async def get(self, call: TaskCall, request: ApprovalRequest) -> Message:
         """The `tasks/get` result for the caller's own `request`: run it first if it was approved and not yet run."""
@@ -140,7 +142,7 @@ class TaskDesk:
                 if standing.claimed:
                     await self._run(call, request, standing)
             request = await self._read(request.id)
-        return self._answer(call, request)
+        return self._answer(call.version, request)
 
     async def cancel(self, request: ApprovalRequest) -> None:
         """Withdraw the caller's request (pending, or approved and not yet run); a finished one stays as it is."""
@@ -149,24 +151,24 @@ class TaskDesk:
     async def _read(self, request_id: UUID) -> ApprovalRequest:
         return await self.engine.store.run(service.get_request, request_id)
 
-    def _answer(self, call: TaskCall, request: ApprovalRequest) -> Message:
+    def _answer(self, version: str, request: ApprovalRequest) -> Message:
         status = request.status
         if request.task_result is not None:
             stored = json.loads(request.task_result)
             if "error" in stored:
-                return for_revision({**self._task(request, "failed", None), "error": stored["error"]}, call.version)
-            return for_revision({**self._task(request, "completed", None), "result": stored["result"]}, call.version)
+                return for_revision({**self._task(request, "failed", None), "error": stored["error"]}, version)
+            return for_revision({**self._task(request, "completed", None), "result": stored["result"]}, version)
         if status == ApprovalStatus.PENDING:
-            return for_revision(self._task(request, "working", self._waiting(request)), call.version)
+            return for_revision(self._task(request, "working", self._waiting(request)), version)
         if status in (ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING):
             running = f'approved by {request.responded_by}; the call to "{request.tool}" is running'
-            return for_revision(self._task(request, "working", running), call.version)
+            return for_revision(self._task(request, "working", running), version)
         if status == ApprovalStatus.CANCELLED and request.comment == TASK_CANCELLED:
-            return for_revision(self._task(request, "cancelled", TASK_CANCELLED), call.version)
+            return for_revision(self._task(request, "cancelled", TASK_CANCELLED), version)
         # Rejected, expired, withdrawn, or run by a held repeat of the call: the refusal a held call reads.
         refused = approval_outcome(self.engine.view(request), self.engine.link(request.id), used=status in _USED)
-        completed = {**self._task(request, "completed", None), "result": for_revision(refused, call.version)}
-        return for_revision(completed, call.version)
+        completed = {**self._task(request, "completed", None), "result": for_revision(refused, version)}
+        return for_revision(completed, version)
 
     async def _run(self, call: TaskCall, request: ApprovalRequest, standing: service.Standing) -> None:
         """Send the approved call upstream (as edited, if it was) and store its result with its outcome."""
