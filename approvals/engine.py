@@ -25,7 +25,7 @@ from approvals.models import ApprovalRequest, ApprovalStatus, Grant, Verdict, ut
 from approvals.ports import Broadcaster, Notifier, Spawner, Topic
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
-from policies import NeedsApproval
+from policies import NeedsApproval, Policy
 
 __all__ = ["CLAIMANT_HOST", "ApprovalEngine", "Outcome"]
 
@@ -187,8 +187,17 @@ class ApprovalEngine:
         request, earlier = await self.store.run(read)
         return self.view(request), earlier
 
-    async def finish(self, request_id: UUID, ok: bool, outcome: str, latency_ms: float, detail: str = "") -> None:
-        """Record what an approved call did; insisted on, because a request left `executing` could never run again."""
+    async def finish(
+        self,
+        request_id: UUID,
+        ok: bool,
+        outcome: str,
+        latency_ms: float,
+        detail: str = "",
+        task_result: str | None = None,
+    ) -> None:
+        """Record what an approved call did (and, for a task, its result); insisted on, because a request left
+        `executing` could never run again."""
         request = await self.store.insist(
             f"Recording the outcome of approval {request_id}",
             service.finish_execution,
@@ -198,6 +207,7 @@ class ApprovalEngine:
             latency_ms,
             self.now(),
             detail,
+            task_result,
         )
         if request is not None:
             self._publish(f"approval.{request.status}", request)
@@ -210,8 +220,30 @@ class ApprovalEngine:
             await self._settled("approval.cancelled", request_id)
         return withdrawn
 
-    async def withdraw(self, request_id: UUID, why: str = "the agent cancelled the call") -> bool:
-        withdrawn = await self.store.run(service.cancel, request_id, self.now(), why)
+    async def task(self, request_id: UUID) -> ApprovalRequest | None:
+        """The request an MCP task stands for, whole (None: no such request); read on every `tasks/get`."""
+        return await self.store.run(lambda session: session.get(ApprovalRequest, request_id))
+
+    async def recheck_before_use(self, request: ApprovalRequest, policy: Policy, clock: float) -> str | None:
+        """Judge an approved request's call afresh under `policy` just before it runs; withdraw it (policy_changed)
+        if the policy no longer stands behind it. Why it was withdrawn, or None: it may run."""
+        why = binding.judged(request, policy, clock)
+        if why is None:
+            return None
+
+        def withdraw(session: Session) -> bool:
+            won = binding.withdraw_for_policy(session, request, self.now(), why)
+            session.commit()
+            return won
+
+        if await self.store.run(withdraw):
+            await self._settled("approval.cancelled", request.id)
+        return why
+
+    async def withdraw(
+        self, request_id: UUID, why: str = "the agent cancelled the call", *, approved_too: bool = False
+    ) -> bool:
+        withdrawn = await self.store.run(service.cancel, request_id, self.now(), why, approved_too)
         if withdrawn:
             await self._settled("approval.cancelled", request_id)
         return withdrawn

@@ -148,6 +148,9 @@ class ApprovalRequest(SQLModel, table=True):
     groups: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
     use_within: float | None = None  # seconds an approval may wait to be used (the rule's `use_within`)
     use_by: datetime | None = Field(default=None, index=True)  # set on approval: unused by then, it expires
+    # The CallToolResult (JSON) of a call the agent waits for as an MCP task: stored with the outcome of its run,
+    # so every later `tasks/get` (here, on another replica, after a restart) reads it and nothing runs twice.
+    task_result: str | None = None
 
 
 class ApprovalDecision(SQLModel, table=True):

@@ -527,12 +527,12 @@ def expire_overdue(session: Session, now: datetime) -> list[UUID]:
     return expired
 
 
-def cancel(session: Session, request_id: UUID, now: datetime, why: str) -> bool:
-    """Withdraw a pending request (the agent cancelled its call). Returns whether this call withdrew it."""
+def cancel(session: Session, request_id: UUID, now: datetime, why: str, approved_too: bool = False) -> bool:
+    """Withdraw a pending request (the agent cancelled its call) or, `approved_too`, one approved and not yet run (an
+    agent that cancels its task will not have it run later). Returns whether this call withdrew it."""
     request = get_request(session, request_id)
-    won = _cas(
-        session, request_id, [ApprovalStatus.PENDING], status=ApprovalStatus.CANCELLED, finished_at=now, comment=why
-    )
+    states = [ApprovalStatus.PENDING, ApprovalStatus.APPROVED] if approved_too else [ApprovalStatus.PENDING]
+    won = _cas(session, request_id, states, status=ApprovalStatus.CANCELLED, finished_at=now, comment=why)
     if won:
         _audit(session, request, AuditKind.CANCELLED, actor=request.identity, outcome="cancelled", detail=why)
     session.commit()
@@ -719,12 +719,21 @@ def resolve_abandoned(
 
 
 def finish_execution(
-    session: Session, request_id: UUID, ok: bool, outcome: str, latency_ms: float, now: datetime, detail: str = ""
+    session: Session,
+    request_id: UUID,
+    ok: bool,
+    outcome: str,
+    latency_ms: float,
+    now: datetime,
+    detail: str = "",
+    task_result: str | None = None,
 ) -> ApprovalRequest:
-    """Record what the approved call did upstream (`detail`: what went wrong); returns the request as it now stands."""
+    """Record what the approved call did upstream (`detail`: what went wrong; `task_result`: its result, kept for a
+    task's later polls, in the same transaction); returns the request as it now stands."""
     status = ApprovalStatus.EXECUTED if ok else ApprovalStatus.FAILED
     request = get_request(session, request_id)
-    if _cas(session, request_id, [ApprovalStatus.EXECUTING], status=status, finished_at=now, outcome=outcome):
+    done = {"status": status, "finished_at": now, "outcome": outcome, "task_result": task_result}
+    if _cas(session, request_id, [ApprovalStatus.EXECUTING], **done):
         kind = AuditKind.EXECUTED if ok else AuditKind.FAILED
         fields: dict[str, Any] = {"detail": detail[:2000]} if detail else {}
         _audit(

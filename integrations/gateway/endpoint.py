@@ -47,6 +47,7 @@ from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.refusals import for_revision, refusal
 from integrations.gateway.revisions import PARAM_HEADER_PREFIX, notification_version_error, version_error
 from integrations.gateway.rights import Rights, unreachable
+from integrations.gateway.tasks import TaskCall, TaskDesk, declares_tasks, with_extension
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.limiting import SharedLimits, Uncounted
@@ -231,6 +232,7 @@ class Gateway:
         self._body_timeout = body_timeout
         self._clock = clock
         self.holding = holding
+        self.tasks = TaskDesk(holding, clock) if holding is not None else None  # MCP-native waiting (tasks.py)
         self.tools = tools
         self.counts: dict[tuple[str, str], int] = {}
 
@@ -364,6 +366,10 @@ class Gateway:
             cancelled = message.get("params", {}).get("requestId")
             if isinstance(cancelled, str | int) and not isinstance(cancelled, bool):  # else no request has that id
                 await self.holding.cancel_held(headers.get("mcp-session-id") or identity, cancelled)
+        if method in ("tasks/get", "tasks/cancel") and exchange.modern and self.tasks is not None:
+            answered = await self._task(self.tasks, exchange)
+            if answered is not None:
+                return answered
         if method == "tools/call":
             if "id" not in message:  # a notification would reach the upstream without a decision
                 return json_reply(rpc_error(None, INVALID_REQUEST, "tools/call must be a request with an id"), 400)
@@ -378,6 +384,8 @@ class Gateway:
             rewrite: Callable[[Message], Message | None] = unchanged
             if method == "tools/list":
                 rewrite = partial(self._filter_tools, exchange=exchange)
+            elif method == "server/discover" and self.tasks is not None:
+                rewrite = with_extension
             reply = await checked(reply, request_id, rewrite, failed)
         if method == "initialize":
             return await self._track_session(reply, identity, server)
@@ -466,7 +474,12 @@ class Gateway:
                 grant = self.holding.engine.find_grant(exchange.server, name, exchange.identity)
                 if grant is not None:  # a grant replaces only the approval step: deny rules and limits passed
                     return await self._forward_call(exchange, body, call, decision, grant=grant)
-            return await self._hold(self.holding, exchange, body, call, decision)
+            held = await self._hold(self.holding, exchange, body, call, decision)
+            if exchange.version is not None and self.tasks is not None and declares_tasks(message):
+                self.holding.as_task((held.owner, held.message_id))  # answered now: nothing is held
+                task = await self.tasks.created(held.request_id, exchange.version)
+                return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": task})
+            return held
         self._record(exchange, call, decision, outcome="refused", detail=reason_of(decision) or "hidden")
         result = for_revision(refusal(decision, name, policy.digest), exchange.version)
         return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": result})
@@ -495,6 +508,30 @@ class Gateway:
                 self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
         return await unless_gone(exchange.receive, send_call(exchange.outbound(body, call.tool), record))
+
+    async def _task(self, tasks: TaskDesk, exchange: _Exchange) -> Reply | None:
+        """Answer a `tasks/get` or `tasks/cancel` naming one of the caller's approval requests on this server;
+        None for any other task id (the upstream's own tasks, another agent's): it passes upstream unchanged."""
+        message, version = exchange.message, exchange.version
+        params = message.get("params") or {}
+        found = params.get("_meta")
+        meta: dict[str, Any] = found if isinstance(found, dict) else {}
+        call = TaskCall(
+            exchange.server,
+            exchange.identity,
+            exchange.served.upstream,
+            exchange.policy,
+            exchange.headers,
+            meta,
+            version or "",
+        )
+        request = await tasks.owned(call, params.get("taskId"))
+        if request is None:
+            return None
+        if message.get("method") == "tasks/cancel":
+            await tasks.cancel(request)
+            return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": for_revision({}, version)})
+        return json_reply({"jsonrpc": "2.0", "id": message["id"], "result": await tasks.get(call, request)})
 
     async def _hold(
         self, holding: Holding, exchange: _Exchange, body: bytes, call: ToolCall, decision: NeedsApproval

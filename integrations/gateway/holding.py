@@ -91,6 +91,12 @@ class Holding:
             return True
         return await self.engine.withdraw(request_id)
 
+    def as_task(self, key: Key) -> None:
+        """The call `key` opened a request for is answered with a task instead of held: forget the key (a later
+        cancellation of that JSON-RPC id names no held call; the task is cancelled with `tasks/cancel`)."""
+        self._held.pop(key, None)
+        self._cancelled_early.discard(key)
+
     async def open(self, pending: service.CallForApproval, key: Key) -> UUID:
         """Record (or join) the request for a held call; `key` (owner, JSON-RPC id) lets a cancellation find it.
 
