@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import importlib.metadata
 import ipaddress
 import json
 import logging
@@ -388,7 +389,11 @@ def _add_slack_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signoff", description="An MCP gateway with human sign-off.")
-    parser.add_argument("--config", help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml)")
+    parser.add_argument(
+        "--config",
+        help="path to signoff.toml (default: $SIGNOFF_CONFIG or ./signoff.toml); before or after the command",
+    )
+    parser.add_argument("--version", action="version", version=f"signoff {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
@@ -469,8 +474,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("signoff")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _config_first(argv: Sequence[str]) -> list[str]:
+    """`argv` with every `--config PATH` (or `--config=PATH`) moved to the front, where the parser takes it: so
+    `signoff serve --config x` means what `signoff --config x serve` does. ValueError for a `--config` last."""
+    moved: list[str] = []
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+            break
+        if word == "--config":
+            value = next(words, None)
+            if value is None:
+                raise ValueError("argument --config: expected one argument")
+            moved += [word, value]
+        elif word.startswith("--config="):
+            moved.append(word)
+        else:
+            rest.append(word)
+    return moved + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if not given:  # `signoff` alone: what it can do, rather than an error about a missing command
+        parser.print_help(sys.stdout)
+        return EXIT_OK
+    try:
+        ordered = _config_first(given)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2, as argparse does for its own errors
+    args = parser.parse_args(ordered)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

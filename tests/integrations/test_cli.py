@@ -254,3 +254,29 @@ def test_the_procfile_app_refuses_to_start_without_a_config(tmp_path: Path) -> N
         " serve`, on loopback"
     ) in done.stderr.splitlines()
     assert "Uvicorn running" not in done.stderr
+
+
+def test_config_is_taken_after_the_command_too_and_version_and_bare_signoff_help(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "audit.db"
+    config = tmp_path / "elsewhere.toml"
+    config.write_text(f'[gateway]\ndatabase_url = "sqlite:///{database}"\n')
+
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    after = capsys.readouterr().out
+    assert main([f"--config={config}", "audit", "verify"]) == 0
+    before = capsys.readouterr().out
+    assert main([]) == 0
+    bare = capsys.readouterr().out
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    shown = capsys.readouterr().out
+    with pytest.raises(SystemExit) as missing:
+        main(["audit", "--config"])
+
+    assert after == before and after.startswith("audit chain ok")
+    assert database.exists()  # the config named after the command was the one read
+    assert bare.startswith("usage: signoff") and "serve" in bare and "approvals" in bare
+    assert version.value.code == 0 and shown.startswith("signoff ")
+    assert missing.value.code == 2 and "expected one argument" in capsys.readouterr().err
