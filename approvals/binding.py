@@ -19,18 +19,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import update
-from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, select
 
-from approvals.audit import AuditRecord, append
 from approvals.models import ApprovalRequest, ApprovalStatus, AuditKind
+from approvals.service import POLICY_CHANGED, _audit, _cas
 from approvals.thresholds import encode_thresholds
 from policies import Allow, Decision, Deny, Hidden, NeedsApproval, Policy, RateLimited, RateLimiter, ToolCall, evaluate
 
 __all__ = ["POLICY_CHANGED", "policy_change", "rebind", "recheck", "withdraw_for_policy"]
 
-POLICY_CHANGED = "policy_changed"
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
 
 PolicyFor = Callable[[str, str], Policy | None]  # (server, agent) -> the policy in force for that agent's calls
@@ -93,30 +90,17 @@ def withdraw_for_policy(session: Session, request: ApprovalRequest, now: datetim
     it was approved by (it was already on its way), and is not withdrawn.
     """
     comment = f"the policy changed: {why}"
-    result = session.execute(
-        update(ApprovalRequest)
-        .where(col(ApprovalRequest.id) == request.id, col(ApprovalRequest.status).in_(list(OPEN)))
-        .values(status=ApprovalStatus.CANCELLED, finished_at=now, comment=comment, outcome=POLICY_CHANGED)
+    won = _cas(
+        session,
+        request.id,
+        OPEN,
+        status=ApprovalStatus.CANCELLED,
+        finished_at=now,
+        comment=comment,
+        outcome=POLICY_CHANGED,
     )
-    won = isinstance(result, CursorResult) and result.rowcount == 1
     if won:
-        append(
-            session,
-            [
-                AuditRecord(
-                    kind=AuditKind.CANCELLED,
-                    server=request.server,
-                    tool=request.tool,
-                    identity=request.identity,
-                    rule=request.rule,
-                    policy_version=request.policy_version,
-                    args_digest=request.args_digest,
-                    actor="signoff",
-                    outcome=POLICY_CHANGED,
-                    detail=f"approval {request.id}: {comment}",
-                )
-            ],
-        )
+        _audit(session, request, AuditKind.CANCELLED, actor="signoff", outcome=POLICY_CHANGED, detail=comment)
     return won
 
 

@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from approvals.audit import AuditRecord, append, canonical_json, digest_arguments, displayable, redacted
-from approvals.binding import POLICY_CHANGED
 from approvals.edits import arguments_diff, restore_redacted
 from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, GrantNotAllowed, InvalidReason, NotAllowed
 from approvals.grants import create_grant, grant_refusal
@@ -40,6 +39,7 @@ from policies.model import DEFAULT_USE_WITHIN
 
 FINAL_REFUSALS = (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED)
 GATEWAY_STOPPED = "gateway_stopped"  # the outcome of a call whose gateway stopped while it ran
+POLICY_CHANGED = "policy_changed"  # the outcome of a request withdrawn because the policy changed (approvals.binding)
 APPROVAL_UNUSED = "approval_unused"  # the outcome of an approval nobody used within the rule's `use_within`
 UNKNOWN_RESULT = "signoff stopped while the approved call ran upstream; whether it took effect is unknown"
 
