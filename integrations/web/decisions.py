@@ -143,13 +143,8 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             return await render_detail(request, identity, status_code=400, error=error, reason=kept)
         try:
             result = await pages.approvals(request).decide(request_id, identity.approver, verdict, reason, "web")
-        except ApprovalNotFound:
-            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
-        except NotAllowed as exc:
-            return await render_detail(request, identity, status_code=403, error=f"You may not decide this: {exc.why}.")
-        except AlreadyDecided as exc:
-            error = f"Nothing was recorded: this request is already {exc.status}."
-            return await render_detail(request, identity, status_code=409, error=error)
+        except (ApprovalNotFound, NotAllowed, AlreadyDecided) as exc:
+            return await refused(request, identity, request_id, exc)
         if verdict == Verdict.REJECT:
             request.session["flash"] = "You rejected this request; the agent is told why."
         elif result.settled:
@@ -159,6 +154,17 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
                 f"Your approval is recorded: {result.approvals} of {result.request.quorum} needed so far."
             )
         return RedirectResponse(f"/approvals/{request_id}", status_code=303)
+
+    async def refused(
+        request: Request, identity: Identity, request_id: uuid.UUID, exc: ApprovalNotFound | NotAllowed | AlreadyDecided
+    ) -> Response:
+        """The page a decision the domain refused gets (a vote and an edited approval alike)."""
+        if isinstance(exc, ApprovalNotFound):
+            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
+        if isinstance(exc, NotAllowed):
+            return await render_detail(request, identity, status_code=403, error=f"You may not decide this: {exc.why}.")
+        error = f"Nothing was recorded: this request is already {exc.status}."
+        return await render_detail(request, identity, status_code=409, error=error)
 
     async def approve(request: Request, identity: Identity) -> Response:
         return await vote(request, identity, Verdict.APPROVE)
@@ -183,13 +189,8 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             return await render_detail(request, identity, status_code=400, error=InvalidReason(why).args[0] + ".")
         try:
             await approve_with_edits(runtime(request), request_id, identity.approver, arguments, reason, "web")
-        except ApprovalNotFound:
-            return pages.refuse(request, 404, "No such request", f"There is no approval request with id {request_id}.")
-        except NotAllowed as exc:
-            return await render_detail(request, identity, status_code=403, error=f"You may not decide this: {exc.why}.")
-        except AlreadyDecided as exc:
-            error = f"Nothing was recorded: this request is already {exc.status}."
-            return await render_detail(request, identity, status_code=409, error=error)
+        except (ApprovalNotFound, NotAllowed, AlreadyDecided) as exc:
+            return await refused(request, identity, request_id, exc)
         except EditRefused as exc:
             return await render_detail(request, identity, status_code=422, error=f"{exc}.", draft=draft)
         request.session["flash"] = "You approved this request with your edits; the edited call runs now."
