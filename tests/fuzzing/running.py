@@ -77,6 +77,7 @@ def refused_by_headers(item: "Case", status: int) -> bool:
     carries_session = any(name.lower() == "mcp-session-id" for name, _ in item.headers)
     return status in REFUSED_BY_HEADERS or (status == ENDED_SESSION and carries_session)
 
+
 OURS = ("/approvals/", "/integrations/", "/policies/")
 
 
