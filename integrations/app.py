@@ -46,8 +46,9 @@ from integrations.gateway.holding import Holding
 from integrations.gateway.ownership import SessionOwners
 from integrations.gateway.stdio import StdioUpstream
 from integrations.gateway.upstream import HttpUpstream, Upstream
-from integrations.health import healthz, metrics
+from integrations.health import healthz, metrics_page
 from integrations.limiting import SharedLimits
+from integrations.metrics import Metrics
 from integrations.notifiers import Fanout
 from integrations.oauth import build_metadata_routes
 from integrations.oauth.agents import build_authenticator
@@ -56,9 +57,10 @@ from integrations.ratelogs import DatabaseRateLog, RateLog, RedisRateLog
 from integrations.reloading import PolicyWatcher, Slot
 from integrations.runtime import Runtime
 from integrations.scheduler import ExpiryScheduler
-from integrations.settings import ServerSettings, Settings, child_environment, worker_settings
+from integrations.settings import ServerSettings, Settings, child_environment, metrics_directory, worker_settings
 from integrations.shared import connect_redis
 from integrations.supervision import Parts
+from integrations.telemetry import Telemetry, tracer_provider
 from integrations.tokens import TokenBook
 from integrations.web import build_web_routes
 from integrations.web.failures import DatabaseFailures, RedisFailures
@@ -67,6 +69,8 @@ from integrations.webhooks import WebhookNotifier
 from policies import Policy
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from integrations.slack import SlackIntegration
 
 logger = logging.getLogger(__name__)
@@ -144,12 +148,16 @@ def _slack(settings: Settings) -> "SlackIntegration | None":
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], float] = time.time, now: Callable[[], datetime] = utcnow
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    now: Callable[[], datetime] = utcnow,
+    span_exporter: "SpanExporter | None" = None,
 ) -> Starlette:
     """Build the ASGI app; policies are loaded here so a bad one is refused before serving.
 
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
-    pins are; tests pass their own.
+    pins are; tests pass their own, and `span_exporter` to receive the traces ([telemetry] sends them over OTLP).
     """
     policies = load_policy_set(settings)
     mcp = _Mcp()
@@ -158,7 +166,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:  # each part's close is pushed as it starts: LIFO at exit
-            app.state.signoff = running = await _start(settings, policies, slack, stack, clock=clock, now=now)
+            app.state.signoff = running = await _start(
+                settings, policies, slack, stack, clock=clock, now=now, span_exporter=span_exporter
+            )
             mcp.gateway = running.gateway
             stack.callback(setattr, mcp, "gateway", None)  # the first thing undone: no new call is taken
             yield
@@ -168,7 +178,7 @@ def create_app(
         routes=[
             Route("/mcp/{server}", mcp, methods=None),  # reached only under a root path (see _App)
             Route("/healthz", healthz),
-            Route("/metrics", metrics),
+            Route("/metrics", metrics_page),
             *([Route("/slack/events", slack.events, methods=["POST"])] if slack else []),
             *build_routes(),
             *(build_metadata_routes(settings.auth, [s.name for s in settings.servers]) if settings.auth else []),
@@ -187,6 +197,7 @@ async def _start(
     *,
     clock: Callable[[], float],
     now: Callable[[], datetime],
+    span_exporter: "SpanExporter | None" = None,
 ) -> Runtime:
     """Build every part with its collaborators, start it, and push its close onto `stack`; in the order they depend
     on each other, so they stop in reverse: calls first, then what they write to, the database last."""
@@ -198,6 +209,11 @@ async def _start(
     if settings.gateway.redis_url is not None:
         redis = connect_redis(settings.gateway.redis_url.get_secret_value())
         stack.push_async_callback(redis.aclose)
+    metrics = Metrics(metrics_directory())
+    provider = tracer_provider(settings.telemetry.service_name, settings.telemetry.otlp_endpoint, span_exporter)
+    if provider is not None:
+        stack.callback(provider.shutdown)  # the last spans are sent before the process ends
+    telemetry = Telemetry(metrics, provider.get_tracer("signoff") if provider is not None else None)
     hooks_client = httpx2.AsyncClient(timeout=httpx2.Timeout(10.0))
     stack.push_async_callback(hooks_client.aclose)
     task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -237,7 +253,7 @@ async def _start(
     approvals = ApprovalEngine(
         store,
         DecisionWaiter(),
-        Fanout(*(n for n in (webhooks, slack_notifier) if n is not None)),
+        Fanout(*(n for n in (webhooks, slack_notifier) if n is not None), metrics),
         base_url=settings.gateway.base_url,
         # No approved call runs longer than the upstream timeout; one executing for much longer was left behind.
         lease=timedelta(seconds=settings.gateway.upstream_timeout + 300),
@@ -289,13 +305,14 @@ async def _start(
         owners=owners,
         rights=agent_rights(settings),
         audit=audit,
-        limits=SharedLimits(rate_log, unavailable=settings.gateway.limits_unavailable),
+        limits=SharedLimits(rate_log, unavailable=settings.gateway.limits_unavailable, metrics=metrics),
         allowed_origins=(*settings.gateway.allowed_origins, _origin(settings.gateway.base_url)),
         max_body_bytes=settings.gateway.max_body_bytes,
         body_timeout=settings.gateway.body_timeout,
         clock=clock,
         holding=holding if settings.approvers else None,
         tools=tools,
+        telemetry=telemetry,
     )
     approvers = TokenBook(
         (a.token.get_secret_value(), Approver(a.name, a.groups)) for a in settings.approvers if a.token is not None

@@ -7,16 +7,23 @@ uncounted, the rest flow; the next limited call tries the store again), "ok" oth
 part.
 """
 
+import logging
 from typing import Any
 
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
+from approvals.models import ApprovalRequest
 from integrations.gateway.stdio import StdioUpstream
+from integrations.metrics import CONTENT_TYPE, Scraped
 from integrations.reloading import Slot
 from integrations.runtime import runtime
 
-__all__ = ["healthz", "metrics"]
+__all__ = ["healthz", "metrics_page"]
+
+logger = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> Response:
@@ -65,25 +72,28 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(detail, status_code=503 if failing else 200)
 
 
-async def metrics(request: Request) -> Response:
+async def metrics_page(request: Request) -> Response:
+    """Every instrument (integrations/metrics.py) and what is read now: queues, stores, pending approvals."""
     running = runtime(request)
-    lines = [
-        "# HELP signoff_tool_calls_total Tool calls by server and decision.",
-        "# TYPE signoff_tool_calls_total counter",
-    ]
-    for (server, decision), count in sorted(running.gateway.counts.items()):
-        lines.append(f'signoff_tool_calls_total{{server="{server}",decision="{decision}"}} {count}')
-    limits = running.gateway.limits
-    lines += [
-        "# HELP signoff_limit_refusals_total Limited calls refused: limit exhausted, or store down.",
-        "# TYPE signoff_limit_refusals_total counter",
-        f'signoff_limit_refusals_total{{reason="exhausted"}} {limits.refused}',
-        f'signoff_limit_refusals_total{{reason="store_unreachable"}} {limits.refused_unreachable}',
-        "# HELP signoff_limits_uncounted_total Limited calls let through uncounted while the store was down.",
-        "# TYPE signoff_limits_uncounted_total counter",
-        f"signoff_limits_uncounted_total {limits.uncounted}",
-        "# HELP signoff_audit_queue Audit records waiting to be written.",
-        "# TYPE signoff_audit_queue gauge",
-        f"signoff_audit_queue {running.audit.queued}",
-    ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    audit = running.audit.health()
+    stores = {"database": audit["database_down_for"] is None, "rate_limits": running.gateway.limits.ok}
+    if running.bus is not None:
+        stores["bus"] = running.bus.connected
+    try:
+        pending = await running.approvals.store.run(_pending)
+    except Exception:  # the page still says what it can; the database's state is in signoff_store_up
+        logger.warning("Counting pending approvals for /metrics failed", exc_info=True)
+        pending, stores["database"] = 0, False
+    scraped = Scraped(
+        audit_queue=running.audit.queued,
+        pending=pending,
+        stores_up=stores,
+        audit_quarantined=running.audit.quarantined,
+        parts_down=len(running.parts.health()["down"]),
+    )
+    return Response(running.gateway.metrics.page(scraped), media_type=CONTENT_TYPE)
+
+
+def _pending(session: Session) -> int:
+    query = select(func.count()).select_from(ApprovalRequest).where(col(ApprovalRequest.status) == "pending")
+    return int(session.exec(query).one())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from integrations.errors import LimitStoreUnavailable
+from integrations.metrics import Metrics
 from integrations.ratelogs import Entry, RateLog
 from policies import Limit, LimitsUnavailable, Policy, RateLimited, ToolCall
 from policies.limits import Key, describe_limit, distinct_keys
@@ -47,8 +48,11 @@ class Uncounted:
 class SharedLimits:
     """Counts limited calls in `log` and keeps what /healthz and /metrics show of it."""
 
-    def __init__(self, log: RateLog, *, unavailable: LimitsUnavailable = LimitsUnavailable.REFUSE) -> None:
+    def __init__(
+        self, log: RateLog, *, unavailable: LimitsUnavailable = LimitsUnavailable.REFUSE, metrics: Metrics | None = None
+    ) -> None:
         self._log = log
+        self._metrics = metrics or Metrics()
         self._unavailable = unavailable
         self.ok = True
         self.last_error: str | None = None
@@ -82,6 +86,7 @@ class SharedLimits:
         index, retry_after = refused
         _, locator, limit = keyed[index]
         self.refused += 1
+        self._metrics.limit_refusals.labels("exhausted").inc()
         return RateLimited(locator, limit.counter, retry_after, describe_limit(limit, retry_after))
 
     def _unreachable(
@@ -93,11 +98,13 @@ class SharedLimits:
         self.last_error = exc.detail
         if (policy.limits_unavailable or self._unavailable) is LimitsUnavailable.ALLOW:
             self.uncounted += 1
+            self._metrics.limits_uncounted.inc()
             return Uncounted(
                 f"not counted against its limits: the rate-limit store ({self.backend}) cannot be reached, and "
                 "limits_unavailable is allow"
             )
         self.refused_unreachable += 1
+        self._metrics.limit_refusals.labels("store_unreachable").inc()
         reason = (
             f"the rate-limit store ({self.backend}) cannot be reached, so calls this policy limits are refused; "
             "retry shortly"

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -202,6 +203,20 @@ class WebSettings(_Model):
         return value
 
 
+class TelemetrySettings(_Model):
+    """Where traces go: an OTLP/HTTP collector's base URL (spans are posted to `{otlp_endpoint}/v1/traces`)."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "signoff"
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"otlp_endpoint must be an http:// or https:// URL, not {value!r}")
+        return value
+
+
 class Settings(_Model):
     gateway: GatewaySettings = GatewaySettings()
     agents: tuple[AgentSettings, ...] = ()
@@ -211,6 +226,7 @@ class Settings(_Model):
     webhooks: tuple[WebhookSettings, ...] = ()
     web: WebSettings = WebSettings()
     auth: AuthSettings | None = None
+    telemetry: TelemetrySettings = TelemetrySettings()
     source: str = "<defaults>"
     demo: bool = False
 
@@ -387,11 +403,22 @@ def listening_on(settings: "Settings", host: str | None, port: int | None) -> "S
     return settings.model_copy(update={"gateway": settings.gateway.model_copy(update=update)})
 
 
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name: it reads it when first imported
+
+
 def tell_workers(settings: "Settings") -> None:
     """Put in this process's environment, for the workers of `signoff serve --workers N` to read back with
     `worker_settings`: the config file, and where the parent listens (so links and origin are the parent's)."""
     os.environ["SIGNOFF_CONFIG"] = str(Path(settings.source).resolve())
     os.environ[LISTEN] = f"{settings.gateway.host}:{settings.gateway.port}"
+    # The workers' metrics, added up at each scrape (integrations/metrics.py): a directory of this run's own, since
+    # prometheus_client would add a previous run's files to this one's counts.
+    os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="signoff-metrics-")
+
+
+def metrics_directory() -> str | None:
+    """Where `signoff serve --workers N` keeps every worker's metrics (set by `tell_workers`); None: one process."""
+    return os.environ.get(METRICS_DIR) or None
 
 
 def worker_settings(environ: Mapping[str, str] | None = None) -> "Settings":

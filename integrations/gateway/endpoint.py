@@ -22,6 +22,7 @@ from uuid import UUID
 import anyio
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from opentelemetry.trace import Span
 from starlette.types import Receive, Scope, Send
 
 from approvals.audit import AuditRecord, canonical_json, redacted
@@ -51,7 +52,9 @@ from integrations.gateway.tasks import TaskCall, TaskDesk, declares_tasks, with_
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, is_modern, rpc_error
 from integrations.limiting import SharedLimits, Uncounted
+from integrations.metrics import OTHER_TOOL, Metrics
 from integrations.oauth import Authenticator, Refusal
+from integrations.telemetry import Telemetry, ended
 from policies import Allow, Caller, Decision, DeferredLimits, Deny, Hidden, NeedsApproval, Policy, RateLimited, ToolCall
 from policies.drift import apply_drift, is_shadowed, shadow_outcome
 from policies.evaluate import evaluate, is_hidden, rule_for
@@ -103,6 +106,7 @@ class _Exchange:
     started: float = field(default_factory=time.perf_counter)
     receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
     note: str = ""  # added to every audit row of the call (its limits not counted: the store was down)
+    span: Span | None = None  # the call's server span, when tracing (integrations/telemetry.py)
 
     @property
     def modern(self) -> bool:
@@ -136,8 +140,18 @@ class _Held:
     stream: bool
     outbound: Outbound
     receive: Receive | None = None
+    telemetry: Telemetry | None = None
+    span: Span | None = None  # the call's server span, ended once the agent has its answer
 
     async def answer(self) -> Reply:
+        waiting = self.telemetry.child(self.span, "approval") if self.telemetry is not None else None
+        try:
+            return await self._answer()
+        finally:
+            ended(waiting, **{"signoff.approval": str(self.request_id)})
+            ended(self.span)
+
+    async def _answer(self) -> Reply:
         return await self.holding.hold_call(
             self.request_id,
             self.owner,
@@ -157,7 +171,13 @@ class _Held:
         seen: list[tuple[str, str]] = []
         edit = edit_of(self.outbound, claim)
         outbound, note = (self.outbound, None) if edit is None else (edit.outbound, edit.note)
-        reply = await send_call(outbound, lambda outcome, detail: seen.append((outcome, detail)), note)
+        reply = await send_call(
+            outbound,
+            lambda outcome, detail: seen.append((outcome, detail)),
+            note,
+            telemetry=self.telemetry,
+            parent=self.span,
+        )
 
         async def record() -> None:
             outcome, detail = seen[0] if seen else ("unknown", "the agent went away before the answer came")
@@ -218,6 +238,7 @@ class Gateway:
         holding: Holding | None = None,
         tools: ToolWatch | None = None,
         rights: Mapping[str, Rights] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """`agents` maps static tokens to agents' names, `rights` names to what each may do; `owners` has sessions'."""
         self.servers = dict(servers)
@@ -232,9 +253,11 @@ class Gateway:
         self._body_timeout = body_timeout
         self._clock = clock
         self.holding = holding
-        self.tasks = TaskDesk(holding, clock) if holding is not None else None  # MCP-native waiting (tasks.py)
+        self.telemetry = telemetry or Telemetry(Metrics())
+        self.metrics = self.telemetry.metrics
+        # MCP-native waiting (tasks.py)
+        self.tasks = TaskDesk(holding, clock, self.telemetry) if holding is not None else None
         self.tools = tools
-        self.counts: dict[tuple[str, str], int] = {}
 
     # -- ASGI ------------------------------------------------------------------------------------
 
@@ -294,8 +317,7 @@ class Gateway:
 
     def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
         """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited."""
-        key = (server, AuditKind.SERVER_REFUSED.value)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.metrics.refused(server, AuditKind.SERVER_REFUSED.value)
         error, record = unreachable(rights, server, method, self.servers)
         self._audit.record(record)
         return json_reply(error, 403)
@@ -401,6 +423,10 @@ class Gateway:
                 return json_reply(rpc_error(None, UPSTREAM_ERROR, failed), 503)
         return reply
 
+    def _tool_label(self, server: str, tool: str) -> str:
+        """`tool` as a metric label: its name once the upstream listed it, else `other` (see integrations/metrics)."""
+        return tool if self.tools is not None and (server, tool) in self.tools.pinned else OTHER_TOOL
+
     def _filter_tools(self, message: Message, exchange: _Exchange) -> Message | None:
         """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.
 
@@ -432,6 +458,26 @@ class Gateway:
         return {**message, "result": {**result, "tools": tools, **({"cacheScope": "private"} if modern else {})}}
 
     async def _call_tool(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
+        """Decide the call, in a span of its own when tracing; a held call's span ends when its answer is sent."""
+        meta = exchange.message.get("params", {}).get("_meta")
+        span = self.telemetry.call_span(
+            meta, exchange.server, exchange.identity, exchange.headers.get("mcp-session-id")
+        )
+        if span is None:
+            return await self._decide_call(exchange, body)
+        exchange.span = span
+        try:
+            reply = await self._decide_call(exchange, body)
+        except BaseException:
+            span.end()
+            raise
+        if isinstance(reply, _Held):
+            reply.span = span
+        else:
+            span.end()
+        return reply
+
+    async def _decide_call(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
         message = exchange.message
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
@@ -449,6 +495,10 @@ class Gateway:
             self._record(exchange, call, Deny("params.name", unfit), outcome="invalid", detail=unfit)
             status = ERROR_CODE_HTTP_STATUS.get(INVALID_PARAMS, 400) if exchange.modern else 200
             return json_reply(rpc_error(message["id"], INVALID_PARAMS, f"Invalid params.name: {unfit}"), status)
+        if exchange.span is not None:
+            exchange.span.update_name(f"tools/call {name}")
+            exchange.span.set_attribute("gen_ai.tool.name", name)
+        judging = self.telemetry.child(exchange.span, "policy")
         now = self._clock()
         reached = DeferredLimits()
         decision = evaluate(policy, call, reached, now)
@@ -465,6 +515,7 @@ class Gateway:
             drift = self.tools.drifted.get((exchange.server, name))
             if drift is not None:
                 decision = apply_drift(policy, drift, decision)
+        ended(judging, **{"signoff.decision": type(decision).__name__, "signoff.rule": decision.rule})
         if isinstance(decision, Allow):
             return await self._forward_call(exchange, body, call, decision)
         if is_shadowed(policy, name):  # audited as what it would have been; the call runs
@@ -507,7 +558,8 @@ class Gateway:
             else:
                 self._record(exchange, call, decision, outcome=outcome, detail=detail)
 
-        return await unless_gone(exchange.receive, send_call(exchange.outbound(body, call.tool), record))
+        sent = send_call(exchange.outbound(body, call.tool), record, telemetry=self.telemetry, parent=exchange.span)
+        return await unless_gone(exchange.receive, sent)
 
     async def _task(self, tasks: TaskDesk, exchange: _Exchange) -> Reply | None:
         """Answer a `tasks/get` or `tasks/cancel` naming one of the caller's approval requests on this server;
@@ -555,8 +607,9 @@ class Gateway:
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         stream = token is not None and "text/event-stream" in headers.get("accept", "")
         outbound = exchange.held(body, call.tool)
-        held = _Held(holding, request_id, owner, message["id"], token, stream, outbound, exchange.receive)
-        return held
+        return _Held(
+            holding, request_id, owner, message["id"], token, stream, outbound, exchange.receive, self.telemetry
+        )
 
     def _record(
         self,
@@ -571,10 +624,13 @@ class Gateway:
         kind = kind or _KIND.get(type(decision), AuditKind.ALLOWED)
         if exchange.note:
             detail = f"{detail}; {exchange.note}" if detail else exchange.note
-        key = (call.server, outcome if outcome.startswith("shadow_") else kind.value)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        latency = time.perf_counter() - exchange.started
+        decided = outcome if outcome.startswith("shadow_") else kind.value
+        self.metrics.call(call.server, self._tool_label(call.server, call.tool), decided, latency)
+        if exchange.span is not None:
+            exchange.span.set_attributes({"signoff.decision": decided, "signoff.outcome": outcome})
         rule = rule_for(exchange.policy, call.tool)
-        latency_ms = (time.perf_counter() - exchange.started) * 1000
+        latency_ms = latency * 1000
         # Built in the audit writer's thread: the arguments' canonical JSON and digest stay off the reply's path.
         self._audit.record(
             partial(

@@ -9,12 +9,14 @@ writes a reply to the ASGI client. The endpoint and the approval holding both se
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
+from opentelemetry.trace import Span
 from starlette.types import Receive, Send
 
 from integrations.errors import UpstreamFailed, UpstreamUnavailable
@@ -22,6 +24,7 @@ from integrations.gateway.refusals import META_KEY, for_revision, upstream_failu
 from integrations.gateway.sse import Cursor, rewrite_events
 from integrations.gateway.upstream import ENDED, Reply, Upstream, UpstreamRequest, json_reply
 from integrations.gateway.wire import VERSION_HEADER, Message, sse_event
+from integrations.telemetry import Telemetry, carrying
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +43,36 @@ class Outbound:
 
 
 async def send_call(
-    out: Outbound, report: Callable[[str, str], None], rewrite: Callable[[Message], Message | None] | None = None
+    out: Outbound,
+    report: Callable[[str, str], None],
+    rewrite: Callable[[Message], Message | None] | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+    parent: Span | None = None,
 ) -> Reply:
     """Forward a decided `tools/call` upstream and `report(outcome, detail)` exactly once.
 
     An answer that is not a usable JSON-RPC response (a 5xx, bytes that are not JSON, another id, a
     stream that ends or breaks first, a timeout) reaches the agent as a tool error naming the server.
     `rewrite`: what the upstream's response becomes for the agent (None from it: unchanged), as `checked` takes it.
+    `telemetry` times the upstream's part; with tracing, a client span (a child of `parent`) covers it, and the
+    request carries that span's trace context in `_meta`.
     """
     message = out.message if out.message is not None else json.loads(out.body)
     request_id = message["id"]
     reported = False
+    started = time.perf_counter()
+    span = telemetry.upstream_started(parent, out.server, out.tool) if telemetry is not None else None
+    if span is not None:
+        message, body = carrying(message, span)
+        out = replace(out, body=body, message=message)
 
     def once(outcome: str, detail: str) -> None:
         nonlocal reported
         if not reported:
             reported = True
+            if telemetry is not None:
+                telemetry.upstream_done(span, out.server, outcome, time.perf_counter() - started)
             report(outcome, detail)
 
     def failed(detail: str, *, reached: bool = True) -> Message:

@@ -32,6 +32,7 @@ from integrations.gateway.holding import Holding
 from integrations.gateway.refusals import approval_outcome, for_revision, upstream_failure
 from integrations.gateway.upstream import FORWARDED_REQUEST_HEADERS, Upstream
 from integrations.gateway.wire import Message
+from integrations.telemetry import Telemetry
 from policies import Policy
 
 __all__ = ["EXTENSION", "TASK_CANCELLED", "TaskCall", "TaskDesk", "declares_tasks", "with_extension"]
@@ -84,8 +85,11 @@ class TaskCall:
 class TaskDesk:
     """The tasks of this gateway's approval requests: create the handle, answer polls, run, cancel."""
 
-    def __init__(self, holding: Holding, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, holding: Holding, clock: Callable[[], float] = time.time, telemetry: Telemetry | None = None
+    ) -> None:
         self.holding = holding
+        self.telemetry = telemetry
         self.engine = holding.engine
         self.clock = clock
 
@@ -196,7 +200,9 @@ class TaskDesk:
             answers.append(noted or response)
             return noted
 
-        reply = await send_call(outbound, lambda outcome, detail: seen.append((outcome, detail)), observe)
+        reply = await send_call(
+            outbound, lambda outcome, detail: seen.append((outcome, detail)), observe, telemetry=self.telemetry
+        )
         try:
             if reply.stream is not None:
                 async for _chunk in reply.stream:
