@@ -27,6 +27,7 @@ from integrations.settings import (
     ApproverSettings,
     Settings,
     approver_token,
+    forget_workers,
     listening_on,
     load_settings,
     named_config,
@@ -162,8 +163,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Redis), which holds everything that must agree (README: Running several replicas).
     create_database_engine(settings.gateway.database_url).dispose()  # migrated once, before the workers start
     tell_workers(settings)
-    config = uvicorn.Config("integrations.app:app", workers=args.workers, **options)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    try:
+        config = uvicorn.Config("integrations.app:app", workers=args.workers, **options)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        forget_workers()
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ import difflib
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import tomllib
@@ -414,6 +415,14 @@ def tell_workers(settings: "Settings") -> None:
     # The workers' metrics, added up at each scrape (integrations/metrics.py): a directory of this run's own, since
     # prometheus_client would add a previous run's files to this one's counts.
     os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="signoff-metrics-")
+
+
+def forget_workers() -> None:
+    """Remove what `tell_workers` made for the workers that have now stopped: their metrics' files."""
+    directory = metrics_directory()
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        del os.environ[METRICS_DIR]
 
 
 def metrics_directory() -> str | None:

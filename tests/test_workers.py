@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster import ROOT, free_port, wait_until_healthy
 from tests.conftest import AGENT_TOKEN, connect
@@ -57,6 +58,16 @@ async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sig
                         replicas.add(health["replica"])
                 async with connect(f"{url}/mcp/ev") as client:
                     added = await client.call_tool("add", {"a": 2, "b": 3})
+                for n in range(6):  # a new client each time, so both workers take calls
+                    async with connect(f"{url}/mcp/ev") as client:
+                        await client.call_tool("add", {"a": n, "b": 1})
+                counted: list[float] = []
+                answered: set[str] = set()
+                while len(answered) < 2:  # every worker's scrape adds up both workers' counts
+                    async with httpx2.AsyncClient(timeout=5) as http:
+                        answered.add((await http.get(f"{url}/healthz")).json()["replica"])
+                        page = (await http.get(f"{url}/metrics")).text
+                    counted.append(_allowed(page))
         finally:
             process.send_signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(process.wait, 30)
@@ -66,6 +77,17 @@ async def test_two_workers_share_the_port_the_database_and_redis_and_stop_on_sig
     assert not added.is_error and added.structured_content == {"result": 5}
     assert "2 worker processes share 127.0.0.1:" in printed
     assert code == 0
+    assert set(counted) == {7.0}  # whichever worker answered /metrics
+
+
+def _allowed(page: str) -> float:
+    """The allowed calls on `ev`, as Prometheus reads the page."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "signoff_tool_calls_total" and s.labels == {"server": "ev", "decision": "allowed"}
+    )
 
 
 def test_workers_need_a_config_the_demo_is_one_process(tmp_path: Path) -> None:

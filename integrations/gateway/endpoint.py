@@ -146,10 +146,16 @@ class _Held:
     async def answer(self) -> Reply:
         waiting = self.telemetry.child(self.span, "approval") if self.telemetry is not None else None
         try:
-            return await self._answer()
+            reply = await self._answer()
+        except BaseException:
+            ended(self.span)
+            raise
         finally:
             ended(waiting, **{"signoff.approval": str(self.request_id)})
-            ended(self.span)
+        if self.span is not None and reply.stream is not None:  # the answer is still to come, in the stream
+            return replace(reply, stream=_ending(reply.stream, self.span))
+        ended(self.span)
+        return reply
 
     async def _answer(self) -> Reply:
         return await self.holding.hold_call(
@@ -206,6 +212,15 @@ async def _recorded_first(
         if not recorded:
             with anyio.CancelScope(shield=True):
                 await record()
+
+
+async def _ending(stream: AsyncIterator[bytes], span: Span) -> AsyncIterator[bytes]:
+    """Pass `stream` on, then end `span`: a call's span covers its answer, which may come last in the stream."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        span.end()
 
 
 def _decoded(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -473,6 +488,8 @@ class Gateway:
             raise
         if isinstance(reply, _Held):
             reply.span = span
+        elif reply.stream is not None:  # the answer is still to come, in the stream
+            return replace(reply, stream=_ending(reply.stream, span))
         else:
             span.end()
         return reply
