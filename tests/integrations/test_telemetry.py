@@ -14,6 +14,7 @@ import anyio
 import httpx2
 import pytest
 from mcp_types import RequestParamsMeta
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integrations.app import create_app
+from integrations.errors import ConfigError
 from integrations.settings import load_settings
 from tests.conftest import AGENT_TOKEN, READER, Running, connect, write_config
 from tests.fakes.upstreams import EverythingState, everything_http_app, loopback_socket, serve_http
@@ -258,3 +260,41 @@ async def test_a_hostile_trace_context_starts_a_new_trace_and_the_call_runs(tmp_
     assert not result.is_error
     server = next(s for s in by_name(exporter.get_finished_spans(), "tools/call echo") if s.kind is SpanKind.SERVER)
     assert server.parent is None and f"{server.context.trace_id:032x}" != AGENT_TRACE
+
+
+async def test_telemetry_otlp_endpoint_sends_the_spans_to_a_collector_over_http(tmp_path: Path) -> None:
+    received: list[ExportTraceServiceRequest] = []
+
+    async def collector(scope: Scope, receive: Receive, send: Send) -> None:  # an OTLP/HTTP receiver
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            event = await receive()
+            body, more = body + event.get("body", b""), event.get("more_body", False)
+        if scope["path"] == "/v1/traces":
+            received.append(ExportTraceServiceRequest.FromString(body))
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serve_http(collector) as otlp, serve_http(everything_http_app(EverythingState())) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": POLICY}]
+        extra = f'\n[telemetry]\notlp_endpoint = "{otlp}"\nservice_name = "signoff-edge"\n'
+        config = write_config(tmp_path, servers, approvers=True, extra=extra)
+        app = create_app(load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN}))
+        async with serve_http(app) as url, connect(f"{url}/mcp/ev") as client:
+            assert not (await client.call_tool("echo", {"text": "exported"})).is_error
+        # signoff has stopped: its last spans were sent as it did
+
+    spans = [s for r in received for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    services = {a.value.string_value for r in received for rs in r.resource_spans for a in rs.resource.attributes}
+    assert "tools/call echo" in {s.name for s in spans}
+    assert "signoff-edge" in services
+
+
+def test_a_telemetry_endpoint_that_is_no_url_is_refused_at_startup(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [], extra='\n[telemetry]\notlp_endpoint = "collector:4318"\n')
+    with pytest.raises(ConfigError, match="otlp_endpoint must be an http:// or https:// URL, not 'collector:4318'"):
+        load_settings(config, environ={"ALPHA_TOKEN": AGENT_TOKEN})
