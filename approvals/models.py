@@ -302,3 +302,15 @@ class SignInKnown(SQLModel, table=True):
 
     client: str = Field(primary_key=True, max_length=64)
     at: float = Field(index=True)
+
+
+class AuditExportCursor(SQLModel, table=True):
+    """How far an audit export (`[telemetry] audit_to`) has sent the log: the rows after `last_id` go next.
+
+    One row per export; a replica that sends a batch holds this row's lock while it does, so two replicas never
+    send the same rows, and a restart goes on where the last commit left off."""
+
+    __tablename__ = "audit_export_cursors"
+
+    name: str = Field(primary_key=True, max_length=64)
+    last_id: int = 0

@@ -14,7 +14,7 @@ import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -205,10 +205,22 @@ class WebSettings(_Model):
 
 
 class TelemetrySettings(_Model):
-    """Where traces go: an OTLP/HTTP collector's base URL (spans are posted to `{otlp_endpoint}/v1/traces`)."""
+    """Where traces go: an OTLP/HTTP collector's base URL (spans are posted to `{otlp_endpoint}/v1/traces`); and
+    where audit rows are sent as they are committed (`audit_to`: JSON lines on stdout, syslog at `syslog_address`,
+    OpenTelemetry logs to `{otlp_endpoint}/v1/logs`)."""
 
     otlp_endpoint: str | None = None
     service_name: str = "signoff"
+    audit_to: tuple[Literal["stdout", "syslog", "otlp"], ...] = ()
+    syslog_address: str = "/dev/log"  # a Unix socket, or host:port for UDP
+
+    @model_validator(mode="after")
+    def _otlp_for_logs(self) -> "TelemetrySettings":
+        if "otlp" in self.audit_to and self.otlp_endpoint is None:
+            raise ValueError('audit_to includes "otlp", so otlp_endpoint must be set')
+        if len(set(self.audit_to)) != len(self.audit_to):
+            raise ValueError("audit_to names a destination twice")
+        return self
 
     @field_validator("otlp_endpoint")
     @classmethod
