@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-__all__ = ["MAX_SUMMARY", "ago", "arguments_summary", "clean", "one_line", "ordered_arguments"]
+__all__ = ["MAX_SUMMARY", "ago", "arguments_summary", "clean", "compact", "one_line", "ordered_arguments", "shortened"]
 
 MAX_SUMMARY = 200  # characters of the whole line
 MAX_VALUE = 48  # characters of one value before it is shortened
@@ -32,12 +32,15 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def clean(text: str, most: int = 10_000) -> str:
+def clean(text: str, most: int = 10_000, *, lines: bool = False) -> str:
     """`text` (its first `most` characters) with every control, format, private-use, unassigned or surrogate
-    character written as its escape (`\\n`, `\\x00`, `\\u202e`): one line, nothing a terminal or a page acts on."""
+    character written as its escape (`\\n`, `\\x00`, `\\u202e`): one line (`lines`: newlines and tabs kept),
+    nothing a terminal or a page acts on."""
     out = []
     for char in text[:most]:
-        if char == "\n":
+        if lines and char in "\n\t":
+            out.append(char)
+        elif char == "\n":
             out.append("\\n")
         elif char == "\t":
             out.append("\\t")
@@ -61,7 +64,7 @@ def one_line(text: str | None, most: int = 300) -> str:
     return _clip(clean(squeezed, most + 1), most)
 
 
-def _compact(value: Any, budget: int, depth: int = 0) -> str | None:
+def compact(value: Any, budget: int, depth: int = 0) -> str | None:
     """A small value as compact JSON-like text within `budget` characters, or None if it does not fit (the walk
     stops as soon as it is over, so a huge list costs no more than a small one)."""
     if depth > 3:
@@ -82,7 +85,7 @@ def _compact(value: Any, budget: int, depth: int = 0) -> str | None:
     if isinstance(value, list | tuple):
         parts, used = [], 2
         for item in value:
-            part = _compact(item, budget - used, depth + 1)
+            part = compact(item, budget - used, depth + 1)
             if part is None:
                 return None
             parts.append(part)
@@ -94,7 +97,7 @@ def _compact(value: Any, budget: int, depth: int = 0) -> str | None:
         parts, used = [], 2
         for key, item in value.items():
             name = clean(str(key), MAX_KEY + 1)
-            part = _compact(item, budget - used - len(name) - 1, depth + 1)
+            part = compact(item, budget - used - len(name) - 1, depth + 1)
             if part is None or len(name) > MAX_KEY:
                 return None
             parts.append(f"{name}={part}")
@@ -109,7 +112,7 @@ def _count(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def _shortened(value: Any) -> str:
+def shortened(value: Any) -> str:
     """A value too long to show whole, as what it is: `<200 lines>`, `"SELECT * FROM…" (4,096 chars)`, `[3 items]`."""
     if isinstance(value, str):
         lines = value.count("\n") + (0 if value.endswith("\n") else 1)
@@ -128,8 +131,8 @@ def ordered_arguments(arguments: Any) -> list[tuple[str, Any, bool]]:
     """The top-level arguments as (name, value, short), short scalar ones first, each group by name: the order
     every view lists them in. `short`: the value fits on one line of a summary as it is."""
     if not isinstance(arguments, Mapping):
-        return [("", arguments, _compact(arguments, MAX_VALUE) is not None)]
-    items = [(str(key), value, _compact(value, MAX_VALUE) is not None) for key, value in arguments.items()]
+        return [("", arguments, compact(arguments, MAX_VALUE) is not None)]
+    items = [(str(key), value, compact(value, MAX_VALUE) is not None) for key, value in arguments.items()]
     return sorted(items, key=lambda item: (not item[2], isinstance(item[1], Mapping | list), item[0]))
 
 
@@ -150,7 +153,7 @@ def arguments_summary(arguments: Any, most: int = MAX_SUMMARY) -> str:
         return "(no arguments)"
     parts = []
     for name, value, short in ordered_arguments(arguments):
-        shown = _compact(value, MAX_VALUE) if short else _shortened(value)
+        shown = compact(value, MAX_VALUE) if short else shortened(value)
         key = _clip(clean(name, MAX_KEY + 1), MAX_KEY)
         parts.append(f"{key}={shown}" if key else str(shown))
     line = ""
