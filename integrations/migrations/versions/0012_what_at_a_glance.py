@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("approval_requests") as batch:
-        batch.add_column(sa.Column("tool_description", sa.String(), nullable=False, server_default=""))
+        batch.add_column(sa.Column("tool_description", sa.String(), nullable=True))
         batch.add_column(sa.Column("held_until", sa.DateTime(timezone=True), nullable=True))
 
 
