@@ -11,6 +11,8 @@ import pytest
 from integrations.cli import main
 from tests.conftest import AGENT_TOKEN, READER
 from tests.fakes.upstreams import EverythingState
+from tests.test_approval_flow import api
+from tests.test_approval_tasks import ALICE, delete_as_task, serving, upstream
 from tests.test_slack_flow import click, posted, slack_flow
 from tests.webpage import guarded, pending_id, sign_in
 
@@ -88,3 +90,29 @@ async def test_the_cli_table_the_page_and_the_api_show_the_summary_and_never_a_r
     assert echo_line.startswith(echo_id) and echo_line.endswith("just now  text=[redacted]")
     assert 'record_id="r-7\\x1b[2J"' in table and "\x1b" not in table  # a terminal escape is shown, never sent
     assert "    deadline " in table and "Deletes a customer record" in table
+
+
+async def test_the_tools_description_is_known_after_a_restart_from_the_pins_and_kept_with_the_request(
+    signoff: Any,
+) -> None:
+    state = EverythingState()
+    async with guarded(signoff, state) as running, running.client("ev") as client:
+        await client.list_tools()  # pinned: the definition (and its description) lands in the database
+    async with guarded(signoff, state, hold="0.2s") as running, running.client("ev") as client:
+        with anyio.fail_after(20):
+            await client.call_tool("delete_record", {"record_id": "r-4"})  # no tools/list since the restart
+            approval_id = await pending_id(running, "delete_record")
+        async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+            view = (await http.get(f"/api/approvals/{approval_id}", headers=READER)).json()
+
+    assert view["tool_description"] == "Delete one record."
+    assert view["summary"] == "record_id=r-4"
+
+
+async def test_an_agent_waiting_on_its_task_counts_as_waiting_so_an_approval_says_it_runs_now(signoff: Any) -> None:
+    async with upstream(EverythingState()) as url, serving(signoff, url) as running:
+        task = await delete_as_task(running)
+        approved = await api(running, "POST", f"/api/approvals/{task['taskId']}/approve", ALICE, reason="ok")
+
+    assert approved.status_code == 200
+    assert approved.json()["agent_waiting"] is True
