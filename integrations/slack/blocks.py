@@ -412,7 +412,11 @@ def note_modal(card: Card, channel: str) -> Block:
     """The modal "Approve with note…" opens: the note is optional and lands in the audit log."""
     meta = json.dumps({"id": card.id, "channel": channel})
     label = "Note (optional): a ticket, a reason, a condition"
-    return _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+    view = _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+    if _arguments(card)[1]:  # the message cut the arguments: say so before anyone approves them
+        link = f" <{card.url}|Read them all on the web page> first." if card.url else ""
+        view["blocks"].insert(1, _section(f":warning: *The message showed only part of the arguments.*{link}"))
+    return view
 
 
 def edit_arguments(card: Card) -> str:
