@@ -250,7 +250,7 @@ def request_approval(
         remind_seconds=pending.spec.remind_seconds,
         groups=json.dumps(list(call.groups)),
         use_within=pending.spec.use_within,
-        tool_description=pending.description[:MAX_DESCRIPTION] or None,
+        tool_description=one_line(pending.description, MAX_DESCRIPTION) or None,  # an upstream says it: no NUL
     )
     request.notice_at = next_notice(request, now)
     session.add(request)

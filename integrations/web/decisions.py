@@ -171,7 +171,9 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         if verdict == Verdict.REJECT:
             request.session["flash"] = "You rejected this request; the agent is told why."
         elif result.settled:
-            request.session["flash"] = after_approval(service.public_view(result.request))
+            request.session["flash"] = after_approval(
+                service.public_view(result.request, now=pages.approvals(request).now())
+            )
         else:
             request.session["flash"] = (
                 f"Your approval is recorded: {result.approvals} of {result.request.quorum} needed so far."
@@ -216,7 +218,9 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             return await refused(request, identity, request_id, exc)
         except EditRefused as exc:
             return await render_detail(request, identity, status_code=422, error=f"{exc}.", draft=draft)
-        request.session["flash"] = after_approval(service.public_view(result.request), edited=True)
+        request.session["flash"] = after_approval(
+            service.public_view(result.request, now=pages.approvals(request).now()), edited=True
+        )
         return RedirectResponse(f"/approvals/{request_id}", status_code=303)
 
     async def reject(request: Request, identity: Identity) -> Response:
