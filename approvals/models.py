@@ -151,6 +151,11 @@ class ApprovalRequest(SQLModel, table=True):
     # The CallToolResult (JSON) of a call the agent waits for as an MCP task: stored with the outcome of its run,
     # so every later `tasks/get` (here, on another replica, after a restart) reads it and nothing runs twice.
     task_result: str | None = None
+    # The tool's own description, as the upstream's `tools/list` gave it when the call came (None: none seen).
+    tool_description: str | None = None
+    # Until when a call is held open waiting on this request (`integrations.gateway.holding`): a decision before
+    # then runs at once for an agent still waiting; after it, the agent was told "pending" and must call again.
+    held_until: datetime | None = None
 
 
 class ApprovalDecision(SQLModel, table=True):

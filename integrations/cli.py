@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +21,7 @@ from approvals.audit import verify_chain
 from approvals.models import AuditEvent
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.errors import ConfigError
+from integrations.listing import approval_table
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
 from integrations.settings import (
@@ -294,11 +296,7 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not views:
         sys.stdout.write(f"no {args.status or ''} approval requests\n".replace("  ", " "))
-    for view in views:
-        sys.stdout.write(
-            f"{view['id']}  {view['status']:<9} {view['server']}/{view['tool']}  by {view['agent']}  "
-            f"deadline {view['deadline']}  {view['reason']}\n"
-        )
+    sys.stdout.write(approval_table(views, datetime.now(UTC)))
     return EXIT_OK
 
 

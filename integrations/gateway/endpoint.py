@@ -628,6 +628,7 @@ class Gateway:
             spec=decision.approval,
             redact=rule.redact if rule else (),
             grant_max=decision.grant_max,
+            description=self.tools.description(exchange.server, call.tool) if self.tools is not None else "",
         )
         message, headers = exchange.message, exchange.headers
         owner = headers.get("mcp-session-id") or exchange.identity
