@@ -19,6 +19,7 @@ from approvals import service
 from approvals.audit import verify_chain
 from approvals.models import AuditEvent
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
+from integrations.detail import add_show_command
 from integrations.errors import ConfigError
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
@@ -28,6 +29,7 @@ from integrations.settings import (
     Settings,
     approver_token,
     listening_on,
+    load_config,
     load_settings,
     named_config,
     tell_workers,
@@ -175,7 +177,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     settings: Settings | None = None
     files = list(args.files)
     if config is not None or args.agent:
-        settings = load_settings(config)
+        settings = load_config(config)
         approvers = settings.approver_names
         sys.stdout.write(f"approvers checked against {settings.source}: {configured_listing(approvers)}\n")
         if args.agent:
@@ -237,7 +239,7 @@ _AUDIT_COLUMNS = ("id", "at", "kind", "server", "tool", "identity", "actor", "ru
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     with Session(engine) as session:
         rows = _audit_rows(args, session)
@@ -262,7 +264,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     with Session(engine) as session:
         report = verify_chain(session)
@@ -277,7 +279,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals_list(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     with Session(engine) as session:
         rows = service.list_requests(
@@ -299,7 +301,8 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, verdict: str) -> int:
-    settings = load_settings(args.config)
+    # With --url the gateway is named: a demo's, or one whose config is elsewhere. Without, the config says where.
+    settings = load_settings(args.config) if args.url else load_config(args.config)
     token = approver_token(args.token)
     if not token:
         sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
@@ -327,7 +330,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
         sys.stderr.write(f"signoff: {verdict} refused ({response.status_code}): {body.get('error', response.text)}\n")
         return EXIT_FAULTS
     if body.get("settled"):
-        sys.stdout.write(f"{args.id} is now {body['status']}\n")
+        sys.stdout.write(f"{body.get('id', args.id)} is now {body['status']}\n")
         grant = body.get("grant")
         if grant:
             sys.stdout.write(
@@ -335,7 +338,9 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
                 f"until {grant['expires_at']}\n"
             )
     else:
-        sys.stdout.write(f"{args.id}: your approval is recorded ({body['approvals']} of {body['quorum']})\n")
+        sys.stdout.write(
+            f"{body.get('id', args.id)}: your approval is recorded ({body['approvals']} of {body['quorum']})\n"
+        )
     return EXIT_OK
 
 
@@ -348,14 +353,14 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     upgrade(settings.gateway.database_url)
     sys.stdout.write(f"database upgraded to {head_revision()} (head)\n")
     return EXIT_OK
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url, migrate=False)
     current = current_revision(engine)
     engine.dispose()
@@ -377,7 +382,7 @@ def _add_db_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
 def cmd_slack_test(args: argparse.Namespace) -> int:
     from integrations.slack.check import check_slack
 
-    return check_slack(load_settings(args.config), args.channel, sys.stdout)
+    return check_slack(load_config(args.config), args.channel, sys.stdout)
 
 
 def _add_slack_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -442,9 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(func=cmd_approvals_list)
+    add_show_command(approvals)
     for name, func, needs_reason in (("approve", cmd_approve, False), ("reject", cmd_reject, True)):
         decide = commands.add_parser(name, help=f"{name} an approval request through the running gateway")
-        decide.add_argument("id")
+        decide.add_argument("id", help="the request's id, or a unique prefix of it (at least 8 characters)")
         decide.add_argument("--reason", required=needs_reason)
         decide.add_argument("--token", help="your approver token (default: $SIGNOFF_APPROVER_TOKEN)")
         decide.add_argument("--url", help="the gateway's base URL (default: [gateway] public_url)")

@@ -42,6 +42,69 @@ def named_config(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("SIGNOFF_CONFIG")
 
 
+def config_file(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config a command that reads or changes signoff's state needs: `--config`, else $SIGNOFF_CONFIG, else
+    ./signoff.toml; it must exist (such a command never falls back to the demo, nor creates a database).
+
+    Raises:
+        ConfigError: there is no such file, naming where it looked.
+    """
+    env = os.environ if environ is None else environ
+    named = explicit or env.get("SIGNOFF_CONFIG")
+    path = Path(named or "signoff.toml")
+    if path.is_file():
+        return path
+    if explicit:
+        raise ConfigError(f"{path}: no such config file (given with --config)")
+    if named:
+        raise ConfigError(f"{path}: no such config file (named by $SIGNOFF_CONFIG)")
+    raise ConfigError(
+        f"no config: there is no signoff.toml in {Path.cwd()}, and neither --config nor $SIGNOFF_CONFIG names one."
+        " This command reads a running gateway's state: give --config PATH, or write a starter config with"
+        " `signoff init`"
+    )
+
+
+def load_config(explicit: str | None = None) -> "Settings":
+    """`load_settings` of the config `config_file` finds; for every command but `serve`, `init` and `policy`'s.
+
+    Raises:
+        ConfigError: no config file, or as `load_settings`.
+    """
+    return load_settings(config_file(explicit))
+
+
+DOTENV = ".env"  # beside the config: `KEY=VALUE` lines for its ${VAR}s (`signoff init` writes the tokens there)
+
+
+def dotenv_values(config_path: Path) -> dict[str, str]:
+    """The variables of the `.env` file beside `config_path` (none when there is none); the environment wins.
+
+    Raises:
+        ConfigError: the file exists but cannot be read.
+    """
+    path = config_path.resolve().parent / DOTENV
+    if not path.is_file():
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, value = text.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{path}:{number}: not a KEY=VALUE line")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The environment for a stdio upstream: signoff's own (PATH, HOME for npx) plus the server's `env`."""
     return {**os.environ, **extra}
@@ -332,11 +395,63 @@ def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     return value
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def _where(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
+    """A key path as people read it: `servers[0] (fs).comand`, naming each list entry that has a name."""
+    where, node = "", raw
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+        node = _child(node, part)
+        if isinstance(part, int) and isinstance(node, Mapping) and isinstance(node.get("name"), str):
+            where += f" ({node['name']})"
+    return where.lstrip(".")
+
+
+def _child(node: Any, part: int | str) -> Any:
+    if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+        return node[part]
+    if isinstance(part, str) and isinstance(node, Mapping):
+        return node.get(part)
+    return None
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model a key path ends in (list entries and optional sections looked through), if any."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = next((m for m in _models_in(annotation)), None)
+    return model
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """What to say of a key the settings do not take: the closest known key, and the ones there are."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown key"
+    known = [name for name in model.model_fields if name not in ("source", "demo")]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f'did you mean "{close[0]}"? ' if close else ""
+    return f"unknown key ({hint}known here: {', '.join(known)})"
+
+
+def _format_validation_error(exc: ValidationError, raw: Mapping[str, Any] | None = None) -> str:
     lines = []
     for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        loc = tuple(error["loc"])
+        where = _where(loc, raw or {})
         message = str(error["msg"]).removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key(loc)
         if not where and "\n" in message:  # a check across sections: each of its lines names its own key
             lines += [f"  {line}" for line in message.splitlines()]
         else:
@@ -423,12 +538,13 @@ def load_settings(
     env = os.environ if environ is None else environ
     explicit = path is not None or "SIGNOFF_CONFIG" in env
     config_path = Path(path if path is not None else env.get("SIGNOFF_CONFIG", "signoff.toml"))
+    raw: dict[str, Any] = {}
     if config_path.exists():
         try:
-            raw: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
-        data = expand(raw, env)
+        data = expand(raw, {**dotenv_values(config_path), **env})
         source = str(config_path)
         base_dir = config_path.resolve().parent
     elif explicit:
@@ -456,4 +572,4 @@ def load_settings(
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{_format_validation_error(exc)}") from exc
+        raise ConfigError(f"{source}: invalid configuration:\n{_format_validation_error(exc, raw)}") from exc
