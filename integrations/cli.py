@@ -3,9 +3,7 @@
 import argparse
 import csv
 import importlib.metadata
-import ipaddress
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,19 +19,24 @@ from approvals.models import AuditEvent
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.detail import add_show_command
 from integrations.errors import ConfigError
+from integrations.logs import configure_logging, logging_config
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
+from integrations.preflight import load_policy_set
 from integrations.settings import (
     AgentSettings,
     ApproverSettings,
     Settings,
     approver_token,
+    config_file,
+    is_loopback,
     listening_on,
     load_config,
     load_settings,
     named_config,
     tell_workers,
 )
+from integrations.summary import startup_lines
 from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
 from policies.pitfalls import unknown_callers
@@ -87,16 +90,6 @@ def reach_lines(settings: Settings) -> list[str]:
     return lines
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` only listens on this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _positive(text: str) -> int:
     """argparse type: a whole number of at least 1."""
     if not text.isdigit() or int(text) < 1:
@@ -133,8 +126,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " workers to share: on SQLite alone signoff serves one process\n"
         )
         return EXIT_CONFIG
+    load_policy_set(settings)  # a refused config is said on stderr as it is, before logging is set up
+    configure_logging(args.log_level, args.log_format)  # before create_app, whose warnings are log lines too
     app = create_app(settings)  # with workers too: a bad policy is refused here, once, not by every worker
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
         _print_demo_banner(settings, sys.stdout)
         if not is_loopback(host):
@@ -142,6 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"signoff: WARNING: --public-demo serves the demo on {host}, beyond loopback: anyone who can reach"
                 " this port and knows the tokens above can call its tools and approve the calls\n"
             )
+    if not settings.demo:
+        sys.stdout.write("".join(f"{line}\n" for line in startup_lines(settings)))
     sys.stdout.write("".join(f"{line}\n" for line in reach_lines(settings)))
     if args.workers > 1:
         sys.stdout.write(f"{args.workers} worker processes share {host}:{settings.gateway.port}\n")
@@ -150,6 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host": host,
         "port": settings.gateway.port,
         "log_level": args.log_level,
+        "log_config": logging_config(args.log_level, args.log_format),  # applied again in each worker
         "access_log": False,
         "lifespan": "on",
         "ws": "none",
@@ -385,8 +382,46 @@ def cmd_slack_test(args: argparse.Namespace) -> int:
     return check_slack(load_config(args.config), args.channel, sys.stdout)
 
 
+def cmd_slack_manifest(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from integrations.slack.manifest import manifest_text
+
+    public_url = args.public_url
+    if public_url is None and not args.socket_mode:
+        try:  # a config at hand says where signoff is reached
+            public_url = load_settings(config_file(args.config)).gateway.public_url
+        except ConfigError:
+            public_url = None
+        if public_url is None:
+            sys.stderr.write(
+                "signoff: give --public-url URL (the https:// address Slack reaches signoff at), or --socket-mode"
+                " for an app that needs no public URL\n"
+            )
+            return EXIT_CONFIG
+    try:
+        text = manifest_text(public_url, socket_mode=args.socket_mode)
+    except ValueError as exc:
+        sys.stderr.write(f"signoff: {exc}\n")
+        return EXIT_CONFIG
+    sys.stdout.write(text)
+    host = urlsplit(public_url or "").hostname or ""
+    if not args.socket_mode and (is_loopback(host) or not str(public_url).startswith("https://")):
+        sys.stderr.write(
+            f"signoff: warning: Slack must reach {public_url} over HTTPS from the internet; a loopback or plain"
+            " http:// URL will not verify. Use a tunnel's https:// address, or --socket-mode\n"
+        )
+    return EXIT_OK
+
+
 def _add_slack_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     slack = commands.add_parser("slack", help="the Slack app").add_subparsers(dest="slack_command", required=True)
+    manifest = slack.add_parser("manifest", help="print the Slack app manifest, ready to paste at api.slack.com/apps")
+    manifest.add_argument("--public-url", help="where Slack reaches signoff (default: [gateway] public_url)")
+    manifest.add_argument(
+        "--socket-mode", action="store_true", help="an app that connects out over Socket Mode: no request URLs"
+    )
+    manifest.set_defaults(func=cmd_slack_manifest)
     test = slack.add_parser("test", help="check the [slack] settings and post a test message; say what is wrong")
     test.add_argument("--channel", help="post the test message here (default: [slack] channel)")
     test.set_defaults(func=cmd_slack_test)
@@ -412,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes on this machine, sharing the port and the database (default 1; needs a config)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line (time, level, logger, message, extra fields), for a log collector",
+    )
     serve.add_argument(
         "--public-demo",
         action="store_true",

@@ -5,6 +5,7 @@ values, so a bad config is refused before a socket opens, with the key that is w
 """
 
 import difflib
+import ipaddress
 import os
 import re
 import secrets
@@ -22,6 +23,16 @@ from policies import LimitsUnavailable, parse_duration
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CATALOG = Path(__file__).resolve().parent.parent / "policies" / "catalog"
 ServerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on, or is only reached from, this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def duration(value: str | float) -> float:
