@@ -36,6 +36,7 @@ from integrations.settings import (
     named_config,
     tell_workers,
 )
+from integrations.starter import add_init_command
 from integrations.summary import startup_lines
 from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
@@ -459,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no config, serve the demo on --host even beyond loopback (it listens on loopback only otherwise)",
     )
     serve.set_defaults(func=cmd_serve)
+    add_init_command(commands)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(
         dest="policy_command", required=True
