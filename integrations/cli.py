@@ -60,6 +60,7 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
     base = settings.gateway.base_url
     agent = _demo_token(settings.agents, DEMO_AGENT) or "(as in the config file)"
     approver = _demo_token(settings.approvers, DEMO_APPROVER)
+    hold = settings.gateway.approval_hold
     out.write(
         "\nsignoff is running its demo: no signoff.toml here, so it serves a built-in demo upstream.\n"
         f"  MCP endpoint   : {base}/mcp/demo\n"
@@ -67,9 +68,11 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
         f"  approvals page : {base}/approvals   (sign in with the approver token)\n"
         f"  approver token : {approver or '(as in the config file)'}   (set SIGNOFF_DEMO_APPROVER_TOKEN to choose it)\n"
         f"  approve        : signoff approve ID --token {approver or 'TOKEN'} --url {base}"
-        "   (IDs: signoff approvals list)\n"
+        "   (ID: on the approvals page; its first 8 characters will do)\n"
         "  try            : list_connections (allowed), kill_connection pid=87 (denied),"
-        " destroy_connection (hidden), execute_sql with a DROP (needs approval)\n\n"
+        " destroy_connection (hidden)\n"
+        f'  needs approval : execute_sql sql="DROP TABLE sessions_archive" waits up to {hold:g}s for you to approve'
+        f" it on the approvals page, then runs (a client for it: examples/demo_client.py)\n\n"
     )
     out.flush()
 
