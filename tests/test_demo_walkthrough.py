@@ -49,6 +49,7 @@ def test_the_example_client_waits_for_an_approval_given_on_the_page_and_with_the
                     time.sleep(0.05)
                 [pending] = listed.json()["approvals"]
                 on_the_page = page.get("/approvals").text
+                short_link = page.get(f"/approvals/{pending['id'][:8]}")
                 approved = run_signoff(["approve", pending["id"][:8], "--token", APPROVER, "--url", base], tmp_path)
                 ran, _ = client.communicate(timeout=60)
         finally:
@@ -64,6 +65,7 @@ def test_the_example_client_waits_for_an_approval_given_on_the_page_and_with_the
     assert signed_in.status_code in (200, 303)
     assert pending["tool"] == "execute_sql" and pending["arguments"] == {"sql": "DROP TABLE sessions_archive"}
     assert pending["id"] in on_the_page and "execute_sql" in on_the_page
+    assert short_link.status_code == 303 and short_link.headers["location"] == f"/approvals/{pending['id']}"
     assert approved.returncode == 0 and approved.stdout == f"{pending['id']} is now approved\n"
     assert client.returncode == 0
     assert ran.splitlines()[1:] == [
