@@ -103,7 +103,8 @@ def cmd_grants_revoke(args: argparse.Namespace) -> int:
         sys.stderr.write(f"signoff: revoke refused ({status}): {body.get('error')}\n")
         return EXIT_FAULTS
     sys.stdout.write(
-        f"grant {body.get('id', args.id)} revoked: {body['server']}/{body['tool']} for {body['agent']} needs approval again\n"
+        f"grant {body.get('id', args.id)} revoked: {body['server']}/{body['tool']} for {body['agent']}"
+        " needs approval again\n"
     )
     return EXIT_OK
 
