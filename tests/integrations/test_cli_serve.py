@@ -131,3 +131,31 @@ def test_config_faults_name_the_entry_and_suggest_the_key_meant(tmp_path: Path) 
         '  gatway: unknown key (did you mean "gateway"? known here: gateway, agents, approvers, servers, slack,'
         " webhooks, web, auth)",
     ]
+
+
+def test_a_json_log_line_carries_the_extra_fields_and_the_exception() -> None:
+    import io
+    import logging
+
+    from integrations.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.json_lines")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("upstream %s is down", "pg", extra={"server": "pg", "attempt": 3})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("call failed")
+    finally:
+        logger.removeHandler(handler)
+
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["level"] == "WARNING" and first["logger"] == "tests.json_lines"
+    assert first["message"] == "upstream pg is down" and first["server"] == "pg" and first["attempt"] == 3
+    assert first["time"].endswith("+00:00")
+    assert second["message"] == "call failed" and "ValueError: boom" in second["exception"]
