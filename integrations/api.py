@@ -206,17 +206,17 @@ async def get_approval(request: Request) -> Response:
 
 async def _vote(request: Request, approver: service.Approver, verdict: Verdict) -> Response:
     engine = _engine(request)
-    request_id = await _path_request(request)  # a refusal is answered by _as_approver
     # A rejection's "grant" is refused by the domain, which says a grant comes with an approval; "arguments"
     # (approve with edits) only comes with an approval.
     keys = ("reason", "grant", "arguments") if verdict == Verdict.APPROVE else ("reason", "grant")
-    body = await _decision_body(request, keys, rejecting=verdict == Verdict.REJECT)
+    body = await _decision_body(request, keys, rejecting=verdict == Verdict.REJECT)  # the body's faults first
     if isinstance(body, Response):
         return body
     payload, reason = body
     seconds = _grant_seconds(payload)
     if isinstance(seconds, Response):
         return seconds
+    request_id = await _path_request(request)  # a refusal is answered by _as_approver
     if "arguments" in payload:
         edited, running = payload["arguments"], runtime(request)
         result = await approve_with_edits(running, request_id, approver, edited, reason.strip(), "api", seconds)
@@ -262,10 +262,10 @@ async def list_grants(request: Request) -> Response:
 
 async def revoke_grant(request: Request, approver: service.Approver) -> Response:
     engine = _engine(request)
-    grant_id = await engine.store.run(prefixes.grant_id, request.path_params["id"])
     body = await _decision_body(request, ("reason",))
     if isinstance(body, Response):
         return body
+    grant_id = await engine.store.run(prefixes.grant_id, request.path_params["id"])
     _, reason = body
     grant = await engine.revoke_grant(grant_id, approver.name, reason.strip(), "api")
     return JSONResponse(grants.grant_view(grant, engine.now()))
