@@ -109,7 +109,10 @@ def dotenv_values(config_path: Path) -> dict[str, str]:
         name, sep, value = text.removeprefix("export ").partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError(f"{path}:{number}: not a KEY=VALUE line")
+            raise ConfigError(
+                f"{path}:{number}: not a KEY=VALUE line (signoff reads this file, beside its config, for the"
+                " config's ${VAR}s)"
+            )
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[name] = value

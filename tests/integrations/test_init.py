@@ -10,8 +10,11 @@ from pathlib import Path
 
 import anyio
 import httpx2
+import pytest
 from mcp_types import TextContent
 
+from integrations.errors import ConfigError
+from integrations.settings import load_settings
 from integrations.starter import server_name
 from tests.conftest import connect
 from tests.integrations.test_cli import ROOT, free_port, run_signoff
@@ -108,3 +111,24 @@ def test_a_server_is_named_for_its_package_script_or_host() -> None:
     assert server_name("/opt/bin/jira-mcp-server --stdio") == "jira"
     assert server_name("https://pg-mcp.internal:8443/mcp") == "pg"
     assert server_name("python servers/github_mcp.py") == "github_mcp"
+
+
+def test_the_dotenv_beside_a_config_fills_its_variables_the_environment_wins_and_a_bad_line_is_refused(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "signoff.toml"
+    config.write_text(
+        '[[agents]]\nname = "a"\ntoken = "${A_TOKEN}"\n\n[[agents]]\nname = "b"\ntoken = "${B_TOKEN}"\n\n'
+        '[[servers]]\nname = "demo"\ncommand = ["x"]\npolicy = "catalog:demo"\n'
+    )
+    (tmp_path / ".env").write_text(
+        "# comment\n\nexport A_TOKEN='agent-a-token-from-dotenv'\nB_TOKEN=\"agent-b-token-from-dotenv\"\n"
+    )
+    settings = load_settings(config, environ={"B_TOKEN": "agent-b-token-from-environ"})
+    tokens = [a.token.get_secret_value() for a in settings.agents if a.token is not None]
+    (tmp_path / ".env").write_text("A_TOKEN=agent-a-token-from-dotenv\nnot a line\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, environ={})
+
+    assert tokens == ["agent-a-token-from-dotenv", "agent-b-token-from-environ"]
+    assert str(refused.value).startswith(f"{tmp_path / '.env'}:2: not a KEY=VALUE line")
