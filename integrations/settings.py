@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from integrations.config_faults import format_validation_error
 from integrations.errors import ConfigError
 from policies import LimitsUnavailable, parse_duration
 
@@ -331,7 +332,7 @@ class Settings(_Model):
                         " remove the policy"
                     )
         if faults:
-            raise ValueError("".join(f"{fault}\n" for fault in faults))  # one line each (_format_validation_error)
+            raise ValueError("".join(f"{fault}\n" for fault in faults))  # one line each (format_validation_error)
         return self
 
     def agent(self, name: str) -> "AgentSettings | None":
@@ -407,70 +408,6 @@ def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     if isinstance(value, list):
         return [expand(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def _where(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
-    """A key path as people read it: `servers[0] (fs).comand`, naming each list entry that has a name."""
-    where, node = "", raw
-    for part in loc:
-        where += f"[{part}]" if isinstance(part, int) else f".{part}"
-        node = _child(node, part)
-        if isinstance(part, int) and isinstance(node, Mapping) and isinstance(node.get("name"), str):
-            where += f" ({node['name']})"
-    return where.lstrip(".")
-
-
-def _child(node: Any, part: int | str) -> Any:
-    if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
-        return node[part]
-    if isinstance(part, str) and isinstance(node, Mapping):
-        return node.get(part)
-    return None
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The settings model a key path ends in (list entries and optional sections looked through), if any."""
-    model: type[BaseModel] | None = Settings
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return None
-        annotation = model.model_fields[part].annotation
-        model = next((m for m in _models_in(annotation)), None)
-    return model
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
-
-
-def _unknown_key(loc: tuple[int | str, ...]) -> str:
-    """What to say of a key the settings do not take: the closest known key, and the ones there are."""
-    model = _model_at(loc[:-1])
-    if model is None:
-        return "unknown key"
-    known = [name for name in model.model_fields if name not in ("source", "demo")]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    hint = f'did you mean "{close[0]}"? ' if close else ""
-    return f"unknown key ({hint}known here: {', '.join(known)})"
-
-
-def _format_validation_error(exc: ValidationError, raw: Mapping[str, Any] | None = None) -> str:
-    lines = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        where = _where(loc, raw or {})
-        message = str(error["msg"]).removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = _unknown_key(loc)
-        if not where and "\n" in message:  # a check across sections: each of its lines names its own key
-            lines += [f"  {line}" for line in message.splitlines()]
-        else:
-            lines.append(f"  {where or 'config'}: {message}")
-    return "\n".join(lines)
 
 
 def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -586,4 +523,4 @@ def load_settings(
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{_format_validation_error(exc, raw)}") from exc
+        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc, raw, Settings)}") from exc
