@@ -26,6 +26,7 @@ GUARDED = {
         "delete_record": {
             "action": "require_approval",
             "reason": "Deletes a customer record",
+            "grant_max": "30m",
             "approval": {"approvers": ["alice"], "timeout": "10m"},
         }
     },
@@ -83,7 +84,11 @@ async def test_a_unique_prefix_shows_approves_and_reads_a_request_in_the_cli_and
                 read = await http.get(f"/api/approvals/{prefix}")
                 short = await http.get(f"/api/approvals/{request[:5]}")
             approved = await cli(
-                capsys, "approve", prefix, "--token", "alice-approver-token", "--url", running.url, "--config", config
+                capsys, "approve", prefix, "--token", "alice-approver-token", "--url", running.url, "--grant", "15m"
+            )
+            grant = approved[1].splitlines()[1].split()[1].rstrip(":")
+            revoked = await cli(
+                capsys, "grants", "revoke", grant[:8], "--token", "alice-approver-token", "--url", running.url
             )
             json_code, as_json, _ = await cli(
                 capsys, "--config", config, "approvals", "show", request, "--format", "json"
@@ -99,7 +104,9 @@ async def test_a_unique_prefix_shows_approves_and_reads_a_request_in_the_cli_and
         short.json()["error"]
         == f"'{request[:5]}' is too short for an id: give at least 8 of its characters, or all of it"
     )
-    assert approved[0] == 0 and approved[1] == f"{request} is now approved\n"
+    assert approved[0] == 0 and approved[1].splitlines()[0] == f"{request} is now approved"
+    assert revoked[0] == 0, revoked[2]
+    assert revoked[1].startswith(f"grant {grant} revoked: ev/delete_record for alpha")
     assert json_code == 0
     detail = json.loads(as_json)
     assert detail["status"] == "approved" and detail["decisions"][0]["approver"] == "alice"
