@@ -304,7 +304,7 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, verdict: str) -> int:
     # With --url the gateway is named: a demo's, or one whose config is elsewhere. Without, the config says where.
     settings = load_settings(args.config) if args.url else load_config(args.config)
-    token = approver_token(args.token)
+    token = approver_token(args.token, settings)
     if not token:
         sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
         return EXIT_CONFIG

@@ -44,7 +44,7 @@ def api_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> tuple
     """POST to the running gateway as an approver; None (with the reason on stderr) when it cannot be reached."""
     # With --url the gateway is named: a demo's, or one whose config is elsewhere. Without, the config says where.
     settings = load_settings(args.config) if args.url else load_config(args.config)
-    token = approver_token(args.token)
+    token = approver_token(args.token, settings)
     if not token:
         sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
         return None

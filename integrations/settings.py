@@ -44,9 +44,14 @@ def duration(value: str | float) -> float:
     return seconds
 
 
-def approver_token(explicit: str | None = None) -> str | None:
-    """The token `signoff approve`/`reject` sign in with: `--token`, else $SIGNOFF_APPROVER_TOKEN."""
-    return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
+def approver_token(explicit: str | None = None, config: "Settings | None" = None) -> str | None:
+    """The token `signoff approve`/`reject` sign in with: `--token`, else $SIGNOFF_APPROVER_TOKEN, else that
+    variable in the .env beside the config (where `signoff init` puts it)."""
+    if explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN"):
+        return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
+    if config is None or not Path(config.source).is_file():
+        return None
+    return dotenv_values(Path(config.source)).get("SIGNOFF_APPROVER_TOKEN") or None
 
 
 def named_config(explicit: str | None = None) -> str | None:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +30,9 @@ def dotenv(directory: Path) -> dict[str, str]:
 
 @contextmanager
 def serving(config: Path, port: int, cwd: Path) -> Iterator[str]:
-    """`signoff serve --config CONFIG` in its own process, from another directory, until it listens."""
-    command = [sys.executable, "-m", "integrations.cli", "serve", "--config", str(config), "--port", str(port)]
+    """`signoff serve --config CONFIG` in its own process, from another directory, until it listens on `port`."""
+    command = [sys.executable, "-m", "integrations.cli", "serve", "--config", str(config)]
+    command += [] if f"port = {port}\n" in config.read_text() else ["--port", str(port)]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
     env = {**clean, "PYTHONPATH": str(ROOT)}
     base = f"http://127.0.0.1:{port}"
@@ -49,23 +51,41 @@ def serving(config: Path, port: int, cwd: Path) -> Iterator[str]:
             process.wait(timeout=20)
 
 
-async def call(url: str, token: str, tool: str) -> str:
+async def call(url: str, token: str, tool: str, arguments: dict[str, str] | None = None) -> str:
     async with connect(url, token) as client:
-        result = await client.call_tool(tool, {})
+        result = await client.call_tool(tool, arguments or {})
     return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def test_init_with_a_server_writes_a_suggested_policy_and_serve_serves_it_at_once(tmp_path: Path) -> None:
     directory = tmp_path / "gateway"
-    done = run_signoff(["init", "--server", DEMO_COMMAND, "--name", "fleet", "--dir", str(directory)], tmp_path)
+    port = free_port()
+    argv = ["init", "--server", DEMO_COMMAND, "--name", "fleet", "--dir", str(directory), "--port", str(port)]
+    done = run_signoff(argv, tmp_path)
     secrets = dotenv(directory)
+    config = directory / "signoff.toml"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    port = free_port()
-    with serving(directory / "signoff.toml", port, elsewhere) as base:
+    held: list[str] = []
+    with serving(config, port, elsewhere) as base:
         listed = anyio.run(call, f"{base}/mcp/fleet", secrets["SIGNOFF_AGENT_TOKEN"], "list_connections")
+        destroy = {"connection_id": "conn-1"}  # destructive: the suggested policy asks the approver
+        url, agent = f"{base}/mcp/fleet", secrets["SIGNOFF_AGENT_TOKEN"]
+        caller = threading.Thread(
+            target=lambda: held.append(anyio.run(call, url, agent, "destroy_connection", destroy))
+        )
+        caller.start()
         with httpx2.Client(base_url=base, timeout=5) as http:
-            page = http.get("/api/approvals", headers={"Authorization": f"Bearer {secrets['SIGNOFF_APPROVER_TOKEN']}"})
+            for _ in range(400):  # the bounded poll until the held call is a pending request
+                page = http.get(
+                    "/api/approvals", headers={"Authorization": f"Bearer {secrets['SIGNOFF_APPROVER_TOKEN']}"}
+                )
+                if page.json()["approvals"]:
+                    break
+                time.sleep(0.05)
+        # The approver's token from the .env beside the config, the gateway's address from the config.
+        approved = run_signoff(["approve", page.json()["approvals"][0]["id"][:8], "--config", str(config)], elsewhere)
+        caller.join(timeout=30)
 
     assert done.returncode == 0, done.stderr
     assert f"wrote {directory / 'policies' / 'fleet.json'}" in done.stdout.splitlines()
@@ -73,9 +93,10 @@ def test_init_with_a_server_writes_a_suggested_policy_and_serve_serves_it_at_onc
     assert sorted(secrets) == ["SIGNOFF_AGENT_TOKEN", "SIGNOFF_APPROVER_TOKEN", "SIGNOFF_SESSION_SECRET"]
     assert all(len(value) >= 32 for value in secrets.values())
     assert (directory / ".env").stat().st_mode & 0o777 == 0o600
-    assert not any(value in (directory / "signoff.toml").read_text() for value in secrets.values())
+    assert not any(value in config.read_text() for value in secrets.values())
     assert "conn-1 pid=4121 user=alice" in listed
-    assert page.status_code == 200 and page.json() == {"approvals": []}
+    assert approved.returncode == 0 and approved.stdout.endswith(" is now approved\n"), approved.stderr
+    assert held == ["Destroyed conn-1: subscriber stopped, stream buffer cleaned up."]
     assert (directory / "signoff.db").exists() and not (elsewhere / "signoff.db").exists()
 
 
