@@ -306,7 +306,10 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
     settings = load_settings(args.config) if args.url else load_config(args.config)
     token = approver_token(args.token, settings)
     if not token:
-        sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
+        sys.stderr.write(
+            "signoff: give your approver token with --token, $SIGNOFF_APPROVER_TOKEN, or SIGNOFF_APPROVER_TOKEN in the"
+            " .env beside the config\n"
+        )
         return EXIT_CONFIG
     url = f"{(args.url or settings.gateway.base_url).rstrip('/')}/api/approvals/{args.id}/{verdict}"
     if getattr(args, "arguments", None) is not None:

@@ -46,7 +46,10 @@ def api_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> tuple
     settings = load_settings(args.config) if args.url else load_config(args.config)
     token = approver_token(args.token, settings)
     if not token:
-        sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
+        sys.stderr.write(
+            "signoff: give your approver token with --token, $SIGNOFF_APPROVER_TOKEN, or SIGNOFF_APPROVER_TOKEN in the"
+            " .env beside the config\n"
+        )
         return None
     url = f"{(args.url or settings.gateway.base_url).rstrip('/')}{path}"
     try:
