@@ -7,6 +7,7 @@ this row's canonical content. Writers pass a database session; this module never
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -277,3 +278,9 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
             if _row_hash(prev, row.model_dump()) != row.hash:
                 return ChainReport(checked, row_id, "content does not match its hash: the row was edited")
             prev, checked, after = row.hash, checked + 1, row_id
+
+
+def request_trail(session: Session, request_id: uuid.UUID) -> list[AuditEvent]:
+    """Every audit row about one approval request, oldest first: each names it as `approval ID` in its detail."""
+    query = select(AuditEvent).where(col(AuditEvent.detail).startswith(f"approval {request_id}"))
+    return list(session.exec(query.order_by(col(AuditEvent.id))).all())

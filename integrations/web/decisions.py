@@ -15,9 +15,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from approvals import service
+from approvals import prefixes, service
 from approvals.audit import displayable, redacted
-from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, InvalidReason, NotAllowed
+from approvals.errors import (
+    AlreadyDecided,
+    AmbiguousId,
+    ApprovalNotFound,
+    EditRefused,
+    IdTooShort,
+    InvalidReason,
+    NotAllowed,
+)
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from approvals.summary import arguments_summary
@@ -147,6 +155,14 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         return pages.render(request, template, context, status_code=status_code, identity=identity)
 
     async def detail(request: Request, identity: Identity) -> Response:
+        if path_id(request) is None:  # a prefix as people type it (8+ characters): to the request's own page
+            try:
+                found = await pages.approvals(request).store.run(prefixes.request_id, request.path_params["id"])
+            except (IdTooShort, AmbiguousId) as exc:
+                return pages.refuse(request, 400 if isinstance(exc, IdTooShort) else 409, "Which request?", str(exc))
+            except ApprovalNotFound:
+                return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
+            return RedirectResponse(f"/approvals/{found}", status_code=303)
         return await render_detail(request, identity)
 
     async def detail_live(request: Request, identity: Identity) -> Response:
