@@ -71,8 +71,11 @@ async def test_a_part_that_keeps_failing_stops_for_good_and_stays_named() -> Non
     assert next(iter(down.values())) == {"error": "ValueError: always", "failures": 3, "state": "stopped"}
 
 
-async def test_healthz_fails_while_the_audit_database_is_down_and_recovers_with_every_row(signoff: Start) -> None:
+async def test_healthz_fails_while_the_audit_database_is_down_and_the_answer_waits_for_its_row(signoff: Start) -> None:
+    """Durable before answered: a call made while the log cannot be written runs, but its answer waits until its
+    row is committed; meanwhile /healthz says failing."""
     policy = {"version": "1", "default": "allow"}
+    served: list[Any] = []
     with anyio.fail_after(30):
         async with (
             serve_http(everything_http_app()) as upstream,
@@ -83,14 +86,21 @@ async def test_healthz_fails_while_the_audit_database_is_down_and_recovers_with_
             engine = running.app.state.signoff.database
             with engine.begin() as connection:
                 connection.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
-            served = await client.call_tool("echo", {"text": "while down"})
-            while True:
-                down = await http.get("/healthz")
-                if down.status_code == 503:
-                    break
-                await anyio.sleep(0.05)
-            with engine.begin() as connection:
-                connection.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    served.append(await client.call_tool("echo", {"text": "while down"}))
+
+                tg.start_soon(call)
+                while True:
+                    down = await http.get("/healthz")
+                    if down.status_code == 503:
+                        break
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.5)
+                answered_while_down = bool(served)
+                with engine.begin() as connection:
+                    connection.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
             while True:
                 back = await http.get("/healthz")
                 if back.status_code == 200:
@@ -98,7 +108,8 @@ async def test_healthz_fails_while_the_audit_database_is_down_and_recovers_with_
                 await anyio.sleep(0.05)
             rows = await running.audit()
 
-    assert served.is_error is False
+    assert answered_while_down is False  # no answer without its row
+    assert served[0].is_error is False
     body: dict[str, Any] = down.json()
     assert body["status"] == "failing" and body["audit"]["ok"] is False and body["audit"]["queued"] >= 1
     assert "audit_events" in body["audit"]["last_error"]
