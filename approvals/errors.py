@@ -77,3 +77,7 @@ class EditRefused(ApprovalError, ValueError):
         super().__init__(f"The edited call was refused: {why}; nothing was decided")
         self.approval_id = approval_id
         self.why = why
+
+
+class BadKey(ApprovalError, ValueError):
+    """Raised when an audit signing or public key's text is not an Ed25519 key in a form signoff reads."""

@@ -35,8 +35,10 @@ from approvals.store import Store
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditing import AuditWriter
+from integrations.auditkeys import signing_key
 from integrations.bodies import BodyRefused, bounded, limit_for
 from integrations.broadcast import Broadcast, Topic, carrier_for
+from integrations.checkpointing import Checkpointer
 from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
 from integrations.editing import edit_refusal
 from integrations.errors import ConfigError
@@ -160,6 +162,7 @@ def create_app(
     pins are; tests pass their own, and `span_exporter` to receive the traces ([telemetry] sends them over OTLP).
     """
     policies = load_policy_set(settings)
+    signing_key(settings.audit)  # a bad [audit] key is refused here, before serving
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -248,6 +251,9 @@ async def _start(
     if webhooks is not None:
         webhooks.start(parts)
         stack.push_async_callback(webhooks.close)
+    checkpoints = _checkpointer(settings, database, webhooks, now)
+    if checkpoints is not None:
+        checkpoints.start(parts)
     store = Store(database, slots=transaction_slots(database))
     slack_notifier = slack.announce(store, settings.gateway.base_url, now) if slack is not None else None
     approvals = ApprovalEngine(
@@ -332,6 +338,7 @@ async def _start(
         redis,
         bus,
         SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
+        checkpoints,
     )
     if slack is not None and slack.decisions is not None:  # Slack's "Edit and approve" checks edits as the API does
         slack.decisions.check_edit = partial(edit_refusal, running)
@@ -373,6 +380,25 @@ def _hear(
     bus.on_change(approvals.told)  # connected: the polls slow down, and run once now (a catch-up); lost: they resume
     for catch_up in (tools.refresh, policies):
         bus.on_connect(catch_up)
+
+
+def _checkpointer(
+    settings: Settings, database: Engine, webhooks: WebhookNotifier | None, now: Callable[[], datetime]
+) -> Checkpointer | None:
+    """The audit checkpointer when `[audit]` has a signing key (read here, so a bad key is refused at start)."""
+    key = signing_key(settings.audit)
+    if key is None:
+        return None
+    audit = settings.audit
+    return Checkpointer(
+        database,
+        key,
+        rows=audit.checkpoint_rows,
+        seconds=audit.checkpoint_seconds,
+        now=now,
+        file=audit.checkpoint_file,
+        notifier=webhooks,
+    )
 
 
 def _record_loaded(database: Engine, loaded: PolicySet) -> None:

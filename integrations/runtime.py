@@ -17,6 +17,7 @@ from approvals.engine import ApprovalEngine
 from approvals.service import Approver
 from integrations.auditing import AuditWriter
 from integrations.broadcast import Broadcast
+from integrations.checkpointing import Checkpointer
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.reloading import PolicyWatcher
@@ -49,6 +50,7 @@ class Runtime:
     redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
     bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
     sign_ins: "SignInThrottle | None" = None  # failed web sign-ins, counted in the shared store
+    checkpoints: Checkpointer | None = None  # signed audit checkpoints, when [audit] has a signing key
 
 
 def runtime(connection: HTTPConnection) -> Runtime:
