@@ -192,7 +192,7 @@ def make_checkpoint(
         The checkpoint made, or None when fewer than `min_rows` rows are unanchored (or the log is empty).
     """
     lock_chain(connection)
-    if unanchored_rows(connection) < max(min_rows, 1):
+    if unanchored_rows(connection, max(min_rows, 1)) < max(min_rows, 1):
         return None
     head = connection.execute(
         select(col(AuditEvent.id), col(AuditEvent.hash)).order_by(col(AuditEvent.id).desc()).limit(1)
@@ -202,10 +202,13 @@ def make_checkpoint(
     return checkpoint
 
 
-def unanchored_rows(connection: Connection) -> int:
-    """How many rows came after the newest checkpoint (all of them when there is none)."""
+def unanchored_rows(connection: Connection, at_most: int | None = None) -> int:
+    """How many rows came after the newest checkpoint (all of them when there is none), counting `at_most` of them:
+    the checkpointer asks every second, and need not count past the number that makes a checkpoint due."""
     last = connection.execute(select(func.max(col(AuditCheckpoint.row_id)))).scalar()
-    query = select(func.count()).select_from(AuditEvent)
+    rows = select(col(AuditEvent.id))
     if last is not None:
-        query = query.where(col(AuditEvent.id) > last)
-    return int(connection.execute(query).scalar_one())
+        rows = rows.where(col(AuditEvent.id) > last)
+    if at_most is not None:
+        rows = rows.limit(at_most)
+    return int(connection.execute(select(func.count()).select_from(rows.subquery())).scalar_one())

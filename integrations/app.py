@@ -226,6 +226,8 @@ async def _start(
     bus.start(parts)
     stack.push_async_callback(bus.close)
 
+    final_checkpoint: list[Checkpointer] = []  # closed after the audit writer drains (the stack unwinds LIFO)
+    stack.push_async_callback(_close_all, final_checkpoint)
     audit = AuditWriter(database)
     audit.start(parts)
     stack.push_async_callback(audit.close)
@@ -254,6 +256,7 @@ async def _start(
     checkpoints = _checkpointer(settings, database, webhooks, now)
     if checkpoints is not None:
         checkpoints.start(parts)
+        final_checkpoint.append(checkpoints)
     store = Store(database, slots=transaction_slots(database))
     slack_notifier = slack.announce(store, settings.gateway.base_url, now) if slack is not None else None
     approvals = ApprovalEngine(
@@ -380,6 +383,11 @@ def _hear(
     bus.on_change(approvals.told)  # connected: the polls slow down, and run once now (a catch-up); lost: they resume
     for catch_up in (tools.refresh, policies):
         bus.on_connect(catch_up)
+
+
+async def _close_all(checkpointers: list[Checkpointer]) -> None:
+    for checkpointer in checkpointers:
+        await checkpointer.close()
 
 
 def _checkpointer(

@@ -26,6 +26,7 @@ from integrations.webhooks import WebhookNotifier
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVENT = "audit.checkpoint"
+CLOSE_TIMEOUT = 5.0  # seconds the checkpoint at shutdown may take
 
 
 def append_checkpoint(path: str, checkpoint: Checkpoint) -> None:
@@ -81,8 +82,8 @@ class Checkpointer:
             if made is not None or due:
                 since = time.monotonic()
 
-    async def checkpoint(self, min_rows: int = 1) -> Checkpoint | None:
-        """Sign the head now if at least `min_rows` rows are unanchored; send it out. Tests and shutdown call it."""
+    async def checkpoint(self, min_rows: int = 1, *, publish: bool = True) -> Checkpoint | None:
+        """Sign the head now if at least `min_rows` rows are unanchored; send it out (to the webhook if `publish`)."""
         made = await anyio.to_thread.run_sync(self._make, min_rows)
         if made is None:
             return None
@@ -94,9 +95,20 @@ class Checkpointer:
             except OSError as exc:
                 self.last_error = f"checkpoint_file: {exc.strerror or exc}"
                 logger.error("Cannot append the audit checkpoint to %s: %s", self._file, exc.strerror or exc)
-        if self._notifier is not None:
+        if self._notifier is not None and publish:
             self._notifier.publish(CHECKPOINT_EVENT, made.as_json(), subject="checkpoint")
         return made
+
+    async def close(self) -> None:
+        """At shutdown, after the audit writer drained: anchor the last rows, so a clean stop leaves none unanchored.
+
+        The webhooks have stopped by then, so this one goes to the database and the checkpoint file only.
+        """
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                await self.checkpoint(publish=False)
+            except Exception:  # shutdown's top-level handler: the next start's first checkpoint anchors them
+                logger.exception("The audit checkpoint at shutdown failed")
 
     def _make(self, min_rows: int) -> Checkpoint | None:
         with self._engine.begin() as connection:
