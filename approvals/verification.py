@@ -160,7 +160,7 @@ def _judge_missing(proof: Proof, valid: Mapping[int, list[Checkpoint]], seen: se
             continue
         when = _when(checkpoints[-1])
         if proof.last_id is None or row_id > proof.last_id:
-            if scope.contiguous or proof.last_id is None:
+            if scope.contiguous:
                 ends = "the log is empty" if proof.last_id is None else f"the log ends at row {proof.last_id}"
                 proof.faults.append(
                     f"the checkpoint of {when} signed row {row_id}, but {ends} (rows were removed from the end)"
