@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 
 from integrations.cli import main
 from tests.fakes.upstreams import everything_http_app, serve_http
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.webpage import sign_in
 
 pytestmark = pytest.mark.anyio
 SECRET = "webhook-secret-for-checkpoints"
@@ -57,3 +59,37 @@ async def test_the_server_signs_checkpoints_and_sends_them_to_the_webhook_and_th
     assert "checkpoint(s) verified; the chain passes through each" in out
     assert main(["--config", str(config), "audit", "verify", "--key", public, "--against", str(copies)]) == 0
     assert "unanchored: 0 row(s)" in capsys.readouterr().out  # a clean stop signs the last rows too
+
+
+async def test_the_web_pages_jsonl_export_verifies_on_its_own_with_its_checkpoints(
+    signoff: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "audit.pem"
+    assert main(["audit", "key", "--generate", "--out", str(key)]) == 0
+    public = capsys.readouterr().out.split("public key: ")[1].split()[0]
+    extra = f'\n[audit]\nsigning_key_file = "{key}"\ncheckpoint_rows = 1000\ncheckpoint_seconds = "1h"\n'
+    async with serve_http(everything_http_app()) as upstream:
+        servers = [{"name": "ev", "url": f"{upstream}/mcp", "policy": ALLOW_ALL}]
+        async with signoff(servers, approvers=True, extra=extra) as running:
+            async with running.client("ev") as client:
+                for i in range(3):
+                    await client.call_tool("add", {"a": i, "b": 1})
+            await running.audit()
+            made = await running.app.state.signoff.checkpoints.checkpoint()
+            async with running.client("ev") as client:
+                await client.call_tool("add", {"a": 9, "b": 1})
+            await running.audit()
+            async with httpx2.AsyncClient(base_url=running.url, timeout=10) as http:
+                await sign_in(http, "alice")
+                whole = await http.get("/audit/export.jsonl")
+                some = await http.get("/audit/export.jsonl?tool=add")
+
+    assert made is not None and whole.status_code == 200
+    (tmp_path / "whole.jsonl").write_text(whole.text)
+    (tmp_path / "some.jsonl").write_text(some.text)
+    assert main(["audit", "verify", "--file", str(tmp_path / "whole.jsonl"), "--key", public]) == 0
+    out = capsys.readouterr().out
+    assert "from the log's first row" in out and "1 signed checkpoint(s) verified" in out
+    assert "5 rows verified" in out and "unanchored: 1 row(s)" in out  # the last call, after the checkpoint
+    assert main(["audit", "verify", "--file", str(tmp_path / "some.jsonl"), "--key", public]) == 0
+    assert "a partial export" in capsys.readouterr().out

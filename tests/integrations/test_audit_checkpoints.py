@@ -219,6 +219,11 @@ def test_key_generate_writes_a_private_file_and_refuses_to_overwrite_it(tmp_path
     config.write_text('[audit]\nsigning_key = "bm90IGEga2V5"\n')
     code, _, err = cli("--config", str(config), "audit", "key")
     assert code == 2 and "audit.signing_key: the signing key is 9 bytes; an Ed25519 key is 32" in err
+    code, _, err = cli("--config", str(config), "serve")
+    assert code == 2 and "audit.signing_key: the signing key is 9 bytes" in err  # refused before serving
+    config.write_text(f'[audit]\nsigning_key_file = "{path}"\nsigning_key = "x"\n')
+    code, _, err = cli("--config", str(config), "audit", "key")
+    assert code == 2 and "give signing_key or signing_key_file, not both" in err
     config.write_text("[audit]\n")
     code, _, err = cli("--config", str(config), "audit", "key")
     assert code == 2 and "no signing key configured" in err
