@@ -140,11 +140,10 @@ def _judge_start(
     if prev == GENESIS:
         proof.start = "from the log's first row"
         return
-    joins = [c for cs in valid.values() for c in cs if c.hash == prev and c.row_id < int(oldest["id"])]
+    # Only an archive's checkpoint joins: a periodic one of an earlier row says nothing of rows removed after it.
+    joins = [c for cs in valid.values() for c in cs if c.kind == ARCHIVE and c.hash == prev and c.row_id < oldest["id"]]
     if joins:
-        join = joins[0]
-        what = "the archive checkpoint" if join.kind == ARCHIVE else "the checkpoint"
-        proof.start = f"after row {join.row_id}, joined by {what} of {_when(join)}"
+        proof.start = f"after row {joins[0].row_id}, joined by the archive checkpoint of {_when(joins[0])}"
         return
     proof.start = f"after a row not here (hash {prev[:12]}…), which no signed checkpoint joins"
     if scope.whole:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -26,7 +26,6 @@ from approvals.checkpoints import Checkpoint
 from approvals.models import AuditCheckpoint, AuditEvent
 from approvals.verification import Scope
 
-T = TypeVar("T")
 BATCH = 1000
 Where = Callable[[SelectOfScalar[Any]], SelectOfScalar[Any]]
 EXPORT_COLUMNS = (
@@ -273,8 +272,3 @@ def read_export(path: Path) -> ReadExport:
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise ExportUnreadable(f"{path}: cannot read the file: {exc}") from exc
     return ReadExport(path, header, checkpoints)
-
-
-def read_checkpoints(path: Path) -> list[Checkpoint]:
-    """Every checkpoint in a checkpoint file (`[audit] checkpoint_file`, saved webhook bodies, or an export)."""
-    return read_export(path).checkpoints

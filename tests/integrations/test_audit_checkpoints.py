@@ -351,3 +351,16 @@ def test_archive_needs_a_signing_key_and_refuses_a_broken_chain(
     assert not out_file.exists() and len(ids(shared_database)) == 6
     code, _, err = cli("--config", config, "audit", "archive", "--before", "someday", "--out", str(out_file))
     assert code == 2 and "neither a duration" in err
+
+
+def test_cutting_the_start_at_a_checkpoint_is_not_mistaken_for_an_archive(
+    tmp_path: Path, shared_database: str, key: tuple[Path, str], cli: Cli
+) -> None:
+    config = str(write_config(tmp_path, shared_database, key=key[0]))
+    add_rows(shared_database, 30)
+    assert cli("--config", config, "audit", "checkpoint")[0] == 0
+    add_rows(shared_database, 10)
+
+    execute(shared_database, "DELETE FROM audit_events WHERE id <= :id", id=ids(shared_database)[29])
+    code, out, _ = cli("--config", config, "audit", "verify")
+    assert code == 1 and "rows were removed from the start" in out
