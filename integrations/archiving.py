@@ -26,7 +26,7 @@ from approvals.audit import lock_chain
 from approvals.checkpoints import ARCHIVE, Checkpoint, sign, store
 from approvals.models import AuditCheckpoint, AuditEvent
 from approvals.verification import Proof, prove
-from integrations.auditexport import Export, checkpoint_lines, joining, read_batch, row_lines
+from integrations.audit_files import Export, checkpoint_lines, joining, read_batch, row_lines
 
 
 class ArchiveRefused(ValueError):

@@ -17,7 +17,7 @@ from approvals.checkpoints import Checkpoint, key_id, make_checkpoint, private_k
 from approvals.models import AuditCheckpoint, AuditEvent
 from approvals.verification import Proof, Scope, prove
 from integrations.archiving import ArchiveRefused, archive
-from integrations.auditexport import Export, ExportUnreadable, csv_rows, each_row, jsonl_rows, read_export
+from integrations.audit_files import Export, ExportUnreadable, csv_rows, each_row, jsonl_rows, read_export
 from integrations.auditkeys import public_keys, signing_key
 from integrations.checkpointing import append_checkpoint
 from integrations.database import create_database_engine

@@ -2,7 +2,7 @@
 
 Read-only. Filters are exact matches on indexed columns plus a time range; paging follows row ids (keyset),
 so a page stays cheap however long the log grows. Exports use the same filters and stream in batches
-(`integrations.auditexport`), with the hashes and, in JSON lines, the signed checkpoints, so they verify offline.
+(`integrations.audit_files`), with the hashes and, in JSON lines, the signed checkpoints, so they verify offline.
 """
 
 import json
@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute
 from approvals.audit import ChainReport, verify_chain
 from approvals.checkpoints import Checkpoint
 from approvals.models import AuditEvent, AuditKind
-from integrations.auditexport import (
+from integrations.audit_files import (
     EXPORT_COLUMNS,
     Export,
     begin,
