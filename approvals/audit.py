@@ -7,12 +7,14 @@ this row's canonical content. Writers pass a database session; this module never
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from approvals.models import AuditCheckpoint, AuditEvent
@@ -37,6 +39,7 @@ _CHAINED = (
 # json.dumps builds a new encoder on every call that passes options; one shared encoder spells the same.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 _LAST_HASH = "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"
+_SQLITE_LOCK = "UPDATE audit_events SET id = id WHERE 0 = 1"  # a write that changes nothing takes the write lock
 # Code points a database cannot hold in text: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8 at all).
 # JSON text from an agent may carry either ("\\u0000", "\\ud800"); Python keeps them in a str until it is encoded.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -171,7 +174,7 @@ def lock_chain(session: Session | Connection) -> None:
     if dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7305924)"))
     elif dialect.name == "sqlite":
-        session.execute(text("UPDATE audit_events SET id = id WHERE 0 = 1"))
+        session.execute(text(_SQLITE_LOCK))
 
 
 def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
@@ -220,17 +223,70 @@ def append_rows(connection: Connection, records: Sequence[AuditRecord]) -> int:
     """`append` for a Core connection that does not need the ids back: the gateway's audit writer.
 
     The same lock, chain and rows as `append`, in the caller's transaction (the caller commits), with one
-    `executemany` INSERT instead of an INSERT ... RETURNING and no ORM session around it.
+    `executemany` INSERT instead of an INSERT ... RETURNING, on the driver's own cursor: an agent waits for its
+    row's commit, and SQLAlchemy's statement machinery cost more than SQLite's insert and commit together
+    (135 µs a row against 54 µs, measured). Values go through the columns' own bind processors, so a row is
+    stored exactly as SQLAlchemy would store it, and reads back to the same hash.
 
     Returns:
         How many rows were written.
     """
-    lock_chain(connection)
-    last = connection.exec_driver_sql(_LAST_HASH).scalar()
-    rows = chain(last or GENESIS, records)
-    if rows:
-        connection.execute(insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
+    statements = _statements(connection)
+    if not connection.in_transaction():  # the caller's commit commits it; the driver's cursor would not begin it
+        connection.begin()
+    cursor = connection.connection.cursor()
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        cursor.execute(statements.lock)
+        cursor.execute(_LAST_HASH)
+        found = cursor.fetchone()
+        rows = chain(found[0] if found else GENESIS, records)
+        if rows:
+            cursor.executemany(statements.insert, [statements.values(row) for row in rows])
+    except driver_error as exc:  # as SQLAlchemy raises it, so callers handle one kind of database error
+        raise DBAPIError.instance(statements.insert, None, exc, driver_error) from exc
+    finally:
+        cursor.close()
     return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """`append_rows`' SQL for one dialect, and how a row's values are bound."""
+
+    lock: str
+    insert: str
+    columns: tuple[str, ...]
+    processors: tuple[Any, ...]
+
+    def values(self, row: Mapping[str, Any]) -> list[Any]:
+        return [
+            row[c] if process is None else process(row[c])
+            for c, process in zip(self.columns, self.processors, strict=True)
+        ]
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(connection: Connection) -> _Statements:
+    dialect = connection.dialect
+    known = _STATEMENTS.get(dialect.name)
+    if known is not None:
+        return known
+    table = AuditEvent.__table__  # type: ignore[attr-defined]
+    columns = (*_CHAINED, "prev_hash", "hash")
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    lock = {"postgresql": "SELECT pg_advisory_xact_lock(7305924)"}.get(dialect.name, _SQLITE_LOCK)
+    names, marks = ", ".join(columns), ", ".join(mark for _ in columns)  # the model's own names: no input
+    statements = _Statements(
+        lock=lock,
+        insert=f"INSERT INTO audit_events ({names}) VALUES ({marks})",  # noqa: S608
+        columns=columns,
+        processors=tuple(table.c[name].type.bind_processor(dialect) for name in columns),
+    )
+    _STATEMENTS[dialect.name] = statements
+    return statements
 
 
 def probe_chain(connection: Connection) -> None:
@@ -290,3 +346,9 @@ def _archived_before(session: Session, prev_hash: str) -> bool:
         col(AuditCheckpoint.hash) == prev_hash, col(AuditCheckpoint.kind) == "archive"
     )
     return session.exec(query.limit(1)).first() is not None
+
+
+def request_trail(session: Session, request_id: uuid.UUID) -> list[AuditEvent]:
+    """Every audit row about one approval request, oldest first: each names it as `approval ID` in its detail."""
+    query = select(AuditEvent).where(col(AuditEvent.detail).startswith(f"approval {request_id}"))
+    return list(session.exec(query.order_by(col(AuditEvent.id))).all())

@@ -174,6 +174,18 @@ class ApprovalEngine:
             await self._settled("approval.expired", request_id)
         return standing
 
+    async def hold(self, request_id: UUID, seconds: float) -> datetime:
+        """A call is held open on the request for up to `seconds`: recorded, so a decision can tell whether an agent
+        is still waiting (it runs now) or was told to call again. Returns until when, for `let_go`."""
+        until = self.now() + timedelta(seconds=seconds)
+        await self.store.run(service.hold, request_id, until)
+        return until
+
+    async def let_go(self, request_id: UUID, until: datetime) -> None:
+        """The hold `hold` recorded ended early or answered "pending": no call waits on the request (unless another
+        hold extended it)."""
+        await self.store.run(service.let_go, request_id, until, self.now())
+
     async def outcome(self, request_id: UUID) -> Outcome:
         """A request as the API shows it and, while it waits, the last run of the same call (its repeat may be
         asking about that one)."""

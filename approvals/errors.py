@@ -81,3 +81,22 @@ class EditRefused(ApprovalError, ValueError):
 
 class BadKey(ApprovalError, ValueError):
     """Raised when an audit signing or public key's text is not an Ed25519 key in a form signoff reads."""
+
+
+class IdTooShort(ApprovalError, ValueError):
+    """Raised when an id prefix is too short to name one request or grant safely."""
+
+    def __init__(self, given: str, least: int) -> None:
+        super().__init__(f"{given!r} is too short for an id: give at least {least} of its characters, or all of it")
+        self.given = given
+        self.least = least
+
+
+class AmbiguousId(ApprovalError, LookupError):
+    """Raised when an id prefix matches more than one request or grant."""
+
+    def __init__(self, given: str, matches: list[str], what: str) -> None:
+        shown = ", ".join(matches)
+        super().__init__(f"{given!r} matches more than one {what}: {shown}; give more of the id")
+        self.given = given
+        self.matches = matches

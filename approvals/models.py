@@ -171,6 +171,11 @@ class ApprovalRequest(SQLModel, table=True):
     # The CallToolResult (JSON) of a call the agent waits for as an MCP task: stored with the outcome of its run,
     # so every later `tasks/get` (here, on another replica, after a restart) reads it and nothing runs twice.
     task_result: str | None = None
+    # The tool's own description, as the upstream's `tools/list` gave it when the call came (None: none seen).
+    tool_description: str | None = None
+    # Until when a call is held open waiting on this request (`integrations.gateway.holding`): a decision before
+    # then runs at once for an agent still waiting; after it, the agent was told "pending" and must call again.
+    held_until: datetime | None = None
 
 
 class ApprovalDecision(SQLModel, table=True):
@@ -322,3 +327,15 @@ class SignInKnown(SQLModel, table=True):
 
     client: str = Field(primary_key=True, max_length=64)
     at: float = Field(index=True)
+
+
+class AuditExportCursor(SQLModel, table=True):
+    """How far an audit export (`[telemetry] audit_to`) has sent the log: the rows after `last_id` go next.
+
+    One row per export; a replica that sends a batch holds this row's lock while it does, so two replicas never
+    send the same rows, and a restart goes on where the last commit left off."""
+
+    __tablename__ = "audit_export_cursors"
+
+    name: str = Field(primary_key=True, max_length=64)
+    last_id: int = 0

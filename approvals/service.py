@@ -25,6 +25,7 @@ from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, Gran
 from approvals.grants import create_grant, grant_refusal
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, AuditKind, Grant, Verdict
 from approvals.reasons import reason_problem
+from approvals.summary import arguments_summary, one_line
 from approvals.thresholds import (
     due_escalations,
     encode_escalations,
@@ -65,6 +66,10 @@ class CallForApproval:
     spec: ApprovalSpec
     redact: tuple[str, ...] = ()
     grant_max: float | None = None
+    description: str = ""  # the tool's own description, from the upstream's tools/list
+
+
+MAX_DESCRIPTION = 2000  # characters of a tool's description kept with a request
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +250,7 @@ def request_approval(
         remind_seconds=pending.spec.remind_seconds,
         groups=json.dumps(list(call.groups)),
         use_within=pending.spec.use_within,
+        tool_description=one_line(pending.description, MAX_DESCRIPTION) or None,  # an upstream says it: no NUL
     )
     request.notice_at = next_notice(request, now)
     session.add(request)
@@ -781,14 +787,17 @@ def public_view(
     redact: list[str] = json.loads(request.redact)
     moment = now or datetime.now(UTC)
     started = as_utc(request.requested_at)
-    arguments = displayable(request.arguments)
+    arguments = redacted(displayable(request.arguments), redact)
+    held_until = as_utc(request.held_until) if request.held_until else None
     return {
         "id": str(request.id),
         "status": request.status,
         "server": request.server,
         "tool": request.tool,
         "agent": request.identity,
-        "arguments": redacted(arguments, redact),
+        "arguments": arguments,
+        "summary": arguments_summary(arguments),
+        "tool_description": one_line(request.tool_description, MAX_DESCRIPTION),
         "args_digest": request.args_digest,
         "edited_arguments": redacted(displayable(edited), redact) if (edited := request.edited_arguments) else None,
         "rule": request.rule,
@@ -823,6 +832,8 @@ def public_view(
         "outcome": request.outcome,
         "grant_max": request.grant_max,
         "use_by": as_utc(request.use_by).isoformat() if request.use_by else None,
+        "held_until": held_until.isoformat() if held_until else None,
+        "agent_waiting": held_until is not None and held_until > moment,
         "decisions": [
             {
                 "approver": d.approver,
@@ -834,6 +845,31 @@ def public_view(
             for d in decisions
         ],
     }
+
+
+def hold(session: Session, request_id: UUID, until: datetime) -> None:
+    """Record that a call is held open waiting on the request until `until` (a later hold extends it)."""
+    session.execute(
+        update(ApprovalRequest)
+        .where(
+            col(ApprovalRequest.id) == request_id,
+            col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+            (col(ApprovalRequest.held_until).is_(None)) | (col(ApprovalRequest.held_until) < until),
+        )
+        .values(held_until=until)
+    )
+    session.commit()
+
+
+def let_go(session: Session, request_id: UUID, until: datetime, now: datetime) -> None:
+    """The hold that lasted until `until` ended at `now` (answered "pending", or its client left); unless a later
+    hold extended it, no call waits on the request any more."""
+    session.execute(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.id) == request_id, col(ApprovalRequest.held_until) == until)
+        .values(held_until=now)
+    )
+    session.commit()
 
 
 def record_message(session: Session, request_id: UUID, system: str, message: dict[str, str]) -> None:

@@ -7,22 +7,25 @@ errors map to HTTP statuses here and nowhere else.
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from approvals import grants, pins, service
+from approvals import grants, pins, prefixes, service
 from approvals.audit import AUDIT_FILTERS, latest_events
 from approvals.engine import ApprovalEngine
 from approvals.errors import (
     AlreadyDecided,
+    AmbiguousId,
     ApprovalError,
     ApprovalNotFound,
     EditRefused,
     GrantEnded,
     GrantNotAllowed,
     GrantNotFound,
+    IdTooShort,
     InvalidReason,
     NotAllowed,
 )
@@ -30,7 +33,7 @@ from approvals.models import GrantStatus, ToolPin, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
 from integrations.bodies import json_object
 from integrations.editing import approve_with_edits
-from integrations.params import limit, path_id
+from integrations.params import limit
 from integrations.reloading import Check
 from integrations.runtime import runtime
 from policies import parse_duration
@@ -126,7 +129,29 @@ _STATUS: tuple[tuple[type[ApprovalError], int], ...] = (
     (GrantNotAllowed, 422),
     (EditRefused, 422),
     (InvalidReason, 400),
+    (IdTooShort, 400),
+    (AmbiguousId, 409),
 )
+
+
+def _refusal(exc: ApprovalError) -> JSONResponse | None:
+    """The answer to a domain refusal, with the state a request or grant is in, or the ids a prefix matches."""
+    code = next((code for kind, code in _STATUS if isinstance(exc, kind)), None)
+    if code is None:
+        return None
+    extra: dict[str, Any] = {"status": exc.status} if isinstance(exc, AlreadyDecided | GrantEnded) else {}
+    if isinstance(exc, AmbiguousId):
+        extra["matches"] = exc.matches
+    return _problem(code, str(exc), **extra)
+
+
+async def _path_request(request: Request) -> UUID:
+    """The approval request the path's `{id}` names: its whole id or a unique prefix of it.
+
+    Raises:
+        ApprovalNotFound, IdTooShort, AmbiguousId: as `prefixes.request_id`.
+    """
+    return await _engine(request).store.run(prefixes.request_id, request.path_params["id"])
 
 
 def _as_approver(endpoint: Callable[[Request, service.Approver], Awaitable[Response]]) -> Endpoint:
@@ -140,11 +165,10 @@ def _as_approver(endpoint: Callable[[Request, service.Approver], Awaitable[Respo
         try:
             return await endpoint(request, approver)
         except ApprovalError as exc:
-            code = next((code for kind, code in _STATUS if isinstance(exc, kind)), None)
-            if code is None:
+            answer = _refusal(exc)
+            if answer is None:
                 raise
-            extra = {"status": exc.status} if isinstance(exc, AlreadyDecided | GrantEnded) else {}
-            return _problem(code, str(exc), **extra)
+            return answer
 
     return acting
 
@@ -167,33 +191,32 @@ async def list_approvals(request: Request) -> Response:
 
 async def get_approval(request: Request) -> Response:
     engine = _engine(request)
-    request_id = path_id(request)
-    if request_id is None:
-        return _problem(404, "No approval request with that id")
     try:
+        request_id = await _path_request(request)
         row, decisions = await engine.store.run(
             lambda s: (service.get_request(s, request_id), service.decisions_for(s, request_id))
         )
-    except ApprovalNotFound as exc:
-        return _problem(404, str(exc))
+    except ApprovalError as exc:
+        answer = _refusal(exc)
+        if answer is None:
+            raise
+        return answer
     return JSONResponse({**service.public_view(row, decisions, engine.now()), "url": engine.link(row.id)})
 
 
 async def _vote(request: Request, approver: service.Approver, verdict: Verdict) -> Response:
     engine = _engine(request)
-    request_id = path_id(request)
-    if request_id is None:
-        return _problem(404, "No approval request with that id")
     # A rejection's "grant" is refused by the domain, which says a grant comes with an approval; "arguments"
     # (approve with edits) only comes with an approval.
     keys = ("reason", "grant", "arguments") if verdict == Verdict.APPROVE else ("reason", "grant")
-    body = await _decision_body(request, keys, rejecting=verdict == Verdict.REJECT)
+    body = await _decision_body(request, keys, rejecting=verdict == Verdict.REJECT)  # the body's faults first
     if isinstance(body, Response):
         return body
     payload, reason = body
     seconds = _grant_seconds(payload)
     if isinstance(seconds, Response):
         return seconds
+    request_id = await _path_request(request)  # a refusal is answered by _as_approver
     if "arguments" in payload:
         edited, running = payload["arguments"], runtime(request)
         result = await approve_with_edits(running, request_id, approver, edited, reason.strip(), "api", seconds)
@@ -239,12 +262,10 @@ async def list_grants(request: Request) -> Response:
 
 async def revoke_grant(request: Request, approver: service.Approver) -> Response:
     engine = _engine(request)
-    grant_id = path_id(request)
-    if grant_id is None:
-        return _problem(404, "No grant with that id")
     body = await _decision_body(request, ("reason",))
     if isinstance(body, Response):
         return body
+    grant_id = await engine.store.run(prefixes.grant_id, request.path_params["id"])
     _, reason = body
     grant = await engine.revoke_grant(grant_id, approver.name, reason.strip(), "api")
     return JSONResponse(grants.grant_view(grant, engine.now()))

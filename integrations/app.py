@@ -34,6 +34,7 @@ from approvals.service import Approver
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
+from integrations.auditexport import AuditTail, build_sinks
 from integrations.auditing import AuditWriter
 from integrations.auditkeys import signing_key
 from integrations.bodies import BodyRefused, bounded, limit_for
@@ -71,6 +72,7 @@ from integrations.webhooks import WebhookNotifier
 from policies import Policy
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from integrations.slack import SlackIntegration
@@ -155,11 +157,13 @@ def create_app(
     clock: Callable[[], float] = time.time,
     now: Callable[[], datetime] = utcnow,
     span_exporter: "SpanExporter | None" = None,
+    log_exporter: "LogRecordExporter | None" = None,
 ) -> Starlette:
     """Build the ASGI app; policies are loaded here so a bad one is refused before serving.
 
     `clock` is the wall clock rate-limit windows are counted on, `now` the one approval deadlines, grants and tool
-    pins are; tests pass their own, and `span_exporter` to receive the traces ([telemetry] sends them over OTLP).
+    pins are; tests pass their own, and `span_exporter` and `log_exporter` to receive the traces and the audit
+    rows sent as logs ([telemetry] sends them over OTLP).
     """
     policies = load_policy_set(settings)
     signing_key(settings.audit)  # a bad [audit] key is refused here, before serving
@@ -170,7 +174,14 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:  # each part's close is pushed as it starts: LIFO at exit
             app.state.signoff = running = await _start(
-                settings, policies, slack, stack, clock=clock, now=now, span_exporter=span_exporter
+                settings,
+                policies,
+                slack,
+                stack,
+                clock=clock,
+                now=now,
+                span_exporter=span_exporter,
+                log_exporter=log_exporter,
             )
             mcp.gateway = running.gateway
             stack.callback(setattr, mcp, "gateway", None)  # the first thing undone: no new call is taken
@@ -201,6 +212,7 @@ async def _start(
     clock: Callable[[], float],
     now: Callable[[], datetime],
     span_exporter: "SpanExporter | None" = None,
+    log_exporter: "LogRecordExporter | None" = None,
 ) -> Runtime:
     """Build every part with its collaborators, start it, and push its close onto `stack`; in the order they depend
     on each other, so they stop in reverse: calls first, then what they write to, the database last."""
@@ -226,6 +238,7 @@ async def _start(
     bus.start(parts)
     stack.push_async_callback(bus.close)
 
+    exports = _audit_exports(settings, database, parts, stack, log_exporter)  # they close after the writer
     final_checkpoint: list[Checkpointer] = []  # closed after the audit writer drains (the stack unwinds LIFO)
     stack.push_async_callback(_close_all, final_checkpoint)
     audit = AuditWriter(database)
@@ -341,11 +354,35 @@ async def _start(
         redis,
         bus,
         SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
+        exports,
         checkpoints,
     )
     if slack is not None and slack.decisions is not None:  # Slack's "Edit and approve" checks edits as the API does
         slack.decisions.check_edit = partial(edit_refusal, running)
     return running
+
+
+def _audit_exports(
+    settings: Settings,
+    database: Engine,
+    parts: Parts,
+    stack: contextlib.AsyncExitStack,
+    log_exporter: "LogRecordExporter | None",
+) -> list[AuditTail]:
+    """Start a tail of the audit log for each of `[telemetry] audit_to`; at the end each sends what is left."""
+    telemetry = settings.telemetry
+    sinks = build_sinks(
+        telemetry.audit_to,
+        syslog_address=telemetry.syslog_address,
+        service_name=telemetry.service_name,
+        otlp_endpoint=telemetry.otlp_endpoint,
+        log_exporter=log_exporter,
+    )
+    tails = [AuditTail(database, sink) for sink in sinks]
+    for tail in tails:
+        stack.push_async_callback(tail.close)
+        parts.start_soon(tail.run, name=f"audit-export-{tail.sink.name}")
+    return tails
 
 
 def _hear(

@@ -22,7 +22,7 @@ from integrations.auditkeys import public_keys, signing_key
 from integrations.checkpointing import append_checkpoint
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
-from integrations.settings import Settings, duration, load_settings
+from integrations.settings import Settings, duration, load_config
 
 EXIT_OK, EXIT_FAULTS, EXIT_CONFIG = 0, 1, 2
 FILTERS = ("server", "tool", "identity", "kind", "outcome")
@@ -49,7 +49,7 @@ def _where(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, st
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = _engine(settings)
     where, filters = _where(args)
     export = Export(where=where, filters=filters, limit=args.limit)
@@ -107,8 +107,9 @@ def _report(proof: Proof, what: str, out: TextIO, *, keys: int, checkpoints: int
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    keys = public_keys(args.key, settings.audit)
+    # An export checked with the public key given needs no config (an auditor's machine has none).
+    settings = None if args.file and args.key else load_config(args.config)
+    keys = public_keys(args.key, None if settings is None else settings.audit)
     out = sys.stdout
     try:
         against = [c for path in args.against or () for c in read_export(Path(path)).checkpoints]
@@ -117,6 +118,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     except ExportUnreadable as exc:
         sys.stderr.write(f"signoff: {exc}\n")
         return EXIT_CONFIG
+    if settings is None:
+        raise ConfigError("verify needs a config for the database (or --file EXPORT to verify an export)")
     engine = _engine(settings)
     try:
         with Session(engine) as session:
@@ -164,7 +167,7 @@ def cmd_audit_key(args: argparse.Namespace) -> int:
             out.write(pem)
         out.write(f"public key: {public_key_text(key.public_key())}\nkey id: {key_id(key.public_key())}\n")
         return EXIT_OK
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     configured = signing_key(settings.audit)
     if configured is None:
         sys.stderr.write(
@@ -185,7 +188,7 @@ def _required_key(settings: Settings, what: str) -> Ed25519PrivateKey:
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     key = _required_key(settings, "a checkpoint")
     engine = _engine(settings)
     try:
@@ -219,7 +222,7 @@ def _cutoff(text: str, now: datetime) -> datetime:
 
 
 def cmd_audit_archive(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     key = _required_key(settings, "archiving (its checkpoint joins the archive to the rows kept)")
     now = datetime.now(UTC)
     cutoff = _cutoff(args.before, now)

@@ -32,7 +32,7 @@ def signing_key(audit: AuditSettings) -> Ed25519PrivateKey | None:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def public_keys(given: list[str] | None, audit: AuditSettings) -> list[Ed25519PublicKey]:
+def public_keys(given: list[str] | None, audit: AuditSettings | None) -> list[Ed25519PublicKey]:
     """The keys `verify` checks signatures with: each `--key` (the key's text, or a file holding it), else the
     public half of the configured signing key (none: an empty list).
 
@@ -40,7 +40,7 @@ def public_keys(given: list[str] | None, audit: AuditSettings) -> list[Ed25519Pu
         ConfigError: a `--key` is neither a key nor a readable file holding one, or the configured key is bad.
     """
     if not given:
-        key = signing_key(audit)
+        key = None if audit is None else signing_key(audit)
         return [] if key is None else [key.public_key()]
     keys = []
     for text in given:

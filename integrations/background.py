@@ -89,11 +89,13 @@ class WriteBehind(Generic[T]):
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._closing = False
+        self._closed = False
         self._running = anyio.CancelScope()
         self._loop_thread: int | None = None
         self._token: EventLoopToken | None = None
         self.handled = 0
         self.set_aside: list[tuple[T, str]] = []  # items `handle` raised on, with why; never retried
+        self._progress = anyio.Event()  # set, and replaced, each time items are dealt with (see `reached`)
 
     @property
     def queued(self) -> int:
@@ -136,6 +138,23 @@ class WriteBehind(Generic[T]):
                     done = 1
                 del self._items[:done]
                 self.handled += done
+                if done:
+                    self._progress.set()
+                    self._progress = anyio.Event()
+
+    @property
+    def accepted(self) -> int:
+        """How many items were ever put: the place of the last one, for `reached`. Read it on the event loop."""
+        return self.handled + len(self._items)
+
+    async def reached(self, place: int) -> bool:
+        """Wait until the first `place` items were dealt with (written, or set aside); False if the queue closed
+        first. Every waiter whose item was in one batch wakes on its one event: a group commit."""
+        while self.handled < place:
+            if self._closed:
+                return False
+            await self._progress.wait()
+        return True
 
     async def run(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -168,4 +187,6 @@ class WriteBehind(Generic[T]):
                     pass
         left = list(self._items)
         self._items.clear()
+        self._closed = True
+        self._progress.set()  # whoever waits for an item that was not dealt with hears so
         return left

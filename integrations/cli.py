@@ -2,11 +2,10 @@
 
 import argparse
 import importlib.metadata
-import ipaddress
 import json
-import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,20 +16,29 @@ from sqlmodel import Session
 from approvals import service
 from integrations.auditcli import add_audit_commands
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
+from integrations.detail import add_show_command
 from integrations.errors import ConfigError
+from integrations.listing import approval_table
+from integrations.logs import configure_logging, logging_config
 from integrations.operations import add_grant_commands, add_operation_commands
 from integrations.policy_tools import add_policy_commands, agent_view
+from integrations.preflight import load_policy_set
 from integrations.settings import (
     AgentSettings,
     ApproverSettings,
     Settings,
     approver_token,
+    config_file,
     forget_workers,
+    is_loopback,
     listening_on,
+    load_config,
     load_settings,
     named_config,
     tell_workers,
 )
+from integrations.starter import add_init_command
+from integrations.summary import startup_lines
 from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
 from policies.pitfalls import unknown_callers
@@ -53,6 +61,7 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
     base = settings.gateway.base_url
     agent = _demo_token(settings.agents, DEMO_AGENT) or "(as in the config file)"
     approver = _demo_token(settings.approvers, DEMO_APPROVER)
+    hold = settings.gateway.approval_hold
     out.write(
         "\nsignoff is running its demo: no signoff.toml here, so it serves a built-in demo upstream.\n"
         f"  MCP endpoint   : {base}/mcp/demo\n"
@@ -60,9 +69,11 @@ def _print_demo_banner(settings: Settings, out: TextIO) -> None:
         f"  approvals page : {base}/approvals   (sign in with the approver token)\n"
         f"  approver token : {approver or '(as in the config file)'}   (set SIGNOFF_DEMO_APPROVER_TOKEN to choose it)\n"
         f"  approve        : signoff approve ID --token {approver or 'TOKEN'} --url {base}"
-        "   (IDs: signoff approvals list)\n"
+        "   (ID: on the approvals page; its first 8 characters will do)\n"
         "  try            : list_connections (allowed), kill_connection pid=87 (denied),"
-        " destroy_connection (hidden), execute_sql with a DROP (needs approval)\n\n"
+        " destroy_connection (hidden)\n"
+        f'  needs approval : execute_sql sql="DROP TABLE sessions_archive" waits up to {hold:g}s for you to approve'
+        f" it on the approvals page, then runs (a client for it: examples/demo_client.py)\n\n"
     )
     out.flush()
 
@@ -82,16 +93,6 @@ def reach_lines(settings: Settings) -> list[str]:
         groups = f"   groups: {', '.join(agent.groups)}" if agent.groups else ""
         lines.append(f"  {agent.name:<{width}} : {', '.join(reach) or 'none'}{groups}")
     return lines
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` only listens on this machine: localhost, 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _positive(text: str) -> int:
@@ -130,8 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " workers to share: on SQLite alone signoff serves one process\n"
         )
         return EXIT_CONFIG
+    load_policy_set(settings)  # a refused config is said on stderr as it is, before logging is set up
+    configure_logging(args.log_level, args.log_format)  # before create_app, whose warnings are log lines too
     app = create_app(settings)  # with workers too: a bad policy is refused here, once, not by every worker
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.demo:
         _print_demo_banner(settings, sys.stdout)
         if not is_loopback(host):
@@ -139,6 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"signoff: WARNING: --public-demo serves the demo on {host}, beyond loopback: anyone who can reach"
                 " this port and knows the tokens above can call its tools and approve the calls\n"
             )
+    if not settings.demo:
+        sys.stdout.write("".join(f"{line}\n" for line in startup_lines(settings)))
     sys.stdout.write("".join(f"{line}\n" for line in reach_lines(settings)))
     if args.workers > 1:
         sys.stdout.write(f"{args.workers} worker processes share {host}:{settings.gateway.port}\n")
@@ -147,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host": host,
         "port": settings.gateway.port,
         "log_level": args.log_level,
+        "log_config": logging_config(args.log_level, args.log_format),  # applied again in each worker
         "access_log": False,
         "lifespan": "on",
         "ws": "none",
@@ -177,7 +182,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     settings: Settings | None = None
     files = list(args.files)
     if config is not None or args.agent:
-        settings = load_settings(config)
+        settings = load_config(config)
         approvers = settings.approver_names
         sys.stdout.write(f"approvers checked against {settings.source}: {configured_listing(approvers)}\n")
         if args.agent:
@@ -227,7 +232,7 @@ def _agent_policy_files(settings: Settings, agent: str) -> list[str]:
 
 
 def cmd_approvals_list(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     with Session(engine) as session:
         rows = service.list_requests(
@@ -240,19 +245,19 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not views:
         sys.stdout.write(f"no {args.status or ''} approval requests\n".replace("  ", " "))
-    for view in views:
-        sys.stdout.write(
-            f"{view['id']}  {view['status']:<9} {view['server']}/{view['tool']}  by {view['agent']}  "
-            f"deadline {view['deadline']}  {view['reason']}\n"
-        )
+    sys.stdout.write(approval_table(views, datetime.now(UTC)))
     return EXIT_OK
 
 
 def _decide(args: argparse.Namespace, verdict: str) -> int:
-    settings = load_settings(args.config)
-    token = approver_token(args.token)
+    # With --url the gateway is named: a demo's, or one whose config is elsewhere. Without, the config says where.
+    settings = load_settings(args.config) if args.url else load_config(args.config)
+    token = approver_token(args.token, settings)
     if not token:
-        sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
+        sys.stderr.write(
+            "signoff: give your approver token with --token, $SIGNOFF_APPROVER_TOKEN, or SIGNOFF_APPROVER_TOKEN in the"
+            " .env beside the config\n"
+        )
         return EXIT_CONFIG
     url = f"{(args.url or settings.gateway.base_url).rstrip('/')}/api/approvals/{args.id}/{verdict}"
     if getattr(args, "arguments", None) is not None:
@@ -277,7 +282,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
         sys.stderr.write(f"signoff: {verdict} refused ({response.status_code}): {body.get('error', response.text)}\n")
         return EXIT_FAULTS
     if body.get("settled"):
-        sys.stdout.write(f"{args.id} is now {body['status']}\n")
+        sys.stdout.write(f"{body.get('id', args.id)} is now {body['status']}\n")
         grant = body.get("grant")
         if grant:
             sys.stdout.write(
@@ -285,7 +290,9 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
                 f"until {grant['expires_at']}\n"
             )
     else:
-        sys.stdout.write(f"{args.id}: your approval is recorded ({body['approvals']} of {body['quorum']})\n")
+        sys.stdout.write(
+            f"{body.get('id', args.id)}: your approval is recorded ({body['approvals']} of {body['quorum']})\n"
+        )
     return EXIT_OK
 
 
@@ -298,14 +305,14 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     upgrade(settings.gateway.database_url)
     sys.stdout.write(f"database upgraded to {head_revision()} (head)\n")
     return EXIT_OK
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url, migrate=False)
     current = current_revision(engine)
     engine.dispose()
@@ -327,11 +334,49 @@ def _add_db_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
 def cmd_slack_test(args: argparse.Namespace) -> int:
     from integrations.slack.check import check_slack
 
-    return check_slack(load_settings(args.config), args.channel, sys.stdout)
+    return check_slack(load_config(args.config), args.channel, sys.stdout)
+
+
+def cmd_slack_manifest(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from integrations.slack.manifest import manifest_text
+
+    public_url = args.public_url
+    if public_url is None and not args.socket_mode:
+        try:  # a config at hand says where signoff is reached
+            public_url = load_settings(config_file(args.config)).gateway.public_url
+        except ConfigError:
+            public_url = None
+        if public_url is None:
+            sys.stderr.write(
+                "signoff: give --public-url URL (the https:// address Slack reaches signoff at), or --socket-mode"
+                " for an app that needs no public URL\n"
+            )
+            return EXIT_CONFIG
+    try:
+        text = manifest_text(public_url, socket_mode=args.socket_mode)
+    except ValueError as exc:
+        sys.stderr.write(f"signoff: {exc}\n")
+        return EXIT_CONFIG
+    sys.stdout.write(text)
+    host = urlsplit(public_url or "").hostname or ""
+    if not args.socket_mode and (is_loopback(host) or not str(public_url).startswith("https://")):
+        sys.stderr.write(
+            f"signoff: warning: Slack must reach {public_url} over HTTPS from the internet; a loopback or plain"
+            " http:// URL will not verify. Use a tunnel's https:// address, or --socket-mode\n"
+        )
+    return EXIT_OK
 
 
 def _add_slack_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     slack = commands.add_parser("slack", help="the Slack app").add_subparsers(dest="slack_command", required=True)
+    manifest = slack.add_parser("manifest", help="print the Slack app manifest, ready to paste at api.slack.com/apps")
+    manifest.add_argument("--public-url", help="where Slack reaches signoff (default: [gateway] public_url)")
+    manifest.add_argument(
+        "--socket-mode", action="store_true", help="an app that connects out over Socket Mode: no request URLs"
+    )
+    manifest.set_defaults(func=cmd_slack_manifest)
     test = slack.add_parser("test", help="check the [slack] settings and post a test message; say what is wrong")
     test.add_argument("--channel", help="post the test message here (default: [slack] channel)")
     test.set_defaults(func=cmd_slack_test)
@@ -358,11 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line (time, level, logger, message, extra fields), for a log collector",
+    )
+    serve.add_argument(
         "--public-demo",
         action="store_true",
         help="with no config, serve the demo on --host even beyond loopback (it listens on loopback only otherwise)",
     )
     serve.set_defaults(func=cmd_serve)
+    add_init_command(commands)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(
         dest="policy_command", required=True
@@ -392,9 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(func=cmd_approvals_list)
+    add_show_command(approvals)
     for name, func, needs_reason in (("approve", cmd_approve, False), ("reject", cmd_reject, True)):
         decide = commands.add_parser(name, help=f"{name} an approval request through the running gateway")
-        decide.add_argument("id")
+        decide.add_argument("id", help="the request's id, or a unique prefix of it (at least 8 characters)")
         decide.add_argument("--reason", required=needs_reason)
         decide.add_argument("--token", help="your approver token (default: $SIGNOFF_APPROVER_TOKEN)")
         decide.add_argument("--url", help="the gateway's base URL (default: [gateway] public_url)")

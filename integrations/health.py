@@ -71,6 +71,8 @@ async def healthz(request: Request) -> Response:
         detail["webhooks"] = {"delivered": hooks.delivered, "failed": hooks.failed, "pending": hooks.pending}
     if running.slack is not None:
         detail["slack"] = running.slack.health()
+    if running.audit_exports:
+        detail["audit_export"] = {tail.sink.name: tail.health() for tail in running.audit_exports}
     return JSONResponse(detail, status_code=503 if failing else 200)
 
 

@@ -20,7 +20,7 @@ from approvals.models import AuditEvent, AuditKind, GrantStatus, utcnow
 from approvals.service import as_utc
 from integrations.database import create_database_engine
 from integrations.errors import ConfigError
-from integrations.settings import approver_token, load_settings
+from integrations.settings import approver_token, load_config, load_settings
 from policies import PolicyInvalid, format_fault, load_policy, parse_duration
 from policies.explain import DecisionKind
 from policies.replay import RecordedCall, format_replay, replay
@@ -42,10 +42,14 @@ DECISION_KINDS = {
 
 def api_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     """POST to the running gateway as an approver; None (with the reason on stderr) when it cannot be reached."""
-    settings = load_settings(args.config)
-    token = approver_token(args.token)
+    # With --url the gateway is named: a demo's, or one whose config is elsewhere. Without, the config says where.
+    settings = load_settings(args.config) if args.url else load_config(args.config)
+    token = approver_token(args.token, settings)
     if not token:
-        sys.stderr.write("signoff: give your approver token with --token or $SIGNOFF_APPROVER_TOKEN\n")
+        sys.stderr.write(
+            "signoff: give your approver token with --token, $SIGNOFF_APPROVER_TOKEN, or SIGNOFF_APPROVER_TOKEN in the"
+            " .env beside the config\n"
+        )
         return None
     url = f"{(args.url or settings.gateway.base_url).rstrip('/')}{path}"
     try:
@@ -68,7 +72,7 @@ def _add_api_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_grants_list(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     now = utcnow()
     with Session(engine) as session:
@@ -102,7 +106,8 @@ def cmd_grants_revoke(args: argparse.Namespace) -> int:
         sys.stderr.write(f"signoff: revoke refused ({status}): {body.get('error')}\n")
         return EXIT_FAULTS
     sys.stdout.write(
-        f"grant {args.id} revoked: {body['server']}/{body['tool']} for {body['agent']} needs approval again\n"
+        f"grant {body.get('id', args.id)} revoked: {body['server']}/{body['tool']} for {body['agent']}"
+        " needs approval again\n"
     )
     return EXIT_OK
 
@@ -218,7 +223,7 @@ def cmd_policy_replay(args: argparse.Namespace) -> int:
     since = parse_duration(args.since)
     if since is None:
         raise ConfigError(f"--since {args.since!r} is not a duration such as 7d, 12h or 30m")
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     engine = create_database_engine(settings.gateway.database_url)
     start = utcnow() - timedelta(seconds=since)
     with Session(engine) as session:

@@ -16,7 +16,7 @@ import anyio
 import httpx2
 
 from integrations.errors import ConfigError, UpstreamUnavailable
-from integrations.settings import ServerSettings, Settings, child_environment, load_settings
+from integrations.settings import ServerSettings, Settings, child_environment, load_config
 from policies import Caller, Policy, PolicyInvalid, RateLimiter, ToolCall, format_fault, load_policy
 from policies.cases import CasesInvalid, load_cases, run_cases
 from policies.explain import explain_call, format_trace
@@ -109,7 +109,7 @@ async def list_tools(server: ServerSettings, *, within: float = LIST_TIMEOUT) ->
 
 
 def _server(name: str, config: str | None) -> ServerSettings:
-    settings = load_settings(config)
+    settings = load_config(config)
     for server in settings.servers:
         if server.name == name:
             return server
@@ -181,7 +181,7 @@ def _view(args: argparse.Namespace) -> AgentView | None:
     """The `--agent` view of the command's server, or None without `--agent`; says which policy it uses."""
     if not args.agent:
         return None
-    settings = load_settings(args.config)
+    settings = load_config(args.config)
     view = agent_view(settings, args.agent, args.server if args.file is None else None)
     if view.policy is not None:
         whose = f"{args.agent}'s own policy" if view.own else f"server {args.server}'s policy"

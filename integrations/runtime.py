@@ -5,7 +5,7 @@ The routes (the API, the web page, /healthz, /metrics) read the running parts fr
 `None` somewhere later.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx2
@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from approvals.engine import ApprovalEngine
 from approvals.service import Approver
+from integrations.auditexport import AuditTail
 from integrations.auditing import AuditWriter
 from integrations.broadcast import Broadcast
 from integrations.checkpointing import Checkpointer
@@ -50,6 +51,7 @@ class Runtime:
     redis: Redis | None = None  # the shared store, when [gateway] redis_url is set (integrations/shared.py)
     bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
     sign_ins: "SignInThrottle | None" = None  # failed web sign-ins, counted in the shared store
+    audit_exports: list[AuditTail] = field(default_factory=list)  # [telemetry] audit_to
     checkpoints: Checkpointer | None = None  # signed audit checkpoints, when [audit] has a signing key
 
 

@@ -5,6 +5,7 @@ values, so a bad config is refused before a socket opens, with the key that is w
 """
 
 import difflib
+import ipaddress
 import os
 import re
 import secrets
@@ -14,16 +15,27 @@ import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from integrations.config_faults import format_validation_error
 from integrations.errors import ConfigError
 from policies import LimitsUnavailable, parse_duration
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CATALOG = Path(__file__).resolve().parent.parent / "policies" / "catalog"
 ServerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on, or is only reached from, this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def duration(value: str | float) -> float:
@@ -34,14 +46,85 @@ def duration(value: str | float) -> float:
     return seconds
 
 
-def approver_token(explicit: str | None = None) -> str | None:
-    """The token `signoff approve`/`reject` sign in with: `--token`, else $SIGNOFF_APPROVER_TOKEN."""
-    return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
+def approver_token(explicit: str | None = None, config: "Settings | None" = None) -> str | None:
+    """The token `signoff approve`/`reject` sign in with: `--token`, else $SIGNOFF_APPROVER_TOKEN, else that
+    variable in the .env beside the config (where `signoff init` puts it)."""
+    if explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN"):
+        return explicit or os.environ.get("SIGNOFF_APPROVER_TOKEN")
+    if config is None or not Path(config.source).is_file():
+        return None
+    return dotenv_values(Path(config.source)).get("SIGNOFF_APPROVER_TOKEN") or None
 
 
 def named_config(explicit: str | None = None) -> str | None:
     """The config a command was pointed at: `--config`, else $SIGNOFF_CONFIG; None when neither names one."""
     return explicit or os.environ.get("SIGNOFF_CONFIG")
+
+
+def config_file(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config a command that reads or changes signoff's state needs: `--config`, else $SIGNOFF_CONFIG, else
+    ./signoff.toml; it must exist (such a command never falls back to the demo, nor creates a database).
+
+    Raises:
+        ConfigError: there is no such file, naming where it looked.
+    """
+    env = os.environ if environ is None else environ
+    named = explicit or env.get("SIGNOFF_CONFIG")
+    path = Path(named or "signoff.toml")
+    if path.is_file():
+        return path
+    if explicit:
+        raise ConfigError(f"{path}: no such config file (given with --config)")
+    if named:
+        raise ConfigError(f"{path}: no such config file (named by $SIGNOFF_CONFIG)")
+    raise ConfigError(
+        f"no config: there is no signoff.toml in {Path.cwd()}, and neither --config nor $SIGNOFF_CONFIG names one."
+        " This command reads a running gateway's state: give --config PATH, or write a starter config with"
+        " `signoff init`"
+    )
+
+
+def load_config(explicit: str | None = None) -> "Settings":
+    """`load_settings` of the config `config_file` finds; for every command but `serve`, `init` and `policy`'s.
+
+    Raises:
+        ConfigError: no config file, or as `load_settings`.
+    """
+    return load_settings(config_file(explicit))
+
+
+DOTENV = ".env"  # beside the config: `KEY=VALUE` lines for its ${VAR}s (`signoff init` writes the tokens there)
+
+
+def dotenv_values(config_path: Path) -> dict[str, str]:
+    """The variables of the `.env` file beside `config_path` (none when there is none); the environment wins.
+
+    Raises:
+        ConfigError: the file exists but cannot be read.
+    """
+    path = config_path.resolve().parent / DOTENV
+    if not path.is_file():
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, value = text.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(
+                f"{path}:{number}: not a KEY=VALUE line (signoff reads this file, beside its config, for the"
+                " config's ${VAR}s)"
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -205,10 +288,22 @@ class WebSettings(_Model):
 
 
 class TelemetrySettings(_Model):
-    """Where traces go: an OTLP/HTTP collector's base URL (spans are posted to `{otlp_endpoint}/v1/traces`)."""
+    """Where traces go: an OTLP/HTTP collector's base URL (spans are posted to `{otlp_endpoint}/v1/traces`); and
+    where audit rows are sent as they are committed (`audit_to`: JSON lines on stdout, syslog at `syslog_address`,
+    OpenTelemetry logs to `{otlp_endpoint}/v1/logs`)."""
 
     otlp_endpoint: str | None = None
     service_name: str = "signoff"
+    audit_to: tuple[Literal["stdout", "syslog", "otlp"], ...] = ()
+    syslog_address: str = "/dev/log"  # a Unix socket, or host:port for UDP
+
+    @model_validator(mode="after")
+    def _otlp_for_logs(self) -> "TelemetrySettings":
+        if "otlp" in self.audit_to and self.otlp_endpoint is None:
+            raise ValueError('audit_to includes "otlp", so otlp_endpoint must be set')
+        if len(set(self.audit_to)) != len(self.audit_to):
+            raise ValueError("audit_to names a destination twice")
+        return self
 
     @field_validator("otlp_endpoint")
     @classmethod
@@ -295,7 +390,7 @@ class Settings(_Model):
                         " remove the policy"
                     )
         if faults:
-            raise ValueError("".join(f"{fault}\n" for fault in faults))  # one line each (_format_validation_error)
+            raise ValueError("".join(f"{fault}\n" for fault in faults))  # one line each (format_validation_error)
         return self
 
     def agent(self, name: str) -> "AgentSettings | None":
@@ -371,18 +466,6 @@ def expand(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     if isinstance(value, list):
         return [expand(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def _format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-        message = str(error["msg"]).removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
-        if not where and "\n" in message:  # a check across sections: each of its lines names its own key
-            lines += [f"  {line}" for line in message.splitlines()]
-        else:
-            lines.append(f"  {where or 'config'}: {message}")
-    return "\n".join(lines)
 
 
 def _demo_settings(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -483,12 +566,13 @@ def load_settings(
     env = os.environ if environ is None else environ
     explicit = path is not None or "SIGNOFF_CONFIG" in env
     config_path = Path(path if path is not None else env.get("SIGNOFF_CONFIG", "signoff.toml"))
+    raw: dict[str, Any] = {}
     if config_path.exists():
         try:
-            raw: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
-        data = expand(raw, env)
+        data = expand(raw, {**dotenv_values(config_path), **env})
         source = str(config_path)
         base_dir = config_path.resolve().parent
     elif explicit:
@@ -521,4 +605,4 @@ def load_settings(
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{_format_validation_error(exc)}") from exc
+        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc, raw, Settings)}") from exc

@@ -5,7 +5,12 @@ never delays a healthy one and a tool call never waits for a webhook. It must no
 
 Every delivery is a POST of compact UTF-8 JSON::
 
-    {"id": "<delivery uuid>", "event": "approval.requested", "created_at": "2026-01-01T00:00:00.000Z", "request": {...}}
+    {"id": "<delivery uuid>", "event": "approval.requested", "created_at": "2026-01-01T00:00:00.000Z",
+     "summary": "path=/srv/config.yaml content=<3 lines>", "request": {...}}
+
+`summary` is the one-line summary of the call's redacted arguments (`approvals.summary`; also `request.summary`),
+for a receiver that shows one line (a pager, a chat message); `request` carries the tool's own description
+(`tool_description`), `requested_at`, and whether an agent is held waiting (`agent_waiting`, `held_until`).
 
 (`audit.checkpoint` carries `"checkpoint": {...}` in place of `"request"`: a signed head of the audit chain.)
 
@@ -197,6 +202,7 @@ class WebhookNotifier:
                     "id": str(delivery_id),
                     "event": event,
                     "created_at": created_at.replace("+00:00", "Z"),
+                    **({"summary": request.get("summary", "")} if subject == "request" else {}),
                     subject: request,
                 }
                 # Serialized now, since the caller may change `request` after we return.

@@ -346,6 +346,7 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
         extra = f'\n[[webhooks]]\nurl = "{hooks}/hook"\nsecret = "hook-secret-1"\n'
         async with signoff(servers, approvers=True, gateway={"approval_hold": "0.2s"}, extra=extra) as running:
             async with running.client("ev") as client:
+                await client.list_tools()
                 with anyio.fail_after(30):
                     first = await client.call_tool("delete_record", {"record_id": "r-8"})
                     approval_id = meta(first)["approval_id"]
@@ -362,6 +363,10 @@ async def test_webhooks_announce_the_request_and_its_outcome_signed_and_retried(
     assert deliveries[0].json()["request"]["id"] == approval_id
     assert deliveries[0].json()["request"]["arguments"] == {"record_id": "r-8"}
     assert deliveries[1].json()["request"]["responded_by"] == "alice"
+    assert deliveries[0].json()["summary"] == deliveries[0].json()["request"]["summary"] == "record_id=r-8"
+    assert deliveries[0].json()["request"]["tool_description"] == "Delete one record."
+    # Held for 0.2 s only: the agent was told "pending" before alice approved, and the approval says so.
+    assert deliveries[1].json()["request"]["agent_waiting"] is False
     assert len(receiver.requests) == 4  # the first attempt got a 503 and was retried
 
 

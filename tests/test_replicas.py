@@ -182,7 +182,7 @@ async def test_the_audit_chain_verifies_with_every_replica_writing(
         served = []
         for replica in running.replicas:
             metrics = httpx2.get(f"{replica.url}/metrics", timeout=5).text
-            served.append(sum(int(n) for n in re.findall(r'decision="allowed"\} (\d+)', metrics)))
+            served.append(int(sum(float(n) for n in re.findall(r'decision="allowed",server="ev"\} (\S+)', metrics))))
         # Stopped (SIGTERM): each replica writes what it still holds before it exits.
         await anyio.to_thread.run_sync(running.stop)
         verified = await anyio.to_thread.run_sync(main, ["--config", str(running.config), "audit", "verify"])

@@ -1,8 +1,10 @@
 """A `signoff serve` killed with SIGKILL while calls wait for people loses nothing."""
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,3 +198,49 @@ async def test_sigkill_while_an_approved_call_runs_fails_it_at_restart_and_every
         assert "whether it took effect is unknown" in repeat.content[0].text
     assert ran == ["prod"]  # it ran once, and never again
     assert verify.returncode == 0 and b"audit chain ok" in verify.stdout
+
+
+@pytest.mark.parametrize("kill_at", [20, 150, 400])
+async def test_sigkill_under_load_every_answered_call_has_its_audit_row(tmp_path: Path, kill_at: int) -> None:
+    """Durable before answered: 16 agents call as fast as they can, allowed and denied calls mixed, and signoff is
+    SIGKILLed mid-stream; every call an agent saw answered is in the audit log the killed process left."""
+    state = EverythingState()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    answered: list[str] = []
+    policy = {"version": "1", "default": "allow", "tools": {"drop_table": {"action": "deny"}}}
+    async with serve_http(everything_http_app(state)) as upstream:
+        config = write_config(tmp_path, [{"name": "ev", "url": f"{upstream}/mcp", "policy": policy}])
+        with anyio.fail_after(60), serve_process(config, port) as process:
+            await until_healthy(base)
+
+            async def agent(n: int) -> None:
+                try:
+                    async with connect(f"{base}/mcp/ev", AGENT_TOKEN) as client:
+                        for i in range(10_000):
+                            key = f"a{n}-{i}"
+                            if i % 4 == 3:
+                                result = await client.call_tool("drop_table", {"name": key})
+                            else:
+                                result = await client.call_tool("echo", {"text": key})
+                            assert result.is_error == (i % 4 == 3)
+                            answered.append(key)  # the agent read its answer
+                except Exception:  # the connection died with the process: what was answered is counted
+                    return
+
+            async with anyio.create_task_group() as tg:
+                for n in range(16):
+                    tg.start_soon(agent, n)
+                while len(answered) < kill_at:  # noqa: ASYNC110 - polling the agents' own count
+                    await anyio.sleep(0.001)
+                process.send_signal(signal.SIGKILL)
+    database = sqlite3.connect(tmp_path / "signoff.db")
+    recorded = {
+        json.loads(arguments).get("text") or json.loads(arguments).get("name")
+        for (arguments,) in database.execute("SELECT arguments FROM audit_events WHERE tool IN ('echo', 'drop_table')")
+    }
+    database.close()
+
+    assert len(answered) >= kill_at  # the kill came under load
+    missing = sorted(set(answered) - recorded)
+    assert not missing, f"{len(missing)} of {len(answered)} answered calls have no audit row: {missing[:10]}"

@@ -25,7 +25,7 @@ from mcp_types import CallToolResult, TextContent
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import Running
-from tests.fakes.upstreams import EverythingState
+from tests.fakes.upstreams import FILES_DESCRIPTION, EverythingState, files_http_app, serve_http
 from tests.webpage import guarded, pending_id, status_of
 
 pytestmark = pytest.mark.anyio
@@ -83,11 +83,11 @@ async def sign_in(page: Page, running: Running, name: str, path: str = "/approva
     await expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     folder = os.environ.get("SIGNOFF_SCREENSHOTS")
     if folder:
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+        await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
 
 
 def text(result: CallToolResult) -> str:
@@ -102,6 +102,7 @@ async def test_an_approver_signs_in_sees_the_held_call_arrive_approves_it_and_th
         page = await new_page(browser)
         await sign_in(page, running, "alice")
         await expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()
+        await client.list_tools()  # as agents do first: the gateway learns each tool's own description
         results: list[CallToolResult] = []
         with anyio.fail_after(40):
             async with anyio.create_task_group() as tg:
@@ -116,15 +117,17 @@ async def test_an_approver_signs_in_sees_the_held_call_arrive_approves_it_and_th
                 await expect(card).to_contain_text("alpha")
                 await expect(card).to_contain_text("Deletes a customer record")
                 await expect(card.locator("[data-deadline]")).to_contain_text("left")
-                await screenshot(page, "approvals")
+                await expect(card.locator(".summary")).to_have_text("record_id=r-17")
+                await expect(card).to_contain_text("Delete one record.")  # the tool's own description
                 await card.get_by_role("link", name="Review and decide").click()
-                await expect(page.locator("pre.args")).to_contain_text('"record_id": "r-17"')
+                await expect(page.locator(".arglist")).to_contain_text("record_id")
+                await expect(page.locator(".arglist")).to_contain_text("r-17")
                 await expect(page.get_by_text('tools["delete_record"]', exact=False).first).to_be_visible()
-                await screenshot(page, "approval")
                 assert state.deleted_records == []  # held until someone decides
                 await page.get_by_label("Note for the audit log").fill("ticket OPS-12")
                 await page.get_by_role("button", name="Approve").click()
-                await expect(page.get_by_role("status").filter(has_text="You approved this request")).to_be_visible()
+                banner = page.get_by_role("status").filter(has_text="You approved this request")
+                await expect(banner).to_have_text("You approved this request: the agent is waiting; it runs now.")
         await expect(page.locator("#live")).to_contain_text("approved and run")
         await expect(page.locator("#live")).to_contain_text("ticket OPS-12")
         rows = await running.audit()
@@ -152,7 +155,6 @@ async def test_a_rejection_needs_a_reason_and_the_agent_gets_it(signoff: Any, ch
                 tg.start_soon(call)
                 approval_id = await pending_id(running, "delete_record")
                 await sign_in(page, running, "bob", f"/approvals/{approval_id}")
-                await screenshot(page, "approval-phone")
                 await page.get_by_role("button", name="Reject").click()  # no reason: the browser will not send it
                 assert await page.get_by_label("Reason for rejecting").evaluate("el => el.validity.valueMissing")
                 assert await status_of(running, approval_id) == "pending"
@@ -179,7 +181,9 @@ async def test_no_session_and_a_forged_csrf_token_get_nowhere(signoff: Any, chro
             page = await new_page(browser)
             await sign_in(page, running, "carol", f"/approvals/{approval_id}")
             await expect(page.locator("pre.args")).to_contain_text(f'"record_id": "r-3 {HOSTILE}"')
-            await expect(page.locator("pre.args img")).to_have_count(0)
+            await expect(page.locator(".arglist")).to_contain_text(f"r-3 {HOSTILE}")
+            await expect(page.locator("#summary")).to_contain_text(HOSTILE)
+            await expect(page.locator("main img")).to_have_count(0)
             await page.locator("form[action$='/approve'] input[name=csrf]").evaluate("el => el.value = 'forged'")
             async with page.expect_response(lambda r: r.url.endswith("/approve")) as answer:
                 await page.get_by_role("button", name="Approve").click()
@@ -221,3 +225,87 @@ async def test_an_auditor_filters_the_log_and_downloads_it(signoff: Any, chromiu
     lines = [json.loads(line) for line in exported_jsonl.splitlines()]
     assert [row["tool"] for row in table] == ["echo"] * 3 and {row["kind"] for row in table} == {"allowed"}
     assert [line["id"] for line in lines] == [int(row["id"]) for row in table]
+
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+FILES_POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "write_file": {
+            "action": "require_approval",
+            "reason": "Writes files on the server",
+            "approval": {"approvers": ["alice"], "timeout": "10m"},
+        }
+    },
+}
+CONFIG = "port: 8080\nlog_level: info\nreplicas: 3\n"
+SCHEMA = "".join(f"ALTER TABLE t{i} ADD COLUMN c{i} int;\n" for i in range(200))
+
+
+async def test_the_list_and_the_page_say_what_a_call_does_first_and_the_phone_shows_it_with_the_buttons(
+    signoff: Any, chromium: Path
+) -> None:
+    written: dict[str, str] = {}
+    async with serve_http(files_http_app(written)) as upstream:
+        servers = [{"name": "fs", "url": f"{upstream}/mcp", "policy": FILES_POLICY}]
+        # A short hold: each call is answered "pending" before anyone decides, as most clients are.
+        async with signoff(servers, approvers=True, gateway={"approval_hold": "0.3s"}) as running:
+            async with running.client("fs") as client, launched(chromium) as browser:
+                await client.list_tools()  # what agents do first: the gateway learns each tool's description
+                with anyio.fail_after(20):
+                    first = await client.call_tool("write_file", {"path": "/srv/config.yaml", "content": CONFIG})
+                    second = await client.call_tool("write_file", {"path": "/srv/schema.sql", "content": SCHEMA})
+                assert first.is_error and second.is_error and "waiting for a person to approve it" in text(second)
+
+                page = await new_page(browser, viewport=DESKTOP)
+                await sign_in(page, running, "alice")
+                config = page.locator("li.card", has_text="/srv/config.yaml")
+                schema = page.locator("li.card", has_text="/srv/schema.sql")
+                # The two cards look different now: the summary says which file and how much goes in it.
+                await expect(config.locator(".summary")).to_have_text("path=/srv/config.yaml content=<3 lines>")
+                await expect(schema.locator(".summary")).to_have_text("path=/srv/schema.sql content=<200 lines>")
+                await expect(schema).to_contain_text(FILES_DESCRIPTION)
+                await expect(schema).to_contain_text(re.compile(r"· (just now|\d+ s ago)"))
+                await expect(schema.locator(".summary")).to_be_in_viewport(ratio=1)
+                await screenshot(page, "approvals")
+
+                await schema.get_by_role("link", name="Review and decide").click()
+                await expect(page.locator("#summary")).to_have_text("path=/srv/schema.sql content=<200 lines>")
+                args = page.locator(".arglist .arg")
+                await expect(args.nth(0)).to_contain_text("/srv/schema.sql")  # the short one first
+                folded = args.nth(1).locator("details")
+                await expect(folded.locator("summary")).to_have_text("<200 lines>")
+                await expect(folded.locator("pre")).not_to_be_visible()  # folded until asked for
+                for button in ("Approve", "Reject"):
+                    await expect(page.get_by_role("button", name=button, exact=True)).to_be_in_viewport(ratio=1)
+                await expect(page.locator(".waiting")).to_contain_text("an approval runs it when the agent calls")
+                await screenshot(page, "approval")
+                await folded.locator("summary").click()
+                await expect(folded.locator("pre")).to_contain_text("ALTER TABLE t199 ADD COLUMN c199 int;")
+
+                phone = await new_page(browser, **PHONE)
+                await sign_in(phone, running, "alice")
+                card = phone.locator("li.card", has_text="/srv/config.yaml")
+                await expect(card.locator(".summary")).to_be_in_viewport(ratio=1)
+                await card.get_by_role("link", name="Review and decide").click()
+                await expect(phone.locator("#summary")).to_have_text("path=/srv/config.yaml content=<3 lines>")
+                block = phone.locator(".arglist .arg.block pre")
+                await expect(block).to_have_text(CONFIG.rstrip("\n"))  # a short multi-line value: open, as lines
+                for shown in (phone.locator("#summary"), block):
+                    await expect(shown).to_be_in_viewport(ratio=1)
+                for button in ("Approve", "Reject"):
+                    await expect(phone.get_by_role("button", name=button, exact=True)).to_be_in_viewport(ratio=1)
+                await screenshot(phone, "approval-phone", full_page=False)
+
+                await phone.get_by_role("button", name="Approve", exact=True).click()
+                banner = phone.get_by_role("status").filter(has_text="You approved this request")
+                await expect(banner).to_contain_text("the agent was told to retry; it runs when it calls again (until")
+                assert written == {}  # nothing ran: the agent was answered "pending" and has not called again
+                with anyio.fail_after(20):
+                    again = await client.call_tool("write_file", {"path": "/srv/config.yaml", "content": CONFIG})
+                assert not again.is_error and text(again) == f"wrote {len(CONFIG)} characters to /srv/config.yaml"
+                await expect(phone.locator("#live")).to_contain_text("approved and run")
+
+    assert written == {"/srv/config.yaml": CONFIG}

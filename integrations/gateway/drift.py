@@ -8,6 +8,7 @@ that server's pins again.
 """
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -33,6 +34,14 @@ Job = tuple[Callable[..., object], tuple[Any, ...]]  # an approvals.pins functio
 MAX_ATTEMPTS = 3
 
 
+def _description(definition: str | None) -> str:
+    try:
+        found = json.loads(definition or "{}").get("description")
+    except (ValueError, AttributeError):
+        return ""
+    return found if isinstance(found, str) else ""
+
+
 def tool_definition(tool: Mapping[str, Any]) -> tuple[str, str]:
     """The digest and canonical JSON of what a tool tells the model: description, input schema, annotations."""
     definition = canonical_json(
@@ -50,6 +59,8 @@ class ToolWatch:
         self._broadcast = broadcast
         self.pinned: dict[Key, str] = {}
         self.drifted: dict[Key, Drift] = {}
+        # What each tool says it does, as its upstream last listed it (or as pinned): shown to approvers.
+        self.descriptions: dict[Key, str] = {}
         self._jobs: WriteBehind[Job] = WriteBehind("tool pin writer", self._handle)
 
     # -- start, write behind, stop -------------------------------------------------------------------------------
@@ -72,6 +83,7 @@ class ToolWatch:
         for pin in rows:
             key = (pin.server, pin.tool)
             self.pinned[key] = pin.digest
+            self.descriptions.setdefault(key, _description(pin.drift_definition or pin.definition))
             if pin.drift_digest is not None:
                 self.drifted[key] = Drift(pin.tool, pin.digest, pin.drift_digest)
 
@@ -133,6 +145,8 @@ class ToolWatch:
             name = tool.get("name") if isinstance(tool, dict) else None
             if not isinstance(name, str):
                 continue
+            said = tool.get("description")
+            self.descriptions[(server, name)] = said if isinstance(said, str) else ""
             action = drift_action(policy, name)
             if action is DriftAction.IGNORE:
                 continue
@@ -160,6 +174,10 @@ class ToolWatch:
                 hidden.add(name)
         return frozenset(hidden)
 
+    def description(self, server: str, tool: str) -> str:
+        """What `tool` on `server` says it does, as its upstream listed it ("" when no list has shown it)."""
+        return self.descriptions.get((server, tool), "")
+
     def recheck(self, server: str, policy_version: str) -> list[str]:
         """`server`'s policy changed: what each drifted tool shows now is its pin. Returns those tools."""
         accepted = self._accept_in_memory(server, None)
@@ -186,6 +204,7 @@ class ToolWatch:
         for pin in rows:
             key = (pin.server, pin.tool)
             self.pinned[key] = pin.digest
+            self.descriptions.setdefault(key, _description(pin.drift_definition or pin.definition))
             if pin.drift_digest is None:
                 self.drifted.pop(key, None)
             else:

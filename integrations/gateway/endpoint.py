@@ -107,6 +107,7 @@ class _Exchange:
     receive: Receive | None = None  # the request's ASGI channel, to notice the client going away
     note: str = ""  # added to every audit row of the call (its limits not counted: the store was down)
     span: Span | None = None  # the call's server span, when tracing (integrations/telemetry.py)
+    audited: int = 0  # the place of the call's audit row in the writer's queue: committed before the answer
 
     @property
     def modern(self) -> bool:
@@ -307,7 +308,7 @@ class Gateway:
             known = ", ".join(sorted(self.servers)) or "none"
             return json_reply(rpc_error(None, INVALID_REQUEST, f"Unknown server {server!r}; configured: {known}"), 404)
         if not rights.may_reach(server):  # before anything goes upstream, whatever the method
-            return self._unreachable(rights, server, method)
+            return await self._unreachable(rights, server, method)
         session_id = headers.get("mcp-session-id")
         if session_id is not None:
             refused = await self._owners.refusal(session_id, identity, server)
@@ -330,11 +331,11 @@ class Gateway:
             405, f"Method {method} is not allowed; use POST, GET or DELETE", [("allow", "GET, POST, DELETE")]
         )
 
-    def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
-        """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited."""
+    async def _unreachable(self, rights: Rights, server: str, method: str) -> Reply:
+        """403 for an agent asking for a server outside its `servers`, naming those it may reach; audited first."""
         self.metrics.refused(server, AuditKind.SERVER_REFUSED.value)
         error, record = unreachable(rights, server, method, self.servers)
-        self._audit.record(record)
+        await self._audit.committed(self._audit.record(record))
         return json_reply(error, 403)
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
@@ -473,26 +474,38 @@ class Gateway:
         return {**message, "result": {**result, "tools": tools, **({"cacheScope": "private"} if modern else {})}}
 
     async def _call_tool(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
-        """Decide the call, in a span of its own when tracing; a held call's span ends when its answer is sent."""
+        """Decide the call; the agent reads the answer only once the call's audit row is committed (with every
+        other row committed meanwhile: a group commit), and with tracing the call has a span of its own. A held
+        call's row was committed long before its answer; its span ends when the answer is sent."""
         meta = exchange.message.get("params", {}).get("_meta")
-        span = self.telemetry.call_span(
-            meta, exchange.server, exchange.identity, exchange.headers.get("mcp-session-id")
-        )
-        if span is None:
-            return await self._decide_call(exchange, body)
-        exchange.span = span
+        session = exchange.headers.get("mcp-session-id")
+        exchange.span = span = self.telemetry.call_span(meta, exchange.server, exchange.identity, session)
         try:
             reply = await self._decide_call(exchange, body)
+            if isinstance(reply, _Held):
+                reply.span = span
+                await self._audit.committed(exchange.audited)
+                return reply
+            if reply.stream is not None:  # the answer is still to come, in the stream
+                return replace(reply, stream=self._audited_first(reply.stream, exchange))
+            await self._audit.committed(exchange.audited)
         except BaseException:
-            span.end()
+            ended(span)
             raise
-        if isinstance(reply, _Held):
-            reply.span = span
-        elif reply.stream is not None:  # the answer is still to come, in the stream
-            return replace(reply, stream=_ending(reply.stream, span))
-        else:
-            span.end()
+        ended(span)
         return reply
+
+    async def _audited_first(self, stream: AsyncIterator[bytes], exchange: _Exchange) -> AsyncIterator[bytes]:
+        """Pass `stream` on, awaiting the commit of the call's audit row before the chunk that carries its answer
+        (the row is queued as the answer is read); then end the call's span."""
+        try:
+            async for chunk in stream:
+                if exchange.audited:
+                    await self._audit.committed(exchange.audited)
+                    exchange.audited = 0
+                yield chunk
+        finally:
+            ended(exchange.span)
 
     async def _decide_call(self, exchange: _Exchange, body: bytes) -> "Reply | _Held":
         message = exchange.message
@@ -615,6 +628,7 @@ class Gateway:
             spec=decision.approval,
             redact=rule.redact if rule else (),
             grant_max=decision.grant_max,
+            description=self.tools.description(exchange.server, call.tool) if self.tools is not None else "",
         )
         message, headers = exchange.message, exchange.headers
         owner = headers.get("mcp-session-id") or exchange.identity
@@ -648,8 +662,8 @@ class Gateway:
             exchange.span.set_attributes({"signoff.decision": decided, "signoff.outcome": outcome})
         rule = rule_for(exchange.policy, call.tool)
         latency_ms = latency * 1000
-        # Built in the audit writer's thread: the arguments' canonical JSON and digest stay off the reply's path.
-        self._audit.record(
+        # Built in the audit writer's thread: the arguments' canonical JSON and digest stay off the event loop.
+        exchange.audited = self._audit.record(
             partial(
                 _call_record,
                 kind,

@@ -202,6 +202,7 @@ class Holding:
         client's repeat to join and run), rather than run the call for nobody to read.
         """
         key = (owner, message_id)
+        until = await self.engine.hold(request_id, self.hold)
         if not stream:
             try:
                 async with anyio.create_task_group() as tg:
@@ -215,12 +216,19 @@ class Holding:
             settled = held if isinstance(held, Settled) else None
             if settled is not None and settled.execute:
                 return await execute(settled.claim)
+            await self._let_go(request_id, until)
             return json_reply(await self.answer(settled, request_id, message_id, version))
         return Reply(
             status=200,
             headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")],
-            stream=self._held_events(request_id, key, message_id, progress_token, execute, version),
+            stream=self._held_events(request_id, key, message_id, progress_token, execute, version, until),
         )
+
+    async def _let_go(self, request_id: UUID, until: datetime) -> None:
+        """This hold ended without running the call; unless another held call here waits on the same request (its
+        hold ends later, and recorded so), no agent is waiting on it now."""
+        if not any(r == request_id for r in self._held.values()):
+            await self.engine.let_go(request_id, until)
 
     async def _held_events(
         self,
@@ -230,6 +238,7 @@ class Holding:
         token: Any,
         execute: Execute,
         version: str | None,
+        until: datetime,
     ) -> AsyncIterator[bytes]:
         # Progress notifications keep clients that reset their timeout on progress waiting for the decision.
         started = time.monotonic()
@@ -258,6 +267,7 @@ class Holding:
             self._held.pop(key, None)
             self._abandoned.discard(key)
         if settled is None or not settled.execute:
+            await self._let_go(request_id, until)
             yield sse_event(await self.answer(settled, request_id, message_id, version))
             return
         reply = await execute(settled.claim)

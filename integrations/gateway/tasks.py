@@ -130,6 +130,9 @@ class TaskDesk:
     async def created(self, request_id: UUID, version: str) -> Message:
         """The `CreateTaskResult` for a call just recorded as `request_id` (committed: a poll finds it)."""
         request = await self._read(request_id)  # just written, and requests are never deleted
+        if request.status == ApprovalStatus.PENDING:  # the agent polls its task until then: an approval runs at once
+            seconds = (service.as_utc(request.deadline) - self.engine.now()).total_seconds()
+            await self.engine.hold(request_id, max(0.0, seconds))
         # Seeded with where the request stands: usually working, but a repeat of a call refused within the remember
         # window joins that refusal, and its task is completed from the start.
         seed = {k: v for k, v in self._answer(version, request).items() if k not in ("result", "error")}

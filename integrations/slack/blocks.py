@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from approvals.reasons import MAX_REASON
+from approvals.summary import one_line, ordered_arguments
 
 __all__ = [
     "APPROVE",
@@ -89,11 +90,17 @@ class Card:
     thresholds: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...] = ()
     mentions: Mapping[str, str] = field(default_factory=dict)  # approver or group:NAME -> <@U…> / <!subteam^S…>
     editable: bool = False  # the rule allows edits: the message offers "Edit and approve…"
+    summary: str = ""  # the one-line summary of the (redacted) arguments (approvals.summary)
+    tool_description: str = ""  # what the tool itself says it does (the upstream's tools/list)
+    requested_at: datetime | None = None
+    agent_waiting: bool = False  # a call is held open on the request: an approval runs it at once
+    use_by: datetime | None = None  # an approval unused by then expires
 
     @classmethod
     def from_view(cls, view: Mapping[str, Any], mentions: Mapping[str, str] | None = None) -> "Card":
         """The card of a request's public JSON; `mentions` maps approvers and groups to their Slack mentions."""
         responded = view.get("responded_at")
+        requested, use_by = view.get("requested_at"), view.get("use_by")
         return cls(
             id=str(view["id"]),
             status=str(view["status"]),
@@ -122,6 +129,11 @@ class Card:
             ),
             mentions=dict(mentions or {}),
             editable=bool(view.get("allow_edits")),
+            summary=str(view.get("summary") or ""),
+            tool_description=str(view.get("tool_description") or ""),
+            requested_at=datetime.fromisoformat(requested) if requested else None,
+            agent_waiting=bool(view.get("agent_waiting")),
+            use_by=datetime.fromisoformat(use_by) if use_by else None,
         )
 
     @property
@@ -164,12 +176,26 @@ def _date(moment: datetime) -> str:
     return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
 
 
+def _ago(moment: datetime) -> str:
+    # Slack writes "3 minutes ago" in each reader's client, kept current; the fallback is the time itself.
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{ago}}|{fallback}>"
+
+
 def _quote(text: str) -> str:
     return "\n".join("> " + line for line in escape(text).splitlines() or [""])
 
 
-def _arguments(card: Card) -> str:
-    pretty = json.dumps(card.arguments, indent=2, ensure_ascii=False, sort_keys=True)
+def _ordered(arguments: Any) -> Any:
+    """The arguments with the short ones first, as every view lists them: what is cut is the long tail."""
+    if not isinstance(arguments, Mapping):
+        return arguments
+    return {name: value for name, value, _short in ordered_arguments(arguments)}
+
+
+def _arguments(card: Card) -> tuple[str, bool]:
+    """The arguments' section text, and whether they had to be cut to fit."""
+    pretty = json.dumps(_ordered(card.arguments), indent=2, ensure_ascii=False)
     # A run of three backticks would end the code block early.
     pretty = escape(pretty).replace("```", "`\u200b``")
     lines = pretty.splitlines()
@@ -179,7 +205,25 @@ def _arguments(card: Card) -> str:
     text = f"*Arguments*\n```{pretty}```"
     if truncated:
         text += f"\n_Truncated: <{card.url}|see all arguments on the web page>._" if card.url else "\n_Truncated._"
-    return text
+    return text, truncated
+
+
+def _code(text: str) -> str:
+    """`text` as inline code: escaped, and with no backtick to end the code early."""
+    return "`" + escape(text).replace("`", "'") + "`"
+
+
+def _cut_warning(card: Card) -> Block:
+    """The dialog Approve opens when the message could not show every argument: one tap must not approve what
+    nobody saw (https://api.slack.com/reference/block-kit/composition-objects#confirm)."""
+    where = f" Read them all on the web page first: {card.url}" if card.url else ""
+    return {
+        "title": _plain("Arguments were cut", 100),
+        "text": _plain("This message shows only part of the call's arguments." + where, 300),
+        "confirm": _plain("Approve anyway", 30),
+        "deny": _plain("Cancel", 30),
+        "style": "primary",
+    }
 
 
 def mention(card: Card, approver: str) -> str:
@@ -224,6 +268,8 @@ def _state(card: Card) -> tuple[str, str, str]:
     status = card.status
     if status == "pending":
         text = f"Approval needed: {card.agent} wants to run {card.server}/{card.tool}"
+        if card.summary:
+            text += f": {escape(_clip(card.summary, 120))}"
         pinged = [card.mentions[a] for a in card.approvers if a in card.mentions]
         if pinged:  # the notification text is what pushes: the mentions go in it too
             text += " · " + " ".join(pinged)
@@ -241,8 +287,11 @@ def _state(card: Card) -> tuple[str, str, str]:
             line += f"\n:arrow_forward: The call ran upstream: {escape(card.outcome or 'ok')}"
         elif status == "failed":
             line += f"\n:warning: The call failed upstream: {escape(card.outcome or 'error')}"
+        elif status == "executing" or card.agent_waiting:
+            line += "\n:arrow_forward: The agent is waiting; it runs now."
         else:
-            line += "\n:arrows_counterclockwise: Waiting for the agent's call to run it…"
+            until = f" (until {_date(card.use_by)})" if card.use_by is not None else ""
+            line += f"\n:arrows_counterclockwise: The agent was told to retry; it runs when it calls again{until}."
         header = {"executed": "Approved and run", "failed": "Approved, failed upstream"}.get(status, "Approved")
         return header, line, f"{header} ({card.responded_by}): {call}"
     if status == "rejected":
@@ -259,9 +308,13 @@ def _state(card: Card) -> tuple[str, str, str]:
     return status.capitalize(), f"*{escape(status)}*", f"{status}: {call}"
 
 
-def _buttons(card: Card) -> Block:
+def _buttons(card: Card, cut: bool = False) -> Block:
+    approve: Block = {"type": "button", "action_id": APPROVE, "value": card.id, "style": "primary"}
+    approve["text"] = _plain("Approve (arguments cut)…" if cut else "Approve")
+    if cut:
+        approve["confirm"] = _cut_warning(card)
     elements: list[Block] = [
-        {"type": "button", "action_id": APPROVE, "value": card.id, "style": "primary", "text": _plain("Approve")},
+        approve,
         {"type": "button", "action_id": APPROVE_NOTE, "value": card.id, "text": _plain("Approve with note…")},
         {"type": "button", "action_id": REJECT, "value": card.id, "style": "danger", "text": _plain("Reject…")},
     ]
@@ -286,15 +339,22 @@ def request_message(card: Card) -> Message:
     why = escape(card.reason) if card.reason else "_The policy gave no reason._"
     if card.rule:
         why += f"\n_Rule: {escape(card.rule)}_"
+    if card.tool_description:
+        why += f"\n*The tool says:* {escape(one_line(card.tool_description, 300))}"
+    arguments, cut = _arguments(card)
+    what = f"*What:* {_code(card.summary)}" if card.summary else "*What:* the call below"
+    if card.requested_at is not None:
+        what += f"\n_Asked by {escape(card.agent)} {_ago(card.requested_at)}_"
     blocks: list[Block] = [
         {"type": "header", "text": _plain(f"{header}: {card.tool}")},
+        _section(what),
         {"type": "section", "fields": [_mrkdwn(f) for f in facts]},
         _section(f"*Why it needs approval*\n{why}"),
-        _section(_arguments(card)),
+        _section(arguments),
         _section(status_line),
     ]
     if card.status == "pending":
-        blocks.append(_buttons(card))
+        blocks.append(_buttons(card, cut))
     context = f"Request `{card.id}`"
     if card.url:
         context += f" · <{card.url}|web page>"
@@ -352,7 +412,11 @@ def note_modal(card: Card, channel: str) -> Block:
     """The modal "Approve with note…" opens: the note is optional and lands in the audit log."""
     meta = json.dumps({"id": card.id, "channel": channel})
     label = "Note (optional): a ticket, a reason, a condition"
-    return _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+    view = _modal(card, NOTE_VIEW, "Approve the call", "Approve", label, optional=True, meta=meta)
+    if _arguments(card)[1]:  # the message cut the arguments: say so before anyone approves them
+        link = f" <{card.url}|Read them all on the web page> first." if card.url else ""
+        view["blocks"].insert(1, _section(f":warning: *The message showed only part of the arguments.*{link}"))
+    return view
 
 
 def edit_arguments(card: Card) -> str:

@@ -6,11 +6,12 @@ words by `diagnosis.explain`. It prints no token.
 """
 
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from integrations.settings import Settings
+from integrations.settings import Settings, is_loopback
 from integrations.slack.blocks import check_message
 from integrations.slack.diagnosis import explain
 from integrations.slack.integration import api_base_url, slack_approvers
@@ -64,7 +65,30 @@ def check_slack(settings: Settings, channel: str | None, out: TextIO) -> int:
     else:
         out.write("no [[approvers]] entry has a slack_user: every click in Slack will be refused\n")
         faults += 1
+    unmapped = [a.name for a in settings.approvers if not a.slack_user]
+    if unmapped and mapped:
+        out.write(
+            f"warning: {len(unmapped)} approver(s) have no slack_user, so they cannot decide from Slack (their"
+            f" clicks are refused): {', '.join(unmapped)}. Add each one's member ID (Slack profile > ... > Copy"
+            " member ID)\n"
+        )
+    _check_links(settings, out)
     return FAULTS if faults else OK
+
+
+def _check_links(settings: Settings, out: TextIO) -> None:
+    """Warn when the links in Slack messages point at this machine only: they open nowhere else (a phone)."""
+    base = settings.gateway.base_url
+    if is_loopback(urlsplit(base).hostname or ""):
+        what = (
+            "[gateway] public_url is"
+            if settings.gateway.public_url
+            else "[gateway] public_url is not set, so links are"
+        )
+        out.write(
+            f"warning: {what} {base}, a loopback address: the Open button and links in Slack messages will not"
+            " open on a phone or another machine. Set public_url to the address approvers reach signoff at\n"
+        )
 
 
 def _check_mode(settings: Settings, base_url: str, out: TextIO) -> int:

@@ -15,15 +15,26 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from approvals import service
-from approvals.errors import AlreadyDecided, ApprovalNotFound, EditRefused, InvalidReason, NotAllowed
+from approvals import prefixes, service
+from approvals.audit import displayable, redacted
+from approvals.errors import (
+    AlreadyDecided,
+    AmbiguousId,
+    ApprovalNotFound,
+    EditRefused,
+    IdTooShort,
+    InvalidReason,
+    NotAllowed,
+)
 from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalStatus, Verdict
 from approvals.reasons import MAX_REASON, reason_problem
+from approvals.summary import arguments_summary
 from integrations.editing import approve_with_edits, edits_allowed
 from integrations.params import path_id
 from integrations.runtime import runtime
+from integrations.web.arguments import laid_out
 from integrations.web.identity import Identity
-from integrations.web.pages import Pages
+from integrations.web.pages import Pages, when
 
 RECENT = 30
 STATUS_WORDS = {
@@ -40,11 +51,28 @@ STATUS_WORDS = {
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """One request as the list shows it, with whether the viewer may decide it and the votes so far."""
+    """One request as the list shows it, with whether the viewer may decide it, the votes so far, and the one-line
+    summary of its (redacted) arguments."""
 
     request: ApprovalRequest
     refusal: str | None
     approvals: int
+    summary: str = ""
+
+
+def summary_of(row: ApprovalRequest) -> str:
+    """The one-line summary of a request's arguments, as redacted as the rest of the page shows them."""
+    return arguments_summary(redacted(displayable(row.arguments), json.loads(row.redact)))
+
+
+def after_approval(view: dict[str, Any], edited: bool = False) -> str:
+    """The banner after an approval that settled a request, saying truthfully when the call runs: at once, for an
+    agent whose call is still held open; else when the agent calls again, which it was told to do."""
+    what = "You approved this request with your edits" if edited else "You approved this request"
+    if view["agent_waiting"]:
+        return f"{what}: the agent is waiting; it runs now."
+    until = f" (until {when(view['use_by'])})" if view.get("use_by") else ""
+    return f"{what}: the agent was told to retry; it runs when it calls again{until}."
 
 
 def _overview(session: Session) -> tuple[list[ApprovalRequest], list[ApprovalRequest], dict[uuid.UUID, int]]:
@@ -67,7 +95,9 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         engine = pages.approvals(request)
         pending, recent, votes = await engine.store.run(_overview)
         now = engine.now()
-        listed = [Listed(r, service.may_decide(r, identity.approver, now), votes.get(r.id, 0)) for r in pending]
+        listed = [
+            Listed(r, service.may_decide(r, identity.approver, now), votes.get(r.id, 0), summary_of(r)) for r in pending
+        ]
         return {"pending": listed, "recent": recent, "status_words": STATUS_WORDS, "section": "approvals"}
 
     async def overview(request: Request, identity: Identity) -> Response:
@@ -89,6 +119,7 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
             "row": row,
             "view": view,
             "arguments": json.dumps(view["arguments"], indent=2, ensure_ascii=False),
+            "laid_out": laid_out(view["arguments"]),
             "edited": json.dumps(edited, indent=2, ensure_ascii=False) if edited is not None else None,
             "editable": edits_allowed(runtime(request), row),
             "redacted_paths": json.loads(row.redact),
@@ -124,6 +155,14 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         return pages.render(request, template, context, status_code=status_code, identity=identity)
 
     async def detail(request: Request, identity: Identity) -> Response:
+        if path_id(request) is None:  # a prefix as people type it (8+ characters): to the request's own page
+            try:
+                found = await pages.approvals(request).store.run(prefixes.request_id, request.path_params["id"])
+            except (IdTooShort, AmbiguousId) as exc:
+                return pages.refuse(request, 400 if isinstance(exc, IdTooShort) else 409, "Which request?", str(exc))
+            except ApprovalNotFound:
+                return pages.refuse(request, 404, "No such request", "There is no approval request with that id.")
+            return RedirectResponse(f"/approvals/{found}", status_code=303)
         return await render_detail(request, identity)
 
     async def detail_live(request: Request, identity: Identity) -> Response:
@@ -148,7 +187,9 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         if verdict == Verdict.REJECT:
             request.session["flash"] = "You rejected this request; the agent is told why."
         elif result.settled:
-            request.session["flash"] = "You approved this request; the call runs now."
+            request.session["flash"] = after_approval(
+                service.public_view(result.request, now=pages.approvals(request).now())
+            )
         else:
             request.session["flash"] = (
                 f"Your approval is recorded: {result.approvals} of {result.request.quorum} needed so far."
@@ -188,12 +229,14 @@ def build_decision_routes(pages: Pages) -> list[BaseRoute]:
         if why is not None:
             return await render_detail(request, identity, status_code=400, error=InvalidReason(why).args[0] + ".")
         try:
-            await approve_with_edits(runtime(request), request_id, identity.approver, arguments, reason, "web")
+            result = await approve_with_edits(runtime(request), request_id, identity.approver, arguments, reason, "web")
         except (ApprovalNotFound, NotAllowed, AlreadyDecided) as exc:
             return await refused(request, identity, request_id, exc)
         except EditRefused as exc:
             return await render_detail(request, identity, status_code=422, error=f"{exc}.", draft=draft)
-        request.session["flash"] = "You approved this request with your edits; the edited call runs now."
+        request.session["flash"] = after_approval(
+            service.public_view(result.request, now=pages.approvals(request).now()), edited=True
+        )
         return RedirectResponse(f"/approvals/{request_id}", status_code=303)
 
     async def reject(request: Request, identity: Identity) -> Response:

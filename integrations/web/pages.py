@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from approvals.engine import ApprovalEngine
 from approvals.service import as_utc
+from approvals.summary import ago, one_line
 from integrations.runtime import runtime
 from integrations.web.identity import Identities, Identity, csrf_ok, csrf_token
 
@@ -93,6 +94,13 @@ def time_left(deadline: datetime | str, now: datetime) -> str:
     return f"{seconds} s left"
 
 
+def age(moment: datetime | str, now: datetime) -> str:
+    """ "3 min ago": how long a request has waited."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return ago(as_utc(moment), now)
+
+
 def approval_id(detail: str) -> str:
     """The approval request an audit row's detail names ("approval <id>: ..."), or ""."""
     match = _APPROVAL.match(detail)
@@ -121,7 +129,8 @@ class Pages:
         self.middleware = list(middleware)
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters.update(when=when, iso=iso, approval_id=approval_id)
-        self.templates.env.globals.update(time_left=time_left)
+        self.templates.env.globals.update(time_left=time_left, age=age)
+        self.templates.env.filters.update(one_line=one_line)
 
     def route(self, path: str, endpoint: Endpoint, *, name: str | None = None, post: bool = False) -> Route:
         """A page route, wrapped in the session and security-header middleware."""

@@ -27,7 +27,14 @@ from starlette.types import ASGIApp
 
 from tests.fakes.conformance_server import MemoryEventStore
 
-__all__ = ["EverythingState", "build_everything_server", "everything_http_app", "polling_http_app", "serve_http"]
+__all__ = [
+    "EverythingState",
+    "build_everything_server",
+    "everything_http_app",
+    "files_http_app",
+    "polling_http_app",
+    "serve_http",
+]
 
 TOPICS = ["approvals", "audit", "gateways", "policies"]
 
@@ -125,6 +132,22 @@ def everything_http_app(state: EverythingState | None = None, *, public_lists: b
     Each call builds a new server: a session manager runs only once.
     """
     return build_everything_server(state, public_lists=public_lists).streamable_http_app(streamable_http_path="/mcp")
+
+
+FILES_DESCRIPTION = "Create or overwrite a file with the given content. Overwrites without asking."
+
+
+def files_http_app(written: dict[str, str]) -> ASGIApp:
+    """A file server's one tool, `write_file(path, content)`, over Streamable HTTP at `/mcp`; what it wrote lands
+    in `written` (path -> content)."""
+    server = MCPServer("files", version="1.0.0")
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True), description=FILES_DESCRIPTION)
+    def write_file(path: str, content: str) -> str:
+        written[path] = content
+        return f"wrote {len(content)} characters to {path}"
+
+    return server.streamable_http_app(streamable_http_path="/mcp")
 
 
 def polling_http_app(retry_ms: int = 50) -> ASGIApp:

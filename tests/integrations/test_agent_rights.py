@@ -336,7 +336,10 @@ def test_serve_says_at_start_which_servers_each_agent_may_reach(tmp_path: Path) 
     ) as process:
         try:
             assert process.stdout is not None
-            banner = [process.stdout.readline() for _ in range(3)]  # printed before uvicorn starts
+            # Printed before uvicorn starts, after the summary of where each server is served.
+            lines = iter(process.stdout.readline, "")
+            next(line for line in lines if line == "agents and the servers each may reach:\n")
+            banner = ["agents and the servers each may reach:\n", next(lines), next(lines)]
         finally:
             process.kill()
 

@@ -210,7 +210,7 @@ def test_the_demo_banner_shows_the_approver_token_the_approvals_page_and_an_appr
     with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
-            banner = [process.stdout.readline() for _ in range(9)]  # the banner is out; uvicorn starts next
+            banner = [process.stdout.readline() for _ in range(10)]  # the banner is out; uvicorn starts next
             with httpx2.Client(base_url=base, timeout=5, headers=approver) as http:
                 for _ in range(200):  # the bounded poll until uvicorn listens
                     try:
@@ -225,7 +225,7 @@ def test_the_demo_banner_shows_the_approver_token_the_approvals_page_and_an_appr
     assert "  approver token : chosen-demo-approver-token   (set SIGNOFF_DEMO_APPROVER_TOKEN to choose it)\n" in banner
     assert (
         f"  approve        : signoff approve ID --token chosen-demo-approver-token --url {base}"
-        "   (IDs: signoff approvals list)\n"
+        "   (ID: on the approvals page; its first 8 characters will do)\n"
     ) in banner
     assert listed.status_code == 200  # the printed token signs in
 

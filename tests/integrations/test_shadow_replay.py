@@ -65,7 +65,7 @@ async def test_shadow_policy_audits_what_it_would_do_and_every_call_runs(signoff
     add_row = next(r for r in rows if r.tool == "add")
     assert add_row.detail.endswith("; ran: ok") and "default is deny" in add_row.detail
     assert add_row.rule == "default"
-    assert 'signoff_tool_calls_total{server="ev",decision="shadow_denied"} 1' in metrics
+    assert 'signoff_tool_calls_total{decision="shadow_denied",server="ev"} 1.0' in metrics.splitlines()
 
 
 async def test_shadow_on_one_rule_leaves_the_others_enforced(signoff: Any) -> None:

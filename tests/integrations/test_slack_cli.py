@@ -93,3 +93,52 @@ async def test_without_a_slack_section_it_says_how_to_add_one(
 
     assert main(["--config", str(path), "slack", "test"]) == 2
     assert "no [slack] section" in capsys.readouterr().out
+
+
+def test_the_manifest_is_ready_to_paste_in_http_mode_and_in_socket_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml  # type: ignore[import-untyped]  # pre-commit's dependency: read the manifest as Slack does
+
+    assert main(["slack", "manifest", "--public-url", "https://signoff.acme.dev/"]) == 0
+    http = capsys.readouterr()
+    assert main(["slack", "manifest", "--socket-mode"]) == 0
+    socket = capsys.readouterr()
+    assert main(["slack", "manifest", "--public-url", "http://127.0.0.1:8080"]) == 0
+    loopback = capsys.readouterr()
+    assert main(["slack", "manifest", "--public-url", "signoff.acme.dev"]) == 2
+    bad = capsys.readouterr()
+
+    http_settings = yaml.safe_load(http.out)["settings"]
+    assert http_settings["interactivity"] == {
+        "is_enabled": True,
+        "request_url": "https://signoff.acme.dev/slack/events",
+    }
+    assert http_settings["socket_mode_enabled"] is False and http.err == ""
+    socket_manifest = yaml.safe_load(socket.out)
+    assert socket_manifest["settings"]["interactivity"] == {"is_enabled": True}
+    assert socket_manifest["settings"]["socket_mode_enabled"] is True
+    assert socket_manifest["oauth_config"]["scopes"]["bot"] == ["chat:write", "chat:write.public"]
+    assert "connections:write" in socket.out and "request_url" not in socket.out
+    assert "http://127.0.0.1:8080/slack/events" in loopback.out and "warning: Slack must reach" in loopback.err
+    assert "is not a URL" in bad.err
+
+
+async def test_it_warns_of_a_loopback_public_url_and_names_approvers_without_a_slack_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slack = FakeSlack()
+    others = '\n[[approvers]]\nname = "bob"\n\n[[approvers]]\nname = "carol"\n'
+    loopback, public = (
+        f'[gateway]\npublic_url = "{url}"\n{others}' for url in ("http://localhost:8080", "https://a.dev")
+    )
+    async with serve_http(slack.app) as api:
+        code, out = await run(capsys, "--config", config(tmp_path, api, extra=loopback), "slack", "test")
+        _, public_out = await run(capsys, "--config", config(tmp_path, api, extra=public), "slack", "test")
+
+    assert code == 0, out
+    assert (
+        "warning: [gateway] public_url is http://localhost:8080, a loopback address: the Open button and links in"
+        " Slack messages will not open on a phone or another machine" in out
+    )
+    assert "warning: 2 approver(s) have no slack_user, so they cannot decide from Slack" in out
+    assert "cannot decide from Slack (their clicks are refused): bob, carol. Add each one's member ID" in out
+    assert "loopback" not in public_out

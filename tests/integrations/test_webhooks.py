@@ -73,6 +73,7 @@ async def test_delivery_arrives_signed_with_event_and_request_json() -> None:
         "id": delivery_id,
         "event": "approval.requested",
         "created_at": "2027-01-15T08:00:00.250Z",
+        "summary": "",  # the request had none: a receiver still finds the field
         "request": {
             "id": str(APPROVAL_ID),
             "tool": "drop_table",
