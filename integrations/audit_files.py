@@ -4,8 +4,9 @@ An export is read in batches by row id (keyset), never all at once, and stops at
 so rows written meanwhile do not make it ragged. JSON lines are one row each (every column, `prev_hash` and `hash`
 included) plus two other kinds of line, told apart by their only key: a first `{"export": {...}}` line saying what
 was asked (filters, limit, order, whether the rows are contiguous), and `{"checkpoint": {...}}` after each row a
-signed checkpoint names, so the file verifies on its own (`signoff audit verify --file`). CSV carries the hashes but
-no checkpoints (a spreadsheet cannot hold them), so only JSON lines verify.
+signed checkpoint names, so the file verifies on its own (`signoff audit verify --file`). The reader also takes the
+JSON lines `[telemetry] audit_to` writes (`{"signoff_audit": {...}}`, integrations/auditexport.py). CSV carries the
+hashes but no checkpoints (a spreadsheet cannot hold them), so only JSON lines verify.
 """
 
 import csv
@@ -196,8 +197,10 @@ class ReadExport:
 
     @property
     def scope(self) -> Scope:
+        # No header (an older export, or the JSON lines of [telemetry] audit_to, which begin where they began):
+        # its rows must link up, but it need not reach back to the log's start.
         export = (self.header or {}).get("export") or {}
-        return Scope(contiguous=bool(export.get("contiguous", True)), whole=bool(export.get("whole", True)))
+        return Scope(contiguous=bool(export.get("contiguous", True)), whole=bool(export.get("whole", False)))
 
 
 class ExportUnreadable(ValueError):
@@ -225,6 +228,9 @@ def _parse(line: str, path: Path, number: int) -> dict[str, Any] | None:
         raise ExportUnreadable(f"{path}:{number}: not a JSON line ({exc})") from exc
     if not isinstance(item, dict):
         raise ExportUnreadable(f"{path}:{number}: not a JSON object")
+    if isinstance(item.get("signoff_audit"), dict) and len(item) == 1:  # a line of [telemetry] audit_to's stdout
+        shipped: dict[str, Any] = item["signoff_audit"]
+        item = shipped
     if is_row(item) and not {"prev_hash", "hash", "kind", "at"} <= item.keys():
         raise ExportUnreadable(f"{path}:{number}: a row without prev_hash, hash, kind or at: not a signoff export")
     return item

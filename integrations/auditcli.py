@@ -143,8 +143,8 @@ def _verify_file(path: Path, keys: list[Any], against: list[Checkpoint], out: Te
     proof = prove(export.rows(), [*export.checkpoints, *against], keys, Scope(scope.contiguous, scope.whole))
     code = _report(proof, f"{path}", out, keys=len(keys), checkpoints=len(export.checkpoints))
     if export.header is None:
-        out.write("note: the file has no export header; it was taken to be a whole, unfiltered export\n")
-    if not scope.whole:
+        out.write("note: the file has no export header: its rows must link up, but need not reach the log's start\n")
+    elif not scope.whole:
         out.write("note: a partial export (filtered or limited): it cannot show that no row is missing\n")
     return code
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from approvals.audit import AuditRecord, append, row_hash, verify_chain
 from approvals.models import AuditEvent
+from integrations.auditexport import exported_record
 from integrations.cli import main
 from integrations.database import create_database_engine
 
@@ -364,3 +365,28 @@ def test_cutting_the_start_at_a_checkpoint_is_not_mistaken_for_an_archive(
     execute(shared_database, "DELETE FROM audit_events WHERE id <= :id", id=ids(shared_database)[29])
     code, out, _ = cli("--config", config, "audit", "verify")
     assert code == 1 and "rows were removed from the start" in out
+
+
+def test_the_json_lines_audit_to_sends_verify_against_the_checkpoints(
+    tmp_path: Path, shared_database: str, key: tuple[Path, str], cli: Cli
+) -> None:
+    copies = tmp_path / "checkpoints.jsonl"
+    config = str(write_config(tmp_path, shared_database, key=key[0], checkpoints=copies))
+    add_rows(shared_database, 5)
+    assert cli("--config", config, "audit", "checkpoint")[0] == 0
+    add_rows(shared_database, 5)
+    engine = create_database_engine(shared_database)
+    with Session(engine) as session:  # as [telemetry] audit_to = ["stdout"] writes them, from the 3rd row on
+        rows = list(session.exec(select(AuditEvent).order_by(col(AuditEvent.id))))[2:]
+        shipped = "".join(json.dumps({"signoff_audit": exported_record(r.model_dump())}) + "\n" for r in rows)
+    engine.dispose()
+    (tmp_path / "shipped.jsonl").write_text(shipped)
+
+    code, out, _ = cli(
+        "audit", "verify", "--file", str(tmp_path / "shipped.jsonl"), "--key", key[1], "--against", str(copies)
+    )
+    assert code == 0 and "8 rows verified" in out and "1 signed checkpoint(s) verified" in out
+    assert "unanchored: 5 row(s)" in out and "no export header" in out
+    (tmp_path / "shipped.jsonl").write_text(shipped.replace('"identity": "ci"', '"identity": "xx"', 1))
+    code, out, _ = cli("audit", "verify", "--file", str(tmp_path / "shipped.jsonl"), "--key", key[1])
+    assert code == 1 and "its content does not match its hash" in out
