@@ -223,14 +223,14 @@ def _parse(line: str, path: Path, number: int) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        item = json.loads(line)
+        parsed = json.loads(line)
     except ValueError as exc:
         raise ExportUnreadable(f"{path}:{number}: not a JSON line ({exc})") from exc
-    if not isinstance(item, dict):
+    if not isinstance(parsed, dict):
         raise ExportUnreadable(f"{path}:{number}: not a JSON object")
+    item: dict[str, Any] = parsed
     if isinstance(item.get("signoff_audit"), dict) and len(item) == 1:  # a line of [telemetry] audit_to's stdout
-        shipped: dict[str, Any] = item["signoff_audit"]
-        item = shipped
+        item = item["signoff_audit"]
     if is_row(item) and not {"prev_hash", "hash", "kind", "at"} <= item.keys():
         raise ExportUnreadable(f"{path}:{number}: a row without prev_hash, hash, kind or at: not a signoff export")
     return item
