@@ -17,7 +17,7 @@ from sqlalchemy import Connection, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from approvals.models import AuditEvent
+from approvals.models import AuditCheckpoint, AuditEvent
 
 GENESIS = "0" * 64
 _CHAINED = (
@@ -156,16 +156,17 @@ def digest_arguments(arguments: Any) -> str:
     return hashlib.sha256(canonical_json(arguments).encode()).hexdigest()
 
 
-def _row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    content = {name: row[name] for name in _CHAINED}
-    at: datetime = content["at"]
+def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    """The hash a row with these columns must carry after `prev_hash` (its `at` a datetime or ISO 8601 text)."""
+    content = {name: row.get(name) for name in _CHAINED}
+    at: datetime = content["at"] if isinstance(content["at"], datetime) else datetime.fromisoformat(str(content["at"]))
     content["at"] = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     if content["latency_ms"] is not None:
         content["latency_ms"] = round(float(content["latency_ms"]), 3)
     return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
 
 
-def _lock_chain(session: Session | Connection) -> None:
+def lock_chain(session: Session | Connection) -> None:
     # Two appenders that read the same last hash would fork the chain, so the head is read only while
     # holding the database's write lock: on PostgreSQL a transaction-scoped advisory lock; on SQLite a
     # write statement (that changes nothing) takes the one write lock before the read, across processes too.
@@ -190,7 +191,7 @@ def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]
         if record.latency_ms is not None:
             row["latency_ms"] = round(record.latency_ms, 3)
         row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = _row_hash(prev_hash, row)
+        row["hash"] = prev_hash = row_hash(prev_hash, row)
         rows.append(row)
     return rows
 
@@ -208,7 +209,7 @@ def append(session: Session, records: Iterable[AuditRecord]) -> list[int]:
     Returns:
         The ids of the rows written, in order.
     """
-    _lock_chain(session)
+    lock_chain(session)
     last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
     rows = chain(last or GENESIS, records)
     if not rows:
@@ -295,7 +296,7 @@ def probe_chain(connection: Connection) -> None:
         SQLAlchemyError: the database is down, or refuses writes to the log.
     """
     try:
-        _lock_chain(connection)
+        lock_chain(connection)
         connection.exec_driver_sql(_LAST_HASH).scalar()
     finally:
         connection.rollback()
@@ -316,6 +317,9 @@ def latest_events(session: Session, filters: Mapping[str, str], limit: int) -> l
 def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
     """Walk the whole log in id order and check every link and every row's own hash.
 
+    The first row follows the genesis, or (after `signoff audit archive`) the row an archive checkpoint names;
+    signatures are not checked here (`approvals.verification` does, with the public key).
+
     Returns:
         A report naming the first row whose content or link does not match, if any.
     """
@@ -328,11 +332,20 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
             return ChainReport(checked=checked)
         for row in rows:
             row_id = row.id or 0
+            if checked == 0 and row.prev_hash != prev and _archived_before(session, row.prev_hash):
+                prev = row.prev_hash
             if row.prev_hash != prev:
                 return ChainReport(checked, row_id, "prev_hash does not match the row before: a row was removed")
-            if _row_hash(prev, row.model_dump()) != row.hash:
+            if row_hash(prev, row.model_dump()) != row.hash:
                 return ChainReport(checked, row_id, "content does not match its hash: the row was edited")
             prev, checked, after = row.hash, checked + 1, row_id
+
+
+def _archived_before(session: Session, prev_hash: str) -> bool:
+    query = select(AuditCheckpoint.id).where(
+        col(AuditCheckpoint.hash) == prev_hash, col(AuditCheckpoint.kind) == "archive"
+    )
+    return session.exec(query.limit(1)).first() is not None
 
 
 def request_trail(session: Session, request_id: uuid.UUID) -> list[AuditEvent]:

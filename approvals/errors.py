@@ -79,6 +79,10 @@ class EditRefused(ApprovalError, ValueError):
         self.why = why
 
 
+class BadKey(ApprovalError, ValueError):
+    """Raised when an audit signing or public key's text is not an Ed25519 key in a form signoff reads."""
+
+
 class IdTooShort(ApprovalError, ValueError):
     """Raised when an id prefix is too short to name one request or grant safely."""
 

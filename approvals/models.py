@@ -68,6 +68,26 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(default="", max_length=64, unique=True)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed statement that the audit chain's head was row `row_id` with `hash` at `at` (issue 18).
+
+    A chain proves order, not completeness: whoever can edit the database can delete its last rows, or edit a row
+    and recompute every later hash. A checkpoint signed with a key the database does not hold, and sent where the
+    database's editor cannot reach, pins the head; `kind` is `periodic`, or `archive` for the one that joins an
+    archive to the rows kept.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True)
+    row_id: int = Field(index=True)
+    hash: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(default="periodic", max_length=16)
+    key_id: str = Field(max_length=64)
+    signature: str = Field(max_length=128)
+
+
 class ApprovalStatus(StrEnum):
     """Where an approval request is in its life. Only `pending` and `approved` ever change again."""
 

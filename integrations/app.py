@@ -36,8 +36,10 @@ from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
 from integrations.auditexport import AuditTail, build_sinks
 from integrations.auditing import AuditWriter
+from integrations.auditkeys import signing_key
 from integrations.bodies import BodyRefused, bounded, limit_for
 from integrations.broadcast import Broadcast, Topic, carrier_for
+from integrations.checkpointing import Checkpointer
 from integrations.database import checkpoint_wal, create_database_engine, transaction_slots
 from integrations.editing import edit_refusal
 from integrations.errors import ConfigError
@@ -164,6 +166,7 @@ def create_app(
     rows sent as logs ([telemetry] sends them over OTLP).
     """
     policies = load_policy_set(settings)
+    signing_key(settings.audit)  # a bad [audit] key is refused here, before serving
     mcp = _Mcp()
     slack = _slack(settings)
 
@@ -236,6 +239,8 @@ async def _start(
     stack.push_async_callback(bus.close)
 
     exports = _audit_exports(settings, database, parts, stack, log_exporter)  # they close after the writer
+    final_checkpoint: list[Checkpointer] = []  # closed after the audit writer drains (the stack unwinds LIFO)
+    stack.push_async_callback(_close_all, final_checkpoint)
     audit = AuditWriter(database)
     audit.start(parts)
     stack.push_async_callback(audit.close)
@@ -261,6 +266,10 @@ async def _start(
     if webhooks is not None:
         webhooks.start(parts)
         stack.push_async_callback(webhooks.close)
+    checkpoints = _checkpointer(settings, database, webhooks, now)
+    if checkpoints is not None:
+        checkpoints.start(parts)
+        final_checkpoint.append(checkpoints)
     store = Store(database, slots=transaction_slots(database))
     slack_notifier = slack.announce(store, settings.gateway.base_url, now) if slack is not None else None
     approvals = ApprovalEngine(
@@ -346,6 +355,7 @@ async def _start(
         bus,
         SignInThrottle(RedisFailures(redis) if redis is not None else DatabaseFailures(store), clock=clock),
         exports,
+        checkpoints,
     )
     if slack is not None and slack.decisions is not None:  # Slack's "Edit and approve" checks edits as the API does
         slack.decisions.check_edit = partial(edit_refusal, running)
@@ -410,6 +420,30 @@ def _hear(
     bus.on_change(approvals.told)  # connected: the polls slow down, and run once now (a catch-up); lost: they resume
     for catch_up in (tools.refresh, policies):
         bus.on_connect(catch_up)
+
+
+async def _close_all(checkpointers: list[Checkpointer]) -> None:
+    for checkpointer in checkpointers:
+        await checkpointer.close()
+
+
+def _checkpointer(
+    settings: Settings, database: Engine, webhooks: WebhookNotifier | None, now: Callable[[], datetime]
+) -> Checkpointer | None:
+    """The audit checkpointer when `[audit]` has a signing key (read here, so a bad key is refused at start)."""
+    key = signing_key(settings.audit)
+    if key is None:
+        return None
+    audit = settings.audit
+    return Checkpointer(
+        database,
+        key,
+        rows=audit.checkpoint_rows,
+        seconds=audit.checkpoint_seconds,
+        now=now,
+        file=audit.checkpoint_file,
+        notifier=webhooks,
+    )
 
 
 def _record_loaded(database: Engine, loaded: PolicySet) -> None:

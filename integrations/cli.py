@@ -1,7 +1,6 @@
 """The `signoff` command: serve the gateway, check policies, read and verify the audit log."""
 
 import argparse
-import csv
 import importlib.metadata
 import json
 import sys
@@ -12,11 +11,10 @@ from typing import Any, TextIO
 
 import httpx2
 import uvicorn
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from approvals import service
-from approvals.audit import verify_chain
-from approvals.models import AuditEvent
+from integrations.auditcli import add_audit_commands
 from integrations.database import create_database_engine, current_revision, head_revision, upgrade
 from integrations.detail import add_show_command
 from integrations.errors import ConfigError
@@ -231,58 +229,6 @@ def _agent_policy_files(settings: Settings, agent: str) -> list[str]:
         sys.stdout.write(f"agent {agent} on {server.name}: {whose} {view.policy}\n")
         files.append(str(view.policy))
     return files
-
-
-def _audit_rows(args: argparse.Namespace, session: Session) -> Sequence[AuditEvent]:
-    query = select(AuditEvent)
-    for field in ("server", "tool", "identity", "kind", "outcome"):
-        value = getattr(args, field, None)
-        if value:
-            query = query.where(col(getattr(AuditEvent, field)) == value)
-    return session.exec(query.order_by(col(AuditEvent.id).desc()).limit(args.limit)).all()
-
-
-_AUDIT_COLUMNS = ("id", "at", "kind", "server", "tool", "identity", "actor", "rule", "outcome", "latency_ms", "detail")
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    settings = load_config(args.config)
-    engine = create_database_engine(settings.gateway.database_url)
-    with Session(engine) as session:
-        rows = _audit_rows(args, session)
-    out = sys.stdout
-    if args.format == "jsonl":
-        for row in rows:
-            out.write(row.model_dump_json() + "\n")
-    elif args.format == "csv":
-        writer = csv.writer(out)
-        writer.writerow(_AUDIT_COLUMNS)
-        for row in rows:
-            writer.writerow([getattr(row, c) for c in _AUDIT_COLUMNS])
-    else:
-        for row in rows:
-            latency = f"{row.latency_ms:.1f}ms" if row.latency_ms is not None else ""
-            out.write(
-                f"{row.id:>6} {row.at:%Y-%m-%d %H:%M:%S} {row.kind:<18} {row.server:<12} {row.tool:<28} "
-                f"{row.identity:<16} {row.outcome:<12} {latency:>9} {row.rule}\n"
-            )
-    engine.dispose()
-    return EXIT_OK
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = load_config(args.config)
-    engine = create_database_engine(settings.gateway.database_url)
-    with Session(engine) as session:
-        report = verify_chain(session)
-    engine.dispose()
-    if report.ok:
-        sys.stdout.write(f"audit chain ok: {report.checked} rows verified\n")
-        return EXIT_OK
-    sys.stdout.write(
-        f"audit chain BROKEN at row {report.first_bad_id}: {report.problem} ({report.checked} rows ok before it)\n"
-    )
-    return EXIT_FAULTS
 
 
 def cmd_approvals_list(args: argparse.Namespace) -> int:
@@ -517,15 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         decide.set_defaults(func=func)
     add_grant_commands(commands)
 
-    audit = commands.add_parser("audit", help="print or export the audit log, newest first")
-    audit.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
-    audit.add_argument("--limit", type=int, default=100)
-    for field in ("server", "tool", "identity", "kind", "outcome"):
-        audit.add_argument(f"--{field}")
-    audit.set_defaults(func=cmd_audit)
-    audit_commands = audit.add_subparsers(dest="audit_command")
-    verify = audit_commands.add_parser("verify", help="check the hash chain and name the first bad row")
-    verify.set_defaults(func=cmd_audit_verify)
+    add_audit_commands(commands)
     _add_db_commands(commands)
     _add_slack_commands(commands)
     return parser

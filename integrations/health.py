@@ -60,6 +60,8 @@ async def healthz(request: Request) -> Response:
         "active_grants": len(running.approvals.grants),
         "limits": limits,
     }
+    if running.checkpoints is not None:
+        detail["audit_checkpoints"] = running.checkpoints.health()
     if auth is not None:
         detail["auth"] = auth
     if bus is not None:

@@ -18,6 +18,7 @@ from approvals.service import Approver
 from integrations.auditexport import AuditTail
 from integrations.auditing import AuditWriter
 from integrations.broadcast import Broadcast
+from integrations.checkpointing import Checkpointer
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.endpoint import Gateway
 from integrations.reloading import PolicyWatcher
@@ -51,6 +52,7 @@ class Runtime:
     bus: Broadcast | None = None  # wake-ups between replicas (integrations/broadcast.py)
     sign_ins: "SignInThrottle | None" = None  # failed web sign-ins, counted in the shared store
     audit_exports: list[AuditTail] = field(default_factory=list)  # [telemetry] audit_to
+    checkpoints: Checkpointer | None = None  # signed audit checkpoints, when [audit] has a signing key
 
 
 def runtime(connection: HTTPConnection) -> Runtime:

@@ -313,6 +313,29 @@ class TelemetrySettings(_Model):
         return value
 
 
+class AuditSettings(_Model):
+    """`[audit]`: signed checkpoints of the audit chain (issue 18); none are made without a signing key."""
+
+    checkpoint_rows: int = Field(default=1000, ge=1)  # a checkpoint once this many rows follow the last one
+    checkpoint_seconds: float = 60.0  # and at least this often while any row is unanchored
+    signing_key: SecretStr | None = (
+        None  # Ed25519: PKCS#8 PEM or base64 of the 32 raw bytes, e.g. "${SIGNOFF_AUDIT_KEY}"
+    )
+    signing_key_file: str | None = None  # or a file holding it (relative to the config's directory)
+    checkpoint_file: str | None = None  # each checkpoint is also appended here as a JSON line
+
+    @field_validator("checkpoint_seconds", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float) -> float:
+        return duration(value)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "AuditSettings":
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("audit: give signing_key or signing_key_file, not both")
+        return self
+
+
 class Settings(_Model):
     gateway: GatewaySettings = GatewaySettings()
     agents: tuple[AgentSettings, ...] = ()
@@ -323,6 +346,7 @@ class Settings(_Model):
     web: WebSettings = WebSettings()
     auth: AuthSettings | None = None
     telemetry: TelemetrySettings = TelemetrySettings()
+    audit: AuditSettings = AuditSettings()
     source: str = "<defaults>"
     demo: bool = False
 
@@ -570,6 +594,11 @@ def load_settings(
         data.setdefault("gateway", {})["port"] = int(env["PORT"])
     for server in data.get("servers", []):
         server["policy"] = _policy_path(server.get("policy"), base_dir)
+    audit = data.get("audit")
+    if isinstance(audit, dict):
+        for key in ("signing_key_file", "checkpoint_file"):
+            if isinstance(audit.get(key), str) and not Path(audit[key]).is_absolute():
+                audit[key] = str(base_dir / audit[key])
     for agent in data.get("agents", []):
         if isinstance(agent, dict) and isinstance(agent.get("policies"), dict):
             agent["policies"] = {name: _policy_path(p, base_dir) for name, p in agent["policies"].items()}

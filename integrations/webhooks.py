@@ -12,6 +12,8 @@ Every delivery is a POST of compact UTF-8 JSON::
 for a receiver that shows one line (a pager, a chat message); `request` carries the tool's own description
 (`tool_description`), `requested_at`, and whether an agent is held waiting (`agent_waiting`, `held_until`).
 
+(`audit.checkpoint` carries `"checkpoint": {...}` in place of `"request"`: a signed head of the audit chain.)
+
 with the headers ``Signoff-Event``, ``Signoff-Delivery`` (the same uuid, constant across retries, so receivers
 can deduplicate) and ``Signoff-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``, the
 scheme Stripe uses (https://docs.stripe.com/webhooks#verify-manually). A receiver checks it with
@@ -179,10 +181,11 @@ class WebhookNotifier:
         """Deliveries given up on: refused, out of attempts, dropped at shutdown, or set aside after an error."""
         return self._failed + sum(len(endpoint.queue.set_aside) for endpoint in self._endpoints)
 
-    def publish(self, event: str, request: dict[str, Any]) -> None:
+    def publish(self, event: str, request: dict[str, Any], *, subject: str = "request") -> None:
         """Queue `event` for every matching webhook; returns at once and never raises.
 
-        Call it from the event loop's thread or from an AnyIO worker thread.
+        Call it from the event loop's thread or from an AnyIO worker thread. `subject` names the envelope's key for
+        `request`: "request" for approval events, "checkpoint" for `audit.checkpoint`.
         """
         endpoints = [endpoint for endpoint in self._endpoints if endpoint.wants(event)]
         if not endpoints:
@@ -199,8 +202,8 @@ class WebhookNotifier:
                     "id": str(delivery_id),
                     "event": event,
                     "created_at": created_at.replace("+00:00", "Z"),
-                    "summary": request.get("summary", ""),
-                    "request": request,
+                    **({"summary": request.get("summary", "")} if subject == "request" else {}),
+                    subject: request,
                 }
                 # Serialized now, since the caller may change `request` after we return.
                 body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=_json_default)

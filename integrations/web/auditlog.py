@@ -1,11 +1,11 @@
 """The audit page: the log filtered and paged, exported as CSV or JSONL, and whether its hash chain holds.
 
 Read-only. Filters are exact matches on indexed columns plus a time range; paging follows row ids (keyset),
-so a page stays cheap however long the log grows. Exports use the same filters and stream in batches.
+so a page stays cheap however long the log grows. Exports use the same filters and stream in batches
+(`integrations.audit_files`), with the hashes and, in JSON lines, the signed checkpoints, so they verify offline.
 """
 
-import csv
-import io
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
@@ -20,19 +20,25 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from approvals.audit import ChainReport, verify_chain
+from approvals.checkpoints import Checkpoint
 from approvals.models import AuditEvent, AuditKind
+from integrations.audit_files import (
+    EXPORT_COLUMNS,
+    Export,
+    begin,
+    checkpoint_lines,
+    csv_cell,
+    csv_line,
+    joining,
+    read_batch,
+    row_lines,
+)
 from integrations.web.identity import Identity
 from integrations.web.pages import Pages
 
 T = TypeVar("T")
 PAGE = 50
-EXPORT_BATCH = 1000
 VERIFY_EVERY = 60.0
-# `signoff audit --format csv`'s columns first, then the rest of the row, so the chain can be checked offline.
-EXPORT_COLUMNS = (
-    *("id", "at", "kind", "server", "tool", "identity", "actor", "rule", "outcome", "latency_ms", "detail"),
-    *("channel", "policy_version", "args_digest", "arguments", "prev_hash", "hash"),
-)
 OUTCOMES = (
     "ok",
     "tool_error",
@@ -136,21 +142,8 @@ def _exists(session: Session, query: SelectOfScalar[Any]) -> bool:
     return session.exec(query.limit(1)).first() is not None
 
 
-def _read_batch(session: Session, wanted: AuditFilter, before: int | None) -> list[AuditEvent]:
-    query = wanted.apply(select(AuditEvent))
-    if before is not None:
-        query = query.where(col(AuditEvent.id) < before)
-    return list(session.exec(query.order_by(col(AuditEvent.id).desc()).limit(EXPORT_BATCH)))
-
-
-def _cell(value: Any) -> Any:
-    # A cell starting with = + - @ (or a tab or CR) is a formula to a spreadsheet: a hostile tool argument could
-    # run one on the auditor's machine. The quote keeps the text readable and inert (OWASP "CSV injection").
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC).isoformat()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+def _filters(wanted: AuditFilter) -> dict[str, str]:
+    return {f.name: getattr(wanted, f.name) for f in fields(wanted)}
 
 
 def _int(raw: str | None) -> int | None:
@@ -219,30 +212,31 @@ def build_audit_routes(pages: Pages) -> list[BaseRoute]:
         problems = wanted.problems()
         if problems:
             return pages.refuse(request, 400, "The filter is not valid", "; ".join(problems))
-        engine = pages.approvals(request)
+        store = pages.approvals(request).store
+        job = await store.run(begin, Export(where=wanted.apply, filters=_filters(wanted)))
 
-        async def rows() -> AsyncIterator[AuditEvent]:
-            before: int | None = None
-            while batch := await engine.store.run(_read_batch, wanted, before):
-                for row in batch:
-                    yield row
-                before = batch[-1].id
+        async def batches() -> AsyncIterator[tuple[list[AuditEvent], dict[int, list[Checkpoint]]]]:
+            after: int | None = None
+            while True:
+                rows, named = await store.run(read_batch, job, after)
+                if not rows:
+                    return
+                yield rows, named
+                after = rows[-1].id
 
         async def as_jsonl() -> AsyncIterator[str]:
-            async for row in rows():
-                yield row.model_dump_json() + "\n"
+            yield json.dumps(job.header(datetime.now(UTC))) + "\n"
+            oldest: AuditEvent | None = None
+            async for rows, named in batches():
+                yield "".join(line for row in rows for line in row_lines(row, named))
+                oldest = rows[-1]
+            if oldest is not None:  # the checkpoint joining it to an archive, when it starts there
+                yield "".join(checkpoint_lines(await store.run(joining, oldest.prev_hash)))
 
         async def as_csv() -> AsyncIterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(EXPORT_COLUMNS)
-            async for row in rows():
-                writer.writerow([_cell(getattr(row, c)) for c in EXPORT_COLUMNS])
-                if buffer.tell() > 64_000:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
+            yield csv_line(EXPORT_COLUMNS)
+            async for rows, _ in batches():
+                yield "".join(csv_line([csv_cell(getattr(row, c)) for c in EXPORT_COLUMNS]) for row in rows)
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/jsonl; charset=utf-8"

@@ -117,10 +117,11 @@ def test_audit_exports_and_verify_names_a_tampered_row(tmp_path: Path, capsys: p
         tampered = rows[1]
 
     assert main(["--config", str(config), "audit", "--format", "jsonl", "--tool", "t1"]) == 0
-    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    header, *exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert header["export"]["filters"] == {"tool": "t1"} and header["export"]["contiguous"] is False
     assert [(e["tool"], e["kind"]) for e in exported] == [("t1", "denied")]
     assert main(["--config", str(config), "audit", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("id,at,kind,server,tool")
+    assert capsys.readouterr().out.splitlines()[0].startswith("id,at,kind,server,tool")  # and prev_hash, hash
     assert main(["--config", str(config), "audit", "verify"]) == 0
     assert "audit chain ok: 3 rows verified" in capsys.readouterr().out
 
@@ -129,7 +130,7 @@ def test_audit_exports_and_verify_names_a_tampered_row(tmp_path: Path, capsys: p
         session.commit()
     engine.dispose()
     assert main(["--config", str(config), "audit", "verify"]) == 1
-    assert f"BROKEN at row {tampered}" in capsys.readouterr().out
+    assert f"BROKEN: row {tampered}: its content does not match its hash" in capsys.readouterr().out
 
 
 def test_serve_refuses_short_and_shared_tokens_and_unknown_approvers_listing_every_fault(tmp_path: Path) -> None:

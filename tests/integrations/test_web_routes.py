@@ -325,8 +325,9 @@ async def test_the_audit_page_filters_pages_exports_and_shows_the_chain(signoff:
     assert exported_csv.headers["content-disposition"].startswith('attachment; filename="signoff-audit-')
     table = list(csv.DictReader(io.StringIO(exported_csv.text)))
     assert len(table) == 6 and {row["tool"] for row in table} == {"echo"} and table[0]["hash"]
-    lines = [json.loads(line) for line in exported_jsonl.text.splitlines()]
-    assert lines and {line["identity"] for line in lines} == {"alpha"}
+    header, *lines = [json.loads(line) for line in exported_jsonl.text.splitlines()]
+    assert header["export"]["filters"] == {"agent": "alpha"} and header["export"]["contiguous"] is False
+    assert lines and {line["identity"] for line in lines} == {"alpha"} and all(line["hash"] for line in lines)
     assert lines == sorted(lines, key=lambda line: -line["id"])  # newest first, like `signoff audit`
     assert next(csv.DictReader(io.StringIO(formula.text)))["tool"] == "'=1+2"
     assert "Chain intact:" in by_tool.text and "Chain intact:" in cached.text  # re-checked at most every minute
