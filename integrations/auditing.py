@@ -61,7 +61,6 @@ class AuditWriter:
         self._pause = RETRY_FIRST
         self._connection: Connection | None = None
         self._inline = engine.dialect.name == "sqlite"
-        self._waits = True  # whether the kept connection waits for a write lock (SQLite's busy_timeout)
         self.quarantined = 0
         self.down_since: float | None = None  # monotonic time the database was first found down, while it is
         self.last_error: str | None = None
@@ -138,15 +137,20 @@ class AuditWriter:
         connection = self._connection
         if connection is None:
             connection = self._connection = self._engine.connect()
-            self._waits = True
+        # On the event loop's thread, SQLite's write lock is taken only if free at once; the connection waits
+        # again as every pooled connection does before anything else can have it (a failure returns it to the pool).
+        quick = self._inline and not wait
         try:
-            if self._inline and wait != self._waits:  # wait for SQLite's write lock only off the event loop
-                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}"
-                )
-                self._waits = wait
-            append_rows(connection, records)
-            connection.commit()
+            if quick:
+                connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            try:
+                append_rows(connection, records)
+                connection.commit()
+            finally:
+                if quick:
+                    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
+                    )
         except BaseException:
             self._drop_connection(connection)
             raise

@@ -3,8 +3,10 @@
 import functools
 import itertools
 import json
+import sqlite3
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import pytest
@@ -16,6 +18,8 @@ from sqlmodel import Session, col, select
 from approvals.audit import GENESIS, AuditRecord, append, append_rows, canonical_json, digest_arguments, verify_chain
 from approvals.models import AuditEvent, AuditKind
 from integrations.auditing import AuditWriter
+from integrations.database import create_database_engine
+from integrations.supervision import Parts
 
 
 def records(count: int) -> list[AuditRecord]:
@@ -269,3 +273,36 @@ async def test_while_the_database_is_down_records_wait_health_says_so_and_shutdo
     assert not down["ok"] and down["queued"] == 1 and down["last_error"]
     assert [r.tool for r in _rows(engine)] == ["waits"] and writer.quarantined == 0
     assert writer.queued == 1  # not written, not quarantined: the database was down, and shutdown said so
+
+
+@pytest.mark.anyio
+async def test_on_sqlite_a_write_lock_held_elsewhere_waits_off_the_loop_and_no_connection_is_left_impatient(
+    tmp_path: Path,
+) -> None:
+    """The writer takes SQLite's write lock on the event loop only when it is free at once; held by another
+    process (here: a connection of its own), the batch waits in a worker thread, and every pooled connection
+    still waits for the lock as configured afterwards (one left at 0 would fail other writers at once)."""
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'signoff.db'}")
+    writer = AuditWriter(engine)
+    blocker = sqlite3.connect(tmp_path / "signoff.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another process would hold it
+    async with anyio.create_task_group() as tg:
+        writer.start(Parts(tg))
+        place = writer.record(records(1)[0])
+        with anyio.move_on_after(0.5):
+            await writer.committed(place)
+        waited = writer.written == 0
+        blocker.execute("COMMIT")
+        with anyio.fail_after(10):
+            await writer.committed(place)
+        await writer.close()
+        tg.cancel_scope.cancel()
+    pooled = [engine.connect() for _ in range(3)]
+    timeouts = [c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in pooled]
+    for connection in pooled:
+        connection.close()
+    blocker.close()
+
+    assert waited  # not written while another held the lock, and not failed either
+    assert writer.written == 1 and writer.quarantined == 0
+    assert timeouts == [30000, 30000, 30000]
