@@ -7,6 +7,7 @@ uvicorn's own loggers propagate to it, so every line has one format.
 import json
 import logging
 import logging.config
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record comes, not as it was when logging was configured: a stream
+    replaced since (redirected, or captured and closed by whatever ran `main` in-process) is never written to."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def logging_config(level: str, style: str = "text") -> dict[str, Any]:
     """The dictConfig: `level` ("debug", "info", ...) to stderr as `style` "text" or "json"; internals at WARNING
     (at DEBUG too when `level` is debug)."""
@@ -67,9 +84,7 @@ def logging_config(level: str, style: str = "text") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"signoff": formatter},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "signoff", "stream": "ext://sys.stderr"}
-        },
+        "handlers": {"stderr": {"class": f"{__name__}.StderrHandler", "formatter": "signoff"}},
         "root": {"level": root, "handlers": ["stderr"]},
         "loggers": {
             **{name: {"level": quiet} for name in INTERNALS},

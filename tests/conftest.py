@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +21,7 @@ from starlette.applications import Starlette
 from approvals.models import AuditEvent, utcnow
 from integrations.app import create_app
 from integrations.database import create_database_engine
+from integrations.logs import StderrHandler
 from integrations.settings import load_settings
 from tests.fakes.redis_server import REDIS_SERVER, RedisServer
 from tests.fakes.upstreams import serve_http
@@ -33,6 +35,19 @@ APPROVERS = {"alice": ["dba"], "bob": ["dba"], "carol": ["ops"], "alpha": []}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs `signoff serve` in-process configures logging for the process (integrations/logs.py); its
+    handler and the root level are undone after the test, so later tests' captured output is their own."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):  # pytest's own capture handlers come and go by themselves
+        if isinstance(handler, StderrHandler):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @dataclass

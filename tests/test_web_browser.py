@@ -223,8 +223,10 @@ async def test_an_auditor_filters_the_log_and_downloads_it(signoff: Any, chromiu
 
     table = list(csv.DictReader(io.StringIO(exported_csv)))
     lines = [json.loads(line) for line in exported_jsonl.splitlines()]
+    header, rows = lines[0], lines[1:]  # the export says what was asked, then the rows (no key: no checkpoints)
     assert [row["tool"] for row in table] == ["echo"] * 3 and {row["kind"] for row in table} == {"allowed"}
-    assert [line["id"] for line in lines] == [int(row["id"]) for row in table]
+    assert header["export"]["filters"] == {"tool": "echo", "kind": "allowed"} and not header["export"]["whole"]
+    assert [line["id"] for line in rows] == [int(row["id"]) for row in table]
 
 
 DESKTOP = {"width": 1280, "height": 800}

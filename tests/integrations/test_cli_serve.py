@@ -129,7 +129,7 @@ def test_config_faults_name_the_entry_and_suggest_the_key_meant(tmp_path: Path) 
         '  servers[0] (fs).comand: unknown key (did you mean "command"? known here: name, command, url, headers, env,'
         " cwd, policy)",
         '  gatway: unknown key (did you mean "gateway"? known here: gateway, agents, approvers, servers, slack,'
-        " webhooks, web, auth, telemetry)",
+        " webhooks, web, auth, telemetry, audit)",
     ]
 
 
