@@ -7,6 +7,7 @@ builds; `unless_gone` gives a request up, cancelling it upstream, when its clien
 writes a reply to the ASGI client. The endpoint and the approval holding both send calls this way.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -104,16 +105,14 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
     if receive is None:
         return await work
     reply: Reply | None = None
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+    # One plain task listens for the disconnect and cancels the scope the work runs in: an anyio task group per
+    # call cost ~44 µs of CPU (measured alone), a tenth of the gateway's whole share of a call under load.
+    with anyio.CancelScope() as scope:
+        listener = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, scope))
         try:
             reply = await work
-        except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup, for the callers' handlers
-            failure = exc
-        tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
+        finally:
+            listener.cancel()
     return reply if reply is not None else Reply(status=499, headers=[])  # nobody is left to read it
 
 
@@ -306,6 +305,9 @@ async def disconnected(receive: Receive) -> None:
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     """Cancel `scope` once the client disconnects (the request's body has been read: nothing else comes)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # the server is done with the request: there is nothing to listen for, nor anyone to tell
+        return
     scope.cancel()
