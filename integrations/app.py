@@ -34,7 +34,7 @@ from approvals.service import Approver
 from approvals.store import Store
 from approvals.waiting import DecisionWaiter
 from integrations.api import build_routes
-from integrations.auditexport import AuditTail, build_sinks
+from integrations.audit_sinks import AuditTail, build_sinks
 from integrations.auditing import AuditWriter
 from integrations.auditkeys import signing_key
 from integrations.bodies import BodyRefused, bounded, limit_for

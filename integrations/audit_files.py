@@ -5,7 +5,7 @@ so rows written meanwhile do not make it ragged. JSON lines are one row each (ev
 included) plus two other kinds of line, told apart by their only key: a first `{"export": {...}}` line saying what
 was asked (filters, limit, order, whether the rows are contiguous), and `{"checkpoint": {...}}` after each row a
 signed checkpoint names, so the file verifies on its own (`signoff audit verify --file`). The reader also takes the
-JSON lines `[telemetry] audit_to` writes (`{"signoff_audit": {...}}`, integrations/auditexport.py). CSV carries the
+JSON lines `[telemetry] audit_to` writes (`{"signoff_audit": {...}}`, integrations/audit_sinks.py). CSV carries the
 hashes but no checkpoints (a spreadsheet cannot hold them), so only JSON lines verify.
 """
 

@@ -53,7 +53,7 @@ class AuditWriter:
         self, engine: Engine, *, max_batch: int = 1000, gather: float = 0.0, close_timeout: float = 10.0
     ) -> None:
         self._engine = engine
-        # No gather: agents wait for their rows (`written`), so a batch is written as soon as there is one, and
+        # No gather: agents wait for their rows (`committed`), so a batch is written as soon as there is one, and
         # what arrives while it commits is the next batch: a group commit, larger the busier signoff is.
         self._queue: WriteBehind[Recordable] = WriteBehind(
             "audit writer", self._handle, max_batch=max_batch, gather=gather, close_timeout=close_timeout
@@ -101,9 +101,7 @@ class AuditWriter:
     async def _handle(self, batch: Sequence[Recordable]) -> int:
         """Write `batch`; how many of its records were dealt with (0 while the database is down: it waits)."""
         done: int | None = len(batch)
-        if self._inline and self._written_now(batch):
-            pass
-        else:
+        if not (self._inline and self._written_now(batch)):
             try:
                 await anyio.to_thread.run_sync(self._write, batch)
             except Exception:

@@ -38,7 +38,7 @@ from integrations.settings import (
     tell_workers,
 )
 from integrations.starter import add_init_command
-from integrations.summary import startup_lines
+from integrations.startup import startup_lines
 from policies import check_policy, format_fault, load_policy
 from policies.clauses import configured_listing
 from policies.pitfalls import unknown_callers

@@ -15,7 +15,7 @@ from starlette.requests import HTTPConnection
 
 from approvals.engine import ApprovalEngine
 from approvals.service import Approver
-from integrations.auditexport import AuditTail
+from integrations.audit_sinks import AuditTail
 from integrations.auditing import AuditWriter
 from integrations.broadcast import Broadcast
 from integrations.checkpointing import Checkpointer

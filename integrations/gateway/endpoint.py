@@ -441,7 +441,7 @@ class Gateway:
 
     def _tool_label(self, server: str, tool: str) -> str:
         """`tool` as a metric label: its name once the upstream listed it, else `other` (see integrations/metrics)."""
-        return tool if self.tools is not None and (server, tool) in self.tools.pinned else OTHER_TOOL
+        return tool if self.tools is not None and (server, tool) in self.tools.descriptions else OTHER_TOOL
 
     def _filter_tools(self, message: Message, exchange: _Exchange) -> Message | None:
         """The `tools/list` result as the caller's policy lets it see it: hidden and held-back drifted tools left out.

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from approvals.audit import AuditRecord, append, row_hash, verify_chain
 from approvals.models import AuditEvent
-from integrations.auditexport import exported_record
+from integrations.audit_sinks import exported_record
 from integrations.cli import main
 from integrations.database import create_database_engine
 
