@@ -17,7 +17,7 @@ from sqlalchemy import Connection, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from approvals.models import AuditCheckpoint, AuditEvent
+from approvals.models import AuditCheckpoint, AuditEvent, AuditKind
 
 GENESIS = "0" * 64
 _CHAINED = (
@@ -164,6 +164,16 @@ def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     if content["latency_ms"] is not None:
         content["latency_ms"] = round(float(content["latency_ms"]), 3)
     return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
+
+
+def of_kind(query: Any, kind: str) -> Any:
+    """`query` narrowed to rows of `kind`.
+
+    For a kind other than `allowed` the partial index of migration 0016 serves the filter, and SQLite's planner
+    uses a partial index only when the query carries the index's own condition, so that is added too.
+    """
+    query = query.where(col(AuditEvent.kind) == kind)
+    return query if kind == AuditKind.ALLOWED else query.where(col(AuditEvent.kind) != AuditKind.ALLOWED)
 
 
 def lock_chain(session: Session | Connection) -> None:

@@ -48,11 +48,20 @@ class AuditEvent(SQLModel, table=True):
     """One append-only audit row. `hash` covers every other column and `prev_hash`, chaining the log."""
 
     __tablename__ = "audit_events"
+    # Each index costs a page write per tool call; which are kept, and why, is in migration 0016.
+    __table_args__ = (
+        Index(
+            "ix_audit_events_kind_notable",
+            "kind",
+            sqlite_where=text("kind <> 'allowed'"),
+            postgresql_where=text("kind <> 'allowed'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True)
-    kind: str = Field(index=True, max_length=32)
-    server: str = Field(default="", index=True, max_length=64)
+    kind: str = Field(max_length=32)
+    server: str = Field(default="", max_length=64)
     tool: str = Field(default="", index=True, max_length=256)
     identity: str = Field(default="", index=True, max_length=128)
     actor: str = Field(default="", max_length=128)
@@ -61,11 +70,11 @@ class AuditEvent(SQLModel, table=True):
     policy_version: str = Field(default="", max_length=64)
     args_digest: str = Field(default="", max_length=64)
     arguments: str | None = None
-    outcome: str = Field(default="", index=True, max_length=32)
+    outcome: str = Field(default="", max_length=32)
     detail: str = ""
     latency_ms: float | None = None
     prev_hash: str = Field(default="", max_length=64)
-    hash: str = Field(default="", max_length=64, unique=True)
+    hash: str = Field(default="", max_length=64)
 
 
 class AuditCheckpoint(SQLModel, table=True):

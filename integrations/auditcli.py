@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from approvals.audit import of_kind
 from approvals.checkpoints import Checkpoint, key_id, make_checkpoint, private_key_text, public_key_text
 from approvals.models import AuditCheckpoint, AuditEvent
 from approvals.verification import Proof, Scope, prove
@@ -42,7 +43,9 @@ def _where(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, st
     def where(query: Any) -> Any:
         for name, value in filters.items():
             if value:
-                query = query.where(col(getattr(AuditEvent, name)) == value)
+                query = (
+                    of_kind(query, value) if name == "kind" else query.where(col(getattr(AuditEvent, name)) == value)
+                )
         return query
 
     return where, filters

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from approvals.audit import ChainReport, verify_chain
+from approvals.audit import ChainReport, of_kind, verify_chain
 from approvals.checkpoints import Checkpoint
 from approvals.models import AuditEvent, AuditKind
 from integrations.audit_files import (
@@ -86,11 +86,12 @@ class AuditFilter:
             (AuditEvent.tool, self.tool),
             (AuditEvent.identity, self.agent),
             (AuditEvent.actor, self.actor),
-            (AuditEvent.kind, self.kind),
             (AuditEvent.outcome, self.outcome),
         ):
             if value:
                 query = query.where(col(column) == value)
+        if self.kind:
+            query = of_kind(query, self.kind)
         since, until = _moment(self.since), _moment(self.until)
         if since is not None:
             query = query.where(col(AuditEvent.at) >= since)
