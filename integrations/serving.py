@@ -11,7 +11,6 @@ most one loop turn later. Closing sends what is held first; more than 64 KiB hel
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HOLD_AT_MOST = 64 * 1024
@@ -70,14 +69,6 @@ class CoalescingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
-
-
-class CoalescingH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol over a `CoalescingTransport`."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
-        super().connection_made(wrapped)
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):

@@ -792,3 +792,109 @@ async def test_a_large_stream_read_slowly_arrives_whole_and_the_connection_is_ke
                 assert server.accepted == 1
             finally:
                 await upstream.aclose()
+
+
+# -- framing the parser must get right -------------------------------------------------------------
+
+
+def answers(*raw: bytes, hang_up: bool = False) -> Behaviour:
+    """A behaviour that writes these bytes as they are for every request."""
+
+    async def behaviour(request: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        for piece in raw:
+            writer.write(piece)
+            await writer.drain()
+        return not hang_up
+
+    return behaviour
+
+
+async def test_an_informational_response_is_skipped_and_the_final_one_read() -> None:
+    final = json_response({"jsonrpc": "2.0", "id": 1, "result": {"ok": True}})
+    async with raw_server(
+        answers(b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n", final)
+    ) as server:
+        upstream = HttpUpstream("raw", server.url, {})
+        try:
+            for _ in range(3):
+                reply = await post(upstream, rpc("ping"))
+                assert (reply.status, json.loads(reply.body)["result"]) == (200, {"ok": True})
+            assert server.accepted == 1  # and the connection is kept
+        finally:
+            await upstream.aclose()
+
+
+async def test_a_body_without_a_length_ends_when_the_server_closes() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
+    async with raw_server(answers(head, b'{"jsonrpc": "2.0", ', b'"id": 1, "result": {}}', hang_up=True)) as server:
+        upstream = HttpUpstream("raw", server.url, {})
+        try:
+            for _ in range(2):
+                reply = await post(upstream, rpc("ping"))
+                assert json.loads(reply.body) == {"jsonrpc": "2.0", "id": 1, "result": {}}
+            assert server.accepted == 2  # a close-delimited body cannot share its connection
+        finally:
+            await upstream.aclose()
+
+
+async def test_a_length_the_server_does_not_keep_is_a_failure_not_a_short_reply() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    async with raw_server(answers(head, b'{"jsonrpc": "2.0"', hang_up=True)) as server:
+        upstream = HttpUpstream("raw", server.url, {})
+        try:
+            with pytest.raises(UpstreamFailed, match="closed the connection"):
+                await read_all(await post(upstream, rpc("ping")))
+        finally:
+            await upstream.aclose()
+
+
+async def test_bytes_after_a_response_keep_its_connection_from_being_reused() -> None:
+    stray = json_response(echo_of(RawRequest("POST", "/", {}, b"", 0, 0)))
+    async with raw_server(answers(json_response({"jsonrpc": "2.0", "id": 1, "result": {}}) + stray)) as server:
+        upstream = HttpUpstream("raw", server.url, {})
+        try:
+            for _ in range(3):
+                reply = await post(upstream, rpc("ping"))
+                assert json.loads(reply.body)["result"] == {}  # never the stray response
+            assert server.accepted == 3
+        finally:
+            await upstream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", "head is over 64 KiB"),
+        (b"HTTP/1.1 2xx OK\r\n\r\n", "malformed response"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello", "malformed response"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n", "switched protocols"),
+    ],
+    ids=["huge-head", "bad-status", "two-lengths", "upgrade"],
+)
+async def test_a_response_that_breaks_http_fails_with_the_reason_and_the_pool_goes_on(raw: bytes, message: str) -> None:
+    async with raw_server(answers(raw)) as bad, raw_server(keep_alive) as good:
+        upstream = HttpUpstream("raw", bad.url, {})
+        try:
+            with pytest.raises(UpstreamFailed, match=message):
+                await read_all(await post(upstream, rpc("ping")))
+            assert upstream.pool.open_connections == 0  # the broken connection is not kept
+        finally:
+            await upstream.aclose()
+        upstream = HttpUpstream("raw", good.url, {})
+        try:
+            assert json.loads((await post(upstream, rpc("ping"))).body)["result"]["number"] == 1
+        finally:
+            await upstream.aclose()
+
+
+@pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "a\nb", "a\x00b", "a\x7fb"], ids=["crlf", "lf", "nul", "del"])
+async def test_a_header_value_that_would_break_the_request_is_refused_without_quoting_it(value: str) -> None:
+    async with raw_server(keep_alive) as server:
+        upstream = HttpUpstream("raw", server.url, {})
+        try:
+            with pytest.raises(UpstreamFailed) as failed:
+                await post(upstream, rpc("ping"), **{"mcp-session-id": value})
+            assert "not valid HTTP" in str(failed.value) and value not in str(failed.value)
+            assert server.requests == []  # nothing reached the server
+        finally:
+            await upstream.aclose()
