@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 Recordable = AuditRecord | Callable[[], AuditRecord]
 RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds between tries while the database is down
-BUSY_TIMEOUT_MS = 30_000  # as integrations/database.py sets it for every SQLite connection
 
 
 class _Unbuildable(Exception):
@@ -59,7 +58,7 @@ class AuditWriter:
             "audit writer", self._handle, max_batch=max_batch, gather=gather, close_timeout=close_timeout
         )
         self._pause = RETRY_FIRST
-        self._connection: Connection | None = None
+        self._connections: dict[bool, Connection] = {}  # by `quick` (see `_connect`)
         self._inline = engine.dialect.name == "sqlite"
         self.quarantined = 0
         self.down_since: float | None = None  # monotonic time the database was first found down, while it is
@@ -132,31 +131,43 @@ class AuditWriter:
 
     def _write(self, batch: Sequence[Recordable], *, wait: bool = True) -> None:
         records = [_built(r) for r in batch]
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = self._engine.connect()
-        # On the event loop's thread, SQLite's write lock is taken only if free at once; the connection waits
-        # again as every pooled connection does before anything else can have it (a failure returns it to the pool).
         quick = self._inline and not wait
+        connection = self._connections.get(quick)
+        if connection is None:
+            connection = self._connect(quick)
         try:
-            if quick:
-                connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-            try:
-                append_rows(connection, records)
-                connection.commit()
-            finally:
-                if quick:
-                    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"
-                    )
+            append_rows(connection, records)
+            connection.commit()
         except BaseException:
-            self._drop_connection(connection)
+            if not (quick and self._rolled_back(connection)):  # the lock was busy: keep the quick connection
+                self._drop_connection(quick)
             raise
 
-    def _drop_connection(self, connection: Connection) -> None:
-        self._connection = None
+    def _connect(self, quick: bool) -> Connection:
+        """The writer's connection: on the event loop's thread one that takes SQLite's write lock only if it is
+        free at once (busy_timeout 0, set once, so a commit runs no PRAGMA), in worker threads one that waits."""
+        connection = self._engine.connect()
+        if quick:
+            connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+        self._connections[quick] = connection
+        return connection
+
+    @staticmethod
+    def _rolled_back(connection: Connection) -> bool:
         try:
             connection.rollback()
+        except SQLAlchemyError:
+            return False
+        return not connection.invalidated
+
+    def _drop_connection(self, quick: bool) -> None:
+        connection = self._connections.pop(quick, None)
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+            if quick:  # never back to the pool with busy_timeout 0: every other user of the pool waits for the lock
+                connection.invalidate()
             connection.close()
         except SQLAlchemyError:
             logger.debug("Closing the audit writer's connection failed", exc_info=True)
@@ -205,9 +216,8 @@ class AuditWriter:
         self.quarantined += 1
 
     def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        for quick in list(self._connections):
+            self._drop_connection(quick)
 
     async def flush(self) -> None:
         """Write everything queued so far (the CLI and tests call this to read their own writes).
