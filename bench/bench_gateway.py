@@ -16,14 +16,14 @@ Then, with `--workers 1,2` (the default; "" or 0 skips it), `signoff serve --wor
 database of its own, created if missing and emptied before and after) in front of the fast upstream, C clients:
 calls/s, latency, and signoff's CPU per call summed over the master and every worker. Each N has its own
 server name, so its audit rows count apart. With --quick these gateways start with the others, at the
-beginning, and idle (~0.01 cores each) while the single-process targets are measured; otherwise each starts
-when its turn comes.
+beginning, and idle (a few hundredths of a core in all) while the single-process targets are measured;
+otherwise each starts when its turn comes.
 
-The load client is a hand-written HTTP/1.1 client on asyncio streams so that it costs little next to the
-servers: it writes requests by hand, reads every response in full (Content-Length, chunked or until close),
-parses JSON and SSE bodies and checks each `tools/call` returned a non-error result with the echoed text. Each
-process's CPU time per call (client, the hop in the middle, upstream, from /proc) is reported too, which shows
-what the hop costs independent of scheduling.
+The load client (bench/load_client.py) is a hand-written HTTP/1.1 client on asyncio streams, so that it
+costs little next to the servers: it writes requests by hand, reads every response in full (Content-Length,
+chunked or until close), parses JSON and SSE bodies and checks each `tools/call` returned a non-error result
+with the echoed text. Each process's CPU time per call (client, the hop in the middle, upstream, from /proc)
+is reported too, which shows what the hop costs independent of scheduling.
 
 Goals, against the fast upstream at C = 64 clients unless said: (1) signoff's CPU per allowed call at most
 0.35 ms; (2) at least 0.45x the direct rate; (3) a p99 at most 3x the direct p99; (4) at most 0.5 ms added
@@ -333,12 +333,12 @@ def measure_workers(
     """Each run in turn (started now unless it already was), stopped after; the targets and each one's audit check."""
     rates, audits = [], []
     for run in runs:
-        if args.wait_quiet > 0:
-            wait_quiet(args.wait_quiet)
-        print(f"  signoff serve --workers {run.workers}: {args.clients} clients for {args.duration:g}s ...", flush=True)
         if run.gateway is None:
             run.gateway = launch_signoff(procs, run.config, run.config.with_suffix(".log"), run.workers)
             wait_serving(run.gateway, run.port, run.workers)
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        print(f"  signoff serve --workers {run.workers}: {args.clients} clients for {args.duration:g}s ...", flush=True)
         target = measure_running(
             run.gateway,
             run.port,
