@@ -1,39 +1,49 @@
-"""End-to-end benchmark of the gateway hop: `tools/call` direct to an upstream vs through signoff.
+"""End-to-end benchmark of the gateway hop: `tools/call` direct to an upstream, through a bare hop, through signoff.
 
-Run: python bench/bench_gateway.py [--quick] [--calls 2000] [--duration 5] [--clients 64]
+Run: python bench/bench_gateway.py [--quick] [--calls 2000] [--duration 5] [--clients 64] [--workers 1,2]
 
-In one run on one machine it starts two upstreams (bench/fast_upstream.py, the fastest honest
-Streamable HTTP server, and bench/sdk_upstream.py, the MCP SDK's own server), a `signoff serve` in
-front of both with the audit log on (SQLite in a temp dir, an allow-all policy), and measures for
-each of direct-fast, via-fast, direct-sdk, via-sdk:
+In one run on one machine it starts two upstreams (bench/fast_upstream.py, the fastest honest Streamable HTTP
+server, and bench/sdk_upstream.py, the MCP SDK's own server), bench/floor_proxy.py (the leanest forwarding hop
+this stack allows: raw ASGI under uvicorn, signoff's own connection pool, no MCP logic and no audit) in front of
+the fast one, and a `signoff serve` in front of both with the audit log on (SQLite in a temp dir, an allow-all
+policy). It measures each of direct-fast, floor-fast, via-fast, direct-sdk, via-sdk:
 
 * sequential: one client, N `tools/call echo` one at a time after a warm-up; median/p90/p99 in ms;
-* concurrent: C clients (one keep-alive connection and MCP session each) for a fixed duration
-  after a warm-up; calls/s.
+* concurrent: C clients (one keep-alive connection and MCP session each) for a fixed duration after a
+  warm-up; calls/s and latency.
 
-The load client is a hand-written HTTP/1.1 client on asyncio streams so that it costs little next to
-the servers: it writes requests by hand, reads every response in full (Content-Length, chunked or
-until close), parses JSON and SSE bodies and checks each `tools/call` returned a non-error result
-with the echoed text. Each process's CPU time per call (client, signoff, upstream, from /proc) is
-reported too, which shows what the hop costs independent of scheduling.
+Then, with `--workers 1,2` (the default; "" or 0 skips it), `signoff serve --workers N` on PostgreSQL (a
+database of its own, created if missing and emptied before and after) in front of the fast upstream, C clients:
+calls/s, latency, and signoff's CPU per call summed over the master and every worker. Each N has its own
+server name, so its audit rows count apart. With --quick these gateways start with the others, at the
+beginning, and idle (a few hundredths of a core in all) while the single-process targets are measured;
+otherwise each starts when its turn comes.
 
-Goals (against the fast upstream): signoff adds at most 1.5 ms to the median sequential call, and
-keeps at least 0.45x the direct concurrent rate. The markdown report is printed and written to
-bench/results-gateway.md. After signoff stops, the audit table must hold one `allowed` row per call
-made through it, which proves the audit log was on.
+The load client (bench/load_client.py) is a hand-written HTTP/1.1 client on asyncio streams, so that it
+costs little next to the servers: it writes requests by hand, reads every response in full (Content-Length,
+chunked or until close), parses JSON and SSE bodies and checks each `tools/call` returned a non-error result
+with the echoed text. Each process's CPU time per call (client, the hop in the middle, upstream, from /proc)
+is reported too, which shows what the hop costs independent of scheduling.
 
-Only 127.0.0.1 is used; every subprocess is killed in `finally`.
+Goals, against the fast upstream at C = 64 clients unless said: (1) signoff's CPU per allowed call at most
+0.35 ms; (2) at least 0.45x the direct rate; (3) a p99 at most 3x the direct p99; (4) at most 0.5 ms added
+to a sequential call (median through signoff minus median direct); (5) no regression against the SDK upstream,
+taken as via-sdk keeping at least 0.9x direct-sdk's rate; (6) throughput with 1 and 2 workers is reported. The
+report says MET or MISSED for goals 1-5 and the exit status is 1 if one is missed (0 with --keep-going). The
+floor is no goal: it shows what any gateway on uvicorn + httptools + uvloop could keep.
+
+After each signoff stops, its audit table must hold one `allowed` row per call made through it, which proves the
+audit log was on; the exit status is 2 if not. The markdown report is printed and written to
+bench/results-gateway.md. Only 127.0.0.1 is used; every subprocess is stopped in `finally`.
 """
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import socket
-import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,154 +51,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness import (
     HERE,
     HOST,
-    BenchError,
     cpu_seconds,
+    descendants,
+    empty_database,
     free_port,
+    launch_signoff,
     machine_busy,
     percentile,
+    print_tail,
     processes,
     py_spy,
-    read_response,
+    signoff_serve,
     start,
     wait_http,
+    wait_serving,
 )
+from load_client import PROTOCOL_VERSION, McpClient
 
-PROTOCOL_VERSION = "2025-11-25"
+sys.path.insert(0, str(HERE.parent))  # signoff's packages, from this checkout (to empty and count the database)
+
 TOKEN = "bench-agent-token-0123456789"  # noqa: S105 - a throwaway token for a loopback benchmark
-ADDED_MS_GOAL = 1.5
-RATIO_GOAL = 0.45
-
-
-# -- a small, honest HTTP/1.1 + MCP client ------------------------------------------------------
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection that POSTs JSON-RPC and reads each response in full."""
-
-    def __init__(self, port: int, path: str, headers: dict[str, str]) -> None:
-        self.port = port
-        self.path = path
-        self.headers = dict(headers)
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
-
-    def _head(self, length: int) -> bytes:
-        lines = [
-            f"POST {self.path} HTTP/1.1",
-            f"Host: {HOST}:{self.port}",
-            "Content-Type: application/json",
-            "Accept: application/json, text/event-stream",
-            f"Content-Length: {length}",
-        ]
-        lines += [f"{k}: {v}" for k, v in self.headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(self._head(len(body)) + body)
-        status, headers, data = await read_response(self.reader)
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return status, headers, data
-
-
-def sse_messages(data: bytes) -> Iterator[Any]:
-    """The JSON `data` of each event in an SSE body (any line ending)."""
-    text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-    for event in text.split("\n\n"):
-        lines = [line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")]
-        if lines:
-            yield json.loads("\n".join(lines))
-
-
-def response_to(status: int, headers: dict[str, str], data: bytes, request_id: int) -> dict[str, Any]:
-    if status != 200:
-        raise BenchError(f"HTTP {status}: {data[:300]!r}")
-    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type == "application/json":
-        messages: Any = [json.loads(data)]
-    elif content_type == "text/event-stream":
-        messages = list(sse_messages(data))
-    else:
-        raise BenchError(f"unexpected content-type {content_type!r}")
-    for message in messages:
-        if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-            return message
-    raise BenchError(f"no response to id {request_id} in {data[:300]!r}")
-
-
-class McpClient:
-    """One simulated agent: a connection, an MCP session, and a loop of `tools/call echo`."""
-
-    def __init__(self, port: int, path: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.conn = Connection(port, path, headers)
-        self.next_id = 0
-
-    async def start(self) -> None:
-        await self.conn.open()
-        self.next_id += 1
-        init = {
-            "jsonrpc": "2.0",
-            "id": self.next_id,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "bench-gateway", "version": "1.0"},
-            },
-        }
-        status, headers, data = await self.conn.post(json.dumps(init).encode())
-        result = response_to(status, headers, data, self.next_id).get("result")
-        if not isinstance(result, dict) or "protocolVersion" not in result:
-            raise BenchError(f"initialize failed: {data[:300]!r}")
-        session = headers.get("mcp-session-id")
-        if session:
-            self.conn.headers["Mcp-Session-Id"] = session
-        self.conn.headers["Mcp-Protocol-Version"] = result["protocolVersion"]
-        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        status, _, data = await self.conn.post(json.dumps(note).encode())
-        if status not in (200, 202):
-            raise BenchError(f"notifications/initialized: HTTP {status} {data[:200]!r}")
-
-    async def call(self) -> None:
-        self.next_id += 1
-        request_id = self.next_id
-        body = (
-            b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
-            % request_id
-        )
-        status, headers, data = await self.conn.post(body)
-        message = response_to(status, headers, data, request_id)
-        result = message.get("result")
-        if not isinstance(result, dict) or result.get("isError"):
-            raise BenchError(f"tools/call failed: {data[:300]!r}")
-        content = result.get("content")
-        if not content or content[0].get("text") != "hi":
-            raise BenchError(f"tools/call returned {data[:300]!r}")
-
-    async def close(self) -> None:
-        await self.conn.close()
+DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_gateway"  # for --workers; created, emptied
+CPU_GOAL_MS = 0.35  # goal 1: signoff CPU per allowed call at 64 clients
+RATE_GOAL = 0.45  # goal 2: via / direct rate at 64 clients
+P99_GOAL = 3.0  # goal 3: via p99 / direct p99 at 64 clients
+ADDED_MS_GOAL = 0.5  # goal 4: median sequential via - median direct
+SDK_RATE_GOAL = 0.9  # goal 5: via-sdk / direct-sdk rate at 64 clients
+ROLES = ("client", "hop", "upstream")  # the processes a call passes through, as the report names them
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -210,15 +103,14 @@ def wait_quiet(limit: float, threshold: float = 0.2) -> float:
         print(f"  waiting for a quiet machine: other processes use {busy:.2f} cores", flush=True)
 
 
-def write_config(tmp: Path, port: int, upstreams: dict[str, int]) -> tuple[Path, Path]:
-    policy = tmp / "allow.json"
+def write_config(path: Path, port: int, upstreams: dict[str, int], database_url: str) -> Path:
+    policy = path.parent / "allow.json"
     policy.write_text(json.dumps({"version": "1", "default": "allow"}))
-    database = tmp / "signoff.db"
     lines = [
         "[gateway]",
         f'host = "{HOST}"',
         f"port = {port}",
-        f'database_url = "sqlite:///{database}"',
+        f'database_url = "{database_url}"',
         "",
         "[[agents]]",
         'name = "bench"',
@@ -233,9 +125,8 @@ def write_config(tmp: Path, port: int, upstreams: dict[str, int]) -> tuple[Path,
             f"policy = {json.dumps(str(policy))}",
             "",
         ]
-    config = tmp / "signoff.toml"
-    config.write_text("\n".join(lines))
-    return config, database
+    path.write_text("\n".join(lines))
+    return path
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -247,7 +138,7 @@ class Target:
     port: int
     path: str
     token: str | None
-    server_pids: list[int]  # processes serving this target (upstream, and signoff when via)
+    server_pids: dict[str, list[int]]  # the processes serving this target by role ("hop", "upstream")
     via: str | None = None  # the signoff server name, when through signoff
     calls: int = 0  # every tools/call made, warm-ups included
     seq_ms: list[float] = field(default_factory=list)
@@ -259,26 +150,25 @@ class Target:
     conc_cpu_us: dict[str, float] = field(default_factory=dict)
 
 
-def cpu_snapshot(target: Target, names: list[str]) -> dict[str, float]:
+def cpu_snapshot(target: Target) -> dict[str, float]:
     snap = {"client": self_cpu(), "machine": machine_busy(), "wall": time.perf_counter()}
-    for name, pid in zip(names, target.server_pids, strict=True):
-        snap[name] = cpu_seconds(pid)
+    for role, pids in target.server_pids.items():
+        snap[role] = sum(map(cpu_seconds, pids))
     return snap
 
 
 def cpu_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
-    ours = ("client", "signoff", "upstream")
-    return {k: (after[k] - before[k]) / max(calls, 1) * 1e6 for k in before if k in ours}
+    return {k: (after[k] - before[k]) / max(calls, 1) * 1e6 for k in before if k in ROLES}
 
 
 def other_cores(before: dict[str, float], after: dict[str, float]) -> float:
     """Cores used by everything but the benchmark's own processes between two snapshots."""
-    ours = sum(after[k] - before[k] for k in before if k in ("client", "signoff", "upstream"))
+    ours = sum(after[k] - before[k] for k in before if k in ROLES)
     wall = after["wall"] - before["wall"]
     return max(0.0, (after["machine"] - before["machine"] - ours) / wall) if wall > 0 else 0.0
 
 
-async def sequential(target: Target, names: list[str], calls: int, warmup: int) -> None:
+async def sequential(target: Target, calls: int, warmup: int) -> None:
     client = McpClient(target.port, target.path, target.token)
     await client.start()
     try:
@@ -286,14 +176,14 @@ async def sequential(target: Target, names: list[str], calls: int, warmup: int) 
             await client.call()
             target.calls += 1
         samples = []
-        before = cpu_snapshot(target, names)
+        before = cpu_snapshot(target)
         perf = time.perf_counter
         for _ in range(calls):
             t0 = perf()
             await client.call()
             samples.append((perf() - t0) * 1000)
             target.calls += 1
-        after = cpu_snapshot(target, names)
+        after = cpu_snapshot(target)
         target.seq_cpu_us = cpu_per_call(before, after, calls)
         target.seq_other = other_cores(before, after)
         target.seq_ms = samples
@@ -301,7 +191,7 @@ async def sequential(target: Target, names: list[str], calls: int, warmup: int) 
         await client.close()
 
 
-async def concurrent(target: Target, names: list[str], clients: int, duration: float, warmup: float) -> None:
+async def concurrent(target: Target, clients: int, duration: float, warmup: float) -> None:
     agents = [McpClient(target.port, target.path, target.token) for _ in range(clients)]
     await asyncio.wait_for(asyncio.gather(*(a.start() for a in agents)), timeout=60)
     state = {"measuring": False, "stop": False, "count": 0}
@@ -323,14 +213,14 @@ async def concurrent(target: Target, names: list[str], clients: int, duration: f
     try:
         await asyncio.sleep(warmup)
         _check(tasks)
-        before = cpu_snapshot(target, names)
+        before = cpu_snapshot(target)
         state["measuring"] = True
         t0 = perf()
         await asyncio.sleep(duration)
         state["measuring"] = False
         elapsed = perf() - t0
         counted = state["count"]
-        after = cpu_snapshot(target, names)
+        after = cpu_snapshot(target)
         state["stop"] = True
         made = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
         target.calls += sum(made)
@@ -354,14 +244,13 @@ def _check(tasks: list[asyncio.Task[int]]) -> None:
 
 async def measure(targets: list[Target], args: argparse.Namespace) -> None:
     for target in targets:
-        names = ["upstream", "signoff"] if target.via else ["upstream"]
         if args.wait_quiet > 0:
             wait_quiet(args.wait_quiet)
         with profiled(target, args):
             print(f"  {target.name}: sequential {args.calls} calls ...", flush=True)
-            await sequential(target, names, args.calls, args.warmup_calls)
+            await sequential(target, args.calls, args.warmup_calls)
             print(f"  {target.name}: {args.clients} clients for {args.duration:g}s ...", flush=True)
-            await concurrent(target, names, args.clients, args.duration, args.warmup_seconds)
+            await concurrent(target, args.clients, args.duration, args.warmup_seconds)
 
 
 @contextmanager
@@ -370,55 +259,184 @@ def profiled(target: Target, args: argparse.Namespace) -> Iterator[None]:
     if args.profile is None or target.name != "via-fast":
         yield
         return
-    with py_spy(target.server_pids[1], args.profile, "via-fast") as summary:
+    with py_spy(target.server_pids["hop"][0], args.profile, "via-fast") as summary:
         yield
     if summary.exists():
         print(summary.read_text())
+
+
+@dataclass
+class WorkersRun:
+    """One `signoff serve --workers N` on the shared database, its own server name so its audit rows count apart."""
+
+    workers: int
+    port: int
+    config: Path
+    gateway: subprocess.Popen[bytes] | None = None
+
+    @property
+    def server(self) -> str:
+        return f"fast-w{self.workers}"
+
+
+def measure_running(
+    gateway: subprocess.Popen[bytes],
+    port: int,
+    server: str,
+    workers: int,
+    upstream: list[int],
+    clients: int,
+    duration: float,
+    warmup: float,
+) -> Target:
+    """`clients` clients for `duration` s through a serving signoff; its CPU is the master's and every worker's."""
+    pids = {"hop": [gateway.pid, *descendants(gateway.pid)], "upstream": upstream}
+    target = Target(f"{workers} worker{'s' if workers != 1 else ''}", port, f"/mcp/{server}", TOKEN, pids, server)
+    asyncio.run(concurrent(target, clients, duration, warmup))
+    return target
+
+
+def workers_rate(
+    config: Path, port: int, workers: int, upstream: list[int], clients: int, duration: float, warmup: float
+) -> Target:
+    """`signoff serve --workers N` with `config` (on `port`, its server `fast`), measured by `measure_running`."""
+    with signoff_serve(config, port, config.with_suffix(".log"), workers) as gateway:
+        return measure_running(gateway, port, "fast", workers, upstream, clients, duration, warmup)
+
+
+def count_audit(database_url: str) -> dict[str, int]:
+    """`allowed` audit rows of `echo` by server."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as db:
+            rows = db.execute(
+                text(
+                    "SELECT server, COUNT(*) FROM audit_events WHERE kind = 'allowed' AND tool = 'echo' GROUP BY server"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(server): int(count) for server, count in rows}
+
+
+def audit_check(target: Target, counted: dict[str, int]) -> tuple[str, bool]:
+    rows = counted.get(target.via or "", 0)
+    match = rows == target.calls
+    return f"{target.name} made {target.calls:,} calls, audit has {rows:,} `allowed` rows", match
+
+
+def measure_workers(
+    runs: list[WorkersRun], procs: list[subprocess.Popen[bytes]], upstream_pid: int, args: argparse.Namespace
+) -> tuple[list[Target], list[tuple[str, bool]]]:
+    """Each run in turn (started now unless it already was), stopped after; the targets and each one's audit check."""
+    rates, audits = [], []
+    for run in runs:
+        if run.gateway is None:
+            run.gateway = launch_signoff(procs, run.config, run.config.with_suffix(".log"), run.workers)
+            wait_serving(run.gateway, run.port, run.workers)
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        print(f"  signoff serve --workers {run.workers}: {args.clients} clients for {args.duration:g}s ...", flush=True)
+        target = measure_running(
+            run.gateway,
+            run.port,
+            run.server,
+            run.workers,
+            [upstream_pid],
+            args.clients,
+            args.duration,
+            args.warmup_seconds,
+        )
+        stop_gracefully(run.gateway)
+        rates.append(target)
+        audits.append(audit_check(target, count_audit(args.database_url)))
+    return rates, audits
+
+
+def stop_gracefully(gateway: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and wait: signoff's audit writer drains before it exits, so its rows can be counted."""
+    gateway.terminate()
+    gateway.wait(timeout=30)
 
 
 # -- report ---------------------------------------------------------------------------------------
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
-    return " / ".join(f"{cpu.get(k, 0):.0f}" if k in cpu else "-" for k in ("client", "signoff", "upstream"))
+    return " / ".join(f"{cpu[k]:.0f}" if k in cpu else "-" for k in ROLES)
 
 
-def report(targets: dict[str, Target], args: argparse.Namespace, audit: str) -> tuple[str, bool]:
+def verdict(met: bool) -> str:
+    return "**MET**" if met else "**MISSED**"
+
+
+def goals(targets: dict[str, Target], workers: list[Target], clients: int) -> tuple[list[str], bool]:
+    direct, floor, via = targets["direct-fast"], targets["floor-fast"], targets["via-fast"]
+    direct_sdk, via_sdk = targets["direct-sdk"], targets["via-sdk"]
+    cpu_ms = via.conc_cpu_us.get("hop", 0.0) / 1000
+    ratio = via.rate / direct.rate if direct.rate else 0.0
+    direct_p99, via_p99 = percentile(direct.conc_ms, 99), percentile(via.conc_ms, 99)
+    p99_ratio = via_p99 / direct_p99 if direct_p99 else 0.0
+    added = statistics.median(via.seq_ms) - statistics.median(direct.seq_ms)
+    sdk_ratio = via_sdk.rate / direct_sdk.rate if direct_sdk.rate else 0.0
+    met = [
+        cpu_ms <= CPU_GOAL_MS,
+        ratio >= RATE_GOAL,
+        p99_ratio <= P99_GOAL,
+        added <= ADDED_MS_GOAL,
+        sdk_ratio >= SDK_RATE_GOAL,
+    ]
+    lines = [
+        f"- **Goal 1**, signoff's CPU per allowed call at {clients} clients: **{cpu_ms:.3f} ms** "
+        f"(goal ≤ {CPU_GOAL_MS} ms): {verdict(met[0])}",
+        f"- **Goal 2**, the rate through signoff at {clients} clients: **{ratio:.3f}x** the direct rate "
+        f"({via.rate:,.0f} against {direct.rate:,.0f} calls/s; goal ≥ {RATE_GOAL}x): {verdict(met[1])}",
+        f"- **Goal 3**, p99 at {clients} clients: **{via_p99:.1f} ms**, **{p99_ratio:.2f}x** the direct p99 of "
+        f"{direct_p99:.1f} ms (goal ≤ {P99_GOAL:g}x): {verdict(met[2])}",
+        f"- **Goal 4**, added to a sequential call (median through signoff minus median direct): **{added:.3f} ms** "
+        f"(goal ≤ {ADDED_MS_GOAL} ms): {verdict(met[3])}",
+        f"- **Goal 5**, no regression against the SDK upstream, taken as via-sdk keeping ≥ {SDK_RATE_GOAL}x "
+        f"direct-sdk's rate at {clients} clients: **{sdk_ratio:.3f}x** ({via_sdk.rate:,.0f} against "
+        f"{direct_sdk.rate:,.0f} calls/s): {verdict(met[4])}",
+    ]
+    if workers:
+        scaling = ", ".join(f"{t.name}: {t.rate:,.0f} calls/s ({t.rate / workers[0].rate:.2f}x)" for t in workers)
+        lines.append(f"- **Goal 6**, throughput with several workers is reported: {scaling}; the table below")
+    else:
+        lines.append("- **Goal 6**, throughput with several workers: not measured in this run (`--workers ''`)")
+    floor_ratio = floor.rate / direct.rate if direct.rate else 0.0
+    floor_cpu = floor.conc_cpu_us.get("hop", 0.0)
+    floor_added = statistics.median(floor.seq_ms) - statistics.median(direct.seq_ms)
+    floor_p99 = percentile(floor.conc_ms, 99) / direct_p99 if direct_p99 else 0.0
+    lines.append(
+        f"- Floor (no goal): a bare forwarding hop on this stack keeps **{floor_ratio:.3f}x** the direct rate at "
+        f"{clients} clients, with a p99 {floor_p99:.2f}x direct's, adds {floor_added:.3f} ms to a sequential call "
+        f"and costs its process {floor_cpu:.0f} µs of CPU per call (signoff: {cpu_ms * 1000:.0f} µs)"
+    )
+    return lines, all(met)
+
+
+def report(
+    targets: dict[str, Target], workers: list[Target], audits: list[tuple[str, bool]], args: argparse.Namespace
+) -> tuple[str, bool]:
     rows = [
-        "| target | seq median ms | seq p90 ms | seq p99 ms | conc calls/s | conc median ms | conc p99 ms "
-        "| seq CPU µs/call client / signoff / upstream | conc CPU µs/call client / signoff / upstream "
+        "| target | seq median ms | seq p90 ms | seq p99 ms | conc calls/s | vs direct | conc median ms | conc p99 ms "
+        "| seq CPU µs/call client / hop / upstream | conc CPU µs/call client / hop / upstream "
         "| other load, cores (seq / conc) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for t in targets.values():
+        direct = targets["direct-" + t.name.split("-", 1)[1]]
+        versus = f"{t.rate / direct.rate:.3f}x" if t is not direct and direct.rate else ""
         rows.append(
             f"| {t.name} | {statistics.median(t.seq_ms):.3f} | {percentile(t.seq_ms, 90):.3f} "
-            f"| {percentile(t.seq_ms, 99):.3f} | {t.rate:,.0f} | {statistics.median(t.conc_ms):.2f} "
+            f"| {percentile(t.seq_ms, 99):.3f} | {t.rate:,.0f} | {versus} | {statistics.median(t.conc_ms):.2f} "
             f"| {percentile(t.conc_ms, 99):.2f} | {cpu_text(t.seq_cpu_us)} | {cpu_text(t.conc_cpu_us)} "
             f"| {t.seq_other:.2f} / {t.conc_other:.2f} |"
         )
-    verdicts = []
-    ok = True
-    for kind in ("fast", "sdk"):
-        direct, via = targets[f"direct-{kind}"], targets[f"via-{kind}"]
-        added = statistics.median(via.seq_ms) - statistics.median(direct.seq_ms)
-        ratio = via.rate / direct.rate if direct.rate else 0.0
-        if kind == "fast":
-            met_added, met_ratio = added <= ADDED_MS_GOAL, ratio >= RATIO_GOAL
-            ok = met_added and met_ratio
-            verdicts.append(
-                f"- **Goal 1** (fast upstream): signoff adds **{added:.3f} ms** to the median sequential call "
-                f"(goal ≤ {ADDED_MS_GOAL} ms): **{'MET' if met_added else 'MISSED'}**"
-            )
-            verdicts.append(
-                f"- **Goal 2** (fast upstream): via/direct concurrent rate **{ratio:.3f}x** "
-                f"(goal ≥ {RATIO_GOAL}x): **{'MET' if met_ratio else 'MISSED'}**"
-            )
-        else:
-            verdicts.append(
-                f"- SDK upstream (no goal): signoff adds {added:.3f} ms to the median sequential call; "
-                f"via/direct concurrent rate {ratio:.3f}x"
-            )
+    verdicts, ok = goals(targets, workers, args.clients)
     machine = (
         f"{platform.python_implementation()} {platform.python_version()} on {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs; load average before the run {args.loadavg}"
@@ -428,38 +446,59 @@ def report(targets: dict[str, Target], args: argparse.Namespace, audit: str) -> 
         f"{args.duration:g} s after {args.warmup_seconds:g} s warm-up; one keep-alive connection and MCP session "
         f'per client; `tools/call echo {{"text":"hi"}}`, protocol {PROTOCOL_VERSION}'
     )
-    text = "\n".join(
-        [
-            "# Gateway benchmark: `tools/call` direct vs through signoff",
+    lines = [
+        "# Gateway benchmark: `tools/call` direct, through a bare forwarding hop, and through signoff",
+        "",
+        f"Generated by `python bench/bench_gateway.py{' --quick' if args.quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        "",
+        f"- Machine: {machine}",
+        f"- {settings}",
+        "- Client, hop and upstream all run on this machine. The hop is the process between client and upstream: "
+        "signoff for via-*, bench/floor_proxy.py for floor-fast (raw ASGI under uvicorn with signoff's HTTP "
+        "settings, forwarding body and session header over signoff's connection pool; no MCP logic, no audit). "
+        "CPU µs/call is each process's user+system time over the measured calls (from /proc, 10 ms ticks), `-` "
+        "where the process is not in the path; `vs direct` is the concurrent rate against the same upstream's.",
+        "- Audit log on: SQLite (WAL) in a temp dir, allow-all policy.",
+        "- Other load: CPU used by processes outside the benchmark while it measured (machine busy time from "
+        "/proc/stat minus the three processes); above ~0.1 cores the rates and latencies are disturbed, "
+        "the CPU µs/call much less so.",
+        "",
+        *rows,
+        "",
+        f"## Goals (the fast upstream, {args.clients} clients unless said)",
+        "",
+        *verdicts,
+        "",
+    ]
+    if workers:
+        database = args.database_url.rsplit("@", 1)[-1]
+        lines += [
+            f"## `signoff serve --workers N` ({args.clients} clients, fast upstream, PostgreSQL {database})",
             "",
-            f"Generated by `python bench/bench_gateway.py{' --quick' if args.quick else ''}` on "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+            "CPU µs/call of signoff is summed over the master and every worker process. Each N serves the fast "
+            "upstream under its own server name, so its audit rows count apart.",
             "",
-            f"- Machine: {machine}",
-            f"- {settings}",
-            "- Client, signoff and upstream all run on this machine; CPU µs/call is each process's user+system "
-            "time over the measured calls (from /proc, 10 ms ticks), `-` where the process is not in the path.",
-            "- Audit log on: SQLite (WAL) in a temp dir, allow-all policy.",
-            "- Other load: CPU used by processes outside the benchmark while it measured (machine busy time from "
-            "/proc/stat minus the three processes); above ~0.1 cores the rates and latencies are disturbed, "
-            "the CPU µs/call much less so.",
-            "",
-            *rows,
-            "",
-            *verdicts,
-            f"- Audit: {audit}",
-            "",
+            f"| workers | conc calls/s | vs {workers[0].name} | vs direct | conc median ms | conc p99 ms "
+            "| conc CPU µs/call client / signoff / upstream | other load, cores |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         ]
-    )
-    return text, ok
+        direct = targets["direct-fast"]
+        for t in workers:
+            lines.append(
+                f"| {t.name.split()[0]} | {t.rate:,.0f} | {t.rate / workers[0].rate:.2f}x "
+                f"| {t.rate / direct.rate:.3f}x | {statistics.median(t.conc_ms):.2f} | {percentile(t.conc_ms, 99):.2f} "
+                f"| {cpu_text(t.conc_cpu_us)} | {t.conc_other:.2f} |"
+            )
+        lines.append("")
+    audit_lines = [f"- {text}: {'match' if match else '**MISMATCH**'}" for text, match in audits]
+    lines += ["## Audit (one `allowed` row per call made through signoff, warm-ups included)", "", *audit_lines, ""]
+    return "\n".join(lines), ok
 
 
-def count_audit(database: Path) -> dict[str, int]:
-    with sqlite3.connect(database) as db:
-        rows = db.execute(
-            "SELECT server, COUNT(*) FROM audit_events WHERE kind = 'allowed' AND tool = 'echo' GROUP BY server"
-        ).fetchall()
-    return dict(rows)
+def worker_counts(text: str) -> list[int]:
+    counts = [int(n) for n in text.replace(" ", "").split(",") if n]
+    return [] if counts == [0] else counts
 
 
 def main() -> int:
@@ -470,63 +509,82 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup-seconds", type=float, default=1.0)
-    parser.add_argument("--wait-quiet", type=float, default=60.0, help="wait up to N s for a quiet machine per target")
+    parser.add_argument(
+        "--wait-quiet", type=float, help="wait up to N s for a quiet machine per target (60; none with --quick)"
+    )
+    parser.add_argument("--workers", default="1,2", help="`signoff serve --workers N` for each N ('' or 0: none)")
+    parser.add_argument("--database-url", default=DATABASE, help="PostgreSQL for --workers (created, emptied)")
     parser.add_argument("--output", type=Path, default=HERE / "results-gateway.md")
     parser.add_argument("--profile", type=Path, help="sample signoff with py-spy during via-fast into this dir")
     parser.add_argument("--keep-going", action="store_true", help="exit 0 even if a goal is missed")
     args = parser.parse_args()
     if args.quick:
         args.calls, args.warmup_calls, args.duration, args.warmup_seconds = 300, 50, 2.0, 0.5
+    if args.wait_quiet is None:
+        args.wait_quiet = 0.0 if args.quick else 60.0
+    counts = worker_counts(args.workers)
     args.loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
     with tempfile.TemporaryDirectory(prefix="signoff-bench-") as tmp_name, processes() as procs:
         tmp = Path(tmp_name)
-        fast_port, sdk_port, gateway_port = free_port(), free_port(), free_port()
+        fast_port, sdk_port, floor_port, gateway_port = free_port(), free_port(), free_port(), free_port()
         fast = start(procs, [sys.executable, str(HERE / "fast_upstream.py"), str(fast_port)], tmp / "fast.log")
         sdk = start(procs, [sys.executable, str(HERE / "sdk_upstream.py"), str(sdk_port)], tmp / "sdk.log")
-        config, database = write_config(tmp, gateway_port, {"fast": fast_port, "sdk": sdk_port})
-        gateway = start(
-            procs,
-            [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve", "--log-level", "warning"],
-            tmp / "signoff.log",
-        )
+        floor_command = [
+            sys.executable,
+            str(HERE / "floor_proxy.py"),
+            str(floor_port),
+            f"http://{HOST}:{fast_port}/mcp",
+        ]
+        floor = start(procs, floor_command, tmp / "floor.log")
+        database = f"sqlite:///{tmp / 'signoff.db'}"
+        config = write_config(tmp / "signoff.toml", gateway_port, {"fast": fast_port, "sdk": sdk_port}, database)
+        gateway = launch_signoff(procs, config, tmp / "signoff.log")
+        runs = []
+        for n in counts:
+            port = free_port()
+            run_config = write_config(tmp / f"workers-{n}.toml", port, {f"fast-w{n}": fast_port}, args.database_url)
+            runs.append(WorkersRun(n, port, run_config))
         try:
+            if runs:
+                empty_database(args.database_url)
+            if args.quick:  # start the workers' gateways now, beside the others, rather than in turn later
+                for run in runs:
+                    run.gateway = launch_signoff(procs, run.config, run.config.with_suffix(".log"), run.workers)
             wait_http(fast_port, "/mcp", fast)
             wait_http(sdk_port, "/mcp", sdk)
-            wait_http(gateway_port, "/healthz", gateway)
+            wait_http(floor_port, "/mcp", floor)
+            wait_serving(gateway, gateway_port)
+            for run in runs:
+                if run.gateway is not None:
+                    wait_serving(run.gateway, run.port, run.workers)
+            up, hop = {"upstream": [fast.pid]}, {"hop": [gateway.pid]}
             targets = {
-                "direct-fast": Target("direct-fast", fast_port, "/mcp", None, [fast.pid]),
-                "via-fast": Target("via-fast", gateway_port, "/mcp/fast", TOKEN, [fast.pid, gateway.pid], "fast"),
-                "direct-sdk": Target("direct-sdk", sdk_port, "/mcp", None, [sdk.pid]),
-                "via-sdk": Target("via-sdk", gateway_port, "/mcp/sdk", TOKEN, [sdk.pid, gateway.pid], "sdk"),
+                "direct-fast": Target("direct-fast", fast_port, "/mcp", None, up),
+                "floor-fast": Target("floor-fast", floor_port, "/mcp", None, {**up, "hop": [floor.pid]}),
+                "via-fast": Target("via-fast", gateway_port, "/mcp/fast", TOKEN, {**up, **hop}, "fast"),
+                "direct-sdk": Target("direct-sdk", sdk_port, "/mcp", None, {"upstream": [sdk.pid]}),
+                "via-sdk": Target("via-sdk", gateway_port, "/mcp/sdk", TOKEN, {"upstream": [sdk.pid], **hop}, "sdk"),
             }
-            print(f"measuring (signoff pid {gateway.pid}, fast pid {fast.pid}, sdk pid {sdk.pid}) ...", flush=True)
+            print(f"measuring (signoff pid {gateway.pid}, floor pid {floor.pid}, fast pid {fast.pid}) ...", flush=True)
             asyncio.run(measure(list(targets.values()), args))
+            stop_gracefully(gateway)
+            counted = count_audit(database)
+            audits = [audit_check(t, counted) for t in targets.values() if t.via]
+            workers, worker_audits = measure_workers(runs, procs, fast.pid, args)
+            if runs:
+                empty_database(args.database_url)
         except BaseException:
-            for log in ("fast.log", "sdk.log", "signoff.log"):
-                text = (tmp / log).read_text(errors="replace")[-3000:]
-                if text.strip():
-                    print(f"--- {log} (tail) ---\n{text}", file=sys.stderr)
+            for log in sorted(tmp.glob("*.log")):
+                print_tail(log)
             raise
-        # Stop signoff gracefully so its audit writer drains, then count what it wrote.
-        gateway.terminate()
-        gateway.wait(timeout=30)
-        counted = count_audit(database)
-        audit_ok = True
-        parts = []
-        for target in targets.values():
-            if target.via:
-                rows = counted.get(target.via, 0)
-                audit_ok &= rows == target.calls
-                parts.append(f"{target.name} made {target.calls:,} calls, audit has {rows:,} `allowed` rows")
-        audit = "; ".join(parts) + (" — match" if audit_ok else " — MISMATCH")
 
-    text, ok = report(targets, args, audit)
+    text, ok = report(targets, workers, audits + worker_audits, args)
     print()
     print(text)
     args.output.write_text(text)
     print(f"written to {args.output}")
-    if not audit_ok:
+    if not all(match for _, match in audits + worker_audits):
         return 2
     return 0 if ok or args.keep_going else 1
 

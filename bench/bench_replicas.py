@@ -31,11 +31,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import HERE, HOST, BenchError, free_port, percentile, processes, start, wait_http
+from harness import HERE, HOST, BenchError, empty_database, free_port, percentile, processes, start, wait_http
+from load_client import McpClient, response_to
 
 sys.path.insert(0, str(HERE.parent))
-from bench_gateway import TOKEN, McpClient, concurrent, response_to
+from bench_gateway import TOKEN
 from bench_gateway import Target as LoadTarget
+from bench_gateway import workers_rate as measure_workers
 
 from tests.cluster import Cluster, cluster
 
@@ -54,18 +56,6 @@ POLICY = {
         }
     },
 }
-
-
-def empty_database(url: str) -> None:
-    from sqlalchemy import MetaData
-
-    from integrations.database import create_database_engine
-
-    engine = create_database_engine(url, migrate=False)
-    reflected = MetaData()
-    reflected.reflect(engine)
-    reflected.drop_all(engine)
-    engine.dispose()
 
 
 def config_text(folder: Path, upstream_port: int, limit: int | None, redis: bool, port: int = 0) -> str:
@@ -196,19 +186,7 @@ def workers_rate(folder: Path, upstream_port: int, workers: int, args: argparse.
     port = free_port()
     config = folder / f"workers-{workers}.toml"
     config.write_text(config_text(folder, upstream_port, None, args.redis, port))
-    with processes() as procs:
-        command = [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve"]
-        command += ["--workers", str(workers), "--log-level", "warning"]
-        gateway = start(procs, command, folder / f"workers-{workers}.log")
-        wait_http(port, "/healthz", gateway)
-        time.sleep(1.0 if workers > 1 else 0.2)  # every worker has started
-        target = LoadTarget(f"{workers} worker(s)", port, "/mcp/fast", TOKEN, [])
-        try:
-            asyncio.run(concurrent(target, [], args.clients, args.duration, args.warmup))
-        except BaseException:
-            print((folder / f"workers-{workers}.log").read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
-    return target
+    return measure_workers(config, port, workers, [], args.clients, args.duration, args.warmup)
 
 
 def report(

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and the ones they started, from /proc (none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has spent not idle, from /proc/stat (0 where there is none)."""
     try:
@@ -131,6 +150,89 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.1)
     raise RuntimeError(f"nothing served on {HOST}:{port}{path} within {timeout}s")
+
+
+def wait_settled(pid: int, workers: int, timeout: float = 60.0, quiet: float = 0.3) -> None:
+    """Wait until `pid` has spawned `workers` worker processes and its children used (almost) no CPU for `quiet` s.
+
+    A worker of `signoff serve --workers N` that has not finished starting accepts no connection, and the bench's
+    keep-alive connections stay where they were accepted: they must not all land on the workers that came first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = descendants(pid)
+        spawned = [p for p in pids if b"multiprocessing.spawn" in _cmdline(p)]  # not its resource tracker
+        before = sum(map(cpu_seconds, pids))
+        time.sleep(quiet)
+        if len(spawned) >= workers and sum(map(cpu_seconds, pids)) - before < 0.03:
+            return
+    raise RuntimeError(f"process {pid} did not settle with {workers} workers within {timeout}s")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def empty_database(url: str) -> None:
+    """Create the database at `url` if it does not exist (PostgreSQL), then drop every table in it."""
+    from sqlalchemy import MetaData, create_engine, make_url, text
+
+    from integrations.database import create_database_engine
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.database:
+        server = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with server.connect() as db:
+            known = db.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database})
+            if known.first() is None:
+                db.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+        server.dispose()
+    engine = create_database_engine(url, migrate=False)
+    reflected = MetaData()
+    reflected.reflect(engine)
+    reflected.drop_all(engine)
+    engine.dispose()
+
+
+def launch_signoff(
+    procs: list[subprocess.Popen[bytes]], config: Path, log: Path, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """Start `signoff serve` with `config` (and `--workers N` past one); `wait_serving` waits until it serves."""
+    command = [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve", "--log-level", "warning"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    return start(procs, command, log)
+
+
+def wait_serving(gateway: subprocess.Popen[bytes], port: int, workers: int = 1) -> None:
+    wait_http(port, "/healthz", gateway)
+    if workers > 1:
+        wait_settled(gateway.pid, workers)
+
+
+def print_tail(log: Path) -> None:
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    if tail.strip():
+        print(f"--- {log.name} (tail) ---\n{tail}", file=sys.stderr)
+
+
+@contextmanager
+def signoff_serve(config: Path, port: int, log: Path, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+    """`signoff serve` with `config` (which sets `port`), once every worker serves; its log's tail if the block fails.
+
+    On the way out it is stopped gracefully (SIGTERM), so that its audit writer has drained when the block ends.
+    """
+    with processes() as procs:
+        gateway = launch_signoff(procs, config, log, workers)
+        try:
+            wait_serving(gateway, port, workers)
+            yield gateway
+        except BaseException:
+            print_tail(log)
+            raise
 
 
 @contextmanager
