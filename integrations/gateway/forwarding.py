@@ -104,16 +104,31 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
     """
     if receive is None:
         return await work
-    reply: Reply | None = None
-    # One plain task listens for the disconnect and cancels the scope the work runs in: an anyio task group per
-    # call cost ~44 µs of CPU (measured alone), a tenth of the gateway's whole share of a call under load.
-    with anyio.CancelScope() as scope:
-        listener = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, scope))
-        try:
-            reply = await work
-        finally:
-            listener.cancel()
-    return reply if reply is not None else Reply(status=499, headers=[])  # nobody is left to read it
+    # One plain task listens for the disconnect and cancels this task, as `asyncio.timeout` does, and the
+    # cancellation it caused is taken back (`uncancel`) once it has ended the work: an anyio task group per call
+    # cost ~44 µs of CPU and an anyio cancel scope ~7 µs (each measured alone), against ~1 µs for this. The listener
+    # can only run while this task waits in `await work`, so the cancellation always lands there.
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101 - an ASGI request always runs in a task
+    gone = False
+
+    def cancel() -> None:
+        nonlocal gone
+        gone = True
+        task.cancel()
+
+    listener = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, cancel))
+    try:
+        reply = await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # ours alone (a shutdown's cancellation still propagates)
+            return Reply(status=499, headers=[])  # nobody is left to read it
+        raise
+    finally:
+        listener.cancel()
+    if gone:  # the work swallowed the cancellation it was sent: take it back all the same
+        task.uncancel()
+    return reply
 
 
 def call_outcome(response: Message) -> tuple[str, str]:
@@ -279,7 +294,7 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
     try:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope.cancel)
             try:
                 async for chunk in stream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -303,11 +318,11 @@ async def disconnected(receive: Receive) -> None:
         pass
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Cancel `scope` once the client disconnects (the request's body has been read: nothing else comes)."""
+async def _cancel_on_disconnect(receive: Receive, cancel: Callable[[], None]) -> None:
+    """`cancel()` once the client disconnects (the request's body has been read: nothing else comes)."""
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
     except Exception:  # the server is done with the request: there is nothing to listen for, nor anyone to tell
         return
-    scope.cancel()
+    cancel()
