@@ -70,11 +70,13 @@ def archive(
     out: Path,
     now: datetime,
     exports: Sequence[str] = (),
+    catch_up: float = CATCH_UP,
 ) -> Archived:
     """Archive every row before `cutoff` to `out` (gzipped when it ends in .gz), then remove them from the database.
 
     Args:
         exports: the `[telemetry] audit_to` destinations: none may be owed a row (or checkpoint) to be removed.
+        catch_up: how many seconds to wait for them to send those rows before refusing.
 
     Raises:
         ArchiveRefused: nothing is older than `cutoff`, `out` exists, the rows to archive do not verify, or a
@@ -86,7 +88,7 @@ def archive(
         through = boundary(session, cutoff)
     if through is None:
         raise ArchiveRefused(f"no row before {cutoff.isoformat()} to archive (the newest row is always kept)")
-    _caught_up(engine, exports, through)
+    _caught_up(engine, exports, through, catch_up)
     export = Export(newest_first=False, upto=through)
     partial = out.with_name(out.name + ".partial")
     try:
@@ -127,10 +129,10 @@ def archive(
     return Archived(proof.rows, through, int(kept), checkpoint, unsent)
 
 
-def _caught_up(engine: Engine, exports: Sequence[str], through: int) -> None:
-    """Wait up to `CATCH_UP` seconds for every destination in `exports` to have sent the rows through `through`: a
+def _caught_up(engine: Engine, exports: Sequence[str], through: int, within: float) -> None:
+    """Wait up to `within` seconds for every destination in `exports` to have sent the rows through `through`: a
     running server's tail is a second or so behind its writer; one that is failing is refused for, by name."""
-    deadline = time.monotonic() + CATCH_UP
+    deadline = time.monotonic() + within
     while True:
         try:
             with engine.connect() as connection:
