@@ -7,8 +7,13 @@ its hash, and `verify` proves the kept log complete from there. The newest row i
 always goes on from a row the database holds.
 
 The server may go on writing meanwhile: its appends only ever add rows after the head, which is never archived,
-and the delete takes the chain's lock (`approvals.audit.lock_chain`: PostgreSQL's advisory lock, SQLite's write
-lock), so an append waits for it rather than reading a head the delete is changing. A row is never removed before
+and each delete takes the chain's lock (`approvals.audit.lock_chain`: PostgreSQL's advisory lock, SQLite's write
+lock), so an append waits for it rather than reading a head the delete is changing. The rows go in steps of
+`REMOVE_AT_ONCE`, oldest first, each one transaction that also stores a signed archive checkpoint of its last
+row (and removes the step before's): one delete of 200,000 rows held SQLite's lock, and so every call's answer,
+for 4 s, and a few million would pass the writers' 30 s busy timeout. Between steps, and after a crash in
+one, the log still starts at a row an archive checkpoint joins, so `verify` passes at every moment; the archive
+file holds only the last step's checkpoint, and every row. A row is never removed before
 every `[telemetry] audit_to` destination has sent it: archive refuses (`ArchiveRefused`), since removing the only
 other copy's share of the log would leave an auditor's copy short with nothing saying why.
 """
@@ -36,6 +41,7 @@ from approvals.verification import Proof, prove
 from integrations.audit_files import Export, checkpoint_lines, joining, read_batch, row_lines
 from integrations.audit_sinks import checkpoint_cursor
 
+REMOVE_AT_ONCE = 5000  # rows removed per transaction: SQLite took ~0.1 s for these, the chain's lock held meanwhile
 CATCH_UP = 10.0  # seconds archive waits for [telemetry] audit_to destinations to send the rows it would remove
 
 
@@ -96,7 +102,7 @@ def archive(
             header = export.header(now)
             header["export"]["archive"] = {"before": cutoff.isoformat(), "through": through}
             sink.write(json.dumps(header) + "\n")
-            proof, last, start = _write_rows(engine, export, sink, key)
+            proof, last, start, marks = _write_rows(engine, export, sink, key)
             if not proof.ok:
                 raise ArchiveRefused(
                     "the rows to archive do not verify, so none were removed: " + "; ".join(proof.faults)
@@ -110,23 +116,35 @@ def archive(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    try:
-        with engine.begin() as connection:
-            lock_chain(connection)
-            unsent = _refuse_unsent(connection, exports, through, lock=True)  # again: a sink may have failed since
-            store(connection, checkpoint)
-            connection.execute(delete(AuditEvent).where(col(AuditEvent.id) <= through))
-            connection.execute(
-                delete(AuditCheckpoint).where(
-                    col(AuditCheckpoint.row_id) <= through,
-                    ~((col(AuditCheckpoint.row_id) == through) & (col(AuditCheckpoint.kind) == ARCHIVE)),
-                )
-            )
-            kept = connection.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
-    except ArchiveRefused:
-        out.unlink(missing_ok=True)  # nothing was removed: the rows are all still in the database
-        raise
+    marks = [*(m for m in marks if m[0] < through), (through, last)]
+    unsent: tuple[str, ...] = ()
+    for number, (upto, hash_) in enumerate(marks):
+        mark = checkpoint if upto == through else sign(key, upto, hash_, now, ARCHIVE)
+        try:
+            with engine.begin() as connection:
+                lock_chain(connection)
+                if number == 0:  # again, under the lock: a destination may have stopped sending since
+                    unsent = _refuse_unsent(connection, exports, through, lock=True)
+                _remove_through(connection, mark)
+        except ArchiveRefused:  # only ever in the first step
+            out.unlink(missing_ok=True)  # nothing was removed: the rows are all still in the database
+            raise
+    with Session(engine) as session:
+        kept = session.exec(select(func.count()).select_from(AuditEvent)).one()
     return Archived(proof.rows, through, int(kept), checkpoint, unsent)
+
+
+def _remove_through(connection: Connection, mark: Checkpoint) -> None:
+    """Store the archive checkpoint `mark`, then remove every row up to its row and every checkpoint up to it but
+    `mark` (an earlier step's mark too). The caller holds the chain's lock."""
+    store(connection, mark)
+    connection.execute(delete(AuditEvent).where(col(AuditEvent.id) <= mark.row_id))
+    connection.execute(
+        delete(AuditCheckpoint).where(
+            col(AuditCheckpoint.row_id) <= mark.row_id,
+            ~((col(AuditCheckpoint.row_id) == mark.row_id) & (col(AuditCheckpoint.kind) == ARCHIVE)),
+        )
+    )
 
 
 def _caught_up(engine: Engine, exports: Sequence[str], through: int, within: float) -> None:
@@ -181,15 +199,19 @@ def _refuse_unsent(
 
 def _write_rows(
     engine: Engine, export: Export, sink: IO[str], key: Ed25519PrivateKey
-) -> tuple[Proof, str | None, list[Checkpoint]]:
-    """Write the rows and their checkpoints, verifying them as they go; (proof, last row's hash, join checkpoints)."""
+) -> tuple[Proof, str | None, list[Checkpoint], list[tuple[int, str]]]:
+    """Write the rows and their checkpoints, verifying them as they go; (proof, last row's hash, join checkpoints,
+    every `REMOVE_AT_ONCE`-th row's id and hash: where the removal's steps end)."""
     with Session(engine) as session:
         named = [Checkpoint.from_row(c) for c in session.exec(select(AuditCheckpoint))]
         first = session.exec(select(AuditEvent).order_by(col(AuditEvent.id)).limit(1)).first()
         start = [] if first is None else joining(session, first.prev_hash)
     last: list[str] = []
+    marks: list[tuple[int, str]] = []
+    written = 0
 
     def rows() -> Iterator[dict[str, Any]]:
+        nonlocal written
         after: int | None = None
         while True:
             with Session(engine) as session:
@@ -199,11 +221,14 @@ def _write_rows(
             for row in batch:
                 sink.writelines(row_lines(row, anchors))
                 last[:] = [row.hash]
+                written += 1
+                if written % REMOVE_AT_ONCE == 0:
+                    marks.append((row.id or 0, row.hash))
                 yield row.model_dump()
             after = batch[-1].id
 
     proof = prove(rows(), [c for c in named if c.row_id <= (export.upto or 0)], [key.public_key()])
-    return proof, (last[0] if last else None), start
+    return proof, (last[0] if last else None), start, marks
 
 
 class _Sink:
