@@ -390,3 +390,24 @@ def test_the_json_lines_audit_to_sends_verify_against_the_checkpoints(
     (tmp_path / "shipped.jsonl").write_text(shipped.replace('"identity": "ci"', '"identity": "xx"', 1))
     code, out, _ = cli("audit", "verify", "--file", str(tmp_path / "shipped.jsonl"), "--key", key[1])
     assert code == 1 and "its content does not match its hash" in out
+
+
+def test_a_large_archive_is_removed_in_steps_and_leaves_one_archive_checkpoint(
+    tmp_path: Path, shared_database: str, key: tuple[Path, str], cli: Cli
+) -> None:
+    config = str(write_config(tmp_path, shared_database, key=key[0]))
+    add_rows(shared_database, 12_001, at=datetime.now(UTC) - timedelta(days=120))  # three steps of 5,000 or less
+    add_rows(shared_database, 5)
+    archive = tmp_path / "archive.jsonl.gz"
+
+    code, out, _ = cli("--config", config, "audit", "archive", "--before", "90d", "--out", str(archive))
+    assert code == 0 and "archived 12001 rows" in out and "5 rows kept" in out
+    engine = create_database_engine(shared_database)
+    with Session(engine) as session:
+        kinds = list(session.execute(text("SELECT kind FROM audit_checkpoints")).scalars())
+    engine.dispose()
+    assert kinds == ["archive"]  # each step's own checkpoint went with the next step
+    code, out, _ = cli("--config", config, "audit", "verify")
+    assert code == 0 and "5 rows verified" in out and "joined by the archive checkpoint" in out
+    code, out, _ = cli("audit", "verify", "--file", str(archive), "--key", key[1])
+    assert code == 0 and "12001 rows verified, from the log's first row" in out
