@@ -44,6 +44,9 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The children of the per-call series by label values (bounded: a tool is labelled only once listed).
+        self._calls: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._upstreams: dict[tuple[str, str], Any] = {}
         self.tool_calls = Counter(
             "signoff_tool_calls", "Tool calls by server and decision.", ["server", "decision"], registry=r
         )
@@ -97,15 +100,25 @@ class Metrics:
     # -- what the parts report --------------------------------------------------------------------------------
 
     def call(self, server: str, tool: str, decision: str, seconds: float) -> None:
-        self.tool_calls.labels(server, decision).inc()
-        self.call_seconds.labels(server, tool, decision).observe(seconds)
+        key = (server, tool, decision)
+        children = self._calls.get(key)
+        if children is None:  # `labels` takes a lock and checks its values: once per label set, not per call
+            children = self._calls[key] = (
+                self.tool_calls.labels(server, decision),
+                self.call_seconds.labels(server, tool, decision),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def refused(self, server: str, decision: str) -> None:
         """A request refused before any tool was named (a server the agent may not reach)."""
         self.tool_calls.labels(server, decision).inc()
 
     def upstream(self, server: str, outcome: str, seconds: float) -> None:
-        self.upstream_seconds.labels(server, outcome).observe(seconds)
+        child = self._upstreams.get((server, outcome))
+        if child is None:
+            child = self._upstreams[server, outcome] = self.upstream_seconds.labels(server, outcome)
+        child.observe(seconds)
         if outcome not in ("ok", "tool_error"):
             self.upstream_errors.labels(server, outcome).inc()
 
