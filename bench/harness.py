@@ -127,9 +127,12 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait(timeout=5)
 
 
-def start(procs: list[subprocess.Popen[bytes]], args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    procs: list[subprocess.Popen[bytes]], args: list[str], log: Path, tree: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    """Start `args` in `tree`, output to `log`: `python -m` there imports that checkout's code before any other."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(args, cwd=tree, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     procs.append(proc)
     return proc
 
