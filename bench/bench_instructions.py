@@ -92,6 +92,13 @@ def instructions(tree: Path, clients: int, count: int) -> float:
         return max(totals) / (count // clients * clients)
 
 
+def label(tree: Path) -> str:
+    """The tree's commit, short hash and subject, or its path when it is not a git checkout."""
+    found = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    subject = found.stdout.strip()
+    return (subject[:90] + "…" if len(subject) > 90 else subject) if found.returncode == 0 and subject else str(tree)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clients", default="1,16", help="comma-separated numbers of concurrent clients")
@@ -105,7 +112,7 @@ def main() -> int:
     rows.append("| --- |" + " ---: |" * len(counts))
     for tree in trees:
         measured = [instructions(tree, c, args.calls) for c in counts]
-        rows.append(f"| {tree} | " + " | ".join(f"{m / 1000:,.0f} k" for m in measured) + " |")
+        rows.append(f"| {label(tree)} | " + " | ".join(f"{m / 1000:,.0f} k" for m in measured) + " |")
         print(rows[-1], flush=True)
     text = "\n".join(["Instructions signoff executes per allowed `tools/call` (callgrind, user space):", "", *rows, ""])
     print(text)
