@@ -62,7 +62,7 @@ class SupervisedChild:
         self._max_backoff = max_backoff
         self._process: Process | None = None
         self._ready = anyio.Event()
-        self._write_lock = anyio.Lock()
+        self._write_lock = anyio.Lock(fast_acquire=True)  # one writer at a time; no loop turn when it is free
         self._closing = False
         self._output_lost = False  # the running child closed its stdout and was killed for it
         self.restarts = 0
