@@ -161,31 +161,25 @@ class OtlpLogs:
         self._logger = self._provider.get_logger("signoff.audit")
 
     def send(self, records: Sequence[dict[str, Any]]) -> None:
-        from opentelemetry._logs import SeverityNumber
-
         for record in records:
-            attributes = {f"signoff.audit.{k}": v for k, v in record.items() if isinstance(v, str | int | float)}
-            self._logger.emit(
-                event_name="signoff.audit",
-                severity_number=SeverityNumber.INFO,
-                severity_text="INFO",
-                body=json.dumps(record, ensure_ascii=True, default=str),
-                attributes=attributes,
-            )
+            self._emit("signoff.audit", "signoff.audit", record, record)
 
     def send_checkpoints(self, records: Sequence[dict[str, Any]]) -> None:
+        for record in records:
+            self._emit("signoff.audit.checkpoint", "signoff.checkpoint", record["checkpoint"], record)
+
+    def _emit(self, event: str, prefix: str, fields: dict[str, Any], record: dict[str, Any]) -> None:
+        """One log record: the whole `record` as its JSON body, the scalar `fields` as attributes under `prefix`."""
         from opentelemetry._logs import SeverityNumber
 
-        for record in records:
-            fields = record["checkpoint"]
-            attributes = {f"signoff.checkpoint.{k}": v for k, v in fields.items() if isinstance(v, str | int | float)}
-            self._logger.emit(
-                event_name="signoff.audit.checkpoint",
-                severity_number=SeverityNumber.INFO,
-                severity_text="INFO",
-                body=json.dumps(record, ensure_ascii=True, default=str),
-                attributes=attributes,
-            )
+        attributes = {f"{prefix}.{k}": v for k, v in fields.items() if isinstance(v, str | int | float)}
+        self._logger.emit(
+            event_name=event,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=json.dumps(record, ensure_ascii=True, default=str),
+            attributes=attributes,
+        )
 
     def close(self) -> None:
         self._provider.shutdown()  # sends what the batch still holds
