@@ -1,8 +1,8 @@
 """Retention: move the audit log's oldest rows to an archive file that verifies on its own, then remove them.
 
 The archive is written first (to a `.partial` file, fsynced, then renamed), the rows going into it verified as they
-are written; only then, in one transaction, are they deleted and an `archive` checkpoint of the last archived row
-stored, signed. That checkpoint ends the archive file too, so it joins the two: the first kept row's `prev_hash` is
+are written; only then are they deleted (in steps, below), the last step storing a signed `archive` checkpoint of
+the last archived row. That checkpoint ends the archive file too, so it joins the two: the first kept row's `prev_hash` is
 its hash, and `verify` proves the kept log complete from there. The newest row is never archived, so the chain
 always goes on from a row the database holds.
 
