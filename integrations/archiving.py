@@ -2,9 +2,9 @@
 
 The archive is written first (to a `.partial` file, fsynced, then renamed), the rows going into it verified as they
 are written; only then are they deleted (in steps, below), the last step storing a signed `archive` checkpoint of
-the last archived row. That checkpoint ends the archive file too, so it joins the two: the first kept row's `prev_hash` is
-its hash, and `verify` proves the kept log complete from there. The newest row is never archived, so the chain
-always goes on from a row the database holds.
+the last archived row. That checkpoint ends the archive file too, so it joins the two: the first kept row's
+`prev_hash` is its hash, and `verify` proves the kept log complete from there. The newest row is never archived,
+so the chain always goes on from a row the database holds.
 
 The server may go on writing meanwhile: its appends only ever add rows after the head, which is never archived,
 and each delete takes the chain's lock (`approvals.audit.lock_chain`: PostgreSQL's advisory lock, SQLite's write
