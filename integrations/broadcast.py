@@ -125,7 +125,7 @@ class RedisCarrier:
                     yield data.decode() if isinstance(data, bytes) else str(data)
         finally:
             with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # older redis-py leaves it unannotated
 
     async def send(self, payload: str) -> None:
         await self._redis.publish(CHANNEL, payload)
