@@ -28,9 +28,10 @@ from typing import Any
 import anyio
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import PoolProxiedConnection
 
-from approvals.audit import AuditRecord, append_rows, probe_chain
+from approvals.audit import AuditRecord, append_rows, append_rows_sqlite, probe_chain
 from approvals.models import AuditKind
 from integrations.background import WriteBehind
 from integrations.supervision import Spawner
@@ -58,7 +59,8 @@ class AuditWriter:
             "audit writer", self._handle, max_batch=max_batch, gather=gather, close_timeout=close_timeout
         )
         self._pause = RETRY_FIRST
-        self._connections: dict[bool, Connection] = {}  # by `quick` (see `_connect`)
+        self._connection: Connection | None = None  # the worker threads' connection, which waits for the lock
+        self._quick: PoolProxiedConnection | None = None  # the event loop's (see `_write_quick`)
         self._inline = engine.dialect.name == "sqlite"
         self.quarantined = 0
         self.down_since: float | None = None  # monotonic time the database was first found down, while it is
@@ -131,46 +133,54 @@ class AuditWriter:
 
     def _write(self, batch: Sequence[Recordable], *, wait: bool = True) -> None:
         records = [_built(r) for r in batch]
-        quick = self._inline and not wait
-        connection = self._connections.get(quick)
+        if self._inline and not wait:
+            self._write_quick(records)
+            return
+        connection = self._connection
         if connection is None:
-            connection = self._connect(quick)
+            connection = self._connection = self._engine.connect()
         try:
             append_rows(connection, records)
             connection.commit()
         except BaseException:
-            if not (quick and self._rolled_back(connection)):  # the lock was busy: keep the quick connection
-                self._drop_connection(quick)
+            self._drop_connection()
             raise
 
-    def _connect(self, quick: bool) -> Connection:
-        """The writer's connection: on the event loop's thread one that takes SQLite's write lock only if it is
-        free at once (busy_timeout 0, set once, so a commit runs no PRAGMA), in worker threads one that waits."""
-        connection = self._engine.connect()
-        if quick:
-            connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-        self._connections[quick] = connection
-        return connection
-
-    @staticmethod
-    def _rolled_back(connection: Connection) -> bool:
+    def _write_quick(self, records: list[AuditRecord]) -> None:
+        """Commit `records` on the event loop's thread, on a SQLite connection of the writer's own that takes the
+        write lock only if it is free at once (busy_timeout 0, set once, so a commit runs no PRAGMA)."""
+        quick = self._quick
+        if quick is None:
+            quick = self._quick = self._engine.raw_connection()
+            quick.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
         try:
-            connection.rollback()
-        except SQLAlchemyError:
-            return False
-        return not connection.invalidated
+            append_rows_sqlite(quick.driver_connection, self._engine.dialect, records)
+        except DBAPIError as exc:
+            if not _busy(exc):  # the lock was busy: keep the connection, the batch goes to a worker thread
+                self._drop_quick()
+            raise
+        except BaseException:
+            self._drop_quick()
+            raise
 
-    def _drop_connection(self, quick: bool) -> None:
-        connection = self._connections.pop(quick, None)
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
         if connection is None:
             return
         try:
             connection.rollback()
-            if quick:  # never back to the pool with busy_timeout 0: every other user of the pool waits for the lock
-                connection.invalidate()
             connection.close()
         except SQLAlchemyError:
             logger.debug("Closing the audit writer's connection failed", exc_info=True)
+
+    def _drop_quick(self) -> None:
+        quick, self._quick = self._quick, None
+        if quick is None:
+            return
+        try:  # never back to the pool with busy_timeout 0: every other user of the pool would fail on a busy lock
+            quick.invalidate()
+        except Exception:
+            logger.debug("Closing the audit writer's quick connection failed", exc_info=True)
 
     def _store_is_up(self) -> bool:
         try:
@@ -216,8 +226,8 @@ class AuditWriter:
         self.quarantined += 1
 
     def _disconnect(self) -> None:
-        for quick in list(self._connections):
-            self._drop_connection(quick)
+        self._drop_connection()
+        self._drop_quick()
 
     async def flush(self) -> None:
         """Write everything queued so far (the CLI and tests call this to read their own writes).
@@ -255,6 +265,11 @@ def _kept(item: Recordable) -> dict[str, Any]:
     except _Unbuildable:
         args = getattr(item, "args", ())
         return {"unbuilt": repr(item)[:200], "args": [repr(a)[:2000] for a in args]}
+
+
+def _busy(exc: DBAPIError) -> bool:
+    """Whether SQLite refused for its write lock being held elsewhere, which a worker thread waits out."""
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
 
 
 def _why(exc: BaseException) -> str:
