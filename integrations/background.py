@@ -14,6 +14,7 @@ traceback, shown by `health()`), the rest go on. A `handle` that must retry (a d
 that answers 503) does so inside itself and returns 0 while it waits, or sleeps: the queue stays in order.
 """
 
+import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,9 +23,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
-from anyio.lowlevel import EventLoopToken
 
 from integrations.supervision import Spawner
 
@@ -86,16 +84,18 @@ class WriteBehind(Generic[T]):
         self._gather = gather
         self.close_timeout = close_timeout
         self._items: list[T] = []
-        self._wake = anyio.Event()
+        # asyncio's own events, not anyio's: signoff runs on asyncio, and an anyio event costs ten times as much
+        # to make and wait on (~6 µs against ~0.6), which the audit writer paid on every call's commit.
+        self._wake = asyncio.Event()
         self._lock = anyio.Lock(fast_acquire=True)  # uncontended, as it nearly always is: no extra loop turn
         self._closing = False
         self._closed = False
         self._running = anyio.CancelScope()
         self._loop_thread: int | None = None
-        self._token: EventLoopToken | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.handled = 0
         self.set_aside: list[tuple[T, str]] = []  # items `handle` raised on, with why; never retried
-        self._progress = anyio.Event()  # set, and replaced, each time items are dealt with (see `reached`)
+        self._progress = asyncio.Event()  # set, and replaced, each time items are dealt with (see `reached`)
 
     @property
     def queued(self) -> int:
@@ -109,11 +109,11 @@ class WriteBehind(Generic[T]):
     def put(self, item: T) -> None:
         """Queue `item`; returns at once and never raises. Call it from the event loop or from a worker thread."""
         self._items.append(item)  # one bytecode: safe from any thread under the GIL
-        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+        if self._loop is None or threading.get_ident() == self._loop_thread:
             self._wake.set()
             return
-        try:  # anyio.Event is not thread-safe: set it on the loop's thread
-            anyio.from_thread.run_sync(self._wake.set, token=self._token)
+        try:  # an asyncio event is not thread-safe: set it on the loop's thread
+            self._loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:  # the loop is stopping; the item is queued and close() or flush() will see it
             logger.warning("%s: an item was queued from a thread while signoff is stopping", self.name)
 
@@ -140,7 +140,7 @@ class WriteBehind(Generic[T]):
                 self.handled += done
                 if done:
                     self._progress.set()
-                    self._progress = anyio.Event()
+                    self._progress = asyncio.Event()
 
     @property
     def accepted(self) -> int:
@@ -158,13 +158,13 @@ class WriteBehind(Generic[T]):
 
     async def run(self) -> None:
         self._loop_thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+        self._loop = asyncio.get_running_loop()
         with self._running:
             while not self._closing:
                 if not self._items:
                     await self._wake.wait()
-                    await anyio.sleep(self._gather)  # let more items arrive: one batch for many
-                self._wake = anyio.Event()  # before the flush: an item put from here on wakes the next round
+                    await asyncio.sleep(self._gather)  # let more items arrive: one batch for many
+                self._wake = asyncio.Event()  # before the flush: an item put from here on wakes the next round
                 await self.flush()
 
     def start(self, spawner: Spawner) -> None:
