@@ -32,6 +32,7 @@ from approvals.service import CallForApproval, Standing
 from integrations.auditing import AuditWriter
 from integrations.bodies import DRAIN_LIMIT, drain
 from integrations.errors import UpstreamUnavailable
+from integrations.gateway.deadline import Deadline
 from integrations.gateway.drift import ToolWatch
 from integrations.gateway.edited import edit_of
 from integrations.gateway.forwarding import (
@@ -366,9 +367,9 @@ class Gateway:
         self, server: str, served: Served, caller: Caller, headers: dict[str, str], receive: Receive
     ) -> "Reply | _Held":
         identity = caller.name
-        with anyio.move_on_after(self._body_timeout) as reading:  # a body that trickles must not hold a request
+        with Deadline(self._body_timeout) as reading:  # a body that trickles must not hold a request
             body = await self._read_body(headers, receive)
-        if reading.cancelled_caught:
+        if reading.expired:
             slow = f"The request body did not arrive within {self._body_timeout:g} s: send it all at once"
             return json_reply(rpc_error(None, INVALID_REQUEST, slow), 408, [("connection", "close")])
         if body is None:
