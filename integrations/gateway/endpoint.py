@@ -275,15 +275,20 @@ class Gateway:
         # MCP-native waiting (tasks.py)
         self.tasks = TaskDesk(holding, clock, self.telemetry) if holding is not None else None
         self.tools = tools
+        self._in_flight = 0  # requests being handled now (a sequential agent's call is alone: see `_call_tool`)
 
     # -- ASGI ------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("path_params", {}).get("server", "")
-        reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
-        if isinstance(reply, _Held):  # awaited here, so the wait keeps only what the held call needs, no frames
-            reply = await reply.answer()
-        await send_reply(reply, send, receive)
+        self._in_flight += 1
+        try:
+            reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
+            if isinstance(reply, _Held):  # awaited here, so the wait keeps only what the held call needs, no frames
+                reply = await reply.answer()
+            await send_reply(reply, send, receive)
+        finally:
+            self._in_flight -= 1
 
     def rights_of(self, agent: str) -> Rights:
         return self._rights.get(agent) or Rights(Caller(agent))  # not configured: every server, in no group
@@ -489,7 +494,7 @@ class Gateway:
                 return reply
             if reply.stream is not None:  # the answer is still to come, in the stream
                 return replace(reply, stream=self._audited_first(reply.stream, exchange))
-            await self._audit.committed(exchange.audited)
+            await self._audit.committed(exchange.audited, alone=self._in_flight == 1)
         except BaseException:
             ended(span)
             raise

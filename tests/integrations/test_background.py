@@ -72,6 +72,43 @@ async def test_an_item_the_handler_raises_on_is_set_aside_with_why_and_the_rest_
     assert logged[0].getMessage() == "pins: an item could not be handled and is set aside" and logged[0].exc_info
 
 
+async def test_handle_now_deals_with_the_queue_on_the_callers_task_unless_the_writer_is_busy() -> None:
+    handling, release = anyio.Event(), anyio.Event()
+    written: list[str] = []
+
+    async def slow(batch: Sequence[str]) -> int:
+        handling.set()
+        await release.wait()
+        written.extend(batch)
+        return len(batch)
+
+    queue: WriteBehind[str] = WriteBehind("audit", slow, max_batch=10)
+    taken: list[list[str]] = []
+
+    def take(batch: Sequence[str]) -> int:
+        taken.append(list(batch))
+        return len(batch) - 1  # the last one is left to the writer
+
+    queue.put("a")
+    queue.put("b")
+    queue.handle_now(take)  # no writer running: done here, at once, without a loop turn
+    assert taken == [["a", "b"]] and queue.handled == 1 and queue.items == ["b"]
+    with anyio.fail_after(1):
+        assert await queue.reached(1)  # its waiters need not wait for the writer either
+
+    async with anyio.create_task_group() as tg:
+        queue.start(tg)
+        with anyio.fail_after(5):
+            await handling.wait()  # the writer's task is handling "b"
+            queue.handle_now(take)
+            assert taken == [["a", "b"]]  # so nothing is taken from under it
+            release.set()
+            await queue.flush()
+        await queue.close()
+
+    assert written == ["b"] and queue.handled == 2
+
+
 async def test_items_put_from_worker_threads_wake_the_writer() -> None:
     sink = Sink(expect=5)
     queue: WriteBehind[str] = WriteBehind("test", sink.handle, max_batch=100)
