@@ -3,9 +3,10 @@
 uvicorn writes a response's status line and headers with one `send` and its body with another. Over
 loopback or a LAN each `send` is a syscall, a TCP segment and a wake-up of the reader, and the client reads
 the head before the body arrives. Here the connection's transport holds what is written during one turn
-of the event loop and sends it in one piece at the end of that turn: a JSON reply (head and body are
-written in the same turn) goes out whole; an event stream's events still go out as they are written, at
-most one loop turn later. Closing sends what is held first; more than 64 KiB held is sent at once.
+of the event loop and sends it in one piece at the end of that turn, or once the response is complete: a
+JSON reply (head and body are written in the same turn) goes out whole, at once; an event stream's events
+still go out as they are written, at most one loop turn later. Closing sends what is held first; more than
+64 KiB held is sent at once.
 """
 
 import asyncio
@@ -77,6 +78,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
         super().connection_made(wrapped)
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()  # the whole response is written: it leaves now, not at the end of the loop's turn
+        super().on_response_complete()
 
 
 def http_protocol() -> str:
