@@ -43,22 +43,14 @@ class Cursor:
 
 
 def _split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """Complete lines (without their endings) and the incomplete rest; accepts \\r\\n, \\n and \\r."""
-    lines: list[bytes] = []
-    start = 0
-    i = 0
-    size = len(buffer)
-    while i < size:
-        ch = buffer[i]
-        if ch == 0x0A or ch == 0x0D:
-            if ch == 0x0D and i + 1 == size:
-                break  # a lone \r at the end may be half of \r\n
-            lines.append(buffer[start:i])
-            i += 2 if ch == 0x0D and buffer[i + 1] == 0x0A else 1
-            start = i
-        else:
-            i += 1
-    return lines, buffer[start:]
+    """Complete lines (without their endings) and the incomplete rest; accepts \r\n, \n and \r.
+
+    `bytes.splitlines` breaks at exactly those three (unlike `str.splitlines`), in C: a byte-by-byte loop here
+    cost ~0.1 µs a byte, tens of µs for every streamed answer.
+    """
+    lines = buffer.splitlines(keepends=True)
+    rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""  # a lone \r may be half of \r\n
+    return [line[:-2] if line.endswith(b"\r\n") else line[:-1] for line in lines], rest
 
 
 def _rewrite_event(lines: list[bytes], request_id: Any, rewrite: Rewrite, cursor: Cursor | None) -> list[bytes]:
