@@ -1,9 +1,11 @@
 """Two checkouts of signoff timed side by side, in alternating short rounds: an A/B of latency, rate and CPU.
 
 Run: python bench/bench_ab.py --tree /tmp/before --tree . [--rounds 8] [--calls 300] [--clients 64] [--seconds 2]
+     [--upstream fast|sdk]
 
 This machine's speed drifts by half within minutes (shared cores), so two `bench_gateway` runs minutes apart
-compare the machine as much as the code. Here one fast upstream serves the direct target and one `signoff serve`
+compare the machine as much as the code. Here one upstream (the fast one, whose answers are JSON, or the SDK's,
+whose answers are event streams) serves the direct target and one `signoff serve`
 per tree (each its own code, audit log on in SQLite, an allow-all policy), and each round measures every target
 in turn, in an order that alternates (ABBA), so a drift hits them alike: `--calls` sequential calls, then
 `--clients` concurrent clients for `--seconds`. The figures are the medians over the rounds; `bench_instructions`
@@ -98,21 +100,22 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--upstream", choices=("fast", "sdk"), default="fast")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="signoff-ab-") as tmp_name, processes() as procs:
         tmp = Path(tmp_name)
-        fast_port = free_port()
-        fast = start(procs, [sys.executable, str(HERE / "fast_upstream.py"), str(fast_port)], tmp / "fast.log")
-        wait_http(fast_port, "/mcp", fast)
-        sides = [Side("direct", fast_port, "/mcp", None, None)]
+        up_port, name = free_port(), args.upstream
+        upstream = start(procs, [sys.executable, str(HERE / f"{name}_upstream.py"), str(up_port)], tmp / "up.log")
+        wait_http(up_port, "/mcp", upstream)
+        sides = [Side("direct", up_port, "/mcp", None, None)]
         for n, tree in enumerate(t.resolve() for t in args.tree):
             port, home = free_port(), tmp / f"tree{n}"
             home.mkdir()
-            config = write_config(home / "signoff.toml", port, {"fast": fast_port}, f"sqlite:///{home / 'db'}")
+            config = write_config(home / "signoff.toml", port, {name: up_port}, f"sqlite:///{home / 'db'}")
             command = [sys.executable, "-m", "integrations.cli", "--config", str(config), "serve"]
             gateway = start(procs, [*command, "--log-level", "warning"], home / "signoff.log", tree=tree)
             wait_http(port, "/healthz", gateway)
-            sides.append(Side(f"{chr(65 + n)}: {label(tree)}", port, "/mcp/fast", TOKEN, gateway.pid))
+            sides.append(Side(f"{chr(65 + n)}: {label(tree)}", port, f"/mcp/{name}", TOKEN, gateway.pid))
         for round_ in range(args.rounds):
             order = sides if round_ % 2 == 0 else sides[:1] + sides[:0:-1]
             for side in order:
@@ -120,8 +123,9 @@ def main() -> int:
                 asyncio.run(concurrent(side, args.clients, args.seconds))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     direct = statistics.median(sides[0].seq_ms)
-    print(f"Medians over {args.rounds} alternating rounds ({args.calls} sequential calls, {args.clients} clients")
-    print(f"for {args.seconds:g} s each round); CPU is the hop's own, µs per call.\n")
+    print(f"The {args.upstream} upstream; medians over {args.rounds} alternating rounds", end=" ")
+    print(f"({args.calls} sequential calls,")
+    print(f"{args.clients} clients for {args.seconds:g} s each round); CPU is the hop's own, µs per call.\n")
     print("| target | seq median ms | added ms | seq CPU µs | calls/s | vs direct | p99 ms | conc CPU µs |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     direct_rate = statistics.median(sides[0].rate)

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from opentelemetry.trace import Span
@@ -29,6 +29,7 @@ from integrations.telemetry import Telemetry, carrying
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 LISTEN_AFTER = 0.05  # seconds a call runs before `unless_gone` listens for its client going away
 
 
@@ -106,12 +107,20 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
     """
     if receive is None:
         return await work
-    # One plain task listens for the disconnect and cancels this task, as `asyncio.timeout` does, and the
-    # cancellation it caused is taken back (`uncancel`) once it has ended the work: an anyio task group per call
-    # cost ~44 µs of CPU and an anyio cancel scope ~7 µs (each measured alone), against ~1 µs for this. The listener
-    # can only run while this task waits in `await work`, so the cancellation always lands there. It starts only
-    # once the work has taken `LISTEN_AFTER` seconds: most calls are answered sooner, and a task per call was a
-    # few percent of the gateway's CPU; a client gone sooner than that is noticed then.
+    gone, reply = await _or_gone(receive, work)
+    return Reply(status=499, headers=[]) if gone or reply is None else reply  # 499: nobody is left to read it
+
+
+async def _or_gone(receive: Receive, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """`(False, what work returned)`, or `(True, None)` once the client disconnected and `work` was cancelled.
+
+    One plain task listens for the disconnect and cancels this task, as `asyncio.timeout` does, and the
+    cancellation it caused is taken back (`uncancel`) once it has ended the work: an anyio task group per call
+    cost ~44 µs of CPU and an anyio cancel scope ~7 µs (each measured alone), against ~1 µs for this. The listener
+    can only run while this task waits in `await work`, so the cancellation always lands there. It starts only
+    once the work has taken `LISTEN_AFTER` seconds: most calls are answered sooner, and a task per call was a
+    few percent of the gateway's CPU; a client gone sooner than that is noticed then.
+    """
     task = asyncio.current_task()
     assert task is not None  # noqa: S101 - an ASGI request always runs in a task
     loop = asyncio.get_running_loop()
@@ -129,10 +138,10 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
 
     timer = loop.call_later(LISTEN_AFTER, listen)
     try:
-        reply = await work
+        done = await work
     except asyncio.CancelledError:
         if gone and task.uncancel() == 0:  # ours alone (a shutdown's cancellation still propagates)
-            return Reply(status=499, headers=[])  # nobody is left to read it
+            return True, None
         raise
     finally:
         timer.cancel()
@@ -140,7 +149,7 @@ async def unless_gone(receive: Receive | None, work: Awaitable[Reply]) -> Reply:
             listener.cancel()
     if gone:  # the work swallowed the cancellation it was sent: take it back all the same
         task.uncancel()
-    return reply
+    return False, done
 
 
 def call_outcome(response: Message) -> tuple[str, str]:
@@ -305,15 +314,7 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
     stream = reply.stream
     try:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope.cancel)
-            try:
-                async for chunk in stream:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except UpstreamUnavailable:
-                pass  # a stream no request waits on (GET) broke upstream; it ends here and the client may reconnect
-            await send({"type": "http.response.body", "body": b""})
-            tg.cancel_scope.cancel()
+        await _or_gone(receive, _relay(stream, send))  # a client gone: the stream is closed below
     except OSError:
         logger.debug("Client went away while streaming")
     finally:
@@ -322,6 +323,15 @@ async def send_reply(reply: Reply, send: Send, receive: Receive) -> None:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+async def _relay(stream: AsyncIterator[bytes], send: Send) -> None:
+    try:
+        async for chunk in stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamUnavailable:
+        pass  # a stream no request waits on (GET) broke upstream; it ends here and the client may reconnect
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def disconnected(receive: Receive) -> None:
