@@ -275,20 +275,19 @@ class Gateway:
         # MCP-native waiting (tasks.py)
         self.tasks = TaskDesk(holding, clock, self.telemetry) if holding is not None else None
         self.tools = tools
-        self._in_flight = 0  # requests being handled now (a sequential agent's call is alone: see `_call_tool`)
+        # POSTs being decided or forwarded now, not held calls nor streams: a sequential agent's call is alone, and
+        # its audit row is committed on its own task (`AuditWriter.committed`); GET streams that stay open do not
+        # count, nor an answer still streaming (its row is committed when the answer's event comes).
+        self._posting = 0
 
     # -- ASGI ------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("path_params", {}).get("server", "")
-        self._in_flight += 1
-        try:
-            reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
-            if isinstance(reply, _Held):  # awaited here, so the wait keeps only what the held call needs, no frames
-                reply = await reply.answer()
-            await send_reply(reply, send, receive)
-        finally:
-            self._in_flight -= 1
+        reply = await self._handle(scope["method"], server, _decoded(scope["headers"]), receive)
+        if isinstance(reply, _Held):  # awaited here, so the wait keeps only what the held call needs, no frames
+            reply = await reply.answer()
+        await send_reply(reply, send, receive)
 
     def rights_of(self, agent: str) -> Rights:
         return self._rights.get(agent) or Rights(Caller(agent))  # not configured: every server, in no group
@@ -323,7 +322,11 @@ class Gateway:
                 return json_reply(rpc_error(None, code, why), status)
         try:
             if method == "POST":
-                return await self._post(server, served, rights.caller, headers, receive)
+                self._posting += 1
+                try:
+                    return await self._post(server, served, rights.caller, headers, receive)
+                finally:
+                    self._posting -= 1
             if method == "GET":
                 return await served.upstream.get(UpstreamRequest(headers, identity))
             if method == "DELETE":
@@ -494,7 +497,7 @@ class Gateway:
                 return reply
             if reply.stream is not None:  # the answer is still to come, in the stream
                 return replace(reply, stream=self._audited_first(reply.stream, exchange))
-            await self._audit.committed(exchange.audited, alone=self._in_flight == 1)
+            await self._audit.committed(exchange.audited, alone=self._posting == 1)
         except BaseException:
             ended(span)
             raise
@@ -507,7 +510,7 @@ class Gateway:
         try:
             async for chunk in stream:
                 if exchange.audited:
-                    await self._audit.committed(exchange.audited)
+                    await self._audit.committed(exchange.audited, alone=self._posting == 0)
                     exchange.audited = 0
                 yield chunk
         finally:
