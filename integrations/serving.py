@@ -10,7 +10,7 @@ still go out as they are written, at most one loop turn later. Closing sends wha
 """
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -76,11 +76,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol (httptools is a dependency: its C parser) over a `CoalescingTransport`."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
-        super().connection_made(wrapped)
+        self._coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        super().connection_made(cast(asyncio.Transport, self._coalescing))
 
     def on_response_complete(self) -> None:
-        self.transport.flush()  # the whole response is written: it leaves now, not at the end of the loop's turn
+        self._coalescing.flush()  # the whole response is written: it leaves now, not at the end of the loop's turn
         super().on_response_complete()
 
 
