@@ -48,11 +48,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # The text columns and their lengths (None: unbounded): a value is made storable and cut to fit before it is
 # chained, so a long tool name or detail cannot make PostgreSQL refuse the row that records it.
-_TEXT_COLUMNS: dict[str, int | None] = {
-    column.name: getattr(column.type, "length", None)
+_TEXT_LIMITS: tuple[tuple[str, int | None], ...] = tuple(
+    (column.name, getattr(column.type, "length", None))
     for column in AuditEvent.__table__.columns  # type: ignore[attr-defined]
     if column.name in _CHAINED and column.name not in ("at", "latency_ms")
-}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +163,10 @@ def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     content["at"] = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     if content["latency_ms"] is not None:
         content["latency_ms"] = round(float(content["latency_ms"]), 3)
+    return _digest(prev_hash, content)
+
+
+def _digest(prev_hash: str, content: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
 
 
@@ -188,20 +192,27 @@ def lock_chain(session: Session | Connection) -> None:
 
 
 def chain(prev_hash: str, records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
-    """The rows for `records`, each linked to the one before, the first to `prev_hash`."""
+    """The rows for `records`, each linked to the one before, the first to `prev_hash`.
+
+    The gateway chains a row for every call, so this spells out `storable` and `row_hash` for rows it has just
+    built (their `at` a UTC datetime already): the same values and hash, a third fewer Python calls a row.
+    """
     rows = []
     for record in records:
         row: dict[str, Any] = {name: getattr(record, name) for name in _CHAINED}
-        for name, limit in _TEXT_COLUMNS.items():
+        for name, limit in _TEXT_LIMITS:
             value = row[name]
             if value is not None:
-                value = storable(value)
+                if not value.isascii() or "\x00" in value:
+                    value = _UNSTORABLE.sub(_escape, value)
                 row[name] = value if limit is None or len(value) <= limit else value[: limit - 1] + "…"
-        row["at"] = record.at.astimezone(UTC)
+        at = row["at"] = record.at.astimezone(UTC)
+        content = {**row, "at": at.isoformat()}
         if record.latency_ms is not None:
             row["latency_ms"] = round(record.latency_ms, 3)
+            content["latency_ms"] = round(float(row["latency_ms"]), 3)
         row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = row_hash(prev_hash, row)
+        row["hash"] = prev_hash = _digest(prev_hash, content)
         rows.append(row)
     return rows
 

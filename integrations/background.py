@@ -93,6 +93,7 @@ class WriteBehind(Generic[T]):
         self._running = anyio.CancelScope()
         self._loop_thread: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waking = False  # a wake-up is scheduled (see `put`)
         self.handled = 0
         self.set_aside: list[tuple[T, str]] = []  # items `handle` raised on, with why; never retried
         self._progress = asyncio.Event()  # set, and replaced, each time items are dealt with (see `reached`)
@@ -109,13 +110,25 @@ class WriteBehind(Generic[T]):
     def put(self, item: T) -> None:
         """Queue `item`; returns at once and never raises. Call it from the event loop or from a worker thread."""
         self._items.append(item)  # one bytecode: safe from any thread under the GIL
-        if self._loop is None or threading.get_ident() == self._loop_thread:
+        if self._loop is None:
             self._wake.set()
+            return
+        if threading.get_ident() == self._loop_thread:
+            if not self._waking:  # woken after this turn of the loop, so an item dealt with meanwhile costs nothing
+                self._waking = True
+                self._loop.call_soon(self._wake_if_queued)
             return
         try:  # an asyncio event is not thread-safe: set it on the loop's thread
             self._loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:  # the loop is stopping; the item is queued and close() or flush() will see it
             logger.warning("%s: an item was queued from a thread while signoff is stopping", self.name)
+
+    def _wake_if_queued(self) -> None:
+        """Wake the writer's task if something is still queued: not for an item `handle_now` already dealt with
+        (a sequential call's audit row), which would cost the writer two task steps for nothing."""
+        self._waking = False
+        if self._items:
+            self._wake.set()
 
     def health(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from approvals.audit import GENESIS, AuditRecord, append, append_rows, canonical_json, digest_arguments, verify_chain
+from approvals.audit import (
+    GENESIS,
+    AuditRecord,
+    append,
+    append_rows,
+    canonical_json,
+    chain,
+    digest_arguments,
+    row_hash,
+    verify_chain,
+)
 from approvals.models import AuditEvent, AuditKind
 from integrations.auditing import AuditWriter
 from integrations.database import create_database_engine
@@ -306,3 +316,21 @@ async def test_on_sqlite_a_write_lock_held_elsewhere_waits_off_the_loop_and_no_c
     assert waited  # not written while another held the lock, and not failed either
     assert writer.written == 1 and writer.quarantined == 0
     assert timeouts == [30000, 30000, 30000]
+
+
+def test_chained_rows_carry_the_hash_verify_computes_from_what_is_stored() -> None:
+    records = [
+        AuditRecord(kind="allowed", tool="echo", identity="bot", latency_ms=5),  # an int latency: hashed as 5.0
+        AuditRecord(kind="denied", tool="é\x00\ud800", rule="r" * 600, latency_ms=0.12345),  # escaped, cut
+        AuditRecord(kind="held", tool="t", at=datetime(2026, 1, 1, 12, tzinfo=UTC), latency_ms=None),
+    ]
+    rows = chain(GENESIS, records)
+
+    assert [row["prev_hash"] for row in rows] == [GENESIS, rows[0]["hash"], rows[1]["hash"]]
+    for row in rows:
+        assert row["hash"] == row_hash(row["prev_hash"], row)
+        stored = {**row, "at": row["at"].isoformat()}  # as a database hands `at` back, as text
+        assert row["hash"] == row_hash(row["prev_hash"], stored)
+    assert rows[1]["tool"] == "é\\u0000\\ud800"
+    assert rows[1]["rule"] == "r" * 511 + "…"  # the column's 512
+    assert rows[0]["latency_ms"] == 5 and rows[1]["latency_ms"] == 0.123
