@@ -13,9 +13,11 @@ batch waits and is retried with a growing pause, and `health()` says so. Shutdow
 `close_timeout` seconds, so SIGTERM always ends.
 
 Each batch is one transaction on a connection the writer keeps (`approvals.audit.append_rows`: one
-`executemany`, no ORM), in a worker thread; after a database error the connection is dropped and a new
-one is taken for the retry. A record may be queued as a function that builds it: the gateway defers
-the canonical JSON, digest and redaction of a call's arguments to the writer's thread that way.
+`executemany`, no ORM), in a worker thread; on SQLite, first on the event loop's own thread, straight on
+the driver's connection, if the write lock is free at once (`append_rows_sqlite`), and for a call alone in
+the gateway on that call's own task (`committed(..., alone=True)`). After a database error the connection
+is dropped and a new one is taken for the retry. A record may be queued as a function that builds it: the
+gateway defers the canonical JSON, digest and redaction of a call's arguments to the writer that way.
 """
 
 import json
@@ -77,8 +79,8 @@ class AuditWriter:
         """Wait until the record at `place` (and every one before it) is committed: what the gateway awaits before
         an agent reads its answer. Concurrent calls share one commit. False: signoff stopped before it was.
 
-        `alone`: no other request is in the gateway, so no other row would share the commit: on SQLite it is
-        made at once on the caller's task, if the write lock is free, instead of by the writer's task.
+        `alone`: no other POST is in the gateway, so no other row would share the commit: on SQLite it is made
+        at once on the caller's task, if the write lock is free, instead of by the writer's task.
         """
         if alone and self._inline:
             self._queue.handle_now(self._write_now)

@@ -671,7 +671,7 @@ class Gateway:
             exchange.span.set_attributes({"signoff.decision": decided, "signoff.outcome": outcome})
         rule = rule_for(exchange.policy, call.tool)
         latency_ms = latency * 1000
-        # Built in the audit writer's thread: the arguments' canonical JSON and digest stay off the event loop.
+        # Built by the audit writer as it writes (in its worker thread, or on SQLite as it commits on the loop).
         exchange.audited = self._audit.record(
             partial(
                 _call_record,
