@@ -5,6 +5,7 @@ Imported by the bench scripts as `harness` (they run as `python bench/NAME.py`, 
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -243,7 +244,8 @@ def py_spy(pid: int, directory: Path, name: str, rate: int = 250) -> Iterator[Pa
     """Sample process `pid` with py-spy while the block runs; then `DIR/NAME.collapsed` and `DIR/NAME-summary.txt`."""
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / f"{name}.collapsed"
-    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--nonblocking"]
+    spy_path = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # on PATH, or the venv's
+    command = [spy_path, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--nonblocking"]
     spy = subprocess.Popen(
         [*command, "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
