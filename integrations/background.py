@@ -113,15 +113,14 @@ class WriteBehind(Generic[T]):
         if self._loop is None:
             self._wake.set()
             return
-        if threading.get_ident() == self._loop_thread:
-            if not self._waking:  # woken after this turn of the loop, so an item dealt with meanwhile costs nothing
-                self._waking = True
+        try:
+            if threading.get_ident() != self._loop_thread:  # an asyncio event is not thread-safe: set it on the loop
+                self._loop.call_soon_threadsafe(self._wake.set)
+            elif not self._waking:  # woken after this turn of the loop: an item dealt with meanwhile costs nothing
                 self._loop.call_soon(self._wake_if_queued)
-            return
-        try:  # an asyncio event is not thread-safe: set it on the loop's thread
-            self._loop.call_soon_threadsafe(self._wake.set)
+                self._waking = True
         except RuntimeError:  # the loop is stopping; the item is queued and close() or flush() will see it
-            logger.warning("%s: an item was queued from a thread while signoff is stopping", self.name)
+            logger.warning("%s: an item was queued while signoff is stopping", self.name)
 
     def _wake_if_queued(self) -> None:
         """Wake the writer's task if something is still queued: not for an item `handle_now` already dealt with

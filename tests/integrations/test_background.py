@@ -1,6 +1,7 @@
 """The write-behind queue under the audit writer, the tool-pin writer and the webhooks: order, batches, bad
 items set aside, puts from worker threads, and a bounded close."""
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -175,3 +176,24 @@ def test_retry_after_reads_seconds_or_an_http_date(header: str | None, seconds: 
     now = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC).timestamp()
 
     assert retry_after(header, now) == seconds
+
+
+def test_a_put_after_the_writers_loop_has_ended_keeps_the_item_and_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink()
+
+    async def serve_and_stop() -> WriteBehind[str]:
+        queue: WriteBehind[str] = WriteBehind("late", sink.handle)
+        async with anyio.create_task_group() as tg:
+            queue.start(tg)
+            queue.put("a")
+            await queue.flush()
+            tg.cancel_scope.cancel()  # the loop ends without close(): a crash, a test's loop torn down
+        return queue
+
+    queue = asyncio.run(serve_and_stop())
+    queue.put("b")  # on the same thread, its loop closed
+
+    assert sink.items == ["a"] and queue.items == ["b"]
+    assert "an item was queued while signoff is stopping" in caplog.text
