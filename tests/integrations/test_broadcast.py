@@ -60,19 +60,21 @@ def replicas(signoff: Any) -> Replicas:
 
 async def approve_elsewhere(held_on: Running, decide_on: Running) -> tuple[CallToolResult, float, str]:
     """Hold a delete_record call on `held_on`, approve it through `decide_on`'s API: the result, and how long after
-    the approval it came."""
-    results: list[CallToolResult] = []
+    the approval it came (taken when the result arrives, not after the client's session has closed)."""
+    results: list[tuple[CallToolResult, float]] = []
     async with held_on.client("ev") as client, anyio.create_task_group() as tg:
 
         async def call() -> None:
-            results.append(await client.call_tool("delete_record", {"record_id": "r-1"}))
+            result = await client.call_tool("delete_record", {"record_id": "r-1"})
+            results.append((result, anyio.current_time()))
 
         tg.start_soon(call)
         approval_id = await wait_for_pending(decide_on, "delete_record")
         decided = await api(decide_on, "POST", f"/api/approvals/{approval_id}/approve", "carol-approver-token")
         assert decided.status_code == 200
         clicked = anyio.current_time()
-    return results[0], anyio.current_time() - clicked, approval_id
+    result, answered = results[0]
+    return result, answered - clicked, approval_id
 
 
 @pytest.mark.postgres
