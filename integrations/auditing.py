@@ -22,6 +22,7 @@ gateway defers the canonical JSON, digest and redaction of a call's arguments to
 
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -110,7 +111,7 @@ class AuditWriter:
     async def _handle(self, batch: Sequence[Recordable]) -> int:
         """Write `batch`; how many of its records were dealt with (0 while the database is down: it waits)."""
         done: int | None = len(batch)
-        if not (self._inline and self._written_now(batch)):
+        if not (self._inline and self._write_now(batch)):
             try:
                 await anyio.to_thread.run_sync(self._write, batch)
             except Exception:
@@ -129,18 +130,16 @@ class AuditWriter:
         return done
 
     def _write_now(self, batch: Sequence[Recordable]) -> int:
-        return len(batch) if self._written_now(batch) else 0
-
-    def _written_now(self, batch: Sequence[Recordable]) -> bool:
         """On SQLite, write `batch` on the event loop's own thread if the write lock is free at once: a local
         commit costs ~50 µs, and handing it to a worker thread and back cost three times that (measured). A
-        lock held elsewhere (another process, the approvals' thread) or any failure: False, and the batch goes
-        to a worker thread, which waits for the lock, or splits the batch, as always."""
+        lock held elsewhere (another process, the approvals' thread) or any failure: 0 (nothing written), and
+        the batch goes to a worker thread, which waits for the lock, or splits the batch, as always. Returns how
+        many records were written, for `WriteBehind.handle_now`."""
         try:
             self._write(batch, wait=False)
         except Exception:
-            return False
-        return True
+            return 0
+        return len(batch)
 
     def _write(self, batch: Sequence[Recordable], *, wait: bool = True) -> None:
         records = [_built(r) for r in batch]
@@ -279,8 +278,10 @@ def _kept(item: Recordable) -> dict[str, Any]:
 
 
 def _busy(exc: DBAPIError) -> bool:
-    """Whether SQLite refused for its write lock being held elsewhere, which a worker thread waits out."""
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+    """Whether SQLite refused for its write lock being held elsewhere (SQLITE_BUSY or SQLITE_LOCKED, extended
+    codes included), which a worker thread waits out."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _why(exc: BaseException) -> str:
